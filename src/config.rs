@@ -1,0 +1,452 @@
+//! Typed configuration: built-in defaults ← `hqsync.toml` (or `--config FILE`)
+//! ← `HQSYNC_…` environment (`__` separates levels), validated once at start.
+//! A bad value becomes one [`ConfigError`] naming the key and the fix; nothing
+//! else in the program parses configuration.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use secrecy::SecretString;
+use serde::{Deserialize, Serialize};
+
+use crate::model::TenantId;
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Folder for the embedded store, the generated master key and other state.
+    pub data_dir: PathBuf,
+    pub http: HttpConfig,
+    pub store: StoreConfig,
+    pub queue: QueueConfig,
+    pub worker: WorkerConfig,
+    pub secrets: SecretsConfig,
+    pub log: LogConfig,
+    /// Tenants declared in the file; reconciled into the store at start.
+    #[serde(default)]
+    pub tenants: Vec<TenantConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    pub listen: SocketAddr,
+    /// Largest request body accepted on the notification and webhook routes.
+    pub max_body_bytes: usize,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    /// `sqlite://PATH` or `postgres://…`. Empty = `sqlite://<data_dir>/hqsync.db`.
+    pub url: String,
+    pub max_connections: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum QueueBackend {
+    /// A table in the store: one process, no broker.
+    Local,
+    /// RabbitMQ over AMQP 0-9-1.
+    Amqp,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueueConfig {
+    pub backend: QueueBackend,
+    /// AMQP URL (backend `amqp` only).
+    pub url: String,
+    /// Prefix of every exchange and queue name (tests use a random one).
+    pub prefix: String,
+    /// Number of work queues hints are spread over by tenant+mailbox.
+    pub partitions: u16,
+    /// Deliveries of one hint before it is dead-lettered (`x-delivery-limit`).
+    pub delivery_limit: u32,
+    /// Delays of the retry queues, shortest first.
+    pub retry_delays_secs: Vec<u64>,
+    /// Unacknowledged deliveries per consumer.
+    pub prefetch: u16,
+    /// How long ingress waits for the broker's confirm before answering 503.
+    pub publish_timeout_ms: u64,
+    /// Local backend: how long a received hint stays invisible before redelivery.
+    pub visibility_timeout_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkerConfig {
+    /// Hints processed at once by one worker process.
+    pub concurrency: usize,
+    /// On SIGTERM, how long in-flight work may take to finish.
+    pub drain_timeout_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct SecretsConfig {
+    /// 32 bytes, base64. Encrypts tenant secrets at rest (AES-256-GCM).
+    #[serde(default, skip_serializing)]
+    pub master_key: Option<SecretString>,
+    /// A file holding the base64 key. Default: `<data_dir>/master.key`,
+    /// generated (mode 0600) on first start when neither is given.
+    #[serde(default)]
+    pub master_key_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    /// Pretty on a terminal, JSON otherwise.
+    Auto,
+    Json,
+    Pretty,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    /// A `tracing` filter, e.g. `info,hqsync=debug`. `RUST_LOG` wins when set.
+    pub level: String,
+}
+
+/// A tenant declared in the configuration file.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantConfig {
+    pub id: TenantId,
+    #[serde(default)]
+    pub name: Option<String>,
+    pub graph: GraphTenantConfig,
+    pub hellohq: HellohqTenantConfig,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct GraphTenantConfig {
+    /// Directory (tenant) id of the customer's Entra tenant.
+    pub tenant_id: String,
+    /// Application (client) id.
+    pub client_id: String,
+    #[serde(skip_serializing)]
+    pub client_secret: SecretString,
+    #[serde(default = "default_graph_base")]
+    pub graph_base: String,
+    #[serde(default = "default_login_base")]
+    pub login_base: String,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct HellohqTenantConfig {
+    #[serde(default = "default_hellohq_base")]
+    pub base_url: String,
+    #[serde(skip_serializing)]
+    pub token: SecretString,
+    /// Standard Webhooks secrets (`whsec_…`); several while rotating.
+    #[serde(default, skip_serializing)]
+    pub webhook_secrets: Vec<SecretString>,
+}
+
+pub fn default_graph_base() -> String {
+    "https://graph.microsoft.com/v1.0".into()
+}
+pub fn default_login_base() -> String {
+    "https://login.microsoftonline.com".into()
+}
+pub fn default_hellohq_base() -> String {
+    "https://api.hellohq.io".into()
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            data_dir: PathBuf::from("./data"),
+            http: HttpConfig {
+                listen: "127.0.0.1:8080".parse().expect("valid literal"),
+                max_body_bytes: 1024 * 1024,
+            },
+            store: StoreConfig { url: String::new(), max_connections: 10 },
+            queue: QueueConfig {
+                backend: QueueBackend::Local,
+                url: "amqp://guest:guest@127.0.0.1:5672/%2f".into(),
+                prefix: "hqsync".into(),
+                partitions: 4,
+                delivery_limit: 10,
+                retry_delays_secs: vec![5, 30, 300],
+                prefetch: 32,
+                publish_timeout_ms: 2000,
+                visibility_timeout_secs: 60,
+            },
+            worker: WorkerConfig { concurrency: 16, drain_timeout_secs: 30 },
+            secrets: SecretsConfig::default(),
+            log: LogConfig { format: LogFormat::Auto, level: "info".into() },
+            tenants: Vec::new(),
+        }
+    }
+}
+
+/// A configuration problem, said in one line: the key, what is wrong, the fix.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("config error: `{key}`: {problem}; fix: {fix}")]
+pub struct ConfigError {
+    pub key: String,
+    pub problem: String,
+    pub fix: String,
+}
+
+impl ConfigError {
+    fn new(key: &str, problem: impl Into<String>, fix: impl Into<String>) -> Self {
+        ConfigError { key: key.into(), problem: problem.into(), fix: fix.into() }
+    }
+
+    /// Where a key can be set, for the `fix` part of a message.
+    fn where_to_set(key: &str) -> String {
+        let env = format!("HQSYNC_{}", key.replace('.', "__").to_uppercase());
+        match key.rsplit_once('.') {
+            Some((table, leaf)) => format!("set `{leaf}` under [{table}] in hqsync.toml or {env}"),
+            None => format!("set `{key}` in hqsync.toml or {env}"),
+        }
+    }
+}
+
+impl Config {
+    /// Loads defaults ← file ← environment, then validates. `file` = None
+    /// reads `./hqsync.toml` when it exists.
+    pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
+        Self::load_from(file, Env::prefixed("HQSYNC_").split("__"))
+    }
+
+    /// As [`Config::load`], with an explicit environment provider (tests).
+    pub fn load_from(file: Option<&Path>, env: Env) -> Result<Config, ConfigError> {
+        let mut fig = Figment::from(Serialized::defaults(Config::default()));
+        match file {
+            Some(path) => {
+                if !path.is_file() {
+                    return Err(ConfigError::new(
+                        "--config",
+                        format!("file {} does not exist", path.display()),
+                        "pass the path of an existing hqsync.toml, or leave --config out to run on defaults",
+                    ));
+                }
+                fig = fig.merge(Toml::file_exact(path));
+            }
+            None => fig = fig.merge(Toml::file("hqsync.toml")),
+        }
+        fig = fig.merge(env);
+        let mut cfg: Config = fig.extract().map_err(|e| from_figment(&e))?;
+        cfg.validate()?;
+        if cfg.store.url.is_empty() {
+            cfg.store.url = format!("sqlite://{}", cfg.data_dir.join("hqsync.db").display());
+        }
+        Ok(cfg)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |key: &str, problem: String| ConfigError::new(key, problem, ConfigError::where_to_set(key));
+        if !self.store.url.is_empty()
+            && !(self.store.url.starts_with("sqlite:")
+                || self.store.url.starts_with("postgres://")
+                || self.store.url.starts_with("postgresql://"))
+        {
+            return Err(ConfigError::new(
+                "store.url",
+                format!("unsupported scheme in {:?}", redact_url(&self.store.url)),
+                "use sqlite://PATH or postgres://USER@HOST/DB (HQSYNC_STORE__URL)",
+            ));
+        }
+        if self.store.max_connections == 0 {
+            return Err(bad("store.max_connections", "must be at least 1".into()));
+        }
+        if self.queue.backend == QueueBackend::Amqp {
+            match url::Url::parse(&self.queue.url) {
+                Ok(u) if u.scheme() == "amqp" || u.scheme() == "amqps" => {}
+                _ => {
+                    return Err(ConfigError::new(
+                        "queue.url",
+                        format!("{:?} is not an amqp:// URL", redact_url(&self.queue.url)),
+                        "use amqp://USER:PASS@HOST:5672/%2f (HQSYNC_QUEUE__URL)",
+                    ))
+                }
+            }
+        }
+        let name_ok = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.';
+        if self.queue.prefix.is_empty() || !self.queue.prefix.chars().all(name_ok) {
+            return Err(bad("queue.prefix", format!("{:?} is not a plain name (letters, digits, - _ .)", self.queue.prefix)));
+        }
+        if self.queue.partitions == 0 || self.queue.partitions > 64 {
+            return Err(bad("queue.partitions", format!("{} is outside 1..=64", self.queue.partitions)));
+        }
+        if self.queue.delivery_limit == 0 {
+            return Err(bad("queue.delivery_limit", "must be at least 1".into()));
+        }
+        if self.queue.retry_delays_secs.is_empty() || self.queue.retry_delays_secs.contains(&0) {
+            return Err(bad("queue.retry_delays_secs", "needs one or more delays, each at least 1 second".into()));
+        }
+        if self.queue.prefetch == 0 {
+            return Err(bad("queue.prefetch", "must be at least 1".into()));
+        }
+        if self.queue.publish_timeout_ms == 0 {
+            return Err(bad("queue.publish_timeout_ms", "must be at least 1".into()));
+        }
+        if self.worker.concurrency == 0 {
+            return Err(bad("worker.concurrency", "must be at least 1".into()));
+        }
+        if self.http.max_body_bytes < 1024 {
+            return Err(bad("http.max_body_bytes", "must be at least 1024".into()));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (i, t) in self.tenants.iter().enumerate() {
+            if !seen.insert(t.id.clone()) {
+                return Err(ConfigError::new(
+                    &format!("tenants[{i}].id"),
+                    format!("tenant {} is declared twice", t.id),
+                    "give every [[tenants]] entry its own id",
+                ));
+            }
+            for (key, value) in [
+                ("graph.graph_base", &t.graph.graph_base),
+                ("graph.login_base", &t.graph.login_base),
+                ("hellohq.base_url", &t.hellohq.base_url),
+            ] {
+                match url::Url::parse(value) {
+                    Ok(u) if u.scheme() == "https" || u.scheme() == "http" => {}
+                    _ => {
+                        return Err(ConfigError::new(
+                            &format!("tenants[{i}].{key}"),
+                            format!("{value:?} is not an http(s) URL"),
+                            "give the full base URL, e.g. https://graph.microsoft.com/v1.0",
+                        ))
+                    }
+                }
+            }
+            for (j, s) in t.hellohq.webhook_secrets.iter().enumerate() {
+                if crate::connectors::hellohq::webhook::WebhookSecret::parse(s).is_err() {
+                    return Err(ConfigError::new(
+                        &format!("tenants[{i}].hellohq.webhook_secrets[{j}]"),
+                        "not a Standard Webhooks secret".to_string(),
+                        "use the whsec_<base64> value helloHQ shows for the endpoint",
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Hides the password part of a URL for messages and logs.
+pub fn redact_url(raw: &str) -> String {
+    match url::Url::parse(raw) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("***"));
+            u.to_string()
+        }
+        Ok(u) => u.to_string(),
+        Err(_) => "<unparsable>".into(),
+    }
+}
+
+fn from_figment(e: &figment::Error) -> ConfigError {
+    use figment::error::Kind as K;
+    let key = if e.path.is_empty() { "<root>".to_string() } else { e.path.join(".") };
+    let fix = ConfigError::where_to_set(&key);
+    let problem = match &e.kind {
+        K::MissingField(f) => {
+            let full = if e.path.is_empty() { f.to_string() } else { format!("{key}.{f}") };
+            return ConfigError::new(&full, "is required but missing", ConfigError::where_to_set(&full));
+        }
+        K::UnknownField(f, expected) => {
+            let full = if e.path.is_empty() { f.to_string() } else { format!("{key}.{f}") };
+            return ConfigError::new(
+                &full,
+                "is not a known setting",
+                format!("remove it or use one of: {}", expected.join(", ")),
+            );
+        }
+        K::UnknownVariant(v, expected) => format!("unknown value {v:?}, expected one of: {}", expected.join(", ")),
+        K::InvalidType(actual, expected) => format!("has the wrong type: found {actual}, expected {expected}"),
+        K::InvalidValue(actual, expected) => format!("invalid value {actual}, expected {expected}"),
+        K::Message(m) => m.clone(),
+        other => other.to_string(),
+    };
+    ConfigError { key, problem, fix }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Loads `toml` as the config file with `env` (names without the
+    /// `HQSYNC_` prefix) set, inside a figment jail so tests don't race.
+    fn load(toml: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let mut out = None;
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("hqsync.toml", toml)?;
+            for (k, v) in env {
+                jail.set_env(format!("HQSYNC_{k}"), v);
+            }
+            out = Some(Config::load(Some(Path::new("hqsync.toml"))));
+            Ok(())
+        });
+        out.expect("jail ran")
+    }
+
+    #[test]
+    fn defaults_are_the_embedded_setup() {
+        let cfg = load("", &[]).unwrap();
+        assert_eq!(cfg.queue.backend, QueueBackend::Local);
+        assert_eq!(cfg.http.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(cfg.store.url, "sqlite://./data/hqsync.db");
+    }
+
+    #[test]
+    fn unknown_backend_names_the_key_and_values() {
+        let err = load("[queue]\nbackend = \"rabbit\"\n", &[]).unwrap_err();
+        assert_eq!(err.key, "queue.backend");
+        assert!(err.problem.contains("local") && err.problem.contains("amqp"), "{err}");
+        assert!(err.fix.contains("HQSYNC_QUEUE__BACKEND"), "{err}");
+    }
+
+    #[test]
+    fn unknown_key_is_refused_with_its_full_path() {
+        let err = load("[queue]\nprefetchh = 3\n", &[]).unwrap_err();
+        assert_eq!(err.key, "queue.prefetchh");
+        assert!(err.fix.contains("prefetch"), "{err}");
+    }
+
+    #[test]
+    fn environment_overrides_file() {
+        let cfg = load("[worker]\nconcurrency = 3\n", &[("WORKER__CONCURRENCY", "7")]).unwrap();
+        assert_eq!(cfg.worker.concurrency, 7);
+    }
+
+    #[test]
+    fn bad_store_scheme_is_refused() {
+        let err = load("[store]\nurl = \"mysql://u:pw@h/db\"\n", &[]).unwrap_err();
+        assert_eq!(err.key, "store.url");
+        assert!(!err.to_string().contains("pw"), "password leaked: {err}");
+    }
+
+    #[test]
+    fn bad_listen_address_names_the_key() {
+        let err = load("[http]\nlisten = \"localhost\"\n", &[]).unwrap_err();
+        assert_eq!(err.key, "http.listen");
+    }
+
+    #[test]
+    fn duplicate_tenants_are_refused() {
+        let t = "[[tenants]]\nid = \"acme\"\n[tenants.graph]\ntenant_id=\"t\"\nclient_id=\"c\"\nclient_secret=\"s\"\n[tenants.hellohq]\ntoken=\"x\"\n";
+        let err = load(&format!("{t}{t}"), &[]).unwrap_err();
+        assert_eq!(err.key, "tenants[1].id");
+    }
+
+    #[test]
+    fn missing_config_file_is_an_error() {
+        let err = Config::load_from(Some(Path::new("/nonexistent/hqsync.toml")), Env::prefixed("X_NEVER_")).unwrap_err();
+        assert_eq!(err.key, "--config");
+    }
+}

@@ -1,0 +1,2 @@
+//! Microsoft Graph: notification payloads (and, later, the API client).
+pub mod notification;

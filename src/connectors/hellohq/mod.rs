@@ -1,0 +1,2 @@
+//! helloHQ: webhook verification (and, later, the API client).
+pub mod webhook;

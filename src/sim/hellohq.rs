@@ -1,0 +1,1 @@
+//! helloHQ simulator. (sim helper)
