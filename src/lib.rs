@@ -3,9 +3,16 @@
 //! modules; every module is public so integration tests drive the real code.
 #![forbid(unsafe_code)]
 
+pub mod app;
+pub mod bench;
+pub mod cli;
 pub mod config;
 pub mod connectors;
+pub mod engine;
+pub mod http;
 pub mod model;
 pub mod queue;
 pub mod sim;
 pub mod store;
+pub mod telemetry;
+pub mod worker;

@@ -30,6 +30,10 @@ pub enum Change {
     Deleted,
     /// Re-read everything in scope (delta/poll pass, lifecycle `missed`).
     Resync,
+    /// Graph removed the subscription: recreate it, then resync.
+    SubscriptionRemoved,
+    /// Graph wants the subscription reauthorized (or renewed).
+    ReauthorizationRequired,
 }
 
 impl Change {
@@ -39,6 +43,8 @@ impl Change {
             Change::Updated => "updated",
             Change::Deleted => "deleted",
             Change::Resync => "resync",
+            Change::SubscriptionRemoved => "subscription_removed",
+            Change::ReauthorizationRequired => "reauthorization_required",
         }
     }
 }

@@ -31,7 +31,11 @@ fn reachable(addr: &str) -> bool {
 pub fn rabbitmq_url() -> Option<String> {
     let url = std::env::var("HQSYNC_TEST_AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into());
     let host = url::Url::parse(&url).ok().map(|u| {
-        format!("{}:{}", u.host_str().unwrap_or("127.0.0.1").replace("localhost", "127.0.0.1"), u.port().unwrap_or(5672))
+        format!(
+            "{}:{}",
+            u.host_str().unwrap_or("127.0.0.1").replace("localhost", "127.0.0.1"),
+            u.port().unwrap_or(5672)
+        )
     });
     if host.as_deref().is_some_and(reachable) {
         Some(url)
@@ -73,7 +77,8 @@ pub async fn fresh_postgres() -> Option<PgTestDb> {
 impl PgTestDb {
     pub async fn cleanup(self) {
         if let Ok(mut conn) = <sqlx::PgConnection as sqlx::Connection>::connect(&self.admin_url).await {
-            let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name)).execute(&mut conn).await;
+            let _ =
+                sqlx::query(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name)).execute(&mut conn).await;
         }
     }
 }
@@ -81,4 +86,179 @@ impl PgTestDb {
 /// A unique queue prefix so parallel tests never share exchanges or queues.
 pub fn queue_prefix(test: &str) -> String {
     format!("t.{test}.{}", &uuid::Uuid::new_v4().simple().to_string()[..8])
+}
+
+// ---------------------------------------------------------------------------
+// A running ingress (real router on port 0) over a real store and queue.
+
+use hqsync::config::{Config, QueueBackend};
+use hqsync::model::{Kind, MailboxId, TenantId};
+use hqsync::queue::Queue;
+use hqsync::store::{Cipher, GraphCredentials, HellohqCredentials, Mailbox, MailboxState, Store, Subscription, Tenant};
+use sha2::Digest;
+
+pub const TENANT: &str = "acme";
+pub const ENTRA_TENANT: &str = "84bd8158-6d4d-4958-8b9f-9d6445542f95";
+pub const MAILBOX: &str = "anna.schmidt@agentur-beispiel.de";
+pub const SUBSCRIPTION: &str = "6d0f4f2a-9a0b-4c44-8f40-1c2e3d4b5a69";
+pub const CLIENT_STATE: &str = "c1ient-state-with-enough-entropy-7f3a";
+/// The Standard Webhooks spec's test secret, and a second one for rotation.
+pub const WEBHOOK_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+pub const WEBHOOK_SECRET_NEW: &str = "whsec_dGhpcy1pcy1hLW5ldy1zZWNyZXQtMzItYnl0ZXMh";
+
+pub fn test_cipher() -> Cipher {
+    Cipher::from_base64(&Cipher::generate_key_base64()).expect("generated key is valid")
+}
+
+pub struct TestApp {
+    pub addr: std::net::SocketAddr,
+    pub base: String,
+    pub store: Store,
+    pub queue: Queue,
+    pub config: Config,
+    pub shutdown: tokio_util::sync::CancellationToken,
+    pub client: reqwest::Client,
+    _dir: tempfile::TempDir,
+}
+
+/// Config for a test: scratch data dir, the given backend, a unique prefix.
+pub fn test_config(dir: &std::path::Path, backend: QueueBackend, amqp_url: Option<&str>, test: &str) -> Config {
+    let mut cfg = Config::default();
+    cfg.data_dir = dir.to_path_buf();
+    cfg.store.url = format!("sqlite://{}", dir.join("hqsync.db").display());
+    cfg.queue.backend = backend;
+    cfg.queue.prefix = queue_prefix(test);
+    cfg.queue.partitions = 2;
+    cfg.queue.retry_delays_secs = vec![1, 2];
+    cfg.queue.visibility_timeout_secs = 2;
+    if let Some(u) = amqp_url {
+        cfg.queue.url = u.to_string();
+    }
+    cfg
+}
+
+/// Store with tenant `acme` (two webhook secrets), one mailbox and one
+/// contact subscription whose clientState is `CLIENT_STATE`.
+pub async fn seeded_store(cfg: &Config) -> Store {
+    let store = Store::open(&cfg.store.url, 5, test_cipher()).await.expect("open store");
+    let now = chrono::Utc::now();
+    let tenant = TenantId::parse(TENANT).unwrap();
+    let mailbox = MailboxId::parse(MAILBOX).unwrap();
+    store
+        .upsert_tenant(&Tenant {
+            id: tenant.clone(),
+            name: "ACME GmbH".into(),
+            enabled: true,
+            graph: GraphCredentials {
+                entra_tenant_id: ENTRA_TENANT.into(),
+                client_id: "11111111-2222-3333-4444-555555555555".into(),
+                client_secret: "graph-client-secret-value".to_string().into(),
+                graph_base: hqsync::config::default_graph_base(),
+                login_base: hqsync::config::default_login_base(),
+            },
+            hellohq: HellohqCredentials {
+                base_url: hqsync::config::default_hellohq_base(),
+                token: "hellohq-sync-token-value".to_string().into(),
+                webhook_secrets: vec![WEBHOOK_SECRET.to_string().into(), WEBHOOK_SECRET_NEW.to_string().into()],
+            },
+            settings: serde_json::json!({}),
+            created_at: now,
+            updated_at: now,
+        })
+        .await
+        .expect("seed tenant");
+    store
+        .upsert_mailbox(&Mailbox {
+            tenant: tenant.clone(),
+            id: mailbox.clone(),
+            hq_user_id: Some("7".into()),
+            state: MailboxState::Active,
+            settings: serde_json::json!({}),
+            last_error: None,
+            updated_at: now,
+        })
+        .await
+        .expect("seed mailbox");
+    store
+        .upsert_subscription(&Subscription {
+            id: SUBSCRIPTION.into(),
+            tenant,
+            mailbox,
+            kind: Kind::Contact,
+            resource: format!("users/{MAILBOX}/contactFolders/AAMkF/contacts"),
+            client_state_sha256: sha2::Sha256::digest(CLIENT_STATE.as_bytes()).into(),
+            expires_at: now + chrono::Duration::days(2),
+            state: "active".into(),
+            created_at: now,
+        })
+        .await
+        .expect("seed subscription");
+    store
+}
+
+/// Starts the HTTP edge on port 0 over a seeded store and the given queue
+/// backend. `None` when the backend's service is missing (skipped loudly).
+pub async fn spawn_app(backend: QueueBackend, test: &str) -> Option<TestApp> {
+    let amqp = match backend {
+        QueueBackend::Amqp => Some(rabbitmq_url()?),
+        QueueBackend::Local => None,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = test_config(dir.path(), backend, amqp.as_deref(), test);
+    Some(spawn_app_with(cfg, dir).await)
+}
+
+pub async fn spawn_app_with(cfg: Config, dir: tempfile::TempDir) -> TestApp {
+    let store = seeded_store(&cfg).await;
+    let queue = Queue::open(&cfg.queue, &store).await.expect("open queue");
+    let state = hqsync::http::AppState::new(
+        store.clone(),
+        queue.clone(),
+        Duration::from_millis(cfg.queue.publish_timeout_ms),
+        cfg.http.max_body_bytes,
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    tokio::spawn(hqsync::http::serve(listener, hqsync::http::router(state), shutdown.clone()));
+    TestApp {
+        addr,
+        base: format!("http://{addr}"),
+        store,
+        queue,
+        config: cfg,
+        shutdown,
+        client: reqwest::Client::new(),
+        _dir: dir,
+    }
+}
+
+impl TestApp {
+    /// Waits until the queue reports ready (the AMQP backend connects in the background).
+    pub async fn wait_ready(&self) {
+        for _ in 0..100 {
+            if self.queue.ready().await.is_ok() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("queue never became ready");
+    }
+
+    /// Every hint delivered within `wait`, acked.
+    pub async fn drain(&self, wait: Duration) -> Vec<hqsync::queue::Hint> {
+        let mut consumer = self.queue.consumer().await.expect("consumer");
+        let mut out = Vec::new();
+        while let Ok(Ok(Some(d))) = tokio::time::timeout(wait, consumer.next()).await {
+            out.push(d.hint.clone().expect("decodable hint"));
+            d.ack().await.expect("ack");
+        }
+        consumer.close().await;
+        out
+    }
+
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        self.queue.close().await;
+    }
 }

@@ -1,0 +1,128 @@
+//! Wiring of the roles: opens the store (with the master key) and the
+//! queue, reconciles config-declared tenants, and runs `serve`, `worker`
+//! or both (`run`) until a shutdown signal.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Config, TenantConfig};
+use crate::engine::Engine;
+use crate::http::{self, AppState};
+use crate::queue::Queue;
+use crate::store::{Cipher, GraphCredentials, HellohqCredentials, Store, Tenant};
+use crate::worker::Worker;
+
+/// The shared handles of one process.
+#[derive(Clone)]
+pub struct App {
+    pub config: Config,
+    pub store: Store,
+    pub queue: Queue,
+}
+
+impl App {
+    /// Opens store and queue as configured and reconciles `[[tenants]]`.
+    pub async fn open(config: Config) -> anyhow::Result<App> {
+        let cipher = master_key(&config)?;
+        let store = Store::open(&config.store.url, config.store.max_connections, cipher)
+            .await
+            .with_context(|| format!("opening the store at {}", crate::config::redact_url(&config.store.url)))?;
+        reconcile_tenants(&store, &config.tenants).await?;
+        let queue = Queue::open(&config.queue, &store).await.context("opening the queue")?;
+        Ok(App { config, store, queue })
+    }
+
+    pub fn http_state(&self) -> AppState {
+        AppState::new(
+            self.store.clone(),
+            self.queue.clone(),
+            Duration::from_millis(self.config.queue.publish_timeout_ms),
+            self.config.http.max_body_bytes,
+        )
+    }
+
+    pub fn worker(&self) -> Worker {
+        Worker {
+            queue: self.queue.clone(),
+            engine: Engine::new(self.store.clone()),
+            concurrency: self.config.worker.concurrency,
+            drain_timeout: Duration::from_secs(self.config.worker.drain_timeout_secs),
+            retry_delays: self.config.queue.retry_delays_secs.iter().map(|s| Duration::from_secs(*s)).collect(),
+        }
+    }
+
+    /// Serves HTTP on `listener` until `shutdown`.
+    pub async fn serve(&self, listener: tokio::net::TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let addr = listener.local_addr()?;
+        tracing::info!(%addr, queue = ?self.queue.kind(), store = self.store.backend_name(), "serving");
+        http::serve(listener, http::router(self.http_state()), shutdown).await.context("HTTP server")
+    }
+}
+
+/// Binds the listen address, with an error that names the setting.
+pub async fn bind(addr: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr} (http.listen / --listen): is another process using it?"))
+}
+
+fn master_key(config: &Config) -> anyhow::Result<Cipher> {
+    if let Some(key) = &config.secrets.master_key {
+        return Cipher::from_base64(key).context("secrets.master_key (HQSYNC_SECRETS__MASTER_KEY) must be 32 bytes, base64");
+    }
+    let path = config.secrets.master_key_file.clone().unwrap_or_else(|| config.data_dir.join("master.key"));
+    Cipher::load_or_create(&path).with_context(|| format!("master key file {}", path.display()))
+}
+
+async fn reconcile_tenants(store: &Store, tenants: &[TenantConfig]) -> anyhow::Result<()> {
+    for t in tenants {
+        let existing = store.get_tenant(&t.id).await?;
+        let now = chrono::Utc::now();
+        let tenant = Tenant {
+            id: t.id.clone(),
+            name: t.name.clone().unwrap_or_else(|| t.id.to_string()),
+            enabled: existing.as_ref().map(|e| e.enabled).unwrap_or(true),
+            graph: GraphCredentials {
+                entra_tenant_id: t.graph.tenant_id.clone(),
+                client_id: t.graph.client_id.clone(),
+                client_secret: t.graph.client_secret.clone(),
+                graph_base: t.graph.graph_base.clone(),
+                login_base: t.graph.login_base.clone(),
+            },
+            hellohq: HellohqCredentials {
+                base_url: t.hellohq.base_url.clone(),
+                token: t.hellohq.token.clone(),
+                webhook_secrets: t.hellohq.webhook_secrets.clone(),
+            },
+            settings: existing.as_ref().map(|e| e.settings.clone()).unwrap_or_else(|| serde_json::json!({})),
+            created_at: existing.as_ref().map(|e| e.created_at).unwrap_or(now),
+            updated_at: now,
+        };
+        store.upsert_tenant(&tenant).await.with_context(|| format!("saving tenant {} from the config file", t.id))?;
+        tracing::info!(tenant = %t.id, "tenant from config reconciled");
+    }
+    Ok(())
+}
+
+/// Cancels the returned token on SIGINT or SIGTERM.
+pub fn shutdown_on_signals() -> CancellationToken {
+    let token = CancellationToken::new();
+    let t = token.clone();
+    tokio::spawn(async move {
+        let ctrl_c = tokio::signal::ctrl_c();
+        #[cfg(unix)]
+        {
+            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                .expect("installing a SIGTERM handler");
+            tokio::select! { _ = ctrl_c => {}, _ = term.recv() => {} }
+        }
+        #[cfg(not(unix))]
+        let _ = ctrl_c.await;
+        tracing::info!("shutdown requested: finishing in-flight work");
+        t.cancel();
+    });
+    token
+}

@@ -1,0 +1,384 @@
+//! `hqsync bench …`: performance figures, each beside a baseline measured
+//! in the same run on the same machine, so the ratio — not the absolute
+//! number — is what we track. Progress goes to stderr, figures to stdout.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::{Args, Subcommand, ValueEnum};
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions, QueueDeleteOptions};
+use lapin::types::{AMQPValue, FieldTable};
+use lapin::{BasicProperties, Connection, ConnectionProperties};
+use sha2::{Digest, Sha256};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Config, QueueBackend};
+use crate::model::{Kind, MailboxId, TenantId};
+use crate::queue::Queue;
+use crate::store::{Cipher, GraphCredentials, HellohqCredentials, Mailbox, MailboxState, Store, Subscription, Tenant};
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// POST /v1/notifications/graph with many concurrent clients, beside the
+    /// raw publish-with-confirm rate of the same broker (or store).
+    Ingress(IngressArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BenchBackend {
+    Amqp,
+    Local,
+    Both,
+}
+
+#[derive(Debug, Args)]
+pub struct IngressArgs {
+    /// Which queue backend(s) to measure.
+    #[arg(long, value_enum, default_value = "both")]
+    pub backend: BenchBackend,
+    /// Concurrent HTTP clients (and publishes in flight for the baseline).
+    #[arg(long, default_value_t = 64)]
+    pub clients: usize,
+    /// Notifications to send per measurement.
+    #[arg(long, default_value_t = 20_000)]
+    pub notifications: u64,
+    /// Notifications sent before measuring (connection pools, caches).
+    #[arg(long, default_value_t = 1_000)]
+    pub warmup: u64,
+}
+
+pub async fn run(cmd: BenchCommand, config: Config) -> anyhow::Result<()> {
+    match cmd {
+        BenchCommand::Ingress(args) => ingress(args, config).await,
+    }
+}
+
+/// Rate and latency of one measurement.
+struct Figures {
+    count: u64,
+    elapsed: Duration,
+    latencies_us: Vec<u64>,
+}
+
+impl Figures {
+    fn rate(&self) -> f64 {
+        self.count as f64 / self.elapsed.as_secs_f64()
+    }
+    fn percentile_ms(&self, p: f64) -> f64 {
+        if self.latencies_us.is_empty() {
+            return f64::NAN;
+        }
+        let mut v = self.latencies_us.clone();
+        v.sort_unstable();
+        let idx = ((v.len() as f64 - 1.0) * p).round() as usize;
+        v[idx] as f64 / 1000.0
+    }
+}
+
+async fn ingress(args: IngressArgs, config: Config) -> anyhow::Result<()> {
+    anyhow::ensure!(args.clients > 0 && args.notifications > 0, "--clients and --notifications must be at least 1");
+    let dir = tempfile::tempdir().context("creating a scratch folder")?;
+    println!(
+        "hqsync bench ingress: {} notifications, {} concurrent clients, {} cores",
+        args.notifications,
+        args.clients,
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+    );
+    if matches!(args.backend, BenchBackend::Amqp | BenchBackend::Both) {
+        let url = config.queue.url.clone();
+        let prefix = format!("bench.{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+        let raw = raw_amqp_confirms(&url, &prefix, args.clients, args.notifications).await?;
+        let mut cfg = config.clone();
+        cfg.queue.backend = QueueBackend::Amqp;
+        cfg.queue.prefix = prefix.clone();
+        let http = http_ingress(&cfg, dir.path(), "amqp", &args).await;
+        delete_amqp_topology(&url, &cfg).await;
+        let http = http?;
+        report("amqp", "raw lapin publish+confirm, quorum queue", &raw, &http);
+    }
+    if matches!(args.backend, BenchBackend::Local | BenchBackend::Both) {
+        let mut cfg = config.clone();
+        cfg.queue.backend = QueueBackend::Local;
+        let raw = raw_local_push(dir.path(), args.clients, args.notifications).await?;
+        let http = http_ingress(&cfg, dir.path(), "local", &args).await?;
+        report("local", "raw store push (one committed row each), SQLite", &raw, &http);
+    }
+    Ok(())
+}
+
+fn report(backend: &str, baseline: &str, raw: &Figures, http: &Figures) {
+    println!("[{backend}] baseline  {baseline}: {:>9.0} msg/s (p50 {:.2} ms, p99 {:.2} ms)", raw.rate(), raw.percentile_ms(0.5), raw.percentile_ms(0.99));
+    println!(
+        "[{backend}] ingress   POST /v1/notifications/graph → 202: {:>9.0} notifications/s (p50 {:.2} ms, p99 {:.2} ms)",
+        http.rate(),
+        http.percentile_ms(0.5),
+        http.percentile_ms(0.99)
+    );
+    println!("[{backend}] ratio     ingress / baseline = {:.0}%", 100.0 * http.rate() / raw.rate());
+}
+
+/// Progress on stderr once a second while `done` grows towards `total`.
+fn progress(label: String, done: Arc<AtomicU64>, total: u64) -> CancellationToken {
+    let stop = CancellationToken::new();
+    let s = stop.clone();
+    tokio::spawn(async move {
+        let started = Instant::now();
+        loop {
+            tokio::select! {
+                _ = s.cancelled() => break,
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {
+                    let d = done.load(Ordering::Relaxed);
+                    eprintln!("  {label}: {d}/{total} ({:.0}/s)", d as f64 / started.elapsed().as_secs_f64());
+                }
+            }
+        }
+    });
+    stop
+}
+
+/// Runs `n` operations with `clients` in flight, timing each.
+async fn drive<F, Fut>(label: String, clients: usize, n: u64, op: F) -> anyhow::Result<Figures>
+where
+    F: Fn(u64) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = anyhow::Result<()>> + Send,
+{
+    let op = Arc::new(op);
+    let next = Arc::new(AtomicU64::new(0));
+    let done = Arc::new(AtomicU64::new(0));
+    let stop = progress(label, done.clone(), n);
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..clients {
+        let (op, next, done) = (op.clone(), next.clone(), done.clone());
+        tasks.spawn(async move {
+            let mut lat = Vec::new();
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= n {
+                    break;
+                }
+                let t = Instant::now();
+                op(i).await?;
+                lat.push(t.elapsed().as_micros() as u64);
+                done.fetch_add(1, Ordering::Relaxed);
+            }
+            anyhow::Ok(lat)
+        });
+    }
+    let mut latencies_us = Vec::with_capacity(n as usize);
+    let mut first_err = None;
+    while let Some(r) = tasks.join_next().await {
+        match r.context("benchmark task panicked")? {
+            Ok(l) => latencies_us.extend(l),
+            Err(e) => {
+                first_err.get_or_insert(e);
+            }
+        }
+    }
+    let elapsed = started.elapsed();
+    stop.cancel();
+    if let Some(e) = first_err {
+        return Err(e);
+    }
+    Ok(Figures { count: n, elapsed, latencies_us })
+}
+
+fn hint_sized_payload() -> Vec<u8> {
+    // The size of a typical serialised hint, so the baseline moves the same bytes.
+    vec![b'x'; 330]
+}
+
+async fn raw_amqp_confirms(url: &str, prefix: &str, clients: usize, n: u64) -> anyhow::Result<Figures> {
+    let conn = Connection::connect(url, ConnectionProperties::default())
+        .await
+        .with_context(|| format!("connecting to RabbitMQ at {} (queue.url)", crate::config::redact_url(url)))?;
+    let ch = conn.create_channel().await?;
+    ch.confirm_select(ConfirmSelectOptions::default()).await?;
+    let queue = format!("{prefix}.raw");
+    let mut args = FieldTable::default();
+    args.insert("x-queue-type".into(), AMQPValue::LongString("quorum".into()));
+    ch.queue_declare(&queue, QueueDeclareOptions { durable: true, ..Default::default() }, args).await?;
+    let payload = Arc::new(hint_sized_payload());
+    let publish = {
+        let (ch, queue) = (ch.clone(), queue.clone());
+        move |_| {
+            let (ch, queue, payload) = (ch.clone(), queue.clone(), payload.clone());
+            async move {
+                let confirm = ch
+                    .basic_publish(
+                        "",
+                        &queue,
+                        BasicPublishOptions { mandatory: true, ..Default::default() },
+                        &payload,
+                        BasicProperties::default().with_delivery_mode(2),
+                    )
+                    .await?
+                    .await?;
+                anyhow::ensure!(confirm.is_ack(), "broker nacked a publish");
+                Ok(())
+            }
+        }
+    };
+    drive(format!("baseline amqp warm-up"), clients, 500.min(n), publish.clone()).await?;
+    let figures = drive("baseline amqp".into(), clients, n, publish).await;
+    let _ = ch.queue_delete(&queue, QueueDeleteOptions::default()).await;
+    let _ = conn.close(200, "bench done").await;
+    figures
+}
+
+async fn raw_local_push(dir: &std::path::Path, clients: usize, n: u64) -> anyhow::Result<Figures> {
+    let store = Store::open(
+        &format!("sqlite://{}", dir.join("raw-local.db").display()),
+        10,
+        Cipher::from_base64(&Cipher::generate_key_base64())?,
+    )
+    .await?;
+    let payload = hint_sized_payload();
+    let figures = drive("baseline local".into(), clients, n, move |_| {
+        let (store, payload) = (store.clone(), payload.clone());
+        async move { Ok(store.local_queue_push(&[payload]).await?) }
+    })
+    .await;
+    figures
+}
+
+/// Starts the real HTTP edge in this process and floods it.
+async fn http_ingress(cfg: &Config, dir: &std::path::Path, label: &str, args: &IngressArgs) -> anyhow::Result<Figures> {
+    let store = Store::open(
+        &format!("sqlite://{}", dir.join(format!("ingress-{label}.db")).display()),
+        10,
+        Cipher::from_base64(&Cipher::generate_key_base64())?,
+    )
+    .await?;
+    let (tenant, mailbox) = seed_bench_subscription(&store).await?;
+    let queue = Queue::open(&cfg.queue, &store).await?;
+    let mut ready = false;
+    for _ in 0..50 {
+        if queue.ready().await.is_ok() {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    anyhow::ensure!(ready, "the {label} queue did not become ready");
+    let state = crate::http::AppState::new(store.clone(), queue.clone(), Duration::from_millis(cfg.queue.publish_timeout_ms), cfg.http.max_body_bytes);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let shutdown = CancellationToken::new();
+    let server = tokio::spawn(crate::http::serve(listener, crate::http::router(state), shutdown.clone()));
+    let client = reqwest::Client::builder().pool_max_idle_per_host(args.clients).build()?;
+    let url = format!("http://{addr}/v1/notifications/graph");
+    let post = move |i: u64| {
+        let (client, url) = (client.clone(), url.clone());
+        let body = notification_body(&tenant, &mailbox, i);
+        async move {
+            let resp = client.post(&url).header("content-type", "application/json").body(body).send().await?;
+            anyhow::ensure!(resp.status() == reqwest::StatusCode::ACCEPTED, "ingress answered {}", resp.status());
+            Ok(())
+        }
+    };
+    drive(format!("ingress {label} warm-up"), args.clients, args.warmup, post.clone()).await?;
+    let figures = drive(format!("ingress {label}"), args.clients, args.notifications, post).await;
+    shutdown.cancel();
+    let _ = server.await;
+    if let Ok(d) = queue.depth().await {
+        eprintln!("  {label} queue depth after the run: {} ready (expected {})", d.ready, args.warmup + args.notifications);
+    }
+    queue.close().await;
+    figures
+}
+
+const BENCH_CLIENT_STATE: &str = "bench-client-state";
+const BENCH_SUBSCRIPTION: &str = "bench-subscription";
+const BENCH_ENTRA_TENANT: &str = "00000000-0000-0000-0000-0000000be7c4";
+
+async fn seed_bench_subscription(store: &Store) -> anyhow::Result<(TenantId, MailboxId)> {
+    let tenant = TenantId::parse("bench")?;
+    let mailbox = MailboxId::parse("bench@example.invalid")?;
+    let now = chrono::Utc::now();
+    store
+        .upsert_tenant(&Tenant {
+            id: tenant.clone(),
+            name: "Benchmark".into(),
+            enabled: true,
+            graph: GraphCredentials {
+                entra_tenant_id: BENCH_ENTRA_TENANT.into(),
+                client_id: "bench-client".into(),
+                client_secret: "bench-secret".to_string().into(),
+                graph_base: crate::config::default_graph_base(),
+                login_base: crate::config::default_login_base(),
+            },
+            hellohq: HellohqCredentials {
+                base_url: crate::config::default_hellohq_base(),
+                token: "bench-token".to_string().into(),
+                webhook_secrets: vec![],
+            },
+            settings: serde_json::json!({}),
+            created_at: now,
+            updated_at: now,
+        })
+        .await?;
+    store
+        .upsert_mailbox(&Mailbox {
+            tenant: tenant.clone(),
+            id: mailbox.clone(),
+            hq_user_id: None,
+            state: MailboxState::Active,
+            settings: serde_json::json!({}),
+            last_error: None,
+            updated_at: now,
+        })
+        .await?;
+    store
+        .upsert_subscription(&Subscription {
+            id: BENCH_SUBSCRIPTION.into(),
+            tenant: tenant.clone(),
+            mailbox: mailbox.clone(),
+            kind: Kind::Contact,
+            resource: "users/bench@example.invalid/contactFolders/f/contacts".into(),
+            client_state_sha256: Sha256::digest(BENCH_CLIENT_STATE.as_bytes()).into(),
+            expires_at: now + chrono::Duration::days(2),
+            state: "active".into(),
+            created_at: now,
+        })
+        .await?;
+    Ok((tenant, mailbox))
+}
+
+fn notification_body(_tenant: &TenantId, mailbox: &MailboxId, i: u64) -> String {
+    serde_json::json!({"value": [{
+        "id": format!("n{i}"),
+        "subscriptionId": BENCH_SUBSCRIPTION,
+        "subscriptionExpirationDateTime": "2030-01-01T00:00:00Z",
+        "clientState": BENCH_CLIENT_STATE,
+        "changeType": "updated",
+        "resource": format!("Users/{mailbox}/ContactFolders/f/Contacts/c{i}"),
+        "tenantId": BENCH_ENTRA_TENANT,
+        "resourceData": {
+            "@odata.type": "#Microsoft.Graph.Contact",
+            "@odata.id": format!("Users/{mailbox}/Contacts/c{i}"),
+            "@odata.etag": "W/\"CQAAABYAAAA\"",
+            "id": format!("c{i}")
+        }
+    }]})
+    .to_string()
+}
+
+/// Removes what the ingress run declared (names per `queue::amqp`).
+async fn delete_amqp_topology(url: &str, cfg: &Config) {
+    let Ok(conn) = Connection::connect(url, ConnectionProperties::default()).await else { return };
+    let Ok(ch) = conn.create_channel().await else { return };
+    let p = &cfg.queue.prefix;
+    let mut queues: Vec<String> = (0..cfg.queue.partitions).map(|n| format!("{p}.work.{n}")).collect();
+    queues.push(format!("{p}.dead"));
+    queues.extend(cfg.queue.retry_delays_secs.iter().map(|s| format!("{p}.retry.{s}s")));
+    for q in queues {
+        let _ = ch.queue_delete(&q, QueueDeleteOptions::default()).await;
+    }
+    for x in [format!("{p}.hints"), format!("{p}.dead")] {
+        let _ = ch.exchange_delete(&x, Default::default()).await;
+    }
+    let _ = conn.close(200, "bench cleanup").await;
+}

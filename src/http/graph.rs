@@ -1,0 +1,171 @@
+//! Microsoft Graph change and lifecycle notifications (GRAPH.md §4): the
+//! validation handshake, then per-item trust checks against the stored
+//! subscription, then publish-then-202. The tenant always comes from the
+//! subscription record, never from the payload.
+
+use axum::body::Body;
+use axum::extract::{Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+use super::{metrics, read_body, require_json, ApiError, AppState};
+use crate::connectors::graph::notification::{parse_batch, ItemKind, LifecycleEvent, NotificationItem};
+use crate::queue::{Change, Hint, Origin, HINT_VERSION};
+
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct ValidationQuery {
+    /// Sent by Graph when a subscription is created; echoed back as text.
+    #[serde(rename = "validationToken")]
+    #[param(rename = "validationToken")]
+    pub validation_token: Option<String>,
+}
+
+/// A batch of change notifications as Graph posts it.
+#[derive(Debug, ToSchema)]
+#[allow(dead_code)]
+pub struct NotificationBatch {
+    /// Change notifications (`subscriptionId`, `clientState`, `changeType`,
+    /// `resource`, `resourceData`, `tenantId`) or lifecycle notifications
+    /// (`lifecycleEvent`).
+    value: Vec<serde_json::Value>,
+}
+
+/// Graph change notifications for events and contacts.
+#[utoipa::path(
+    post,
+    path = "/v1/notifications/graph",
+    tag = "ingress",
+    params(ValidationQuery),
+    request_body(content = NotificationBatch, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Validation handshake: the decoded token as text/plain", content_type = "text/plain", body = String),
+        (status = 202, description = "Every trusted item is durably queued; untrusted items were dropped"),
+        (status = 400, description = "The body is not a notification batch", body = super::error::ErrorBody),
+        (status = 413, description = "Body over the size limit", body = super::error::ErrorBody),
+        (status = 415, description = "Body is not JSON", body = super::error::ErrorBody),
+        (status = 503, description = "The queue did not confirm in time: Graph retries", body = super::error::ErrorBody),
+    )
+)]
+pub async fn notifications(
+    State(state): State<AppState>,
+    Query(q): Query<ValidationQuery>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    receive(state, q, headers, body, "graph").await
+}
+
+/// Graph lifecycle notifications (`subscriptionRemoved`, `missed`,
+/// `reauthorizationRequired`).
+#[utoipa::path(
+    post,
+    path = "/v1/notifications/graph/lifecycle",
+    tag = "ingress",
+    params(ValidationQuery),
+    request_body(content = NotificationBatch, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Validation handshake: the decoded token as text/plain", content_type = "text/plain", body = String),
+        (status = 202, description = "Every trusted item is durably queued; untrusted items were dropped"),
+        (status = 400, description = "The body is not a notification batch", body = super::error::ErrorBody),
+        (status = 413, description = "Body over the size limit", body = super::error::ErrorBody),
+        (status = 415, description = "Body is not JSON", body = super::error::ErrorBody),
+        (status = 503, description = "The queue did not confirm in time: Graph retries", body = super::error::ErrorBody),
+    )
+)]
+pub async fn lifecycle(
+    State(state): State<AppState>,
+    Query(q): Query<ValidationQuery>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    receive(state, q, headers, body, "graph_lifecycle").await
+}
+
+async fn receive(
+    state: AppState,
+    q: ValidationQuery,
+    headers: HeaderMap,
+    body: Body,
+    source: &'static str,
+) -> Result<Response, ApiError> {
+    if let Some(token) = q.validation_token {
+        // The query extractor already URL-decoded the token; Graph wants it
+        // back verbatim as plain text (never HTML: it is attacker-shaped).
+        return Ok((
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8"), (header::X_CONTENT_TYPE_OPTIONS, "nosniff")],
+            token,
+        )
+            .into_response());
+    }
+    let bytes = read_body(&headers, body, state.max_body_bytes).await?;
+    require_json(&headers)?;
+    let items = parse_batch(&bytes).map_err(|e| ApiError::bad_request("malformed_notification", e.to_string()))?;
+    let now = chrono::Utc::now();
+    let mut hints = Vec::with_capacity(items.len());
+    for item in items {
+        match item {
+            Ok(item) => match trust(&state, item, now).await? {
+                Ok(hint) => hints.push(hint),
+                Err(reason) => metrics::hint_rejected(source, reason),
+            },
+            Err(e) => {
+                tracing::warn!(source, error = %e, "dropping malformed notification item");
+                metrics::hint_rejected(source, "malformed");
+            }
+        }
+    }
+    state.publish_confirmed(&hints).await?;
+    Ok(StatusCode::ACCEPTED.into_response())
+}
+
+/// Checks one item against its subscription. `Ok(Err(reason))` = drop it.
+async fn trust(
+    state: &AppState,
+    item: NotificationItem,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<Result<Hint, &'static str>, ApiError> {
+    let Some(sub) = state.subscriptions.get(&item.subscription_id).await.map_err(|e| ApiError::unavailable(&e))? else {
+        tracing::warn!(subscription = %item.subscription_id, "dropping notification for an unknown subscription");
+        return Ok(Err("unknown_subscription"));
+    };
+    let presented = Sha256::digest(item.client_state.as_deref().unwrap_or("").as_bytes());
+    if !bool::from(presented.as_slice().ct_eq(&sub.client_state_sha256)) {
+        tracing::warn!(subscription = %sub.id, tenant = %sub.tenant, "dropping notification with a wrong clientState");
+        return Ok(Err("client_state_mismatch"));
+    }
+    if let Some(tid) = &item.tenant_id {
+        if !tid.eq_ignore_ascii_case(&sub.entra_tenant_id) {
+            tracing::warn!(subscription = %sub.id, tenant = %sub.tenant, "dropping notification whose tenantId is not the subscription's");
+            return Ok(Err("tenant_mismatch"));
+        }
+    }
+    let (change, resource_id) = match item.kind {
+        ItemKind::Change { change, resource_id } => (change, resource_id),
+        ItemKind::Lifecycle(LifecycleEvent::Missed) => (Change::Resync, None),
+        ItemKind::Lifecycle(LifecycleEvent::SubscriptionRemoved) => (Change::SubscriptionRemoved, None),
+        ItemKind::Lifecycle(LifecycleEvent::ReauthorizationRequired) => (Change::ReauthorizationRequired, None),
+    };
+    let hint_id = match &item.notification_id {
+        Some(nid) => Hint::stable_id(&sub.tenant, "graph", &format!("{}/{nid}", sub.id)),
+        None => Uuid::new_v4(),
+    };
+    Ok(Ok(Hint {
+        v: HINT_VERSION,
+        hint_id,
+        tenant: sub.tenant.clone(),
+        mailbox: Some(sub.mailbox.clone()),
+        kind: Some(sub.kind),
+        entity: None,
+        origin: Origin::Exchange,
+        resource_id,
+        subscription_id: Some(sub.id.clone()),
+        change,
+        received_at: now,
+    }))
+}

@@ -1,0 +1,165 @@
+//! The axum edge: Graph notifications and lifecycle events, helloHQ
+//! webhooks, health and metrics. It verifies, turns valid input into
+//! `Hint`s, publishes them and answers only after the queue confirmed.
+//! It never calls Graph or helloHQ.
+
+pub mod cache;
+pub mod error;
+pub mod graph;
+pub mod health;
+pub mod hellohq;
+pub mod metrics;
+pub mod openapi;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::Router;
+use chrono::{DateTime, Utc};
+use tokio_util::sync::CancellationToken;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+pub use error::ApiError;
+
+use crate::queue::{Hint, Queue, QueueError};
+use crate::store::Store;
+
+/// Injected clock (tests move time; production reads the system clock).
+pub type Clock = Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>;
+
+pub fn system_clock() -> Clock {
+    Arc::new(Utc::now)
+}
+
+/// Everything a request handler may touch.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Store,
+    pub queue: Queue,
+    pub publish_timeout: Duration,
+    pub max_body_bytes: usize,
+    pub clock: Clock,
+    pub subscriptions: cache::SubscriptionCache,
+    pub webhook_secrets: cache::WebhookSecretCache,
+}
+
+impl AppState {
+    pub fn new(store: Store, queue: Queue, publish_timeout: Duration, max_body_bytes: usize) -> Self {
+        AppState {
+            subscriptions: cache::SubscriptionCache::new(store.clone()),
+            webhook_secrets: cache::WebhookSecretCache::new(store.clone()),
+            store,
+            queue,
+            publish_timeout,
+            max_body_bytes,
+            clock: system_clock(),
+        }
+    }
+
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Publishes and waits for the queue's confirm, bounded by the publish
+    /// timeout; `Err` becomes a 503 so the sender retries.
+    pub async fn publish_confirmed(&self, hints: &[Hint]) -> Result<(), ApiError> {
+        if hints.is_empty() {
+            return Ok(());
+        }
+        let started = std::time::Instant::now();
+        let res = tokio::time::timeout(self.publish_timeout, self.queue.publish(hints)).await;
+        metrics::record_publish(started.elapsed(), res.as_ref().is_ok_and(|r| r.is_ok()));
+        match res {
+            Ok(Ok(())) => {
+                for h in hints {
+                    metrics::hint_published(h);
+                }
+                Ok(())
+            }
+            Ok(Err(e)) => Err(ApiError::unavailable(&e)),
+            Err(_) => Err(ApiError::unavailable(&QueueError::Unavailable(format!(
+                "no confirm within {} ms",
+                self.publish_timeout.as_millis()
+            )))),
+        }
+    }
+}
+
+/// The whole HTTP surface and its OpenAPI document, built together so the
+/// document cannot name a route that does not exist, nor miss one.
+pub fn router_and_spec(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
+    let (router, spec) = api_router().split_for_parts();
+    let router = router.with_state(state).layer(axum::middleware::from_fn(metrics::track_requests));
+    (router, spec)
+}
+
+pub fn router(state: AppState) -> Router {
+    router_and_spec(state).0
+}
+
+/// The OpenAPI document alone (no state needed).
+pub fn openapi_spec() -> utoipa::openapi::OpenApi {
+    api_router::<AppState>().split_for_parts().1
+}
+
+fn api_router<S>() -> OpenApiRouter<S>
+where
+    AppState: axum::extract::FromRef<S>,
+    S: Clone + Send + Sync + 'static,
+{
+    OpenApiRouter::with_openapi(<openapi::ApiDoc as utoipa::OpenApi>::openapi())
+        .routes(routes!(graph::notifications))
+        .routes(routes!(graph::lifecycle))
+        .routes(routes!(hellohq::webhook))
+        .routes(routes!(health::healthz))
+        .routes(routes!(health::readyz))
+        .routes(routes!(health::metrics))
+}
+
+/// Serves until `shutdown` is cancelled, then stops accepting and lets
+/// in-flight requests finish.
+pub async fn serve(listener: tokio::net::TcpListener, app: Router, shutdown: CancellationToken) -> std::io::Result<()> {
+    axum::serve(listener, app).with_graceful_shutdown(async move { shutdown.cancelled().await }).await
+}
+
+/// Reads a request body up to `limit` bytes: 413 beyond it (checked against
+/// Content-Length first, so an oversized upload is refused before it is read).
+pub(crate) async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, ApiError> {
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!("request body exceeds {limit} bytes"),
+        )
+    };
+    if let Some(len) = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok())
+    {
+        if len > limit as u64 {
+            return Err(too_large());
+        }
+    }
+    axum::body::to_bytes(body, limit).await.map_err(|_| too_large())
+}
+
+/// 415 unless the request says it carries JSON.
+pub(crate) fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
+    let ok = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(|v| v.trim().eq_ignore_ascii_case("application/json"))
+        .unwrap_or(false);
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "send the body as Content-Type: application/json",
+        ))
+    }
+}

@@ -1,0 +1,29 @@
+//! The OpenAPI document's frame. Paths come from the handlers' own
+//! `#[utoipa::path]` annotations via the router (see `router_and_spec`), so
+//! the document and the routes cannot drift; `openapi/hqsync.json` is the
+//! committed rendering, checked by `tests/openapi.rs`.
+
+use utoipa::OpenApi;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "hqsync",
+        description = "Keeps appointments, tasks and contacts in step between helloHQ and Exchange Online.",
+        license(name = "Proprietary")
+    ),
+    tags(
+        (name = "ingress", description = "Change notifications from Microsoft Graph and webhooks from helloHQ"),
+        (name = "ops", description = "Health, readiness and metrics"),
+    )
+)]
+pub struct ApiDoc;
+
+/// The document as committed in `openapi/hqsync.json` (pretty JSON, newline-terminated).
+pub fn render() -> String {
+    let mut spec = super::openapi_spec();
+    spec.info.version = env!("CARGO_PKG_VERSION").to_string();
+    let mut s = spec.to_pretty_json().expect("the OpenAPI document serialises");
+    s.push('\n');
+    s
+}

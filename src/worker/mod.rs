@@ -1,0 +1,133 @@
+//! The worker role: consume hints, hand each to the engine, settle it only
+//! after the engine's work is committed (ack), or schedule a retry, or
+//! dead-letter it. On shutdown it stops taking new hints and lets in-flight
+//! ones finish (bounded by the drain timeout); anything unfinished stays
+//! unacked and is redelivered to another worker.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::engine::{Engine, EngineError, Outcome};
+use crate::http::metrics::worker_outcome;
+use crate::queue::{Consumer, Delivery, Queue};
+
+#[derive(Clone)]
+pub struct Worker {
+    pub queue: Queue,
+    pub engine: Engine,
+    pub concurrency: usize,
+    pub drain_timeout: Duration,
+    /// Retry delays by attempt (the last one repeats).
+    pub retry_delays: Vec<Duration>,
+}
+
+impl Worker {
+    /// Runs until `shutdown` is cancelled, then drains.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let slots = Arc::new(Semaphore::new(self.concurrency));
+        let tracker = TaskTracker::new();
+        let mut consumer: Option<Box<dyn Consumer>> = None;
+        let mut backoff = Duration::from_millis(100);
+        tracing::info!(concurrency = self.concurrency, "worker started");
+        while !shutdown.is_cancelled() {
+            let c = match consumer.as_mut() {
+                Some(c) => c,
+                None => match self.queue.consumer().await {
+                    Ok(c) => {
+                        backoff = Duration::from_millis(100);
+                        consumer.insert(c)
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "cannot open a consumer");
+                        pause(&shutdown, &mut backoff).await;
+                        continue;
+                    }
+                },
+            };
+            let permit = tokio::select! {
+                p = slots.clone().acquire_owned() => p.expect("the semaphore is never closed"),
+                _ = shutdown.cancelled() => break,
+            };
+            let next = tokio::select! {
+                n = c.next() => n,
+                _ = shutdown.cancelled() => break,
+            };
+            match next {
+                Ok(Some(delivery)) => {
+                    let this = self.clone();
+                    tracker.spawn(async move {
+                        this.process(delivery).await;
+                        drop(permit);
+                    });
+                }
+                Ok(None) => consumer = None,
+                Err(e) => {
+                    tracing::warn!(error = %e, "consumer failed; reopening");
+                    consumer = None;
+                    pause(&shutdown, &mut backoff).await;
+                }
+            }
+        }
+        if let Some(mut c) = consumer {
+            c.close().await;
+        }
+        tracker.close();
+        let in_flight = tracker.len();
+        if in_flight > 0 {
+            tracing::info!(in_flight, "draining in-flight hints");
+        }
+        if tokio::time::timeout(self.drain_timeout, tracker.wait()).await.is_err() {
+            tracing::warn!(
+                left = tracker.len(),
+                "drain timeout passed; unfinished hints stay unacked and will be redelivered"
+            );
+        }
+        tracing::info!("worker stopped");
+    }
+
+    async fn process(&self, d: Delivery) {
+        let hint = match &d.hint {
+            Ok(h) => h.clone(),
+            Err(reason) => {
+                let reason = format!("undecodable hint: {reason}");
+                tracing::error!(%reason, "dead-lettering");
+                settle(d.dead_letter(&reason).await, "dead_lettered");
+                return;
+            }
+        };
+        match self.engine.handle(&hint).await {
+            Ok(Outcome::Applied) => settle(d.ack().await, "processed"),
+            Ok(Outcome::Duplicate) => settle(d.ack().await, "duplicate"),
+            Err(EngineError::Transient(e)) => {
+                let idx = (d.attempt.max(1) as usize - 1).min(self.retry_delays.len().saturating_sub(1));
+                let delay = self.retry_delays.get(idx).copied().unwrap_or(Duration::from_secs(5));
+                tracing::warn!(hint_id = %hint.hint_id, attempt = d.attempt, error = %e, retry_in_s = delay.as_secs(), "retrying later");
+                settle(d.retry(delay).await, "retried");
+            }
+            Err(EngineError::Permanent(e)) => {
+                tracing::error!(hint_id = %hint.hint_id, error = %e, "dead-lettering");
+                settle(d.dead_letter(&e).await, "dead_lettered");
+            }
+        }
+    }
+}
+
+fn settle(res: Result<(), crate::queue::QueueError>, outcome: &'static str) {
+    match res {
+        Ok(()) => worker_outcome(outcome),
+        // Not settled = redelivered later; the engine's idempotency makes that harmless.
+        Err(e) => tracing::warn!(error = %e, outcome, "could not settle a delivery; it will be redelivered"),
+    }
+}
+
+async fn pause(shutdown: &CancellationToken, backoff: &mut Duration) {
+    tokio::select! {
+        _ = tokio::time::sleep(*backoff) => {}
+        _ = shutdown.cancelled() => {}
+    }
+    *backoff = (*backoff * 2).min(Duration::from_secs(10));
+}

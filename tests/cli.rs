@@ -1,0 +1,113 @@
+//! The binary as an operator meets it: exit codes, one-line config errors,
+//! and `hqsync run` on embedded defaults with no config at all.
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+fn hqsync() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_hqsync"));
+    // A clean environment: no HQSYNC_* leaks in from the developer's shell.
+    c.env_clear().env("PATH", std::env::var("PATH").unwrap_or_default());
+    c
+}
+
+#[test]
+fn version_is_printed() {
+    let out = hqsync().arg("--version").output().unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains(env!("CARGO_PKG_VERSION")));
+}
+
+#[test]
+fn a_bad_config_value_is_one_line_naming_the_key_and_exits_2_changing_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("hqsync.toml"), "[queue]\nbackend = \"kafka\"\n").unwrap();
+    let out = hqsync().arg("run").current_dir(dir.path()).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+    assert!(err.contains("queue.backend") && err.contains("HQSYNC_QUEUE__BACKEND"), "{err}");
+    assert!(!dir.path().join("data").exists(), "a refused start must not create state");
+
+    let out = hqsync().arg("worker").current_dir(dir.path()).env("HQSYNC_QUEUE__BACKEND", "amqp").env("HQSYNC_QUEUE__URL", "http://nope").output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("queue.url"));
+
+    let out = hqsync().args(["--config", "/nonexistent/hqsync.toml", "serve"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--config"));
+}
+
+#[test]
+fn an_unknown_flag_is_a_usage_error() {
+    let out = hqsync().args(["run", "--lisen", "x"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+#[tokio::test]
+async fn run_with_no_config_serves_healthz_on_embedded_defaults_and_stops_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut child = hqsync()
+        .args(["run", "--listen", &format!("127.0.0.1:{port}")])
+        .current_dir(dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let client = reqwest::Client::new();
+    let mut ok = false;
+    for _ in 0..200 {
+        if let Ok(r) = client.get(format!("http://127.0.0.1:{port}/healthz")).send().await {
+            ok = r.status() == 200;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(ok, "hqsync run never answered /healthz");
+    let ready = client.get(format!("http://127.0.0.1:{port}/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 200, "SQLite store and local queue are ready");
+    assert!(dir.path().join("data/hqsync.db").exists(), "embedded store in ./data");
+    let key = dir.path().join("data/master.key");
+    assert!(key.exists(), "a master key was generated");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(&key).unwrap().permissions().mode() & 0o777, 0o600);
+    }
+    Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    let status = tokio::task::spawn_blocking(move || child.wait()).await.unwrap().unwrap();
+    assert!(status.success(), "clean exit on SIGTERM: {status:?}");
+}
+
+#[tokio::test]
+async fn migrate_creates_the_schema_on_postgresql() {
+    let Some(db) = common::fresh_postgres().await else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let out = hqsync()
+        .arg("migrate")
+        .current_dir(dir.path())
+        .env("HQSYNC_STORE__URL", &db.url)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("postgres"));
+    // Twice is fine.
+    let again = hqsync().arg("migrate").current_dir(dir.path()).env("HQSYNC_STORE__URL", &db.url).output().unwrap();
+    assert!(again.status.success());
+    db.cleanup().await;
+}
+
+#[test]
+fn openapi_subcommand_prints_the_committed_document() {
+    let out = hqsync().arg("openapi").output().unwrap();
+    assert!(out.status.success());
+    let committed = std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("openapi/hqsync.json")).unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), committed);
+}

@@ -1,0 +1,249 @@
+//! The worker role: exactly once in effect, redelivery after a crash,
+//! graceful drain — in-process and as real `hqsync worker` processes.
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use common::*;
+use hqsync::config::{Config, QueueBackend};
+use hqsync::engine::Engine;
+use hqsync::model::{Kind, MailboxId, TenantId};
+use hqsync::queue::{Change, Hint, Origin, Queue, HINT_VERSION};
+use hqsync::store::{JournalFilter, Store};
+use hqsync::worker::Worker;
+use secrecy::ExposeSecret;
+use tokio_util::sync::CancellationToken;
+
+fn hint(i: u32) -> Hint {
+    Hint {
+        v: HINT_VERSION,
+        hint_id: uuid::Uuid::new_v4(),
+        tenant: TenantId::parse(TENANT).unwrap(),
+        mailbox: Some(MailboxId::parse(MAILBOX).unwrap()),
+        kind: Some(Kind::Contact),
+        entity: None,
+        origin: Origin::Exchange,
+        resource_id: Some(format!("contact-{i}")),
+        subscription_id: Some(SUBSCRIPTION.into()),
+        change: Change::Updated,
+        received_at: chrono::Utc::now(),
+    }
+}
+
+fn worker(queue: &Queue, store: &Store, cfg: &Config) -> Worker {
+    Worker {
+        queue: queue.clone(),
+        engine: Engine::new(store.clone()),
+        concurrency: 8,
+        drain_timeout: Duration::from_secs(10),
+        retry_delays: cfg.queue.retry_delays_secs.iter().map(|s| Duration::from_secs(*s)).collect(),
+    }
+}
+
+/// hint id → times journalled as received.
+async fn received(store: &Store) -> HashMap<uuid::Uuid, usize> {
+    let entries = store
+        .list_journal(&JournalFilter { action: Some("received".into()), limit: 100_000, ..Default::default() })
+        .await
+        .unwrap();
+    let mut m = HashMap::new();
+    for e in entries {
+        *m.entry(e.hint_id.expect("received entries carry the hint id")).or_insert(0) += 1;
+    }
+    m
+}
+
+async fn wait_for_received(store: &Store, n: usize, within: Duration) -> HashMap<uuid::Uuid, usize> {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        let r = received(store).await;
+        if r.len() >= n || std::time::Instant::now() > deadline {
+            return r;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn setup(backend: QueueBackend, test: &str) -> Option<(Config, Store, Queue, tempfile::TempDir)> {
+    let amqp = match backend {
+        QueueBackend::Amqp => Some(rabbitmq_url()?),
+        QueueBackend::Local => None,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = test_config(dir.path(), backend, amqp.as_deref(), test);
+    let store = seeded_store(&cfg).await;
+    let queue = Queue::open(&cfg.queue, &store).await.unwrap();
+    for _ in 0..100 {
+        if queue.ready().await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Some((cfg, store, queue, dir))
+}
+
+#[tokio::test]
+async fn each_hint_is_applied_exactly_once_with_two_workers_and_duplicates() {
+    for backend in [QueueBackend::Local, QueueBackend::Amqp] {
+        let Some((cfg, store, queue, _dir)) = setup(backend, "twoworkers").await else { continue };
+        let hints: Vec<Hint> = (0..100).map(hint).collect();
+        queue.publish(&hints).await.unwrap();
+        // Every fifth hint arrives a second time (a Graph retry, a webhook redelivery).
+        let dups: Vec<Hint> = hints.iter().step_by(5).cloned().collect();
+        queue.publish(&dups).await.unwrap();
+        let stop = CancellationToken::new();
+        let a = tokio::spawn(worker(&queue, &store, &cfg).run(stop.clone()));
+        let b = tokio::spawn(worker(&queue, &store, &cfg).run(stop.clone()));
+        let seen = wait_for_received(&store, hints.len(), Duration::from_secs(30)).await;
+        // Give the duplicates time to be consumed too before stopping.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        stop.cancel();
+        a.await.unwrap();
+        b.await.unwrap();
+        assert_eq!(seen.len(), hints.len(), "{backend:?}: every hint applied");
+        assert!(seen.values().all(|n| *n == 1), "{backend:?}: no hint applied twice");
+        for h in &hints {
+            assert!(seen.contains_key(&h.hint_id));
+        }
+        let depth = queue.depth().await.unwrap();
+        assert_eq!(depth.ready, 0, "{backend:?}: duplicates consumed and acked too");
+        queue.close().await;
+    }
+}
+
+#[tokio::test]
+async fn a_delivery_dropped_before_ack_comes_back_and_is_applied_once() {
+    for backend in [QueueBackend::Local, QueueBackend::Amqp] {
+        let Some((cfg, store, queue, _dir)) = setup(backend, "crashbeforeack").await else { continue };
+        let h = hint(1);
+        queue.publish(std::slice::from_ref(&h)).await.unwrap();
+        {
+            // A worker receives it and dies before acking: its consumer goes away.
+            let mut c = queue.consumer().await.unwrap();
+            let d = tokio::time::timeout(Duration::from_secs(5), c.next()).await.unwrap().unwrap().unwrap();
+            assert_eq!(d.hint.as_ref().unwrap().hint_id, h.hint_id);
+            assert_eq!(d.attempt, 1);
+            drop(d);
+            c.close().await;
+        }
+        let stop = CancellationToken::new();
+        let w = tokio::spawn(worker(&queue, &store, &cfg).run(stop.clone()));
+        let seen = wait_for_received(&store, 1, Duration::from_secs(30)).await;
+        stop.cancel();
+        w.await.unwrap();
+        assert_eq!(seen.get(&h.hint_id), Some(&1), "{backend:?}: redelivered and applied once");
+        queue.close().await;
+    }
+}
+
+#[tokio::test]
+async fn an_undecodable_message_is_dead_lettered_not_retried_forever() {
+    let Some((cfg, store, queue, _dir)) = setup(QueueBackend::Local, "undecodable").await else { return };
+    store.local_queue_push(&[b"{\"v\":99}".to_vec()]).await.unwrap();
+    let stop = CancellationToken::new();
+    let w = tokio::spawn(worker(&queue, &store, &cfg).run(stop.clone()));
+    let mut dead = Vec::new();
+    for _ in 0..100 {
+        dead = queue.dead_letters(10).await.unwrap();
+        if !dead.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    stop.cancel();
+    w.await.unwrap();
+    assert_eq!(dead.len(), 1);
+    assert!(dead[0].reason.contains("undecodable"), "{}", dead[0].reason);
+}
+
+// ------------------------------------------------ real `hqsync worker` processes
+
+fn worker_process(cfg: &Config, master_key: &str) -> std::process::Child {
+    std::process::Command::new(env!("CARGO_BIN_EXE_hqsync"))
+        .arg("worker")
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("HQSYNC_DATA_DIR", &cfg.data_dir)
+        .env("HQSYNC_STORE__URL", &cfg.store.url)
+        .env("HQSYNC_QUEUE__BACKEND", match cfg.queue.backend {
+            QueueBackend::Local => "local",
+            QueueBackend::Amqp => "amqp",
+        })
+        .env("HQSYNC_QUEUE__URL", &cfg.queue.url)
+        .env("HQSYNC_QUEUE__PREFIX", &cfg.queue.prefix)
+        .env("HQSYNC_QUEUE__PARTITIONS", cfg.queue.partitions.to_string())
+        .env("HQSYNC_QUEUE__VISIBILITY_TIMEOUT_SECS", cfg.queue.visibility_timeout_secs.to_string())
+        .env("HQSYNC_SECRETS__MASTER_KEY", master_key)
+        .env("HQSYNC_LOG__FORMAT", "json")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start hqsync worker")
+}
+
+/// Store and queue opened with a master key the worker process is given too.
+async fn setup_for_processes(
+    backend: QueueBackend,
+    test: &str,
+) -> Option<(Config, Store, Queue, secrecy::SecretString, tempfile::TempDir)> {
+    let amqp = match backend {
+        QueueBackend::Amqp => Some(rabbitmq_url()?),
+        QueueBackend::Local => None,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = test_config(dir.path(), backend, amqp.as_deref(), test);
+    let key = hqsync::store::Cipher::generate_key_base64();
+    let store = Store::open(&cfg.store.url, 5, hqsync::store::Cipher::from_base64(&key).unwrap()).await.unwrap();
+    let queue = Queue::open(&cfg.queue, &store).await.unwrap();
+    for _ in 0..100 {
+        if queue.ready().await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Some((cfg, store, queue, key, dir))
+}
+
+#[tokio::test]
+async fn kill_9_mid_stream_loses_nothing_and_doubles_nothing() {
+    for backend in [QueueBackend::Local, QueueBackend::Amqp] {
+        let Some((cfg, store, queue, key, _dir)) = setup_for_processes(backend, "kill9").await else { continue };
+        let hints: Vec<Hint> = (0..300).map(hint).collect();
+        queue.publish(&hints).await.unwrap();
+        let mut first = worker_process(&cfg, key.expose_secret());
+        // Kill it hard once it is visibly mid-stream.
+        let mid = wait_for_received(&store, 20, Duration::from_secs(60)).await;
+        first.kill().unwrap();
+        first.wait().unwrap();
+        assert!(!mid.is_empty(), "{backend:?}: the first worker never got going");
+        let mut second = worker_process(&cfg, key.expose_secret());
+        let seen = wait_for_received(&store, hints.len(), Duration::from_secs(60)).await;
+        second.kill().unwrap();
+        second.wait().unwrap();
+        assert_eq!(seen.len(), hints.len(), "{backend:?}: nothing lost");
+        assert!(seen.values().all(|n| *n == 1), "{backend:?}: nothing doubled");
+        queue.close().await;
+    }
+}
+
+#[tokio::test]
+async fn sigterm_drains_in_flight_work_and_exits_cleanly() {
+    let Some((cfg, store, queue, key, _dir)) = setup_for_processes(QueueBackend::Local, "sigterm").await else {
+        return;
+    };
+    let hints: Vec<Hint> = (0..200).map(hint).collect();
+    queue.publish(&hints).await.unwrap();
+    let mut child = worker_process(&cfg, key.expose_secret());
+    wait_for_received(&store, 10, Duration::from_secs(60)).await;
+    let status = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    let exit = tokio::task::spawn_blocking(move || child.wait()).await.unwrap().unwrap();
+    assert!(exit.success(), "worker exited with {exit:?} on SIGTERM");
+    let done = received(&store).await.len() as u64;
+    let depth = queue.depth().await.unwrap();
+    assert_eq!(depth.unacked.unwrap_or(0), 0, "nothing left half-done after the drain");
+    assert_eq!(done + depth.ready, hints.len() as u64, "every hint is either applied or still queued");
+    queue.close().await;
+}
