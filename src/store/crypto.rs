@@ -46,9 +46,7 @@ impl fmt::Debug for Cipher {
 impl Cipher {
     /// A cipher from a base64 (standard alphabet) 32-byte key.
     pub fn from_base64(key: &SecretString) -> Result<Cipher, CryptoError> {
-        let bytes = B64
-            .decode(key.expose_secret().trim())
-            .map_err(|_| CryptoError::Key("not valid base64".into()))?;
+        let bytes = B64.decode(key.expose_secret().trim()).map_err(|_| CryptoError::Key("not valid base64".into()))?;
         if bytes.len() != KEY_LEN {
             return Err(CryptoError::Key(format!("must be {KEY_LEN} bytes, found {}", bytes.len())));
         }
