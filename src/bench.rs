@@ -221,7 +221,7 @@ async fn raw_amqp_confirms(url: &str, prefix: &str, clients: usize, n: u64) -> a
             }
         }
     };
-    drive(format!("baseline amqp warm-up"), clients, 500.min(n), publish.clone()).await?;
+    drive("baseline amqp warm-up".into(), clients, 500.min(n), publish.clone()).await?;
     let figures = drive("baseline amqp".into(), clients, n, publish).await;
     let _ = ch.queue_delete(&queue, QueueDeleteOptions::default()).await;
     let _ = conn.close(200, "bench done").await;

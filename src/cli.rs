@@ -37,6 +37,29 @@ pub enum Command {
     /// Measure performance; prints figures and ratios against a baseline.
     #[command(subcommand)]
     Bench(crate::bench::BenchCommand),
+    /// Run the Microsoft Graph and/or helloHQ simulators in the foreground.
+    Sim(SimArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SimArgs {
+    /// Serve the Graph simulator (token endpoint, /v1.0, /_sim) on ADDR.
+    #[arg(long, value_name = "ADDR")]
+    pub graph: Option<SocketAddr>,
+    /// Serve the helloHQ simulator (/v1, /v2, /_sim) on ADDR.
+    #[arg(long, value_name = "ADDR")]
+    pub hellohq: Option<SocketAddr>,
+    /// What the simulators hold at start.
+    #[arg(long, value_enum, default_value = "demo")]
+    pub seed: SimSeed,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SimSeed {
+    /// The small agency of the demo: users, mailboxes, contacts, appointments, tasks.
+    Demo,
+    /// Nothing but the app registration and the sync token.
+    Empty,
 }
 
 #[derive(Debug, Args)]
@@ -51,6 +74,9 @@ impl Cli {
         if let Command::Openapi = self.command {
             print!("{}", crate::http::openapi::render());
             return ExitCode::SUCCESS;
+        }
+        if let Command::Sim(args) = self.command {
+            return run_sims(args);
         }
         let mut config = match Config::load(self.config.as_deref()) {
             Ok(c) => c,
@@ -82,7 +108,7 @@ impl Cli {
 
 async fn dispatch(command: Command, config: Config) -> anyhow::Result<()> {
     match command {
-        Command::Openapi => unreachable!("handled before the runtime starts"),
+        Command::Openapi | Command::Sim(_) => unreachable!("handled before the configuration is loaded"),
         Command::Bench(b) => crate::bench::run(b, config).await,
         Command::Migrate => {
             let app = App::open(config).await?;
@@ -115,6 +141,63 @@ async fn dispatch(command: Command, config: Config) -> anyhow::Result<()> {
             let _ = worker.await;
             app.queue.close().await;
             res
+        }
+    }
+}
+
+/// `hqsync sim`: needs no configuration, store or queue.
+fn run_sims(args: SimArgs) -> ExitCode {
+    use crate::sim::{graph, hellohq};
+    if args.graph.is_none() && args.hellohq.is_none() {
+        eprintln!("error: give --graph ADDR and/or --hellohq ADDR (e.g. --graph 127.0.0.1:8081 --hellohq 127.0.0.1:8082)");
+        return ExitCode::from(2);
+    }
+    crate::telemetry::init(&Config::default().log);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let res: anyhow::Result<()> = runtime.block_on(async move {
+        let shutdown = app::shutdown_on_signals();
+        let mut g = None;
+        let mut h = None;
+        if let Some(addr) = args.graph {
+            let seed = match args.seed {
+                SimSeed::Demo => graph::SeedProfile::Demo,
+                SimSeed::Empty => graph::SeedProfile::Empty,
+            };
+            let sim = graph::GraphSim::start(app::bind(addr).await?, graph::GraphSimConfig { seed, ..Default::default() }).await?;
+            println!("Graph simulator:   {}  (token: /{{tenant}}/oauth2/v2.0/token, API: /v1.0, control: /_sim)", sim.base_url());
+            g = Some(sim);
+        }
+        if let Some(addr) = args.hellohq {
+            let seed = match args.seed {
+                SimSeed::Demo => hellohq::SeedProfile::Demo,
+                SimSeed::Empty => hellohq::SeedProfile::Empty,
+            };
+            let sim =
+                hellohq::HellohqSim::start(app::bind(addr).await?, hellohq::HellohqSimConfig { seed, ..Default::default() })
+                    .await?;
+            println!("helloHQ simulator: {}  (API: /v1, /v2, control: /_sim)", sim.base_url());
+            h = Some(sim);
+        }
+        shutdown.cancelled().await;
+        if let Some(s) = g {
+            s.shutdown().await;
+        }
+        if let Some(s) = h {
+            s.shutdown().await;
+        }
+        Ok(())
+    });
+    match res {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
         }
     }
 }

@@ -248,11 +248,9 @@ impl Config {
 
     fn validate(&self) -> Result<(), ConfigError> {
         let bad = |key: &str, problem: String| ConfigError::new(key, problem, ConfigError::where_to_set(key));
-        if !self.store.url.is_empty()
-            && !(self.store.url.starts_with("sqlite:")
-                || self.store.url.starts_with("postgres://")
-                || self.store.url.starts_with("postgresql://"))
-        {
+        let url = &self.store.url;
+        let known_scheme = ["sqlite:", "postgres://", "postgresql://"].iter().any(|s| url.starts_with(s));
+        if !url.is_empty() && !known_scheme {
             return Err(ConfigError::new(
                 "store.url",
                 format!("unsupported scheme in {:?}", redact_url(&self.store.url)),
@@ -382,6 +380,7 @@ mod tests {
 
     /// Loads `toml` as the config file with `env` (names without the
     /// `HQSYNC_` prefix) set, inside a figment jail so tests don't race.
+    #[allow(clippy::result_large_err)] // figment's Jail fixes the error type
     fn load(toml: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
         let mut out = None;
         figment::Jail::expect_with(|jail| {

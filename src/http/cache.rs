@@ -18,8 +18,11 @@ const HIT_TTL: Duration = Duration::from_secs(30);
 const MISS_TTL: Duration = Duration::from_secs(5);
 const MAX_ENTRIES: usize = 100_000;
 
+/// When an entry was cached, and the value (`None` = a cached miss).
+type Entry<V> = (Instant, Option<Arc<V>>);
+
 struct Ttl<K, V> {
-    map: RwLock<HashMap<K, (Instant, Option<Arc<V>>)>>,
+    map: RwLock<HashMap<K, Entry<V>>>,
 }
 
 impl<K: Eq + Hash + Clone, V> Ttl<K, V> {

@@ -4,6 +4,7 @@
 //! subscription record, never from the payload.
 
 use axum::body::Body;
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -18,6 +19,7 @@ use crate::connectors::graph::notification::{parse_batch, ItemKind, LifecycleEve
 use crate::queue::{Change, Hint, Origin, HINT_VERSION};
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ValidationQuery {
     /// Sent by Graph when a subscription is created; echoed back as text.
     #[serde(rename = "validationToken")]
@@ -53,10 +55,11 @@ pub struct NotificationBatch {
 )]
 pub async fn notifications(
     State(state): State<AppState>,
-    Query(q): Query<ValidationQuery>,
+    q: Result<Query<ValidationQuery>, QueryRejection>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
+    let Query(q) = q.map_err(|e| ApiError::bad_request("malformed_query", e.body_text()))?;
     receive(state, q, headers, body, "graph").await
 }
 
@@ -79,13 +82,15 @@ pub async fn notifications(
 )]
 pub async fn lifecycle(
     State(state): State<AppState>,
-    Query(q): Query<ValidationQuery>,
+    q: Result<Query<ValidationQuery>, QueryRejection>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
+    let Query(q) = q.map_err(|e| ApiError::bad_request("malformed_query", e.body_text()))?;
     receive(state, q, headers, body, "graph_lifecycle").await
 }
 
+#[tracing::instrument(skip_all, fields(source))]
 async fn receive(
     state: AppState,
     q: ValidationQuery,

@@ -45,6 +45,7 @@ pub struct HellohqEvent {
         (status = 503, description = "The queue did not confirm in time: the sender retries", body = super::error::ErrorBody),
     )
 )]
+#[tracing::instrument(skip_all, fields(tenant = %tenant))]
 pub async fn webhook(
     State(state): State<AppState>,
     Path(tenant): Path<String>,

@@ -48,6 +48,8 @@ pub struct AppState {
 
 impl AppState {
     pub fn new(store: Store, queue: Queue, publish_timeout: Duration, max_body_bytes: usize) -> Self {
+        // Install the recorder before the first request is counted.
+        metrics::handle();
         AppState {
             subscriptions: cache::SubscriptionCache::new(store.clone()),
             webhook_secrets: cache::WebhookSecretCache::new(store.clone()),
