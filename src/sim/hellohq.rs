@@ -1,1 +1,0 @@
-//! helloHQ simulator. (sim helper)
