@@ -93,9 +93,7 @@ async fn ingress(args: IngressArgs, config: Config) -> anyhow::Result<()> {
         let mut cfg = config.clone();
         cfg.queue.backend = QueueBackend::Amqp;
         cfg.queue.prefix = prefix.clone();
-        let http = http_ingress(&cfg, dir.path(), "amqp", &args).await;
-        delete_amqp_topology(&url, &cfg).await;
-        let http = http?;
+        let http = http_ingress(&cfg, dir.path(), "amqp", &args).await?;
         report("amqp", "raw lapin publish+confirm, quorum queue", &raw, &http);
     }
     if matches!(args.backend, BenchBackend::Local | BenchBackend::Both) {
@@ -286,6 +284,9 @@ async fn http_ingress(cfg: &Config, dir: &std::path::Path, label: &str, args: &I
     if let Ok(d) = queue.depth().await {
         eprintln!("  {label} queue depth after the run: {} ready (expected {})", d.ready, args.warmup + args.notifications);
     }
+    if let Err(e) = queue.delete_topology().await {
+        eprintln!("  warning: could not delete the benchmark's queues: {e}");
+    }
     queue.close().await;
     figures
 }
@@ -364,21 +365,4 @@ fn notification_body(_tenant: &TenantId, mailbox: &MailboxId, i: u64) -> String 
         }
     }]})
     .to_string()
-}
-
-/// Removes what the ingress run declared (names per `queue::amqp`).
-async fn delete_amqp_topology(url: &str, cfg: &Config) {
-    let Ok(conn) = Connection::connect(url, ConnectionProperties::default()).await else { return };
-    let Ok(ch) = conn.create_channel().await else { return };
-    let p = &cfg.queue.prefix;
-    let mut queues: Vec<String> = (0..cfg.queue.partitions).map(|n| format!("{p}.work.{n}")).collect();
-    queues.push(format!("{p}.dead"));
-    queues.extend(cfg.queue.retry_delays_secs.iter().map(|s| format!("{p}.retry.{s}s")));
-    for q in queues {
-        let _ = ch.queue_delete(&q, QueueDeleteOptions::default()).await;
-    }
-    for x in [format!("{p}.hints"), format!("{p}.dead")] {
-        let _ = ch.exchange_delete(&x, Default::default()).await;
-    }
-    let _ = conn.close(200, "bench cleanup").await;
 }

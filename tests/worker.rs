@@ -109,7 +109,7 @@ async fn each_hint_is_applied_exactly_once_with_two_workers_and_duplicates() {
         }
         let depth = queue.depth().await.unwrap();
         assert_eq!(depth.ready, 0, "{backend:?}: duplicates consumed and acked too");
-        queue.close().await;
+        cleanup_queue(&queue).await;
     }
 }
 
@@ -134,7 +134,7 @@ async fn a_delivery_dropped_before_ack_comes_back_and_is_applied_once() {
         stop.cancel();
         w.await.unwrap();
         assert_eq!(seen.get(&h.hint_id), Some(&1), "{backend:?}: redelivered and applied once");
-        queue.close().await;
+        cleanup_queue(&queue).await;
     }
 }
 
@@ -224,7 +224,7 @@ async fn kill_9_mid_stream_loses_nothing_and_doubles_nothing() {
         second.wait().unwrap();
         assert_eq!(seen.len(), hints.len(), "{backend:?}: nothing lost");
         assert!(seen.values().all(|n| *n == 1), "{backend:?}: nothing doubled");
-        queue.close().await;
+        cleanup_queue(&queue).await;
     }
 }
 
@@ -245,5 +245,5 @@ async fn sigterm_drains_in_flight_work_and_exits_cleanly() {
     let depth = queue.depth().await.unwrap();
     assert_eq!(depth.unacked.unwrap_or(0), 0, "nothing left half-done after the drain");
     assert_eq!(done + depth.ready, hints.len() as u64, "every hint is either applied or still queued");
-    queue.close().await;
+    cleanup_queue(&queue).await;
 }

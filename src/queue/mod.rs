@@ -82,6 +82,8 @@ pub trait Acker: Send + Sync {
 #[async_trait]
 pub trait Consumer: Send {
     /// The next delivery; `Ok(None)` once the consumer was closed.
+    /// Cancel-safe: dropping the future (a shutdown `select!`) loses no
+    /// delivery; at worst it is redelivered.
     async fn next(&mut self) -> Result<Option<Delivery>, QueueError>;
     /// Stop receiving new deliveries; the ones already handed out stay valid.
     async fn close(&mut self);
@@ -100,6 +102,11 @@ pub trait Backend: Send + Sync {
     async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>, QueueError>;
     /// Moves dead letters back to work. `ids` empty = all. Returns how many moved.
     async fn replay_dead_letters(&self, ids: &[String]) -> Result<usize, QueueError>;
+    /// Removes everything this backend declared (test cleanup of a per-test
+    /// prefix). Backends without declared topology have nothing to do.
+    async fn delete_topology(&self) -> Result<(), QueueError> {
+        Ok(())
+    }
     async fn close(&self);
 }
 
@@ -142,6 +149,12 @@ impl Queue {
         Ok(Queue { backend, kind: cfg.backend })
     }
 
+    /// Wraps a backend the caller opened itself (tests that also need the
+    /// concrete type, e.g. `AmqpQueue::delete_topology`).
+    pub fn from_backend(backend: Arc<dyn Backend>, kind: QueueBackend) -> Queue {
+        Queue { backend, kind }
+    }
+
     pub fn kind(&self) -> QueueBackend {
         self.kind
     }
@@ -168,6 +181,11 @@ impl Queue {
 
     pub async fn replay_dead_letters(&self, ids: &[String]) -> Result<usize, QueueError> {
         self.backend.replay_dead_letters(ids).await
+    }
+
+    /// Test cleanup: deletes the queues/exchanges of this prefix (amqp).
+    pub async fn delete_topology(&self) -> Result<(), QueueError> {
+        self.backend.delete_topology().await
     }
 
     pub async fn close(&self) {

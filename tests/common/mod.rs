@@ -123,8 +123,7 @@ pub struct TestApp {
 
 /// Config for a test: scratch data dir, the given backend, a unique prefix.
 pub fn test_config(dir: &std::path::Path, backend: QueueBackend, amqp_url: Option<&str>, test: &str) -> Config {
-    let mut cfg = Config::default();
-    cfg.data_dir = dir.to_path_buf();
+    let mut cfg = Config { data_dir: dir.to_path_buf(), ..Config::default() };
     cfg.store.url = format!("sqlite://{}", dir.join("hqsync.db").display());
     cfg.queue.backend = backend;
     cfg.queue.prefix = queue_prefix(test);
@@ -259,6 +258,14 @@ impl TestApp {
 
     pub async fn stop(self) {
         self.shutdown.cancel();
-        self.queue.close().await;
+        cleanup_queue(&self.queue).await;
     }
+}
+
+/// Removes a test's exchanges and queues (amqp) and closes the queue.
+pub async fn cleanup_queue(queue: &Queue) {
+    if let Err(e) = queue.delete_topology().await {
+        eprintln!("warning: could not delete the test's queue topology: {e}");
+    }
+    queue.close().await;
 }
