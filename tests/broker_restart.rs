@@ -90,6 +90,7 @@ async fn ingress_and_worker_ride_out_a_broker_restart() {
     }
     assert!(saw_503, "ingress kept answering 202 with the broker stopped");
     assert!(rabbitmqctl("start_app"), "rabbitmqctl start_app failed");
+    assert!(rabbitmqctl("await_startup"), "the broker did not finish starting");
 
     let mut accepted = false;
     for _ in 0..240 {

@@ -1,1 +1,0 @@
-//! Microsoft Graph simulator. (sim helper)

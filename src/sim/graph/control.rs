@@ -1,0 +1,229 @@
+//! `/_sim/…` control routes: stats, fault injection, reset, seeding, lifecycle
+//! events on demand, delta-token eviction, the clock and the access policy.
+//! These exist only in the simulator; they need no token.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use rand::Rng;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::error::GraphError;
+use super::model::{SeedSpec, World};
+use super::{contacts, events, lock, notifier, subscriptions, todo, wire, SeedProfile, Shared};
+
+#[derive(Debug, Default)]
+pub(crate) struct Stats {
+    pub requests: BTreeMap<String, u64>,
+    pub writes: BTreeMap<String, u64>,
+    pub notifications_sent: u64,
+    pub notifications_failed: u64,
+    pub notifications_dropped: u64,
+    pub notification_posts: u64,
+    pub notification_attempts_failed: u64,
+    pub lifecycle_sent: u64,
+    pub lifecycle_failed: u64,
+    pub throttled: u64,
+    pub faults_503: u64,
+}
+
+impl Stats {
+    pub fn count_request(&mut self, method: &Method, template: &str) {
+        *self.requests.entry(format!("{method} {template}")).or_default() += 1;
+    }
+    pub fn count_write(&mut self, kind: &str) {
+        *self.writes.entry(kind.to_string()).or_default() += 1;
+    }
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(default)]
+pub(crate) struct Faults {
+    pub error_rate: f64,
+    pub throttle_rate: f64,
+    pub latency_ms: u64,
+    pub drop_notification_rate: f64,
+}
+
+/// Forced 429/503 at the configured rates.
+pub(crate) fn injected_fault(shared: &Shared) -> Result<(), GraphError> {
+    let f = lock(&shared.faults).clone();
+    let mut rng = rand::thread_rng();
+    if f.throttle_rate > 0.0 && rng.gen::<f64>() < f.throttle_rate {
+        return Err(GraphError::throttled(&wire::fractional_seconds(0.5, 3.0)));
+    }
+    if f.error_rate > 0.0 && rng.gen::<f64>() < f.error_rate {
+        lock(&shared.stats).faults_503 += 1;
+        return Err(GraphError::new(StatusCode::SERVICE_UNAVAILABLE, "ServiceNotAvailable", "Service Unavailable")
+            .with_header("Retry-After", &wire::fractional_seconds(0.5, 2.0)));
+    }
+    Ok(())
+}
+
+fn control_error(status: StatusCode, message: &str) -> Response {
+    (status, Json(json!({"error": {"code": "BadRequest", "message": message}}))).into_response()
+}
+
+pub(crate) async fn stats(State(shared): State<Arc<Shared>>) -> Json<Value> {
+    let max_concurrent = lock(&shared.throttle).max_concurrent();
+    let (items, concurrency, subs) = {
+        let w = lock(&shared.world);
+        let mut items = serde_json::Map::new();
+        let mut conc = serde_json::Map::new();
+        for mb in &w.mailboxes {
+            let mut c = contacts::counts(mb);
+            c["events"] = json!(events::counts(mb));
+            let (lists, tasks) = todo::counts(mb);
+            c["todoLists"] = json!(lists);
+            c["tasks"] = json!(tasks);
+            c["subscriptions"] = json!(w.subscriptions.values().filter(|s| s.mailbox_id == mb.id).count());
+            items.insert(mb.upn.clone(), c);
+            conc.insert(mb.upn.clone(), json!(max_concurrent.get(&mb.id).copied().unwrap_or(0)));
+        }
+        (items, conc, w.subscriptions.len())
+    };
+    let st = lock(&shared.stats);
+    Json(json!({
+        "requests": st.requests,
+        "writes": st.writes,
+        "notifications": {
+            "sent": st.notifications_sent, "failed": st.notifications_failed, "dropped": st.notifications_dropped,
+            "posts": st.notification_posts, "failedAttempts": st.notification_attempts_failed,
+        },
+        "lifecycle": {"sent": st.lifecycle_sent, "failed": st.lifecycle_failed},
+        "throttled": st.throttled,
+        "faults503": st.faults_503,
+        "subscriptions": subs,
+        "items": items,
+        "maxConcurrent": concurrency,
+    }))
+}
+
+pub(crate) async fn faults(State(shared): State<Arc<Shared>>, Json(f): Json<Faults>) -> Json<Value> {
+    *lock(&shared.faults) = f.clone();
+    Json(json!({
+        "error_rate": f.error_rate, "throttle_rate": f.throttle_rate,
+        "latency_ms": f.latency_ms, "drop_notification_rate": f.drop_notification_rate,
+    }))
+}
+
+fn replace_world(shared: &Shared, world: World) {
+    *lock(&shared.world) = world;
+    *lock(&shared.stats) = Stats::default();
+    *lock(&shared.faults) = Faults::default();
+    lock(&shared.throttle).clear();
+    shared.clock.reset();
+}
+
+pub(crate) async fn reset(State(shared): State<Arc<Shared>>) -> StatusCode {
+    replace_world(&shared, World::seeded(shared.cfg.seed));
+    StatusCode::NO_CONTENT
+}
+
+pub(crate) async fn post_seed(State(shared): State<Arc<Shared>>, Json(spec): Json<SeedSpec>) -> Response {
+    let world = match spec.profile.as_deref() {
+        Some("demo") => World::seeded(SeedProfile::Demo),
+        Some("empty") => World::seeded(SeedProfile::Empty),
+        Some(other) => return control_error(StatusCode::BAD_REQUEST, &format!("unknown profile '{other}'")),
+        None => match World::from_spec(spec) {
+            Ok(w) => w,
+            Err(e) => return control_error(StatusCode::BAD_REQUEST, &e),
+        },
+    };
+    replace_world(&shared, world);
+    get_seed(State(shared)).await.into_response()
+}
+
+pub(crate) async fn get_seed(State(shared): State<Arc<Shared>>) -> Json<Value> {
+    let w = lock(&shared.world);
+    Json(json!({
+        "tenantId": w.tenant_id,
+        "domain": w.domain,
+        "clientId": w.app.client_id,
+        "clientSecret": w.app.client_secret,
+        "mailboxes": w.mailboxes.iter().map(|m| json!({
+            "id": m.id, "userPrincipalName": m.upn, "displayName": m.display_name,
+            "inPolicyScope": m.in_policy_scope, "defaultContactFolderId": m.default_contact_folder_id,
+        })).collect::<Vec<_>>(),
+    }))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct LifecycleReq {
+    subscription_id: String,
+    event: String,
+}
+
+pub(crate) async fn lifecycle(State(shared): State<Arc<Shared>>, Json(req): Json<LifecycleReq>) -> Response {
+    if !["subscriptionRemoved", "missed", "reauthorizationRequired"].contains(&req.event.as_str()) {
+        return control_error(
+            StatusCode::BAD_REQUEST,
+            "event must be subscriptionRemoved, missed or reauthorizationRequired",
+        );
+    }
+    let item = {
+        let mut w = lock(&shared.world);
+        let Some(s) = w.subscriptions.get(&req.subscription_id).cloned() else {
+            return control_error(StatusCode::NOT_FOUND, "no such subscription");
+        };
+        let Some(item) = subscriptions::lifecycle_item(&w, &s, &req.event) else {
+            return control_error(StatusCode::CONFLICT, "the subscription has no lifecycleNotificationUrl");
+        };
+        match req.event.as_str() {
+            "subscriptionRemoved" => {
+                w.subscriptions.remove(&s.id);
+            }
+            "reauthorizationRequired" => {
+                if let Some(sub) = w.subscriptions.get_mut(&s.id) {
+                    sub.needs_reauthorization = true;
+                }
+            }
+            _ => {}
+        }
+        item
+    };
+    notifier::enqueue(&shared, vec![item]);
+    StatusCode::ACCEPTED.into_response()
+}
+
+pub(crate) async fn evict_delta(State(shared): State<Arc<Shared>>) -> Json<Value> {
+    let mut w = lock(&shared.world);
+    let n = w.delta_tokens.len();
+    w.delta_tokens.clear();
+    Json(json!({"evicted": n}))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct ClockReq {
+    advance_minutes: i64,
+}
+
+pub(crate) async fn clock(State(shared): State<Arc<Shared>>, Json(req): Json<ClockReq>) -> Json<Value> {
+    shared.clock.advance(chrono::Duration::minutes(req.advance_minutes));
+    Json(json!({"now": wire::ts_7(shared.clock.now())}))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct PolicyReq {
+    mailbox: String,
+    in_scope: bool,
+}
+
+pub(crate) async fn policy(State(shared): State<Arc<Shared>>, Json(req): Json<PolicyReq>) -> Response {
+    let mut w = lock(&shared.world);
+    match w.mailbox_index(&req.mailbox) {
+        Some(i) => {
+            w.mailboxes[i].in_policy_scope = req.in_scope;
+            StatusCode::NO_CONTENT.into_response()
+        }
+        None => control_error(StatusCode::NOT_FOUND, "no such mailbox"),
+    }
+}

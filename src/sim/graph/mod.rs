@@ -1,0 +1,206 @@
+//! Stateful Microsoft Graph simulator (DESIGN §8, GRAPH.md §7): an axum app
+//! that answers the token endpoint and `/v1.0/…` from in-memory state —
+//! users, contact folders and contacts (extended properties, delta), events
+//! (single instances and recurring series, calendarView and its delta,
+//! attendee copies), To Do lists and tasks (delta, open extensions),
+//! subscriptions with the validation handshake, `$batch` and Outlook
+//! throttling — and pushes change and lifecycle notifications to subscribers.
+//!
+//! It owns only its own state and is reached only over HTTP, exactly like
+//! graph.microsoft.com; where it differs from real Graph, it is wrong. It must
+//! never hold its state lock across an await, and never call back into hqsync
+//! other than through the notification URLs a client subscribed.
+//!
+//! Control routes (no token needed):
+//! - `GET /_sim/stats`: requests by method + route template, writes by kind,
+//!   notifications/lifecycle sent/failed/dropped, 429s, items and
+//!   subscriptions per mailbox, max concurrency seen per mailbox.
+//! - `POST /_sim/faults` `{"error_rate","throttle_rate","latency_ms","drop_notification_rate"}` (`{}` clears).
+//! - `POST /_sim/reset`; `POST /_sim/seed` `{"profile":"demo"|"empty"}` or
+//!   `{"tenantId"?,"domain"?,"clientId"?,"clientSecret"?,"mailboxes":[{"userPrincipalName","displayName"?,
+//!   "inPolicyScope"?,"contacts"?,"contactFolders"?:[{"displayName","contacts"}],"events"?}]}`;
+//!   `GET /_sim/seed` (tenant id, client id + secret, mailboxes).
+//! - `POST /_sim/lifecycle` `{"subscriptionId","event":"subscriptionRemoved|missed|reauthorizationRequired"}`.
+//! - `POST /_sim/delta/evict` (every delta token → 410), `POST /_sim/clock` `{"advanceMinutes"}`,
+//!   `POST /_sim/policy` `{"mailbox","inScope"}` (application access policy).
+
+mod auth;
+mod batch;
+mod contacts;
+mod control;
+mod delta;
+mod error;
+mod events;
+mod model;
+mod notifier;
+mod recurrence;
+mod router;
+mod subscriptions;
+mod throttle;
+mod todo;
+mod tz;
+mod wire;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use model::World;
+
+/// Which data the simulator starts with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SeedProfile {
+    /// One tenant/app and the four mailboxes of the demo agency, with a few contacts.
+    #[default]
+    Demo,
+    /// One tenant/app and no mailboxes (tests seed their own via `POST /_sim/seed`).
+    Empty,
+}
+
+impl std::str::FromStr for SeedProfile {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "demo" => Ok(SeedProfile::Demo),
+            "empty" => Ok(SeedProfile::Empty),
+            other => Err(format!("unknown seed profile '{other}' (demo|empty)")),
+        }
+    }
+}
+
+/// Simulator settings; every field has a sensible default.
+#[derive(Debug, Clone)]
+pub struct GraphSimConfig {
+    pub seed: SeedProfile,
+    /// Requests allowed per (app, mailbox) within `throttle_window` (Outlook: 10,000 / 10 min).
+    pub throttle_requests_per_window: u32,
+    pub throttle_window: Duration,
+    /// Concurrent requests allowed per (app, mailbox) (Outlook: 4).
+    pub throttle_max_concurrent: u32,
+    /// Maximum subscription lifetime in minutes for event subscriptions.
+    pub max_subscription_minutes_events: i64,
+    /// Maximum subscription lifetime in minutes for contact subscriptions.
+    pub max_subscription_minutes_contacts: i64,
+    /// Active subscriptions allowed per mailbox (Outlook: 1000).
+    pub max_subscriptions_per_mailbox: usize,
+    /// How long the validation handshake may take (Graph: 10 s).
+    pub validation_timeout: Duration,
+    /// How long a notification POST may take before it counts as failed (Graph: 3 s).
+    pub notification_timeout: Duration,
+    /// Delivery attempts per notification batch before it is discarded.
+    pub notification_max_attempts: u32,
+    /// First retry delay; doubles on each attempt (Graph's 4 h retry window compressed).
+    pub notification_retry_base: Duration,
+    /// How long the notifier waits to gather queued items into one POST.
+    pub notification_batch_window: Duration,
+}
+
+impl Default for GraphSimConfig {
+    fn default() -> Self {
+        Self {
+            seed: SeedProfile::Demo,
+            throttle_requests_per_window: 10_000,
+            throttle_window: Duration::from_secs(600),
+            throttle_max_concurrent: 4,
+            max_subscription_minutes_events: 4230,
+            max_subscription_minutes_contacts: 4230,
+            max_subscriptions_per_mailbox: 1000,
+            validation_timeout: Duration::from_secs(10),
+            notification_timeout: Duration::from_secs(3),
+            notification_max_attempts: 5,
+            notification_retry_base: Duration::from_millis(200),
+            notification_batch_window: Duration::from_millis(25),
+        }
+    }
+}
+
+/// State shared by all handlers. Each mutex guards a small, independent part
+/// so that lock scopes stay short and are never held across an await.
+pub(crate) struct Shared {
+    pub cfg: GraphSimConfig,
+    pub base_url: String,
+    pub world: Mutex<World>,
+    pub stats: Mutex<control::Stats>,
+    pub faults: Mutex<control::Faults>,
+    pub throttle: Mutex<throttle::Throttle>,
+    pub clock: model::SimClock,
+    pub jwt_key: Vec<u8>,
+    pub http: reqwest::Client,
+    pub notify_tx: mpsc::UnboundedSender<notifier::Outgoing>,
+}
+
+/// A running simulator.
+pub struct GraphSim {
+    addr: SocketAddr,
+    cancel: CancellationToken,
+    tracker: TaskTracker,
+}
+
+impl GraphSim {
+    /// Serves on `listener` in a background task.
+    pub async fn start(listener: tokio::net::TcpListener, cfg: GraphSimConfig) -> std::io::Result<GraphSim> {
+        let addr = listener.local_addr()?;
+        let base_url = format!("http://{addr}");
+        // Graph calls notification URLs directly: no redirects, no proxy from the environment.
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+            .build()
+            .map_err(std::io::Error::other)?;
+        let (notify_tx, notify_rx) = mpsc::unbounded_channel();
+        let jwt_key: Vec<u8> = {
+            use rand::RngCore;
+            let mut k = vec![0u8; 32];
+            rand::thread_rng().fill_bytes(&mut k);
+            k
+        };
+        let world = World::seeded(cfg.seed);
+        let shared = Arc::new(Shared {
+            cfg,
+            base_url,
+            world: Mutex::new(world),
+            stats: Mutex::new(control::Stats::default()),
+            faults: Mutex::new(control::Faults::default()),
+            throttle: Mutex::new(throttle::Throttle::default()),
+            clock: model::SimClock::default(),
+            jwt_key,
+            http,
+            notify_tx,
+        });
+        let cancel = CancellationToken::new();
+        let tracker = TaskTracker::new();
+        tracker.spawn(notifier::run(shared.clone(), notify_rx, cancel.clone(), tracker.clone()));
+        tracker.spawn(subscriptions::expiry_sweeper(shared.clone(), cancel.clone()));
+        let app = router::app(shared);
+        let shutdown = cancel.clone();
+        tracker.spawn(async move {
+            let served = axum::serve(listener, app).with_graceful_shutdown(async move { shutdown.cancelled().await });
+            if let Err(e) = served.await {
+                tracing::error!(error = %e, "graph simulator stopped");
+            }
+        });
+        Ok(GraphSim { addr, cancel, tracker })
+    }
+
+    /// `http://127.0.0.1:PORT`; Graph's root is this + `/v1.0`, login is this + `/{tenant}/oauth2/v2.0/token`.
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Stops serving and waits for the background tasks.
+    pub async fn shutdown(self) {
+        self.cancel.cancel();
+        self.tracker.close();
+        self.tracker.wait().await;
+    }
+}
+
+/// Locks a std mutex, recovering from poisoning: a panicking handler must not
+/// take the whole simulator down with it.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}

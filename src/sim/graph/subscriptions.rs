@@ -1,0 +1,477 @@
+//! Change-notification subscriptions: create (with the validation handshake
+//! against both URLs), renew, reauthorize, read, delete, expiry against the
+//! simulator clock, and matching of writes to subscriptions. Delivery itself
+//! belongs to the notifier.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::http::StatusCode;
+use chrono::{DateTime, Utc};
+use serde_json::{json, Map, Value};
+use tokio_util::sync::CancellationToken;
+
+use super::error::{GResult, GraphError, Reply};
+use super::model::{ResourceKind, Subscription, World};
+use super::notifier::Outgoing;
+use super::router::Ctx;
+use super::{lock, wire, Shared};
+
+const CHANGE_TYPES: &[&str] = &["created", "updated", "deleted"];
+const TLS_VERSIONS: &[&str] = &["v1_0", "v1_1", "v1_2", "v1_3"];
+const MAX_CLIENT_STATE: usize = 128;
+
+fn extension_error(reason: &str) -> GraphError {
+    GraphError::bad_request(
+        "ExtensionError",
+        format!("Operation: Create; Exception: [Status Code: BadRequest; Reason: {reason}]"),
+    )
+}
+
+struct ParsedResource {
+    canonical: String,
+    kind: ResourceKind,
+    user: String,
+    folder: Option<String>,
+}
+
+/// Validates a subscription `resource` (relative path, optional leading `/`).
+fn parse_resource(resource: &str) -> GResult<ParsedResource> {
+    let canonical = resource.trim_start_matches('/').to_string();
+    let orig: Vec<&str> = canonical.split('/').collect();
+    let lower: Vec<String> = orig.iter().map(|s| s.to_ascii_lowercase()).collect();
+    let l: Vec<&str> = lower.iter().map(String::as_str).collect();
+    let (kind, user, folder) = match l.as_slice() {
+        ["users", _, "events"] | ["users", _, "calendar", "events"] => (ResourceKind::Events, orig[1], None),
+        ["users", _, "contacts"] => (ResourceKind::Contacts, orig[1], None),
+        ["users", _, "contactfolders", _, "contacts"] => (ResourceKind::Contacts, orig[1], Some(orig[3].to_string())),
+        // todoTask subscriptions exist for delegated access only (GRAPH.md §4.1).
+        ["users", _, "todo", "lists", _, "tasks"] | ["me", ..] => {
+            return Err(extension_error("Invalid resource specified in payload"))
+        }
+        _ => return Err(extension_error("Invalid resource specified in payload")),
+    };
+    Ok(ParsedResource { canonical: canonical.clone(), kind, user: user.to_string(), folder })
+}
+
+/// `http://` only for loopback hosts (tests, demo); everything else must be HTTPS.
+fn check_url(field: &str, raw: &str) -> GResult<()> {
+    // Graph's wording for a plain-http URL (see microsoftgraph/microsoft-graph-docs#2751).
+    let name = if field == "notificationUrl" { "NotificationUrl" } else { "LifecycleNotificationUrl" };
+    let u = url::Url::parse(raw)
+        .map_err(|_| GraphError::bad_request("InvalidRequest", format!("Invalid {name} '{raw}'.")))?;
+    let unsupported =
+        || GraphError::bad_request("InvalidRequest", format!("{name} scheme='{}' is not supported.", u.scheme()));
+    match u.scheme() {
+        "https" => Ok(()),
+        "http" => {
+            let loopback = match u.host() {
+                Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+                Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+                Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+                None => false,
+            };
+            if loopback {
+                Ok(())
+            } else {
+                Err(unsupported())
+            }
+        }
+        _ => Err(unsupported()),
+    }
+}
+
+fn render(s: &Subscription, app_id: &str, creator: &str, root: &str, context: bool) -> Value {
+    let mut v = json!({
+        "id": s.id,
+        "resource": s.resource,
+        "applicationId": app_id,
+        "changeType": s.change_types.join(","),
+        "clientState": s.client_state,
+        "notificationUrl": s.notification_url,
+        "notificationQueryOptions": null,
+        "notificationContentType": null,
+        "lifecycleNotificationUrl": s.lifecycle_url,
+        "expirationDateTime": wire::ts_7(s.expiration),
+        "creatorId": creator,
+        "includeResourceData": null,
+        "latestSupportedTlsVersion": s.tls,
+        "encryptionCertificate": null,
+        "encryptionCertificateId": null,
+        "notificationUrlAppId": null,
+    });
+    if context {
+        v["@odata.context"] = json!(format!("{root}/$metadata#subscriptions/$entity"));
+    }
+    v
+}
+
+fn max_minutes(shared: &Shared, kind: ResourceKind) -> i64 {
+    match kind {
+        ResourceKind::Events => shared.cfg.max_subscription_minutes_events,
+        ResourceKind::Contacts => shared.cfg.max_subscription_minutes_contacts,
+    }
+}
+
+fn parse_expiration(shared: &Shared, kind: ResourceKind, v: Option<&Value>) -> GResult<DateTime<Utc>> {
+    let raw = v
+        .and_then(Value::as_str)
+        .ok_or_else(|| GraphError::bad_request("InvalidRequest", "expirationDateTime is a required property."))?;
+    let t = DateTime::parse_from_rfc3339(raw)
+        .map_err(|_| GraphError::bad_request("InvalidRequest", "expirationDateTime is not a valid DateTimeOffset."))?
+        .with_timezone(&Utc);
+    let now = shared.clock.now();
+    let max = max_minutes(shared, kind);
+    if t <= now || t > now + chrono::Duration::minutes(max) {
+        return Err(GraphError::bad_request(
+            "InvalidRequest",
+            format!("Subscription expiration can only be 0-{max} minutes in the future."),
+        ));
+    }
+    Ok(t)
+}
+
+fn required_str<'a>(body: &'a Map<String, Value>, field: &str) -> GResult<&'a str> {
+    body.get(field)
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| GraphError::bad_request("InvalidRequest", format!("{field} is a required property.")))
+}
+
+fn parse_change_types(raw: &str) -> GResult<Vec<String>> {
+    let list: Vec<String> = raw.split(',').map(|s| s.trim().to_string()).collect();
+    if list.is_empty() || list.iter().any(|c| !CHANGE_TYPES.contains(&c.as_str())) {
+        return Err(GraphError::bad_request("InvalidRequest", format!("'{raw}' is not a valid changeType.")));
+    }
+    Ok(list)
+}
+
+/// Graph's validation handshake: POST `url?validationToken=…`, expect the
+/// decoded token back as `text/plain` with 200 within the configured time.
+async fn handshake(shared: &Shared, url: &str) -> GResult<()> {
+    let token = format!(
+        "Validation: Testing client application reachability for subscription Request-Id: {}",
+        uuid::Uuid::new_v4()
+    );
+    let sep = if url.contains('?') { '&' } else { '?' };
+    let full = format!("{url}{sep}validationToken={}", wire::enc_query(&token));
+    let failed = || {
+        GraphError::bad_request(
+            "ValidationError",
+            "Subscription validation request failed. Notification endpoint must respond with 200 OK to validation request.",
+        )
+    };
+    let resp = shared
+        .http
+        .post(full)
+        .header("Content-Type", "text/plain; charset=utf-8")
+        .timeout(shared.cfg.validation_timeout)
+        .send()
+        .await;
+    let resp = match resp {
+        Ok(r) => r,
+        Err(e) if e.is_timeout() => {
+            return Err(GraphError::bad_request("ValidationError", "Subscription validation request timed out."))
+        }
+        Err(_) => return Err(failed()),
+    };
+    let plain = resp
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.to_ascii_lowercase().starts_with("text/plain"));
+    if resp.status() != reqwest::StatusCode::OK || !plain {
+        return Err(failed());
+    }
+    match tokio::time::timeout(shared.cfg.validation_timeout, resp.text()).await {
+        Ok(Ok(body)) if body == token => Ok(()),
+        Err(_) => Err(GraphError::bad_request("ValidationError", "Subscription validation request timed out.")),
+        _ => Err(failed()),
+    }
+}
+
+pub(crate) async fn create(ctx: &Ctx<'_>) -> GResult {
+    let shared = ctx.shared;
+    let body = ctx.json_object()?;
+    let change_types = parse_change_types(required_str(&body, "changeType")?)?;
+    let notification_url = required_str(&body, "notificationUrl")?.to_string();
+    let resource = parse_resource(required_str(&body, "resource")?)?;
+    let expiration = parse_expiration(shared, resource.kind, body.get("expirationDateTime"))?;
+    check_url("notificationUrl", &notification_url)?;
+    let lifecycle_url = match body.get("lifecycleNotificationUrl") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => {
+            check_url("lifecycleNotificationUrl", s)?;
+            Some(s.clone())
+        }
+        Some(_) => return Err(GraphError::body_read("lifecycleNotificationUrl must be a string.")),
+    };
+    let client_state = match body.get("clientState") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) if s.chars().count() <= MAX_CLIENT_STATE => Some(s.clone()),
+        Some(_) => {
+            return Err(GraphError::bad_request(
+                "InvalidRequest",
+                format!("clientState must be a string of at most {MAX_CLIENT_STATE} characters."),
+            ))
+        }
+    };
+    let tls = match body.get("latestSupportedTlsVersion") {
+        None | Some(Value::Null) => "v1_2".to_string(),
+        Some(Value::String(s)) if TLS_VERSIONS.contains(&s.as_str()) => s.clone(),
+        Some(_) => return Err(GraphError::bad_request("InvalidRequest", "Invalid latestSupportedTlsVersion.")),
+    };
+    if body.get("includeResourceData").and_then(Value::as_bool) == Some(true) {
+        return Err(extension_error("Rich notifications are not supported by this simulator"));
+    }
+    let mailbox_id = {
+        let w = lock(&shared.world);
+        let i = w.mailbox_index(&resource.user).ok_or_else(|| GraphError::invalid_user(&resource.user))?;
+        let mb = &w.mailboxes[i];
+        if !mb.in_policy_scope {
+            return Err(GraphError::access_denied());
+        }
+        if let Some(f) = &resource.folder {
+            if !mb.folder_exists(f) {
+                return Err(GraphError::not_found());
+            }
+        }
+        let active = w.subscriptions.values().filter(|s| s.mailbox_id == mb.id).count();
+        if active >= shared.cfg.max_subscriptions_per_mailbox {
+            return Err(GraphError::new(
+                StatusCode::FORBIDDEN,
+                "ExtensionError",
+                "Operation: Create; Exception: [Status Code: Forbidden; Reason: The maximum number of subscriptions \
+                 for this mailbox has been reached.]",
+            ));
+        }
+        mb.id.clone()
+    };
+    handshake(shared, &notification_url).await?;
+    if let Some(l) = &lifecycle_url {
+        handshake(shared, l).await?;
+    }
+    let folder_id = match (resource.kind, resource.folder) {
+        (ResourceKind::Contacts, None) => {
+            let w = lock(&shared.world);
+            w.mailboxes.iter().find(|m| m.id == mailbox_id).map(|m| m.default_contact_folder_id.clone())
+        }
+        (_, f) => f,
+    };
+    let sub = Subscription {
+        id: uuid::Uuid::new_v4().to_string(),
+        resource: resource.canonical,
+        kind: resource.kind,
+        mailbox_id,
+        folder_id,
+        change_types,
+        notification_url,
+        lifecycle_url,
+        expiration,
+        client_state,
+        tls,
+        needs_reauthorization: false,
+    };
+    let v = {
+        let mut w = lock(&shared.world);
+        let v = render(&sub, &w.app.client_id, &w.app.service_principal_id, &ctx.graph_root(), true);
+        w.subscriptions.insert(sub.id.clone(), sub);
+        v
+    };
+    lock(&shared.stats).count_write("subscription");
+    Ok(Reply::created(v))
+}
+
+fn expire(shared: &Shared, w: &mut World) {
+    let now = shared.clock.now();
+    w.subscriptions.retain(|_, s| s.expiration > now);
+}
+
+fn sub_not_found(id: &str) -> GraphError {
+    GraphError::new(
+        StatusCode::NOT_FOUND,
+        "ResourceNotFound",
+        format!("The object was not found. Subscription '{id}'."),
+    )
+}
+
+pub(crate) fn list(ctx: &Ctx<'_>) -> GResult {
+    let mut w = lock(&ctx.shared.world);
+    expire(ctx.shared, &mut w);
+    let root = ctx.graph_root();
+    let value: Vec<Value> = w
+        .subscriptions
+        .values()
+        .map(|s| render(s, &w.app.client_id, &w.app.service_principal_id, &root, false))
+        .collect();
+    Ok(Reply::ok(json!({"@odata.context": format!("{root}/$metadata#subscriptions"), "value": value})))
+}
+
+pub(crate) fn get(ctx: &Ctx<'_>, id: &str) -> GResult {
+    let mut w = lock(&ctx.shared.world);
+    expire(ctx.shared, &mut w);
+    let s = w.subscriptions.get(id).ok_or_else(|| sub_not_found(id))?;
+    Ok(Reply::ok(render(s, &w.app.client_id, &w.app.service_principal_id, &ctx.graph_root(), true)))
+}
+
+pub(crate) async fn update(ctx: &Ctx<'_>, id: &str) -> GResult {
+    let shared = ctx.shared;
+    let body = ctx.json_object()?;
+    if body.contains_key("lifecycleNotificationUrl") {
+        return Err(GraphError::bad_request(
+            "InvalidRequest",
+            "lifecycleNotificationUrl cannot be updated. Delete the subscription and create a new one.",
+        ));
+    }
+    let kind = {
+        let mut w = lock(&shared.world);
+        expire(shared, &mut w);
+        w.subscriptions.get(id).ok_or_else(|| sub_not_found(id))?.kind
+    };
+    let expiration = match body.get("expirationDateTime") {
+        Some(v) => Some(parse_expiration(shared, kind, Some(v))?),
+        None => None,
+    };
+    let new_url = match body.get("notificationUrl") {
+        Some(Value::String(u)) => {
+            check_url("notificationUrl", u)?;
+            handshake(shared, u).await?;
+            Some(u.clone())
+        }
+        Some(_) => return Err(GraphError::body_read("notificationUrl must be a string.")),
+        None => None,
+    };
+    let mut w = lock(&shared.world);
+    let (app, creator) = (w.app.client_id.clone(), w.app.service_principal_id.clone());
+    let s = w.subscriptions.get_mut(id).ok_or_else(|| sub_not_found(id))?;
+    if let Some(t) = expiration {
+        s.expiration = t;
+    }
+    if let Some(u) = new_url {
+        s.notification_url = u;
+    }
+    // A renewal also reauthorizes.
+    s.needs_reauthorization = false;
+    let v = render(s, &app, &creator, &ctx.graph_root(), true);
+    drop(w);
+    lock(&shared.stats).count_write("subscription");
+    Ok(Reply::ok(v))
+}
+
+pub(crate) fn delete(ctx: &Ctx<'_>, id: &str) -> GResult {
+    let mut w = lock(&ctx.shared.world);
+    expire(ctx.shared, &mut w);
+    w.subscriptions.remove(id).ok_or_else(|| sub_not_found(id))?;
+    drop(w);
+    lock(&ctx.shared.stats).count_write("subscription");
+    Ok(Reply::no_content())
+}
+
+pub(crate) fn reauthorize(ctx: &Ctx<'_>, id: &str) -> GResult {
+    let mut w = lock(&ctx.shared.world);
+    expire(ctx.shared, &mut w);
+    let s = w.subscriptions.get_mut(id).ok_or_else(|| sub_not_found(id))?;
+    s.needs_reauthorization = false;
+    Ok(Reply::no_content())
+}
+
+/// The notifications a write produces: one per matching active subscription.
+pub(crate) fn matching(
+    w: &World,
+    mailbox_id: &str,
+    kind: ResourceKind,
+    folder_id: Option<&str>,
+    item_id: &str,
+    etag: &str,
+    change: &str,
+) -> Vec<Outgoing> {
+    let (segment, odata_type) = match kind {
+        ResourceKind::Events => ("Events", "#Microsoft.Graph.Event"),
+        ResourceKind::Contacts => ("Contacts", "#Microsoft.Graph.Contact"),
+    };
+    let resource = format!("Users/{mailbox_id}/{segment}/{item_id}");
+    w.subscriptions
+        .values()
+        .filter(|s| s.mailbox_id == mailbox_id && s.kind == kind && !s.needs_reauthorization)
+        .filter(|s| kind != ResourceKind::Contacts || s.folder_id.as_deref() == folder_id)
+        .filter(|s| s.change_types.iter().any(|c| c == change))
+        .map(|s| Outgoing {
+            url: s.notification_url.clone(),
+            subscription_id: s.id.clone(),
+            lifecycle: false,
+            item: json!({
+                "id": wire::opaque_token(),
+                "subscriptionId": s.id,
+                "subscriptionExpirationDateTime": wire::ts_7(s.expiration),
+                "clientState": s.client_state,
+                "changeType": change,
+                "resource": resource,
+                "tenantId": w.tenant_id,
+                "resourceData": {
+                    "@odata.type": odata_type,
+                    "@odata.id": resource,
+                    "@odata.etag": etag,
+                    "id": item_id,
+                },
+            }),
+        })
+        .collect()
+}
+
+/// A lifecycle notification for `s` (sample 03), if it has a lifecycle URL.
+pub(crate) fn lifecycle_item(w: &World, s: &Subscription, event: &str) -> Option<Outgoing> {
+    let url = s.lifecycle_url.clone()?;
+    Some(Outgoing {
+        url,
+        subscription_id: s.id.clone(),
+        lifecycle: true,
+        item: json!({
+            "subscriptionId": s.id,
+            "subscriptionExpirationDateTime": wire::ts_7(s.expiration),
+            "tenantId": w.tenant_id,
+            "clientState": s.client_state,
+            "lifecycleEvent": event,
+        }),
+    })
+}
+
+/// Deletes subscriptions whose expiry (simulator clock) has passed.
+pub(crate) async fn expiry_sweeper(shared: Arc<Shared>, cancel: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tick.tick() => {
+                let mut w = lock(&shared.world);
+                expire(&shared, &mut w);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resource_is_echoed_without_leading_slash() {
+        let r = parse_resource("/users/abc/contactFolders/F1/contacts").unwrap();
+        assert_eq!(r.canonical, "users/abc/contactFolders/F1/contacts");
+        assert_eq!(r.folder.as_deref(), Some("F1"));
+    }
+
+    #[test]
+    fn app_only_todo_subscriptions_are_refused() {
+        let e = parse_resource("users/abc/todo/lists/L/tasks").err().unwrap();
+        assert_eq!(e.code, "ExtensionError");
+    }
+
+    #[test]
+    fn plain_http_is_only_allowed_for_loopback() {
+        assert!(check_url("notificationUrl", "http://127.0.0.1:9/x").is_ok());
+        assert!(check_url("notificationUrl", "http://localhost/x").is_ok());
+        assert!(check_url("notificationUrl", "http://[::1]:80/x").is_ok());
+        assert!(check_url("notificationUrl", "http://example.com/x").is_err());
+        assert!(check_url("notificationUrl", "https://example.com/x").is_ok());
+    }
+}
