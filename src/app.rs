@@ -71,7 +71,8 @@ pub async fn bind(addr: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
 
 fn master_key(config: &Config) -> anyhow::Result<Cipher> {
     if let Some(key) = &config.secrets.master_key {
-        return Cipher::from_base64(key).context("secrets.master_key (HQSYNC_SECRETS__MASTER_KEY) must be 32 bytes, base64");
+        return Cipher::from_base64(key)
+            .context("secrets.master_key (HQSYNC_SECRETS__MASTER_KEY) must be 32 bytes, base64");
     }
     let path = config.secrets.master_key_file.clone().unwrap_or_else(|| config.data_dir.join("master.key"));
     Cipher::load_or_create(&path).with_context(|| format!("master key file {}", path.display()))

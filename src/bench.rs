@@ -107,7 +107,12 @@ async fn ingress(args: IngressArgs, config: Config) -> anyhow::Result<()> {
 }
 
 fn report(backend: &str, baseline: &str, raw: &Figures, http: &Figures) {
-    println!("[{backend}] baseline  {baseline}: {:>9.0} msg/s (p50 {:.2} ms, p99 {:.2} ms)", raw.rate(), raw.percentile_ms(0.5), raw.percentile_ms(0.99));
+    println!(
+        "[{backend}] baseline  {baseline}: {:>9.0} msg/s (p50 {:.2} ms, p99 {:.2} ms)",
+        raw.rate(),
+        raw.percentile_ms(0.5),
+        raw.percentile_ms(0.99)
+    );
     println!(
         "[{backend}] ingress   POST /v1/notifications/graph → 202: {:>9.0} notifications/s (p50 {:.2} ms, p99 {:.2} ms)",
         http.rate(),
@@ -261,7 +266,12 @@ async fn http_ingress(cfg: &Config, dir: &std::path::Path, label: &str, args: &I
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     anyhow::ensure!(ready, "the {label} queue did not become ready");
-    let state = crate::http::AppState::new(store.clone(), queue.clone(), Duration::from_millis(cfg.queue.publish_timeout_ms), cfg.http.max_body_bytes);
+    let state = crate::http::AppState::new(
+        store.clone(),
+        queue.clone(),
+        Duration::from_millis(cfg.queue.publish_timeout_ms),
+        cfg.http.max_body_bytes,
+    );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let shutdown = CancellationToken::new();
@@ -282,7 +292,11 @@ async fn http_ingress(cfg: &Config, dir: &std::path::Path, label: &str, args: &I
     shutdown.cancel();
     let _ = server.await;
     if let Ok(d) = queue.depth().await {
-        eprintln!("  {label} queue depth after the run: {} ready (expected {})", d.ready, args.warmup + args.notifications);
+        eprintln!(
+            "  {label} queue depth after the run: {} ready (expected {})",
+            d.ready,
+            args.warmup + args.notifications
+        );
     }
     if let Err(e) = queue.delete_topology().await {
         eprintln!("  warning: could not delete the benchmark's queues: {e}");

@@ -12,7 +12,11 @@ use crate::app::{self, App};
 use crate::config::Config;
 
 #[derive(Debug, Parser)]
-#[command(name = "hqsync", version, about = "Keeps appointments, tasks and contacts in step between helloHQ and Exchange Online")]
+#[command(
+    name = "hqsync",
+    version,
+    about = "Keeps appointments, tasks and contacts in step between helloHQ and Exchange Online"
+)]
 pub struct Cli {
     /// Configuration file (default: ./hqsync.toml when present). Environment
     /// variables HQSYNC_… override it (`__` separates levels).
@@ -85,7 +89,9 @@ impl Cli {
                 return ExitCode::from(2);
             }
         };
-        if let Command::Serve(ListenArgs { listen: Some(a) }) | Command::Run(ListenArgs { listen: Some(a) }) = &self.command {
+        if let Command::Serve(ListenArgs { listen: Some(a) }) | Command::Run(ListenArgs { listen: Some(a) }) =
+            &self.command
+        {
             config.http.listen = *a;
         }
         crate::telemetry::init(&config.log);
@@ -149,7 +155,9 @@ async fn dispatch(command: Command, config: Config) -> anyhow::Result<()> {
 fn run_sims(args: SimArgs) -> ExitCode {
     use crate::sim::{graph, hellohq};
     if args.graph.is_none() && args.hellohq.is_none() {
-        eprintln!("error: give --graph ADDR and/or --hellohq ADDR (e.g. --graph 127.0.0.1:8081 --hellohq 127.0.0.1:8082)");
+        eprintln!(
+            "error: give --graph ADDR and/or --hellohq ADDR (e.g. --graph 127.0.0.1:8081 --hellohq 127.0.0.1:8082)"
+        );
         return ExitCode::from(2);
     }
     crate::telemetry::init(&Config::default().log);
@@ -169,8 +177,13 @@ fn run_sims(args: SimArgs) -> ExitCode {
                 SimSeed::Demo => graph::SeedProfile::Demo,
                 SimSeed::Empty => graph::SeedProfile::Empty,
             };
-            let sim = graph::GraphSim::start(app::bind(addr).await?, graph::GraphSimConfig { seed, ..Default::default() }).await?;
-            println!("Graph simulator:   {}  (token: /{{tenant}}/oauth2/v2.0/token, API: /v1.0, control: /_sim)", sim.base_url());
+            let sim =
+                graph::GraphSim::start(app::bind(addr).await?, graph::GraphSimConfig { seed, ..Default::default() })
+                    .await?;
+            println!(
+                "Graph simulator:   {}  (token: /{{tenant}}/oauth2/v2.0/token, API: /v1.0, control: /_sim)",
+                sim.base_url()
+            );
             g = Some(sim);
         }
         if let Some(addr) = args.hellohq {
@@ -178,9 +191,11 @@ fn run_sims(args: SimArgs) -> ExitCode {
                 SimSeed::Demo => hellohq::SeedProfile::Demo,
                 SimSeed::Empty => hellohq::SeedProfile::Empty,
             };
-            let sim =
-                hellohq::HellohqSim::start(app::bind(addr).await?, hellohq::HellohqSimConfig { seed, ..Default::default() })
-                    .await?;
+            let sim = hellohq::HellohqSim::start(
+                app::bind(addr).await?,
+                hellohq::HellohqSimConfig { seed, ..Default::default() },
+            )
+            .await?;
             println!("helloHQ simulator: {}  (API: /v1, /v2, control: /_sim)", sim.base_url());
             h = Some(sim);
         }

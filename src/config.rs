@@ -166,10 +166,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             data_dir: PathBuf::from("./data"),
-            http: HttpConfig {
-                listen: "127.0.0.1:8080".parse().expect("valid literal"),
-                max_body_bytes: 1024 * 1024,
-            },
+            http: HttpConfig { listen: "127.0.0.1:8080".parse().expect("valid literal"), max_body_bytes: 1024 * 1024 },
             store: StoreConfig { url: String::new(), max_connections: 10 },
             queue: QueueConfig {
                 backend: QueueBackend::Local,
@@ -274,7 +271,10 @@ impl Config {
         }
         let name_ok = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.';
         if self.queue.prefix.is_empty() || !self.queue.prefix.chars().all(name_ok) {
-            return Err(bad("queue.prefix", format!("{:?} is not a plain name (letters, digits, - _ .)", self.queue.prefix)));
+            return Err(bad(
+                "queue.prefix",
+                format!("{:?} is not a plain name (letters, digits, - _ .)", self.queue.prefix),
+            ));
         }
         if self.queue.partitions == 0 || self.queue.partitions > 64 {
             return Err(bad("queue.partitions", format!("{} is outside 1..=64", self.queue.partitions)));
@@ -348,17 +348,26 @@ pub fn redact_url(raw: &str) -> String {
     }
 }
 
+/// The full key of a field figment reports: its path may or may not end in the field already.
+fn with_leaf(path: &[String], field: &str) -> String {
+    match path.last() {
+        Some(last) if last == field => path.join("."),
+        Some(_) => format!("{}.{field}", path.join(".")),
+        None => field.to_string(),
+    }
+}
+
 fn from_figment(e: &figment::Error) -> ConfigError {
     use figment::error::Kind as K;
     let key = if e.path.is_empty() { "<root>".to_string() } else { e.path.join(".") };
     let fix = ConfigError::where_to_set(&key);
     let problem = match &e.kind {
         K::MissingField(f) => {
-            let full = if e.path.is_empty() { f.to_string() } else { format!("{key}.{f}") };
+            let full = with_leaf(&e.path, f);
             return ConfigError::new(&full, "is required but missing", ConfigError::where_to_set(&full));
         }
         K::UnknownField(f, expected) => {
-            let full = if e.path.is_empty() { f.to_string() } else { format!("{key}.{f}") };
+            let full = with_leaf(&e.path, f);
             return ConfigError::new(
                 &full,
                 "is not a known setting",
@@ -445,7 +454,8 @@ mod tests {
 
     #[test]
     fn missing_config_file_is_an_error() {
-        let err = Config::load_from(Some(Path::new("/nonexistent/hqsync.toml")), Env::prefixed("X_NEVER_")).unwrap_err();
+        let err =
+            Config::load_from(Some(Path::new("/nonexistent/hqsync.toml")), Env::prefixed("X_NEVER_")).unwrap_err();
         assert_eq!(err.key, "--config");
     }
 }

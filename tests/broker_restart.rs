@@ -54,7 +54,8 @@ async fn received(app: &TestApp) -> Vec<String> {
         .list_journal(&JournalFilter { action: Some("received".into()), limit: 1000, ..Default::default() })
         .await
         .unwrap();
-    let mut ids: Vec<String> = entries.iter().filter_map(|e| e.detail["resource_id"].as_str().map(String::from)).collect();
+    let mut ids: Vec<String> =
+        entries.iter().filter_map(|e| e.detail["resource_id"].as_str().map(String::from)).collect();
     ids.sort();
     ids
 }

@@ -31,7 +31,13 @@ fn a_bad_config_value_is_one_line_naming_the_key_and_exits_2_changing_nothing() 
     assert!(err.contains("queue.backend") && err.contains("HQSYNC_QUEUE__BACKEND"), "{err}");
     assert!(!dir.path().join("data").exists(), "a refused start must not create state");
 
-    let out = hqsync().arg("worker").current_dir(dir.path()).env("HQSYNC_QUEUE__BACKEND", "amqp").env("HQSYNC_QUEUE__URL", "http://nope").output().unwrap();
+    let out = hqsync()
+        .arg("worker")
+        .current_dir(dir.path())
+        .env("HQSYNC_QUEUE__BACKEND", "amqp")
+        .env("HQSYNC_QUEUE__URL", "http://nope")
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("queue.url"));
 
@@ -90,12 +96,7 @@ async fn run_with_no_config_serves_healthz_on_embedded_defaults_and_stops_on_sig
 async fn migrate_creates_the_schema_on_postgresql() {
     let Some(db) = common::fresh_postgres().await else { return };
     let dir = tempfile::tempdir().unwrap();
-    let out = hqsync()
-        .arg("migrate")
-        .current_dir(dir.path())
-        .env("HQSYNC_STORE__URL", &db.url)
-        .output()
-        .unwrap();
+    let out = hqsync().arg("migrate").current_dir(dir.path()).env("HQSYNC_STORE__URL", &db.url).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stdout).contains("postgres"));
     // Twice is fine.
@@ -108,6 +109,7 @@ async fn migrate_creates_the_schema_on_postgresql() {
 fn openapi_subcommand_prints_the_committed_document() {
     let out = hqsync().arg("openapi").output().unwrap();
     assert!(out.status.success());
-    let committed = std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("openapi/hqsync.json")).unwrap();
+    let committed =
+        std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("openapi/hqsync.json")).unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout), committed);
 }

@@ -117,7 +117,8 @@ async fn untrusted_items_are_dropped_and_nothing_is_enqueued() {
         let unknown_sub = microsoft_sample(CLIENT_STATE, "00000000-0000-0000-0000-000000000000");
         let other_tenant = microsoft_sample(CLIENT_STATE, SUBSCRIPTION)
             .replace("84bd8158-6d4d-4958-8b9f-9d6445542f95", "99999999-6d4d-4958-8b9f-9d6445542f95");
-        let no_state = microsoft_sample(CLIENT_STATE, SUBSCRIPTION).replace("\"clientState\":\"c1ient-state-with-enough-entropy-7f3a\",", "");
+        let no_state = microsoft_sample(CLIENT_STATE, SUBSCRIPTION)
+            .replace("\"clientState\":\"c1ient-state-with-enough-entropy-7f3a\",", "");
         for body in [wrong_state, unknown_sub, other_tenant, no_state] {
             let resp = post_json(&app, "/v1/notifications/graph", body).await;
             assert_eq!(resp.status(), StatusCode::ACCEPTED, "Graph must not retry an untrusted item");
@@ -198,7 +199,9 @@ async fn bad_bodies_get_precise_errors_and_change_nothing() {
     let resp = post_json(&app, "/v1/notifications/graph", huge.clone()).await;
     assert_eq!(resp.status(), StatusCode::PAYLOAD_TOO_LARGE);
     // Without a Content-Length the limit still holds (chunked upload).
-    let stream = futures::stream::iter(huge.into_bytes().chunks(64 * 1024).map(|c| Ok::<_, std::io::Error>(c.to_vec())).collect::<Vec<_>>());
+    let stream = futures::stream::iter(
+        huge.into_bytes().chunks(64 * 1024).map(|c| Ok::<_, std::io::Error>(c.to_vec())).collect::<Vec<_>>(),
+    );
     let resp = app
         .client
         .post(format!("{}/v1/notifications/graph", app.base))
@@ -215,13 +218,21 @@ async fn bad_bodies_get_precise_errors_and_change_nothing() {
 
 // ---------------------------------------------------------------- helloHQ
 
-const EVENT: &str = r#"{"type":"contactPerson.updated","timestamp":"2026-05-04T08:00:01Z","data":{"id":202,"entity":"contactPerson"}}"#;
+const EVENT: &str =
+    r#"{"type":"contactPerson.updated","timestamp":"2026-05-04T08:00:01Z","data":{"id":202,"entity":"contactPerson"}}"#;
 
 fn secret(s: &str) -> WebhookSecret {
     WebhookSecret::parse(&SecretString::from(s.to_string())).unwrap()
 }
 
-async fn post_webhook(app: &TestApp, tenant: &str, id: Option<&str>, ts: Option<i64>, sig: Option<String>, body: &str) -> reqwest::Response {
+async fn post_webhook(
+    app: &TestApp,
+    tenant: &str,
+    id: Option<&str>,
+    ts: Option<i64>,
+    sig: Option<String>,
+    body: &str,
+) -> reqwest::Response {
     let mut req = app
         .client
         .post(format!("{}/v1/webhooks/hellohq/{tenant}", app.base))
@@ -244,7 +255,8 @@ async fn signed_hellohq_webhook_is_enqueued() {
     for_each_backend("webhook", |app| async move {
         let now = chrono::Utc::now().timestamp();
         let sig = secret(WEBHOOK_SECRET).sign("msg_2yZwUhtgs5Ai8T9xRwGmkNbP1PM", now, EVENT.as_bytes());
-        let resp = post_webhook(&app, TENANT, Some("msg_2yZwUhtgs5Ai8T9xRwGmkNbP1PM"), Some(now), Some(sig), EVENT).await;
+        let resp =
+            post_webhook(&app, TENANT, Some("msg_2yZwUhtgs5Ai8T9xRwGmkNbP1PM"), Some(now), Some(sig), EVENT).await;
         assert_eq!(resp.status(), StatusCode::ACCEPTED);
         let hints = app.drain(SOMETHING_WAIT).await;
         assert_eq!(hints.len(), 1);
@@ -264,10 +276,7 @@ async fn signed_hellohq_webhook_is_enqueued() {
 async fn webhook_signed_with_the_rotated_secret_is_accepted() {
     let app = spawn_app(QueueBackend::Local, "rotated").await.unwrap();
     let now = chrono::Utc::now().timestamp();
-    let sigs = format!(
-        "v1,bm90LWEtc2lnbmF0dXJl {}",
-        secret(WEBHOOK_SECRET_NEW).sign("msg_rot", now, EVENT.as_bytes())
-    );
+    let sigs = format!("v1,bm90LWEtc2lnbmF0dXJl {}", secret(WEBHOOK_SECRET_NEW).sign("msg_rot", now, EVENT.as_bytes()));
     let resp = post_webhook(&app, TENANT, Some("msg_rot"), Some(now), Some(sigs), EVENT).await;
     assert_eq!(resp.status(), StatusCode::ACCEPTED);
     assert_eq!(app.drain(SOMETHING_WAIT).await.len(), 1);
@@ -280,14 +289,64 @@ async fn webhooks_failing_verification_are_refused_and_change_nothing() {
     let now = chrono::Utc::now().timestamp();
     let s = secret(WEBHOOK_SECRET);
     let tampered = EVENT.replace("202", "203");
-    let cases: Vec<(&str, Option<&str>, Option<i64>, Option<String>, String, StatusCode, &str)> = vec![
-        ("tampered body", Some("m1"), Some(now), Some(s.sign("m1", now, EVENT.as_bytes())), tampered, StatusCode::UNAUTHORIZED, "bad_signature"),
-        ("old timestamp", Some("m2"), Some(now - 600), Some(s.sign("m2", now - 600, EVENT.as_bytes())), EVENT.into(), StatusCode::UNAUTHORIZED, "stale_timestamp"),
-        ("future timestamp", Some("m3"), Some(now + 600), Some(s.sign("m3", now + 600, EVENT.as_bytes())), EVENT.into(), StatusCode::UNAUTHORIZED, "future_timestamp"),
+    /// (what, webhook-id, webhook-timestamp, webhook-signature, body, status, error code)
+    type Case<'a> = (&'a str, Option<&'a str>, Option<i64>, Option<String>, String, StatusCode, &'a str);
+    let cases: Vec<Case> = vec![
+        (
+            "tampered body",
+            Some("m1"),
+            Some(now),
+            Some(s.sign("m1", now, EVENT.as_bytes())),
+            tampered,
+            StatusCode::UNAUTHORIZED,
+            "bad_signature",
+        ),
+        (
+            "old timestamp",
+            Some("m2"),
+            Some(now - 600),
+            Some(s.sign("m2", now - 600, EVENT.as_bytes())),
+            EVENT.into(),
+            StatusCode::UNAUTHORIZED,
+            "stale_timestamp",
+        ),
+        (
+            "future timestamp",
+            Some("m3"),
+            Some(now + 600),
+            Some(s.sign("m3", now + 600, EVENT.as_bytes())),
+            EVENT.into(),
+            StatusCode::UNAUTHORIZED,
+            "future_timestamp",
+        ),
         ("no signature", Some("m4"), Some(now), None, EVENT.into(), StatusCode::UNAUTHORIZED, "missing_header"),
-        ("no id", None, Some(now), Some(s.sign("m5", now, EVENT.as_bytes())), EVENT.into(), StatusCode::UNAUTHORIZED, "missing_header"),
-        ("no timestamp", Some("m6"), None, Some(s.sign("m6", now, EVENT.as_bytes())), EVENT.into(), StatusCode::UNAUTHORIZED, "missing_header"),
-        ("foreign secret", Some("m7"), Some(now), Some(secret("whsec_b3RoZXItc2VjcmV0LW5vdC1vdXJzISE=").sign("m7", now, EVENT.as_bytes())), EVENT.into(), StatusCode::UNAUTHORIZED, "bad_signature"),
+        (
+            "no id",
+            None,
+            Some(now),
+            Some(s.sign("m5", now, EVENT.as_bytes())),
+            EVENT.into(),
+            StatusCode::UNAUTHORIZED,
+            "missing_header",
+        ),
+        (
+            "no timestamp",
+            Some("m6"),
+            None,
+            Some(s.sign("m6", now, EVENT.as_bytes())),
+            EVENT.into(),
+            StatusCode::UNAUTHORIZED,
+            "missing_header",
+        ),
+        (
+            "foreign secret",
+            Some("m7"),
+            Some(now),
+            Some(secret("whsec_b3RoZXItc2VjcmV0LW5vdC1vdXJzISE=").sign("m7", now, EVENT.as_bytes())),
+            EVENT.into(),
+            StatusCode::UNAUTHORIZED,
+            "bad_signature",
+        ),
     ];
     for (what, id, ts, sig, body, status, code) in cases {
         let resp = post_webhook(&app, TENANT, id, ts, sig, &body).await;
@@ -301,7 +360,8 @@ async fn webhooks_failing_verification_are_refused_and_change_nothing() {
     assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
     // Unknown or malformed tenant: 404 before anything else.
     for tenant in ["globex", "ACME", "a%2Fb"] {
-        let resp = post_webhook(&app, tenant, Some("m9"), Some(now), Some(s.sign("m9", now, EVENT.as_bytes())), EVENT).await;
+        let resp =
+            post_webhook(&app, tenant, Some("m9"), Some(now), Some(s.sign("m9", now, EVENT.as_bytes())), EVENT).await;
         assert_eq!(resp.status(), StatusCode::NOT_FOUND, "{tenant}");
     }
     assert!(app.drain(NOTHING_WAIT).await.is_empty());
@@ -314,7 +374,10 @@ async fn webhook_retries_map_to_one_hint_id() {
     let now = chrono::Utc::now().timestamp();
     for ts in [now - 10, now] {
         let sig = secret(WEBHOOK_SECRET).sign("msg_same", ts, EVENT.as_bytes());
-        assert_eq!(post_webhook(&app, TENANT, Some("msg_same"), Some(ts), Some(sig), EVENT).await.status(), StatusCode::ACCEPTED);
+        assert_eq!(
+            post_webhook(&app, TENANT, Some("msg_same"), Some(ts), Some(sig), EVENT).await.status(),
+            StatusCode::ACCEPTED
+        );
     }
     let hints = app.drain(SOMETHING_WAIT).await;
     assert_eq!(hints.len(), 2);
@@ -345,7 +408,8 @@ async fn broker_unreachable_or_silent_means_503_and_nothing_accepted() {
     };
     for (what, addr) in [("closed port", closed), ("silent broker", black_hole().await)] {
         let dir = tempfile::tempdir().unwrap();
-        let mut cfg = test_config(dir.path(), QueueBackend::Amqp, Some(&format!("amqp://guest:guest@{addr}/%2f")), "outage");
+        let mut cfg =
+            test_config(dir.path(), QueueBackend::Amqp, Some(&format!("amqp://guest:guest@{addr}/%2f")), "outage");
         cfg.queue.publish_timeout_ms = 500;
         let app = spawn_app_with(cfg, dir).await;
         let started = std::time::Instant::now();
@@ -356,14 +420,19 @@ async fn broker_unreachable_or_silent_means_503_and_nothing_accepted() {
         assert!(started.elapsed() < Duration::from_secs(10), "{what}: took {:?}", started.elapsed());
         let now = chrono::Utc::now().timestamp();
         let sig = secret(WEBHOOK_SECRET).sign("m", now, EVENT.as_bytes());
-        assert_eq!(post_webhook(&app, TENANT, Some("m"), Some(now), Some(sig), EVENT).await.status(), StatusCode::SERVICE_UNAVAILABLE, "{what}");
+        assert_eq!(
+            post_webhook(&app, TENANT, Some("m"), Some(now), Some(sig), EVENT).await.status(),
+            StatusCode::SERVICE_UNAVAILABLE,
+            "{what}"
+        );
         let ready = app.client.get(format!("{}/readyz", app.base)).send().await.unwrap();
         assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE, "{what}");
         let body: serde_json::Value = ready.json().await.unwrap();
         assert_eq!(body["store"], "ok");
         assert_ne!(body["queue"], "ok");
         // The handshake needs no broker.
-        let hs = app.client.post(format!("{}/v1/notifications/graph?validationToken=abc", app.base)).send().await.unwrap();
+        let hs =
+            app.client.post(format!("{}/v1/notifications/graph?validationToken=abc", app.base)).send().await.unwrap();
         assert_eq!(hs.status(), StatusCode::OK);
         app.stop().await;
     }
@@ -376,7 +445,10 @@ async fn health_readiness_and_metrics_answer() {
     assert_eq!(r.status(), StatusCode::OK);
     let r = app.client.get(format!("{}/readyz", app.base)).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::OK);
-    assert_eq!(post_json(&app, "/v1/notifications/graph", microsoft_sample(CLIENT_STATE, SUBSCRIPTION)).await.status(), StatusCode::ACCEPTED);
+    assert_eq!(
+        post_json(&app, "/v1/notifications/graph", microsoft_sample(CLIENT_STATE, SUBSCRIPTION)).await.status(),
+        StatusCode::ACCEPTED
+    );
     let text = app.client.get(format!("{}/metrics", app.base)).send().await.unwrap().text().await.unwrap();
     for needle in [
         "hqsync_http_requests_total{",

@@ -31,10 +31,10 @@ async fn every_documented_operation_is_routed() {
             let url = format!("{}{}", app.base, path.replace("{tenant}", common::TENANT));
             let req = app.client.request(method.to_uppercase().parse().unwrap(), &url);
             let status = req.send().await.unwrap().status();
-            assert!(
-                status != reqwest::StatusCode::METHOD_NOT_ALLOWED && !(status == 404 && !path.contains("{tenant}")),
-                "{method} {path} is documented but not routed ({status})"
-            );
+            // The webhook route answers 404 for an unknown tenant by design; anything else must not be 404/405.
+            let routed =
+                status != reqwest::StatusCode::METHOD_NOT_ALLOWED && (status != 404 || path.contains("{tenant}"));
+            assert!(routed, "{method} {path} is documented but not routed ({status})");
         }
     }
     app.stop().await;

@@ -167,10 +167,13 @@ fn worker_process(cfg: &Config, master_key: &str) -> std::process::Child {
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("HQSYNC_DATA_DIR", &cfg.data_dir)
         .env("HQSYNC_STORE__URL", &cfg.store.url)
-        .env("HQSYNC_QUEUE__BACKEND", match cfg.queue.backend {
-            QueueBackend::Local => "local",
-            QueueBackend::Amqp => "amqp",
-        })
+        .env(
+            "HQSYNC_QUEUE__BACKEND",
+            match cfg.queue.backend {
+                QueueBackend::Local => "local",
+                QueueBackend::Amqp => "amqp",
+            },
+        )
         .env("HQSYNC_QUEUE__URL", &cfg.queue.url)
         .env("HQSYNC_QUEUE__PREFIX", &cfg.queue.prefix)
         .env("HQSYNC_QUEUE__PARTITIONS", cfg.queue.partitions.to_string())

@@ -49,11 +49,7 @@ impl ApiError {
     /// The queue or store cannot take the work now: the sender should retry.
     pub fn unavailable(internal: &dyn std::fmt::Display) -> Self {
         tracing::warn!(error = %internal, "answering 503");
-        Self::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "unavailable",
-            "hqsync cannot accept this right now; retry later",
-        )
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "hqsync cannot accept this right now; retry later")
     }
 
     /// An unexpected failure: logged in full, answered in general terms.

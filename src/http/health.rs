@@ -50,7 +50,8 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Readines
         store: say(store.map(|r| r.map_err(|e| e.to_string()))),
         queue: say(queue.map(|r| r.map_err(|e| e.to_string()))),
     };
-    let status = if body.store == "ok" && body.queue == "ok" { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let status =
+        if body.store == "ok" && body.queue == "ok" { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (status, Json(body))
 }
 

@@ -59,7 +59,8 @@ pub async fn webhook(
     let bytes = read_body(&headers, body, state.max_body_bytes).await?;
     require_json(&headers)?;
     let h = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-    let wh = WebhookHeaders { id: h("webhook-id"), timestamp: h("webhook-timestamp"), signature: h("webhook-signature") };
+    let wh =
+        WebhookHeaders { id: h("webhook-id"), timestamp: h("webhook-timestamp"), signature: h("webhook-signature") };
     let verified = match verify(&secrets, wh, &bytes, (state.clock)()) {
         Ok(v) => v,
         Err(e) => {

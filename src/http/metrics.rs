@@ -37,11 +37,13 @@ pub fn handle() -> PrometheusHandle {
 /// Counts and times every request by route template and status.
 pub async fn track_requests(req: Request, next: Next) -> Response {
     let started = Instant::now();
-    let route = req.extensions().get::<MatchedPath>().map(|p| p.as_str().to_owned()).unwrap_or_else(|| "unmatched".into());
+    let route =
+        req.extensions().get::<MatchedPath>().map(|p| p.as_str().to_owned()).unwrap_or_else(|| "unmatched".into());
     let method = req.method().as_str().to_owned();
     let resp = next.run(req).await;
     let status = resp.status().as_u16().to_string();
-    counter!("hqsync_http_requests_total", "route" => route.clone(), "method" => method, "status" => status).increment(1);
+    counter!("hqsync_http_requests_total", "route" => route.clone(), "method" => method, "status" => status)
+        .increment(1);
     histogram!("hqsync_http_request_duration_seconds", "route" => route).record(started.elapsed().as_secs_f64());
     resp
 }

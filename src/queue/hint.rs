@@ -97,9 +97,7 @@ impl HqEntity {
     pub fn kind(self) -> Option<Kind> {
         match self {
             HqEntity::Task => Some(Kind::Task),
-            HqEntity::ContactPerson | HqEntity::Company | HqEntity::Project | HqEntity::Lead => {
-                Some(Kind::Contact)
-            }
+            HqEntity::ContactPerson | HqEntity::Company | HqEntity::Project | HqEntity::Lead => Some(Kind::Contact),
             HqEntity::User | HqEntity::Absence => None,
         }
     }

@@ -115,14 +115,8 @@ pub fn verify(
     now: DateTime<Utc>,
 ) -> Result<VerifiedWebhook, WebhookError> {
     let id = headers.id.filter(|s| !s.is_empty()).ok_or(WebhookError::MissingHeader("webhook-id"))?;
-    let ts_raw = headers
-        .timestamp
-        .filter(|s| !s.is_empty())
-        .ok_or(WebhookError::MissingHeader("webhook-timestamp"))?;
-    let sigs = headers
-        .signature
-        .filter(|s| !s.is_empty())
-        .ok_or(WebhookError::MissingHeader("webhook-signature"))?;
+    let ts_raw = headers.timestamp.filter(|s| !s.is_empty()).ok_or(WebhookError::MissingHeader("webhook-timestamp"))?;
+    let sigs = headers.signature.filter(|s| !s.is_empty()).ok_or(WebhookError::MissingHeader("webhook-signature"))?;
     let ts: i64 = ts_raw.trim().parse().map_err(|_| WebhookError::BadTimestamp)?;
     let age = now.timestamp() - ts;
     if age > TOLERANCE_SECS {
@@ -131,11 +125,8 @@ pub fn verify(
     if age < -TOLERANCE_SECS {
         return Err(WebhookError::TooNew);
     }
-    let candidates: Vec<Vec<u8>> = sigs
-        .split(' ')
-        .filter_map(|s| s.strip_prefix("v1,"))
-        .filter_map(|b64| B64.decode(b64).ok())
-        .collect();
+    let candidates: Vec<Vec<u8>> =
+        sigs.split(' ').filter_map(|s| s.strip_prefix("v1,")).filter_map(|b64| B64.decode(b64).ok()).collect();
     let mut matched = subtle::Choice::from(0u8);
     for secret in secrets {
         let expected = secret.mac(id, ts_raw, body);
@@ -180,7 +171,9 @@ fn parse_event(id: &str, body: &[u8]) -> Result<VerifiedWebhook, WebhookError> {
     };
     let hq_id = match &ev.data.id {
         serde_json::Value::Number(n) if n.as_u64().is_some() => n.to_string(),
-        serde_json::Value::String(s) if !s.is_empty() && s.len() <= 20 && s.bytes().all(|b| b.is_ascii_digit()) => s.clone(),
+        serde_json::Value::String(s) if !s.is_empty() && s.len() <= 20 && s.bytes().all(|b| b.is_ascii_digit()) => {
+            s.clone()
+        }
         _ => return Err(WebhookError::BadBody("data.id is not a helloHQ id")),
     };
     Ok(VerifiedWebhook { message_id: id.to_string(), entity, change, hq_id, occurred_at: ev.timestamp })
@@ -238,7 +231,10 @@ mod tests {
         assert_eq!(verify(&[secret(SECRET)], h(sig), body, at(1000 - 301)), Err(WebhookError::TooNew));
         assert!(verify(&[secret(SECRET)], h(sig), body, at(1000 + 300)).is_ok());
         let none = WebhookHeaders { id: Some("m1"), timestamp: Some("1000"), signature: None };
-        assert_eq!(verify(&[secret(SECRET)], none, body, at(1000)), Err(WebhookError::MissingHeader("webhook-signature")));
+        assert_eq!(
+            verify(&[secret(SECRET)], none, body, at(1000)),
+            Err(WebhookError::MissingHeader("webhook-signature"))
+        );
     }
 
     #[test]
@@ -246,7 +242,11 @@ mod tests {
         let old = secret(SECRET);
         let new = secret("whsec_dGhpcy1pcy1hLW5ldy1zZWNyZXQtMzItYnl0ZXMh");
         let body = br#"{"type":"user.deleted","data":{"id":"3","entity":"user"}}"#;
-        let both = format!("v2,ignored {} {}", secret("whsec_b3RoZXItc2VjcmV0LW5vdC1vdXJzISE=").sign("m", 5, body), new.sign("m", 5, body));
+        let both = format!(
+            "v2,ignored {} {}",
+            secret("whsec_b3RoZXItc2VjcmV0LW5vdC1vdXJzISE=").sign("m", 5, body),
+            new.sign("m", 5, body)
+        );
         let h = WebhookHeaders { id: Some("m"), timestamp: Some("5"), signature: Some(&both) };
         assert!(verify(&[old, new], h, body, at(5)).is_ok());
     }

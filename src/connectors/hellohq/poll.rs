@@ -1,0 +1,421 @@
+//! Change polling for helloHQ (reference/HELLOHQ.md A15): per entity,
+//! `updatedOn gt <watermark − overlap>` ordered by `updatedOn`, de-duplicated
+//! by (id, updatedOn) across the overlap; deletions from the v1 deletions log
+//! (`ConfigSystemEvents/do.GetDeleted()`), filtered client-side by
+//! `CreatedOn` (B11). Results are [`Hint`]s with stable ids, so a re-poll of
+//! the same version (after a crash, or through the overlap) dedupes with
+//! itself and with nothing else.
+//!
+//! The watermark is never moved by a poll: a [`PollBatch`] carries the new
+//! cursor and the caller commits it only after its hints are durably
+//! enqueued. A crash in between re-reads the same changes; it never loses
+//! one. This module reads helloHQ and the `cursors` table only; it never
+//! publishes and never reads record content beyond ids and stamps.
+
+use std::collections::{BTreeSet, HashSet};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::client::{HellohqClient, HqError, ListQuery, Page};
+use super::wire::{fmt_utc, parse_utc, SystemEventType};
+use crate::model::TenantId;
+use crate::queue::{Change, Hint, HqEntity, Origin, HINT_VERSION};
+use crate::store::{Store, StoreError};
+
+/// `cursors.scope` of every helloHQ watermark.
+pub const CURSOR_SCOPE: &str = "hellohq";
+/// Cursor name of the deletions log.
+pub const DELETIONS_CURSOR: &str = "deleted.createdOn";
+/// The source name inside poll hint ids.
+pub const HINT_SOURCE: &str = "hellohq-poll";
+/// How far each poll reaches back behind its watermark: a row whose
+/// transaction committed after a later one was already read still carries
+/// the earlier stamp, and the overlap is what catches it.
+pub const DEFAULT_OVERLAP: Duration = Duration::from_secs(120);
+
+/// Why a poll failed. Nothing is committed when it does.
+#[derive(Debug, thiserror::Error)]
+pub enum PollError {
+    #[error(transparent)]
+    Hellohq(#[from] HqError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("stored helloHQ cursor {name} is unreadable: {message}")]
+    Cursor { name: String, message: String },
+}
+
+impl PollError {
+    pub fn is_transient(&self) -> bool {
+        match self {
+            PollError::Hellohq(e) => e.is_transient(),
+            PollError::Store(e) => e.is_unavailable(),
+            PollError::Cursor { .. } => false,
+        }
+    }
+}
+
+/// Where one entity's list lives and how its stamp field is spelled.
+struct Endpoint {
+    path: &'static str,
+    v1: bool,
+}
+
+fn endpoint(entity: HqEntity) -> Endpoint {
+    let v2 = |path| Endpoint { path, v1: false };
+    match entity {
+        HqEntity::Task => v2("/v2/Projects/Tasks"),
+        HqEntity::ContactPerson => v2("/v2/ContactPersons"),
+        HqEntity::Company => v2("/v2/Companies"),
+        HqEntity::Project => v2("/v2/Projects"),
+        HqEntity::User => v2("/v2/Users"),
+        HqEntity::Absence => v2("/v2/Absences"),
+        // Leads exist only in v1 (A13).
+        HqEntity::Lead => Endpoint { path: "/v1/Leads", v1: true },
+    }
+}
+
+/// The entity a deletions-log `DatabaseObject` names. The values are
+/// undocumented (B11): the names the contract uses plus the v1 set names.
+pub fn entity_for_database_object(name: &str) -> Option<HqEntity> {
+    let n = name.trim().to_ascii_lowercase();
+    Some(match n.as_str() {
+        "task" | "projecttask" | "projecttasks" => HqEntity::Task,
+        "contactperson" | "contactpersons" => HqEntity::ContactPerson,
+        "company" | "companies" => HqEntity::Company,
+        "project" | "projects" => HqEntity::Project,
+        "lead" | "leads" => HqEntity::Lead,
+        "user" | "users" => HqEntity::User,
+        "userabsence" | "absence" | "absences" => HqEntity::Absence,
+        _ => return None,
+    })
+}
+
+/// Ids and stamps of a row, in either casing.
+#[derive(Debug, Deserialize)]
+struct Stamp {
+    #[serde(alias = "Id")]
+    id: i64,
+    #[serde(default, alias = "CreatedOn")]
+    #[serde(rename = "createdOn")]
+    created_on: Option<String>,
+    #[serde(default, alias = "UpdatedOn")]
+    #[serde(rename = "updatedOn")]
+    updated_on: Option<String>,
+}
+
+impl Stamp {
+    fn updated(&self) -> Option<DateTime<Utc>> {
+        self.updated_on.as_deref().and_then(parse_utc)
+    }
+
+    /// (id, updatedOn): one version of one row.
+    fn key(&self) -> String {
+        format!("{}@{}", self.id, self.updated().map(fmt_utc).unwrap_or_default())
+    }
+}
+
+/// What a cursor row holds: the newest stamp read, and the keys read
+/// within the overlap behind it (so the overlap does not report them again).
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Watermark {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    at: Option<String>,
+    #[serde(default)]
+    seen: BTreeSet<String>,
+}
+
+impl Watermark {
+    fn instant(&self) -> Option<DateTime<Utc>> {
+        self.at.as_deref().and_then(parse_utc)
+    }
+}
+
+/// One poll's result: hints to enqueue, then [`PollBatch::commit`].
+#[derive(Debug)]
+#[must_use = "the watermark moves only when the batch is committed"]
+pub struct PollBatch {
+    pub tenant: TenantId,
+    /// `None` for the deletions log (it spans entities).
+    pub entity: Option<HqEntity>,
+    pub hints: Vec<Hint>,
+    /// Rows read but not hinted: already seen in the overlap, or (deletions)
+    /// naming an object hqsync does not know.
+    pub skipped: usize,
+    cursor_name: String,
+    cursor_value: String,
+    changed: bool,
+}
+
+impl PollBatch {
+    /// Moves the watermark past this batch. Call only after every hint is
+    /// durably enqueued.
+    pub async fn commit(self, store: &Store) -> Result<(), StoreError> {
+        if !self.changed {
+            return Ok(());
+        }
+        store.set_cursor(&self.tenant, CURSOR_SCOPE, &self.cursor_name, &self.cursor_value).await
+    }
+
+    /// The watermark the commit will store (RFC 3339), if any.
+    pub fn watermark(&self) -> Option<String> {
+        serde_json::from_str::<Watermark>(&self.cursor_value).ok().and_then(|w| w.at)
+    }
+}
+
+/// Polls one tenant's helloHQ for changes.
+#[derive(Debug)]
+pub struct ChangePoller<'a> {
+    client: &'a HellohqClient,
+    overlap: chrono::Duration,
+}
+
+impl<'a> ChangePoller<'a> {
+    pub fn new(client: &'a HellohqClient) -> Self {
+        ChangePoller { client, overlap: chrono::Duration::from_std(DEFAULT_OVERLAP).expect("small duration") }
+    }
+
+    pub fn with_overlap(mut self, overlap: Duration) -> Self {
+        self.overlap = chrono::Duration::from_std(overlap).unwrap_or(chrono::TimeDelta::MAX);
+        self
+    }
+
+    /// Cursor name of an entity's watermark (`contactPerson.updatedOn`).
+    pub fn cursor_name(entity: HqEntity) -> String {
+        format!("{}.updatedOn", entity.wire_name())
+    }
+
+    async fn load(store: &Store, tenant: &TenantId, name: &str) -> Result<Watermark, PollError> {
+        match store.get_cursor(tenant, CURSOR_SCOPE, name).await? {
+            None => Ok(Watermark::default()),
+            Some(raw) => serde_json::from_str(&raw)
+                .map_err(|e| PollError::Cursor { name: name.to_string(), message: e.to_string() }),
+        }
+    }
+
+    /// Rows of `entity` changed since the watermark (minus the overlap); all
+    /// rows when there is no watermark yet (a first poll sees everything).
+    pub async fn poll_updates(
+        &self,
+        store: &Store,
+        tenant: &TenantId,
+        entity: HqEntity,
+    ) -> Result<PollBatch, PollError> {
+        let name = Self::cursor_name(entity);
+        let old = Self::load(store, tenant, &name).await?;
+        let since = old.instant().map(|t| t - self.overlap);
+        let rows = self.rows_since(&endpoint(entity), since).await?;
+
+        let mut hints = Vec::new();
+        let mut skipped = 0;
+        let mut newest = old.instant();
+        let mut stamped: Vec<(DateTime<Utc>, String)> = Vec::new();
+        for row in rows {
+            let updated = row.updated();
+            let version = updated.map(fmt_utc).unwrap_or_default();
+            let key = row.key();
+            if old.seen.contains(&key) {
+                skipped += 1;
+                continue;
+            }
+            let created = row.created_on.as_deref().and_then(parse_utc);
+            let change = if created.is_some() && created == updated { Change::Created } else { Change::Updated };
+            hints.push(hint(tenant, entity, row.id, change, &format!("{}/{}/{version}", entity.wire_name(), row.id)));
+            if let Some(t) = updated {
+                newest = newest.max(Some(t));
+                stamped.push((t, key));
+            }
+        }
+        let value = next_watermark(&old, newest, stamped, self.overlap);
+        Ok(PollBatch {
+            tenant: tenant.clone(),
+            entity: Some(entity),
+            hints,
+            skipped,
+            cursor_name: name,
+            changed: value.1,
+            cursor_value: value.0,
+        })
+    }
+
+    /// Every row stamped after `since` (every row when `None`), in stamp
+    /// order, each version once. Read by keyset: each next page starts at
+    /// the last stamp read instead of skipping rows, so a row updated while
+    /// the poll runs moves forward into a later page instead of shifting an
+    /// unread row into a page already read (which `skip` paging would lose).
+    async fn rows_since(&self, ep: &Endpoint, since: Option<DateTime<Utc>>) -> Result<Vec<Stamp>, HqError> {
+        let field = if ep.v1 { "UpdatedOn" } else { "updatedOn" };
+        let literal = |t: DateTime<Utc>| if ep.v1 { fmt_utc(t) } else { format!("datetime'{}'", fmt_utc(t)) };
+        let mut out = Vec::new();
+        let mut keys = HashSet::new();
+        let mut keep = |rows: Vec<Stamp>, out: &mut Vec<Stamp>| {
+            out.extend(rows.into_iter().filter(|r| keys.insert(r.key())));
+        };
+        let mut from: Option<(&str, DateTime<Utc>)> = since.map(|s| ("gt", s));
+        loop {
+            let mut q = ListQuery::default().orderby(field);
+            q.filter = from.map(|(op, t)| format!("{field} {op} {}", literal(t)));
+            let page: Page<Stamp> = self.client.first_page(ep.path, &q).await?;
+            let last = page.items.last().and_then(Stamp::updated);
+            keep(page.items, &mut out);
+            let Some(next) = page.next else { break };
+            match last.filter(|l| from.is_none_or(|(_, t)| *l > t)) {
+                Some(l) => from = Some(("ge", l)),
+                None => {
+                    // A full page sharing one stamp (or without stamps): the
+                    // keyset cannot move, so page through the rest instead.
+                    keep(self.client.rest(next).await?.items, &mut out);
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Deletions recorded since the deletions watermark (minus the overlap).
+    pub async fn poll_deletions(&self, store: &Store, tenant: &TenantId) -> Result<PollBatch, PollError> {
+        let old = Self::load(store, tenant, DELETIONS_CURSOR).await?;
+        let since = old.instant().map(|t| t - self.overlap);
+        let events = self.client.list_deleted().await?;
+        let mut hints = Vec::new();
+        let mut skipped = 0;
+        let mut newest = old.instant();
+        let mut stamped = Vec::new();
+        for ev in events {
+            if ev.kind.as_ref().is_some_and(|k| *k != SystemEventType::EntityDeleted) {
+                continue;
+            }
+            if since.is_some_and(|s| ev.created_on.is_some_and(|c| c <= s)) {
+                continue;
+            }
+            let key = format!("event/{}@{}", ev.id, ev.created_on.map(fmt_utc).unwrap_or_default());
+            if old.seen.contains(&key) {
+                skipped += 1;
+                continue;
+            }
+            if let Some(t) = ev.created_on {
+                newest = newest.max(Some(t));
+                stamped.push((t, key));
+            }
+            let entity = ev.database_object.as_deref().and_then(entity_for_database_object);
+            let (Some(entity), Some(id)) = (entity, ev.entity_id) else {
+                tracing::debug!(object = ?ev.database_object, event = ev.id, "deletion of an object hqsync ignores");
+                skipped += 1;
+                continue;
+            };
+            let when = ev.created_on.map(fmt_utc).unwrap_or_default();
+            let message = format!("{}/{id}/deleted@{when}", entity.wire_name());
+            hints.push(hint(tenant, entity, id, Change::Deleted, &message));
+        }
+        let value = next_watermark(&old, newest, stamped, self.overlap);
+        Ok(PollBatch {
+            tenant: tenant.clone(),
+            entity: None,
+            hints,
+            skipped,
+            cursor_name: DELETIONS_CURSOR.to_string(),
+            changed: value.1,
+            cursor_value: value.0,
+        })
+    }
+}
+
+/// The cursor after a poll: the newest stamp, and every key (old or new)
+/// whose stamp lies within the overlap behind it. Returns the JSON and
+/// whether it differs from what is stored.
+fn next_watermark(
+    old: &Watermark,
+    newest: Option<DateTime<Utc>>,
+    stamped: Vec<(DateTime<Utc>, String)>,
+    overlap: chrono::Duration,
+) -> (String, bool) {
+    let Some(at) = newest else {
+        return (serde_json::to_string(old).expect("a watermark serialises"), false);
+    };
+    let floor = at - overlap;
+    let mut seen: BTreeSet<String> = stamped.into_iter().filter(|(t, _)| *t > floor).map(|(_, k)| k).collect();
+    // Every key carries its stamp after the `@`, so old keys age out with
+    // the watermark instead of piling up.
+    seen.extend(old.seen.iter().filter(|k| key_time(k).is_none_or(|t| t > floor)).cloned());
+    let new = Watermark { at: Some(fmt_utc(at)), seen };
+    let changed = new.at != old.at || new.seen != old.seen;
+    (serde_json::to_string(&new).expect("a watermark serialises"), changed)
+}
+
+fn key_time(key: &str) -> Option<DateTime<Utc>> {
+    key.rsplit_once('@').and_then(|(_, t)| parse_utc(t))
+}
+
+fn hint(tenant: &TenantId, entity: HqEntity, id: i64, change: Change, message: &str) -> Hint {
+    Hint {
+        v: HINT_VERSION,
+        hint_id: Hint::stable_id(tenant, HINT_SOURCE, message),
+        tenant: tenant.clone(),
+        mailbox: None,
+        kind: entity.kind(),
+        entity: Some(entity),
+        origin: Origin::Hellohq,
+        resource_id: Some(id.to_string()),
+        subscription_id: None,
+        change,
+        received_at: Utc::now(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(s: &str) -> DateTime<Utc> {
+        parse_utc(s).unwrap()
+    }
+
+    #[test]
+    fn watermark_keeps_only_keys_inside_the_overlap() {
+        let old = Watermark {
+            at: Some("2026-05-04T08:00:00.000Z".into()),
+            seen: ["1@2026-05-04T07:50:00.000Z".into()].into(),
+        };
+        let stamped = vec![
+            (t("2026-05-04T08:04:00Z"), "2@2026-05-04T08:04:00.000Z".to_string()),
+            (t("2026-05-04T08:05:00Z"), "3@2026-05-04T08:05:00.000Z".to_string()),
+        ];
+        let (json, changed) =
+            next_watermark(&old, Some(t("2026-05-04T08:05:00Z")), stamped, chrono::Duration::minutes(2));
+        let w: Watermark = serde_json::from_str(&json).unwrap();
+        assert!(changed);
+        assert_eq!(w.at.as_deref(), Some("2026-05-04T08:05:00.000Z"));
+        assert_eq!(
+            w.seen.into_iter().collect::<Vec<_>>(),
+            vec!["2@2026-05-04T08:04:00.000Z", "3@2026-05-04T08:05:00.000Z"]
+        );
+    }
+
+    #[test]
+    fn an_empty_poll_leaves_the_cursor_alone() {
+        let old = Watermark { at: Some("2026-05-04T08:00:00.000Z".into()), seen: BTreeSet::new() };
+        let (_, changed) = next_watermark(&old, old.instant(), Vec::new(), chrono::Duration::minutes(2));
+        assert!(!changed);
+    }
+
+    #[test]
+    fn deletion_log_objects_map_to_entities() {
+        assert_eq!(entity_for_database_object("ContactPerson"), Some(HqEntity::ContactPerson));
+        assert_eq!(entity_for_database_object("UserAbsence"), Some(HqEntity::Absence));
+        assert_eq!(entity_for_database_object("Task"), Some(HqEntity::Task));
+        assert_eq!(entity_for_database_object("InvoicePosition"), None);
+    }
+
+    #[test]
+    fn poll_hint_ids_are_stable_per_version() {
+        let tenant = TenantId::parse("acme").unwrap();
+        let a = hint(&tenant, HqEntity::Task, 7, Change::Updated, "task/7/2026-05-04T08:00:00.000Z");
+        let b = hint(&tenant, HqEntity::Task, 7, Change::Updated, "task/7/2026-05-04T08:00:00.000Z");
+        let c = hint(&tenant, HqEntity::Task, 7, Change::Updated, "task/7/2026-05-04T08:00:01.000Z");
+        assert_eq!(a.hint_id, b.hint_id);
+        assert_ne!(a.hint_id, c.hint_id);
+        assert_eq!(a.resource_id.as_deref(), Some("7"));
+        assert_eq!(a.origin, Origin::Hellohq);
+    }
+}
