@@ -113,3 +113,39 @@ fn openapi_subcommand_prints_the_committed_document() {
         std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("openapi/hqsync.json")).unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout), committed);
 }
+
+#[tokio::test]
+async fn sim_serves_both_simulators_and_prints_their_urls() {
+    use std::io::{BufRead, BufReader};
+    let (g, h) = (free_port(), free_port());
+    let mut child = hqsync()
+        .args(["sim", "--graph", &format!("127.0.0.1:{g}"), "--hellohq", &format!("127.0.0.1:{h}"), "--seed", "demo"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let lines = tokio::task::spawn_blocking(move || {
+        BufReader::new(stdout).lines().take(2).map(|l| l.unwrap()).collect::<Vec<_>>()
+    })
+    .await
+    .unwrap();
+    assert!(lines[0].contains(&format!("http://127.0.0.1:{g}")), "{lines:?}");
+    assert!(lines[1].contains(&format!("http://127.0.0.1:{h}")), "{lines:?}");
+    let client = reqwest::Client::new();
+    for port in [g, h] {
+        let seed: serde_json::Value =
+            client.get(format!("http://127.0.0.1:{port}/_sim/seed")).send().await.unwrap().json().await.unwrap();
+        assert!(seed.is_object(), "{seed}");
+    }
+    Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    let status = tokio::task::spawn_blocking(move || child.wait()).await.unwrap().unwrap();
+    assert!(status.success(), "{status:?}");
+}
+
+#[test]
+fn sim_without_any_address_is_a_usage_error() {
+    let out = hqsync().arg("sim").output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--graph"));
+}

@@ -14,6 +14,7 @@ use subtle::ConstantTimeEq;
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
+use super::error::ErrorBody;
 use super::{metrics, read_body, require_json, ApiError, AppState};
 use crate::connectors::graph::notification::{parse_batch, ItemKind, LifecycleEvent, NotificationItem};
 use crate::queue::{Change, Hint, Origin, HINT_VERSION};
@@ -37,6 +38,30 @@ pub struct NotificationBatch {
     value: Vec<serde_json::Value>,
 }
 
+/// The answers of both notification routes.
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)]
+enum NotificationResponses {
+    /// Validation handshake: the decoded token as text/plain
+    #[response(status = 200, content_type = "text/plain")]
+    Handshake(String),
+    /// Every trusted item is durably queued; untrusted items were dropped
+    #[response(status = 202)]
+    Accepted,
+    /// The body is not a notification batch
+    #[response(status = 400)]
+    Malformed(ErrorBody),
+    /// Body over the size limit
+    #[response(status = 413)]
+    TooLarge(ErrorBody),
+    /// Body is not JSON
+    #[response(status = 415)]
+    NotJson(ErrorBody),
+    /// The queue did not confirm in time: Graph retries
+    #[response(status = 503)]
+    Unavailable(ErrorBody),
+}
+
 /// Graph change notifications for events and contacts.
 #[utoipa::path(
     post,
@@ -44,14 +69,7 @@ pub struct NotificationBatch {
     tag = "ingress",
     params(ValidationQuery),
     request_body(content = NotificationBatch, content_type = "application/json"),
-    responses(
-        (status = 200, description = "Validation handshake: the decoded token as text/plain", content_type = "text/plain", body = String),
-        (status = 202, description = "Every trusted item is durably queued; untrusted items were dropped"),
-        (status = 400, description = "The body is not a notification batch", body = super::error::ErrorBody),
-        (status = 413, description = "Body over the size limit", body = super::error::ErrorBody),
-        (status = 415, description = "Body is not JSON", body = super::error::ErrorBody),
-        (status = 503, description = "The queue did not confirm in time: Graph retries", body = super::error::ErrorBody),
-    )
+    responses(NotificationResponses)
 )]
 pub async fn notifications(
     State(state): State<AppState>,
@@ -71,14 +89,7 @@ pub async fn notifications(
     tag = "ingress",
     params(ValidationQuery),
     request_body(content = NotificationBatch, content_type = "application/json"),
-    responses(
-        (status = 200, description = "Validation handshake: the decoded token as text/plain", content_type = "text/plain", body = String),
-        (status = 202, description = "Every trusted item is durably queued; untrusted items were dropped"),
-        (status = 400, description = "The body is not a notification batch", body = super::error::ErrorBody),
-        (status = 413, description = "Body over the size limit", body = super::error::ErrorBody),
-        (status = 415, description = "Body is not JSON", body = super::error::ErrorBody),
-        (status = 503, description = "The queue did not confirm in time: Graph retries", body = super::error::ErrorBody),
-    )
+    responses(NotificationResponses)
 )]
 pub async fn lifecycle(
     State(state): State<AppState>,

@@ -1,4 +1,5 @@
-//! helloHQ: webhook verification (and, later, the API client).
+//! helloHQ: webhook verification, the API client, typed wire records and
+//! change polling. The only code that knows helloHQ's wire format.
 pub mod client;
 pub mod poll;
 pub mod webhook;
