@@ -221,6 +221,8 @@ struct Hook {
     /// Notification POSTs still to be answered with 500.
     fail_remaining: Arc<std::sync::atomic::AtomicUsize>,
     handshake_delay: Duration,
+    /// How long a notification POST takes to be answered (after it was recorded).
+    notify_delay: Duration,
 }
 
 async fn hook(State(h): State<Hook>, Query(q): Query<HashMap<String, String>>, body: Bytes) -> Response {
@@ -236,6 +238,9 @@ async fn hook(State(h): State<Hook>, Query(q): Query<HashMap<String, String>>, b
     }
     let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     let _ = h.tx.send((q, v));
+    if !h.notify_delay.is_zero() {
+        tokio::time::sleep(h.notify_delay).await;
+    }
     AxStatus::ACCEPTED.into_response()
 }
 
@@ -251,6 +256,15 @@ impl Receiver {
     }
 
     async fn start_with(echo: Echo, fail_first: usize, handshake_delay: Duration) -> Receiver {
+        Self::start_full(echo, fail_first, handshake_delay, Duration::ZERO).await
+    }
+
+    /// A receiver that takes `delay` to answer each notification POST.
+    async fn start_slow(delay: Duration) -> Receiver {
+        Self::start_full(Echo::Exact, 0, Duration::ZERO, delay).await
+    }
+
+    async fn start_full(echo: Echo, fail_first: usize, handshake_delay: Duration, notify_delay: Duration) -> Receiver {
         let (tx, rx) = mpsc::unbounded_channel();
         let tokens = Arc::new(Mutex::new(Vec::new()));
         let hook_state = Hook {
@@ -259,6 +273,7 @@ impl Receiver {
             tokens: tokens.clone(),
             fail_remaining: Arc::new(std::sync::atomic::AtomicUsize::new(fail_first)),
             handshake_delay,
+            notify_delay,
         };
         let app = axum::Router::new().route("/hook", axum::routing::post(hook)).with_state(hook_state);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -281,7 +296,8 @@ async fn subscribe(sim: &TestSim, resource: &str, url: &str, lifecycle: Option<&
         "changeType": "created,updated,deleted",
         "notificationUrl": url,
         "resource": resource,
-        "expirationDateTime": expiry_in(60),
+        // Beyond the hour in which Graph starts asking for reauthorization.
+        "expirationDateTime": expiry_in(120),
         "clientState": "hqsync-secret-state",
     });
     if let Some(l) = lifecycle {
@@ -587,9 +603,12 @@ async fn subscription_create_validates_the_endpoint_with_an_exact_echo() {
     assert_eq!(a.status, StatusCode::BAD_REQUEST);
     let mut too_long = json!({"changeType": "created", "notificationUrl": good.url, "resource": resource,
                               "expirationDateTime": expiry_in(4231 + 5)});
-    assert_eq!(sim.post("/subscriptions", too_long.take()).await.status, StatusCode::BAD_REQUEST);
+    let refused = sim.post("/subscriptions", too_long.take()).await;
+    assert_graph_error(&refused, StatusCode::BAD_REQUEST, "ExtensionError");
+    assert_eq!(refused.body["error"]["message"], "Subscription expiration can only be 4230 minutes in the future.");
     let todo = subscribe(&sim, &format!("users/{ANNA}/todo/lists/L1/tasks"), &good.url, None).await;
-    assert_eq!(todo.status, StatusCode::BAD_REQUEST);
+    assert_graph_error(&todo, StatusCode::BAD_REQUEST, "ExtensionError");
+    assert!(todo.body["error"]["message"].as_str().unwrap().contains("Invalid resource specified in payload"));
 
     let id = sim.get("/subscriptions").await.body["value"][0]["id"].as_str().unwrap().to_string();
     let renewed = sim.patch(&format!("/subscriptions/{id}"), json!({"expirationDateTime": expiry_in(120)}), &[]).await;
@@ -678,7 +697,7 @@ async fn subscription_expires_with_the_simulator_clock() {
     let hook = Receiver::start(Echo::Exact).await;
     let sub = subscribe(&sim, &format!("users/{ANNA}/contacts"), &hook.url, None).await;
     let id = sub.body["id"].as_str().unwrap().to_string();
-    sim.control("/clock", json!({"advanceMinutes": 61})).await;
+    sim.control("/clock", json!({"advanceMinutes": 121})).await;
     // Fresh token: the old one expired with the clock too.
     let mut sim = sim;
     let (_, t) = sim.token_request(None).await;
@@ -1152,9 +1171,9 @@ async fn failed_notification_posts_are_retried_until_accepted() {
     sim.post(&format!("/users/{ANNA}/contacts"), json!({"givenName": "Retry"})).await;
     let (_, body) = rx.next().await;
     assert_eq!(body["value"][0]["changeType"], "created");
-    let stats = sim.stats().await;
+    // The receiver records the POST before answering it: wait for the simulator to count the answer.
+    let stats = sim.stats_until("the accepted post counted", |st| st["notifications"]["sent"] == 1).await;
     assert_eq!(stats["notifications"]["failedAttempts"], 2);
-    assert_eq!(stats["notifications"]["sent"], 1);
     sim.sim.shutdown().await;
 }
 
@@ -1183,7 +1202,12 @@ async fn subscriptions_per_mailbox_are_capped() {
     .await;
     let hook = Receiver::start(Echo::Exact).await;
     assert_eq!(subscribe(&sim, &format!("users/{ANNA}/contacts"), &hook.url, None).await.status, StatusCode::CREATED);
-    assert_eq!(subscribe(&sim, &format!("users/{ANNA}/events"), &hook.url, None).await.status, StatusCode::FORBIDDEN);
+    let capped = subscribe(&sim, &format!("users/{ANNA}/events"), &hook.url, None).await;
+    assert_graph_error(&capped, StatusCode::FORBIDDEN, "ExtensionError");
+    assert!(capped.body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("Maximum number of subscriptions has been reached"));
     assert_eq!(subscribe(&sim, &format!("users/{CLARA}/events"), &hook.url, None).await.status, StatusCode::CREATED);
     sim.sim.shutdown().await;
 }
@@ -1267,5 +1291,300 @@ async fn items_are_found_by_their_extended_property_value() {
         ))
         .await;
     assert_eq!(expanded.body["singleValueExtendedProperties"][0]["value"], "hq-9");
+    sim.sim.shutdown().await;
+}
+
+// ---------------------------------------------------------------- simulator gaps: lifecycle, shapes, slow endpoints
+
+impl TestSim {
+    /// A fresh bearer: tokens expire with the simulator clock too.
+    async fn refresh_token(&mut self) {
+        let (status, t) = self.token_request(None).await;
+        assert_eq!(status, StatusCode::OK, "{t}");
+        self.token = t["access_token"].as_str().unwrap().to_string();
+    }
+
+    fn mailbox_id(&self, upn: &str) -> String {
+        let mbs = self.seed["mailboxes"].as_array().unwrap();
+        let mb = mbs.iter().find(|m| m["userPrincipalName"] == upn).unwrap();
+        mb["id"].as_str().unwrap().to_string()
+    }
+
+    /// Polls `/_sim/stats` until `cond` holds (a condition, not a time, is asserted).
+    async fn stats_until(&self, what: &str, cond: impl Fn(&Value) -> bool) -> Value {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let st = self.stats().await;
+            if cond(&st) {
+                return st;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "never reached: {what}: {st}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+#[tokio::test]
+async fn subscription_near_expiry_gets_repeated_reauthorization_required_then_subscription_removed() {
+    let mut sim = TestSim::start().await;
+    let mut hook = Receiver::start(Echo::Exact).await;
+    let mut life = Receiver::start(Echo::Exact).await;
+    let sub = subscribe(&sim, &format!("users/{ANNA}/contacts"), &hook.url, Some(&life.url)).await;
+    assert_eq!(sub.status, StatusCode::CREATED, "{}", sub.body);
+    let id = sub.body["id"].as_str().unwrap().to_string();
+
+    // 120 minutes to go: 61 later, the subscription is inside its last hour.
+    sim.control("/clock", json!({"advanceMinutes": 61})).await;
+    let (_, body) = life.next().await;
+    assert_eq!(body["value"][0]["lifecycleEvent"], "reauthorizationRequired");
+    assert_eq!(body["value"][0]["subscriptionId"], json!(id));
+    assert_eq!(body["value"][0]["clientState"], "hqsync-secret-state");
+
+    // Near expiry the subscription is still valid: changes keep flowing.
+    sim.refresh_token().await;
+    let c = sim.post(&format!("/users/{ANNA}/contacts"), json!({"givenName": "Still"})).await;
+    assert_eq!(c.status, StatusCode::CREATED);
+    let (_, body) = hook.next().await;
+    assert_eq!(body["value"][0]["resourceData"]["id"], c.body["id"]);
+
+    // Not renewed: the reminder repeats after the repeat interval ...
+    sim.control("/clock", json!({"advanceMinutes": 15})).await;
+    let (_, body) = life.next().await;
+    assert_eq!(body["value"][0]["lifecycleEvent"], "reauthorizationRequired");
+
+    // ... and at expiry the subscription is deleted and announced.
+    sim.control("/clock", json!({"advanceMinutes": 60})).await;
+    let (_, body) = life.next().await;
+    assert_eq!(body["value"][0]["lifecycleEvent"], "subscriptionRemoved");
+    assert_eq!(body["value"][0]["subscriptionId"], json!(id));
+    sim.refresh_token().await;
+    assert_eq!(sim.get(&format!("/subscriptions/{id}")).await.status, StatusCode::NOT_FOUND);
+    sim.sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn renewed_subscription_is_not_reminded_until_it_nears_its_new_expiry() {
+    let mut sim = TestSim::start().await;
+    let hook = Receiver::start(Echo::Exact).await;
+    let mut life = Receiver::start(Echo::Exact).await;
+    let sub = subscribe(&sim, &format!("users/{ANNA}/contacts"), &hook.url, Some(&life.url)).await;
+    let id = sub.body["id"].as_str().unwrap().to_string();
+    sim.control("/clock", json!({"advanceMinutes": 61})).await;
+    assert_eq!(life.next().await.1["value"][0]["lifecycleEvent"], "reauthorizationRequired");
+
+    // Renew to 3 hours ahead of the simulator clock, then let 2 of them pass:
+    // the next lifecycle event must be the reminder of the new last hour.
+    let now: Value = sim.control("/clock", json!({"advanceMinutes": 0})).await;
+    let now = chrono::DateTime::parse_from_rfc3339(now["now"].as_str().unwrap()).unwrap();
+    let new_expiry = (now + chrono::Duration::minutes(180)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    sim.refresh_token().await;
+    let renewed = sim.patch(&format!("/subscriptions/{id}"), json!({"expirationDateTime": new_expiry}), &[]).await;
+    assert_eq!(renewed.status, StatusCode::OK, "{}", renewed.body);
+    // 150 minutes left: outside the last hour, so the next event is the one asked for here.
+    sim.control("/clock", json!({"advanceMinutes": 30})).await;
+    sim.control("/lifecycle", json!({"subscriptionId": id, "event": "missed"})).await;
+    assert_eq!(life.next().await.1["value"][0]["lifecycleEvent"], "missed");
+    sim.control("/clock", json!({"advanceMinutes": 91})).await;
+    let (_, body) = life.next().await;
+    assert_eq!(body["value"][0]["lifecycleEvent"], "reauthorizationRequired");
+    assert_eq!(body["value"][0]["subscriptionExpirationDateTime"].as_str().unwrap()[..19], new_expiry[..19]);
+    sim.sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn notification_resource_and_odata_type_take_the_shape_the_faults_force() {
+    let sim = TestSim::start().await;
+    let mut hook = Receiver::start(Echo::Exact).await;
+    let sub = subscribe(&sim, &format!("users/{ANNA}/events"), &hook.url, None).await;
+    assert_eq!(sub.status, StatusCode::CREATED, "{}", sub.body);
+    let mb = sim.mailbox_id(ANNA);
+
+    sim.control("/faults", json!({"notification_resource_style": "odata", "notification_type_casing": "camel"})).await;
+    let e = sim.post(&format!("/users/{ANNA}/events"), meeting("Shapes", 4, 9)).await;
+    assert_eq!(e.status, StatusCode::CREATED, "{}", e.body);
+    let eid = e.body["id"].as_str().unwrap().to_string();
+    let (_, body) = hook.next().await;
+    let n = &body["value"][0];
+    assert_eq!(n["resource"], json!(format!("Users('{mb}')/events('{eid}')")));
+    assert_eq!(n["resourceData"]["@odata.type"], "#microsoft.graph.event");
+    assert_eq!(n["resourceData"]["@odata.id"], n["resource"]);
+
+    sim.control("/faults", json!({"notification_resource_style": "path", "notification_type_casing": "pascal"})).await;
+    let upd = sim.patch(&format!("/users/{ANNA}/events/{}", enc(&eid)), json!({"subject": "Shapes 2"}), &[]).await;
+    assert_eq!(upd.status, StatusCode::OK, "{}", upd.body);
+    let (_, body) = hook.next().await;
+    let n = &body["value"][0];
+    assert_eq!(n["changeType"], "updated");
+    assert_eq!(n["resource"], json!(format!("Users/{mb}/Events/{eid}")));
+    assert_eq!(n["resourceData"]["@odata.type"], "#Microsoft.Graph.Event");
+
+    let bad = sim.http.post(format!("{}/_sim/faults", sim.base)).json(&json!({"notification_type_casing": "upper"}));
+    assert_eq!(bad.send().await.unwrap().status(), StatusCode::BAD_REQUEST);
+    sim.sim.shutdown().await;
+}
+
+fn slow_rules(delay_ratio: f64, drop_ratio: f64) -> GraphSimConfig {
+    GraphSimConfig {
+        seed: SeedProfile::Empty,
+        slow_notification_threshold: Duration::from_millis(100),
+        slow_endpoint_min_deliveries: 1,
+        slow_endpoint_delay_ratio: delay_ratio,
+        slow_endpoint_drop_ratio: drop_ratio,
+        ..GraphSimConfig::default()
+    }
+}
+
+#[tokio::test]
+async fn slow_notification_endpoint_gets_its_deliveries_delayed_by_ten_simulated_minutes() {
+    // Drop ratio above 100 %: this endpoint can only be delayed.
+    let sim = TestSim::start_with(slow_rules(0.5, 2.0)).await;
+    let mut hook = Receiver::start_slow(Duration::from_millis(400)).await;
+    let sub = subscribe(&sim, &format!("users/{ANNA}/contacts"), &hook.url, None).await;
+    assert_eq!(sub.status, StatusCode::CREATED, "{}", sub.body);
+
+    let first = sim.post(&format!("/users/{ANNA}/contacts"), json!({"givenName": "One"})).await;
+    assert_eq!(hook.next().await.1["value"][0]["resourceData"]["id"], first.body["id"]);
+    sim.stats_until("first delivery counted", |st| st["notifications"]["sent"] == 1).await;
+
+    let second = sim.post(&format!("/users/{ANNA}/contacts"), json!({"givenName": "Two"})).await;
+    sim.stats_until("second delivery delayed", |st| st["notifications"]["delayed"] == 1).await;
+    // Held on the simulator clock: nothing can arrive until it moves.
+    assert!(hook.rx.try_recv().is_err(), "delayed notification arrived early");
+    sim.control("/clock", json!({"advanceMinutes": 10})).await;
+    let (_, body) = hook.next().await;
+    assert_eq!(body["value"][0]["resourceData"]["id"], second.body["id"]);
+    sim.sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn too_slow_notification_endpoint_loses_its_notifications_and_gets_missed() {
+    let sim = TestSim::start_with(slow_rules(0.1, 0.5)).await;
+    let mut hook = Receiver::start_slow(Duration::from_millis(400)).await;
+    let mut life = Receiver::start(Echo::Exact).await;
+    let sub = subscribe(&sim, &format!("users/{ANNA}/contacts"), &hook.url, Some(&life.url)).await;
+    assert_eq!(sub.status, StatusCode::CREATED, "{}", sub.body);
+
+    sim.post(&format!("/users/{ANNA}/contacts"), json!({"givenName": "One"})).await;
+    hook.next().await;
+    sim.stats_until("first delivery counted", |st| st["notifications"]["sent"] == 1).await;
+
+    sim.post(&format!("/users/{ANNA}/contacts"), json!({"givenName": "Two"})).await;
+    let (_, body) = life.next().await;
+    assert_eq!(body["value"][0]["lifecycleEvent"], "missed");
+    assert_eq!(body["value"][0]["subscriptionId"], sub.body["id"]);
+    let st = sim.stats().await;
+    assert_eq!(st["notifications"]["droppedSlow"], 1, "{st}");
+    assert_eq!(st["notifications"]["dropped"], 1, "{st}");
+    assert!(hook.rx.try_recv().is_err(), "dropped notification was delivered");
+    sim.sim.shutdown().await;
+}
+
+// ---------------------------------------------------------------- simulator gaps: delta, To Do moves, uploads
+
+async fn three_contacts_delta(sim: &TestSim) -> (String, Vec<String>) {
+    let folder = sim.new_folder("HQ").await;
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        let c = sim.new_contact(&folder, json!({"givenName": format!("P{i}")})).await;
+        ids.push(c["id"].as_str().unwrap().to_string());
+    }
+    (format!("/users/{ANNA}/contactFolders/{}/contacts/delta", enc(&folder)), ids)
+}
+
+#[tokio::test]
+async fn delta_can_be_made_to_serve_empty_pages_that_still_carry_a_next_link() {
+    let sim = TestSim::start().await;
+    let (start, ids) = three_contacts_delta(&sim).await;
+    sim.control("/faults", json!({"delta_empty_pages": true})).await;
+
+    let first = sim.call(reqwest::Method::GET, &start, None, &[("Prefer", "odata.maxpagesize=1")]).await;
+    assert_eq!(first.body["value"], json!([]));
+    assert!(first.body["@odata.nextLink"].is_string(), "{}", first.body);
+    let (items, _, pages) = delta_round(&sim, &start, "odata.maxpagesize=1").await;
+    let got: HashSet<&str> = items.iter().map(|i| i["id"].as_str().unwrap()).collect();
+    assert_eq!(got, ids.iter().map(String::as_str).collect());
+    assert_eq!(items.len(), 3);
+    assert_eq!(pages, 6, "each of the three pages preceded by an empty one");
+    sim.sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn delta_can_be_made_to_replay_the_previous_page() {
+    let sim = TestSim::start().await;
+    let (start, ids) = three_contacts_delta(&sim).await;
+    sim.control("/faults", json!({"delta_replay": true})).await;
+
+    let (items, _, pages) = delta_round(&sim, &start, "odata.maxpagesize=1").await;
+    assert_eq!(pages, 3);
+    let order: Vec<&str> = items.iter().map(|i| i["id"].as_str().unwrap()).collect();
+    assert_eq!(order, vec![&ids[0], &ids[0], &ids[1], &ids[1], &ids[2]]);
+    sim.sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn todo_task_moved_to_another_list_gets_a_new_id_in_both_deltas() {
+    let sim = TestSim::start().await;
+    let mut lists = Vec::new();
+    for name in ["Von", "Nach"] {
+        let l = sim.post(&format!("/users/{ANNA}/todo/lists"), json!({"displayName": name})).await;
+        lists.push(l.body["id"].as_str().unwrap().to_string());
+    }
+    let tasks = |l: &str| format!("/users/{ANNA}/todo/lists/{}/tasks", enc(l));
+    let t = sim.post(&tasks(&lists[0]), json!({"title": "Umziehen", "importance": "high"})).await;
+    let tid = t.body["id"].as_str().unwrap().to_string();
+    let (_, from_delta, _) = delta_round(&sim, &format!("{}/delta", tasks(&lists[0])), "odata.maxpagesize=10").await;
+    let (_, to_delta, _) = delta_round(&sim, &format!("{}/delta", tasks(&lists[1])), "odata.maxpagesize=10").await;
+
+    let moved = sim
+        .control("/todo/move", json!({"mailbox": ANNA, "listId": lists[0], "taskId": tid, "toListId": lists[1]}))
+        .await;
+    let new_id = moved["id"].as_str().unwrap().to_string();
+    assert_ne!(new_id, tid);
+    assert_eq!(moved["title"], "Umziehen");
+    assert_eq!(moved["importance"], "high");
+
+    let old_path = format!("{}/{}", tasks(&lists[0]), enc(&tid));
+    assert_graph_error(&sim.get(&old_path).await, StatusCode::NOT_FOUND, "ErrorItemNotFound");
+    let new_task = sim.get(&format!("{}/{}", tasks(&lists[1]), enc(&new_id))).await;
+    assert_eq!(new_task.status, StatusCode::OK, "{}", new_task.body);
+
+    let (from_items, _, _) = delta_round(&sim, &from_delta, "odata.maxpagesize=10").await;
+    assert_eq!(from_items.len(), 1, "{from_items:?}");
+    assert_eq!(from_items[0]["id"], json!(tid));
+    assert_eq!(from_items[0]["@removed"]["reason"], "deleted");
+    let (to_items, _, _) = delta_round(&sim, &to_delta, "odata.maxpagesize=10").await;
+    assert_eq!(to_items.len(), 1, "{to_items:?}");
+    assert_eq!(to_items[0]["id"], json!(new_id));
+    assert_eq!(to_items[0]["title"], "Umziehen");
+
+    let again = sim
+        .http
+        .post(format!("{}/_sim/todo/move", sim.base))
+        .json(&json!({"mailbox": ANNA, "listId": lists[0], "taskId": tid, "toListId": lists[1]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), StatusCode::NOT_FOUND, "the old id is gone");
+    sim.sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn upload_volume_per_mailbox_is_throttled_with_retry_after() {
+    let sim = TestSim::start_with(GraphSimConfig {
+        seed: SeedProfile::Empty,
+        upload_bytes_per_window: 3000,
+        ..GraphSimConfig::default()
+    })
+    .await;
+    let big = json!({"givenName": "Gross", "personalNotes": "x".repeat(1800)});
+    let path = format!("/users/{ANNA}/contacts");
+    assert_eq!(sim.post(&path, big.clone()).await.status, StatusCode::CREATED);
+    let refused = sim.post(&path, big.clone()).await;
+    assert_graph_error(&refused, StatusCode::TOO_MANY_REQUESTS, "TooManyRequests");
+    let retry: f64 = refused.headers["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!(retry > 0.0);
+    // Reads do not count against the upload budget, and other mailboxes have their own.
+    assert_eq!(sim.get(&path).await.status, StatusCode::OK);
+    assert_eq!(sim.post(&format!("/users/{CLARA}/contacts"), big).await.status, StatusCode::CREATED);
     sim.sim.shutdown().await;
 }

@@ -572,7 +572,8 @@ fn entity_context(ctx: &Ctx<'_>, mb: &Mailbox) -> String {
 
 /// Queues change notifications for a contact write.
 fn notify(ctx: &Ctx<'_>, w: &World, mb_id: &str, c_id: &str, folder: &str, etag: &str, change: &str) {
-    let items = subscriptions::matching(w, mb_id, ResourceKind::Contacts, Some(folder), c_id, etag, change);
+    let faults = lock(&ctx.shared.faults).clone();
+    let items = subscriptions::matching(w, &faults, mb_id, ResourceKind::Contacts, Some(folder), c_id, etag, change);
     notifier::enqueue(ctx.shared, items);
 }
 

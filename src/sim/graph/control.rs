@@ -10,7 +10,7 @@ use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use rand::Rng;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use super::error::GraphError;
@@ -28,6 +28,10 @@ pub(crate) struct Stats {
     pub notification_attempts_failed: u64,
     pub lifecycle_sent: u64,
     pub lifecycle_failed: u64,
+    /// Change notifications held back because their URL was flagged slow.
+    pub notifications_delayed: u64,
+    /// Change notifications dropped because their URL was flagged too slow (also in `dropped`).
+    pub notifications_dropped_slow: u64,
     pub throttled: u64,
     pub faults_503: u64,
 }
@@ -41,13 +45,23 @@ impl Stats {
     }
 }
 
-#[derive(Debug, Default, Clone, Deserialize)]
+#[derive(Debug, Default, Clone, Deserialize, Serialize)]
 #[serde(default)]
 pub(crate) struct Faults {
     pub error_rate: f64,
     pub throttle_rate: f64,
     pub latency_ms: u64,
     pub drop_notification_rate: f64,
+    /// Every delta page that follows a link repeats the items of the page before it.
+    pub delta_replay: bool,
+    /// An empty page carrying `@odata.nextLink` goes ahead of every non-empty delta page.
+    pub delta_empty_pages: bool,
+    /// `resource` of change notifications: `"path"` (`Users/{id}/Events/{id}`), `"odata"`
+    /// (`Users('{id}')/events('{id}')`); absent = either, chosen per item from its id.
+    pub notification_resource_style: Option<String>,
+    /// `resourceData.@odata.type`: `"pascal"` (`#Microsoft.Graph.Event`), `"camel"`
+    /// (`#microsoft.graph.event`); absent = either, chosen per item from its id.
+    pub notification_type_casing: Option<String>,
 }
 
 /// Forced 429/503 at the configured rates.
@@ -94,6 +108,7 @@ pub(crate) async fn stats(State(shared): State<Arc<Shared>>) -> Json<Value> {
         "notifications": {
             "sent": st.notifications_sent, "failed": st.notifications_failed, "dropped": st.notifications_dropped,
             "posts": st.notification_posts, "failedAttempts": st.notification_attempts_failed,
+            "delayed": st.notifications_delayed, "droppedSlow": st.notifications_dropped_slow,
         },
         "lifecycle": {"sent": st.lifecycle_sent, "failed": st.lifecycle_failed},
         "throttled": st.throttled,
@@ -104,12 +119,16 @@ pub(crate) async fn stats(State(shared): State<Arc<Shared>>) -> Json<Value> {
     }))
 }
 
-pub(crate) async fn faults(State(shared): State<Arc<Shared>>, Json(f): Json<Faults>) -> Json<Value> {
+pub(crate) async fn faults(State(shared): State<Arc<Shared>>, Json(f): Json<Faults>) -> Response {
+    let styles =
+        [(&f.notification_resource_style, ["path", "odata"]), (&f.notification_type_casing, ["pascal", "camel"])];
+    for (value, allowed) in styles {
+        if value.as_deref().is_some_and(|v| !allowed.contains(&v)) {
+            return control_error(StatusCode::BAD_REQUEST, &format!("style must be one of {allowed:?}"));
+        }
+    }
     *lock(&shared.faults) = f.clone();
-    Json(json!({
-        "error_rate": f.error_rate, "throttle_rate": f.throttle_rate,
-        "latency_ms": f.latency_ms, "drop_notification_rate": f.drop_notification_rate,
-    }))
+    Json(serde_json::to_value(&f).unwrap_or_default()).into_response()
 }
 
 fn replace_world(shared: &Shared, world: World) {
@@ -117,6 +136,7 @@ fn replace_world(shared: &Shared, world: World) {
     *lock(&shared.stats) = Stats::default();
     *lock(&shared.faults) = Faults::default();
     lock(&shared.throttle).clear();
+    *lock(&shared.endpoints) = notifier::Endpoints::default();
     shared.clock.reset();
 }
 
@@ -207,6 +227,7 @@ pub(crate) struct ClockReq {
 
 pub(crate) async fn clock(State(shared): State<Arc<Shared>>, Json(req): Json<ClockReq>) -> Json<Value> {
     shared.clock.advance(chrono::Duration::minutes(req.advance_minutes));
+    subscriptions::sweep(&shared);
     Json(json!({"now": wire::ts_7(shared.clock.now())}))
 }
 
@@ -225,5 +246,30 @@ pub(crate) async fn policy(State(shared): State<Arc<Shared>>, Json(req): Json<Po
             StatusCode::NO_CONTENT.into_response()
         }
         None => control_error(StatusCode::NOT_FOUND, "no such mailbox"),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct MoveReq {
+    mailbox: String,
+    list_id: String,
+    task_id: String,
+    to_list_id: String,
+}
+
+/// A To Do task moved to another list, as the To Do apps do it (remove + create, new id).
+pub(crate) async fn move_task(State(shared): State<Arc<Shared>>, Json(req): Json<MoveReq>) -> Response {
+    let now = shared.clock.now();
+    let moved = {
+        let mut w = lock(&shared.world);
+        todo::move_task(&mut w, &req.mailbox, &req.list_id, &req.task_id, &req.to_list_id, now)
+    };
+    match moved {
+        Ok(v) => {
+            lock(&shared.stats).count_write("todoTask");
+            (StatusCode::OK, Json(v)).into_response()
+        }
+        Err((status, message)) => control_error(status, &message),
     }
 }

@@ -3,6 +3,12 @@
 //! `Prefer: odata.maxpagesize` or `$top`, and `410 Gone` + `syncStateNotFound`
 //! for tokens the store no longer knows (evicted via `/_sim/delta/evict`).
 //! Which items a round contains is decided by the caller.
+//!
+//! Two faults make clients prove their robustness (GRAPH.md §5.1): with
+//! `delta_empty_pages`, a page that would carry items is preceded by an empty
+//! one that still has `@odata.nextLink`; with `delta_replay`, every page
+//! reached through a link repeats the items of the page before it (for a
+//! `$deltatoken`, the last page of the previous round).
 
 use std::collections::VecDeque;
 
@@ -14,7 +20,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use super::error::{GResult, GraphError};
 use super::model::{DeltaCursor, DeltaScope, World};
 use super::router::Ctx;
-use super::wire;
+use super::{lock, wire};
 
 const DEFAULT_PAGE_SIZE: usize = 10;
 const MAX_PAGE_SIZE: usize = 1000;
@@ -112,14 +118,32 @@ pub(crate) fn next_page(
             watermark: w.seq,
             select,
             page_size,
+            last_page: Vec::new(),
+            after_empty: false,
         }
     };
     // A later request's maxpagesize applies to the pages it fetches.
     if let Some(n) = ctx.prefer("odata.maxpagesize").and_then(|s| s.parse::<usize>().ok()) {
         cursor.page_size = n.clamp(1, MAX_PAGE_SIZE);
     }
-    let take = cursor.page_size.min(cursor.pending.len());
-    let ids: Vec<String> = cursor.pending.drain(..take).collect();
+    let (replay, empty_pages) = {
+        let f = lock(&ctx.shared.faults);
+        (f.delta_replay, f.delta_empty_pages)
+    };
+    let ids: Vec<String> = if empty_pages && !cursor.after_empty && !cursor.pending.is_empty() {
+        cursor.after_empty = true;
+        Vec::new()
+    } else {
+        cursor.after_empty = false;
+        let take = cursor.page_size.min(cursor.pending.len());
+        let fresh: Vec<String> = cursor.pending.drain(..take).collect();
+        let replayed = std::mem::replace(&mut cursor.last_page, fresh.clone());
+        if replay {
+            replayed.into_iter().chain(fresh).collect()
+        } else {
+            fresh
+        }
+    };
     let token = token_for(&cursor.scope);
     let (link_name, param) =
         if cursor.pending.is_empty() { ("@odata.deltaLink", "$deltatoken") } else { ("@odata.nextLink", "$skiptoken") };

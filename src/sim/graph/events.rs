@@ -407,7 +407,8 @@ fn mb_index(w: &World, id: &str) -> Option<usize> {
 
 /// Queues notifications for one event write.
 fn notify(ctx: &Ctx<'_>, w: &World, mb_id: &str, e_id: &str, etag: &str, change: &str) {
-    let items = subscriptions::matching(w, mb_id, ResourceKind::Events, None, e_id, etag, change);
+    let faults = lock(&ctx.shared.faults).clone();
+    let items = subscriptions::matching(w, &faults, mb_id, ResourceKind::Events, None, e_id, etag, change);
     notifier::enqueue(ctx.shared, items);
 }
 

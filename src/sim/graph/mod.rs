@@ -15,14 +15,36 @@
 //! - `GET /_sim/stats`: requests by method + route template, writes by kind,
 //!   notifications/lifecycle sent/failed/dropped, 429s, items and
 //!   subscriptions per mailbox, max concurrency seen per mailbox.
-//! - `POST /_sim/faults` `{"error_rate","throttle_rate","latency_ms","drop_notification_rate"}` (`{}` clears).
+//! - `POST /_sim/faults` `{"error_rate","throttle_rate","latency_ms","drop_notification_rate",
+//!   "delta_replay","delta_empty_pages","notification_resource_style":"path"|"odata",
+//!   "notification_type_casing":"pascal"|"camel"}` (`{}` clears; without a style the shape of
+//!   `resource`/`@odata.type` is chosen per item from a hash of its id, so both occur and a run repeats).
 //! - `POST /_sim/reset`; `POST /_sim/seed` `{"profile":"demo"|"empty"}` or
 //!   `{"tenantId"?,"domain"?,"clientId"?,"clientSecret"?,"mailboxes":[{"userPrincipalName","displayName"?,
 //!   "inPolicyScope"?,"contacts"?,"contactFolders"?:[{"displayName","contacts"}],"events"?}]}`;
 //!   `GET /_sim/seed` (tenant id, client id + secret, mailboxes).
 //! - `POST /_sim/lifecycle` `{"subscriptionId","event":"subscriptionRemoved|missed|reauthorizationRequired"}`.
-//! - `POST /_sim/delta/evict` (every delta token → 410), `POST /_sim/clock` `{"advanceMinutes"}`,
-//!   `POST /_sim/policy` `{"mailbox","inScope"}` (application access policy).
+//! - `POST /_sim/delta/evict` (every delta token → 410), `POST /_sim/clock` `{"advanceMinutes"}` (runs the
+//!   expiry sweep at once), `POST /_sim/policy` `{"mailbox","inScope"}` (application access policy).
+//! - `POST /_sim/todo/move` `{"mailbox","listId","taskId","toListId"}`: a task moved to another list the way
+//!   To Do does it (removed from one list, created in the other with a new id; both deltas show it).
+//!
+//! Lifecycle without being asked: a subscription with a lifecycle URL gets
+//! `reauthorizationRequired` once it is within `reauthorization_lead_minutes` of
+//! expiry (simulator clock), repeated every `reauthorization_repeat_minutes` until
+//! renewed (delivery continues meanwhile), and `subscriptionRemoved` when it expires.
+//! Slow notification endpoints and the upload budget follow `GraphSimConfig`.
+//!
+//! Error answers checked against public sources (2026-11): expiry beyond the
+//! maximum → 400 `ExtensionError` "Subscription expiration can only be N minutes in
+//! the future." (microsoftgraph/microsoft-graph-docs#2988); To Do task subscription
+//! → 400 `ExtensionError` "…Reason: Invalid resource specified in payload]" (seen for
+//! delegated `/me/todo/…`, microsoft-graph-docs#14948). Still unconfirmed: the same
+//! answers for app-only To Do and for an expiry in the past; the per-mailbox cap's
+//! answer (403 `ExtensionError` "…Maximum number of subscriptions has been reached]"
+//! is the wording reported for OneDrive, #21403); `ErrorFolderExists` — code and
+//! message match Exchange's EWS reference, but whether Graph answers 409 or 400 for a
+//! duplicate contact folder name is not documented (the simulator answers 409).
 
 mod auth;
 mod batch;
@@ -97,6 +119,26 @@ pub struct GraphSimConfig {
     pub notification_retry_base: Duration,
     /// How long the notifier waits to gather queued items into one POST.
     pub notification_batch_window: Duration,
+    /// How long before expiry (simulator clock) a subscription with a lifecycle URL
+    /// starts getting `reauthorizationRequired` (GRAPH.md §4.6: the last hour).
+    pub reauthorization_lead_minutes: i64,
+    /// Repeat interval of `reauthorizationRequired` inside the lead (Graph: ~15 min).
+    pub reauthorization_repeat_minutes: i64,
+    /// A notification POST slower than this counts as slow (Graph: 2,900 ms).
+    pub slow_notification_threshold: Duration,
+    /// Deliveries to one notification URL before the slow ratios apply (Graph: 100).
+    pub slow_endpoint_min_deliveries: u32,
+    /// Share of slow deliveries that puts a URL into the delayed queue (Graph: 10 %).
+    pub slow_endpoint_delay_ratio: f64,
+    /// Share of slow deliveries from which a URL's change notifications are dropped (Graph: 15 %).
+    pub slow_endpoint_drop_ratio: f64,
+    /// How often the per-URL counters reset (Graph: 10 min, wall clock).
+    pub slow_endpoint_window: Duration,
+    /// Delay of a flagged URL's deliveries, in simulator-clock minutes (Graph: 10).
+    pub slow_endpoint_delay_minutes: i64,
+    /// POST/PATCH/PUT body bytes allowed per (app, mailbox) within `upload_window` (Outlook: 150 MB / 5 min).
+    pub upload_bytes_per_window: u64,
+    pub upload_window: Duration,
 }
 
 impl Default for GraphSimConfig {
@@ -114,6 +156,16 @@ impl Default for GraphSimConfig {
             notification_max_attempts: 5,
             notification_retry_base: Duration::from_millis(200),
             notification_batch_window: Duration::from_millis(25),
+            reauthorization_lead_minutes: 60,
+            reauthorization_repeat_minutes: 15,
+            slow_notification_threshold: Duration::from_millis(2900),
+            slow_endpoint_min_deliveries: 100,
+            slow_endpoint_delay_ratio: 0.10,
+            slow_endpoint_drop_ratio: 0.15,
+            slow_endpoint_window: Duration::from_secs(600),
+            slow_endpoint_delay_minutes: 10,
+            upload_bytes_per_window: 150 * 1024 * 1024,
+            upload_window: Duration::from_secs(300),
         }
     }
 }
@@ -127,6 +179,7 @@ pub(crate) struct Shared {
     pub stats: Mutex<control::Stats>,
     pub faults: Mutex<control::Faults>,
     pub throttle: Mutex<throttle::Throttle>,
+    pub endpoints: Mutex<notifier::Endpoints>,
     pub clock: model::SimClock,
     pub jwt_key: Vec<u8>,
     pub http: reqwest::Client,
@@ -166,6 +219,7 @@ impl GraphSim {
             stats: Mutex::new(control::Stats::default()),
             faults: Mutex::new(control::Faults::default()),
             throttle: Mutex::new(throttle::Throttle::default()),
+            endpoints: Mutex::new(notifier::Endpoints::default()),
             clock: model::SimClock::default(),
             jwt_key,
             http,

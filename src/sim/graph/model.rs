@@ -256,6 +256,8 @@ pub(crate) struct Subscription {
     pub tls: String,
     /// Set by a `reauthorizationRequired` event; delivery pauses until reauthorized.
     pub needs_reauthorization: bool,
+    /// When (simulator clock) the last automatic `reauthorizationRequired` went out; a renewal clears it.
+    pub last_reauthorization_notice: Option<DateTime<Utc>>,
 }
 
 /// Where a delta round reads from.
@@ -295,6 +297,10 @@ pub(crate) struct DeltaCursor {
     pub watermark: u64,
     pub select: Option<Vec<String>>,
     pub page_size: usize,
+    /// Ids of the page this cursor's link followed (for the replay fault).
+    pub last_page: Vec<String>,
+    /// The page this link followed was an injected empty one (so the next is not).
+    pub after_empty: bool,
 }
 
 #[derive(Debug, Clone)]

@@ -3,9 +3,18 @@
 //! subscriptions' items in one POST), with Graph's 3 s timeout and bounded
 //! retries with backoff. The drop-rate fault discards items and announces
 //! them with a `missed` lifecycle event. Never holds a lock across I/O.
+//!
+//! Slow endpoints (GRAPH.md §4.5), per notification URL: a POST slower than
+//! the slow threshold (or timing out) counts as slow; once a URL has had the
+//! minimum number of deliveries in the current counter window, a slow share
+//! at or above the delay ratio holds its deliveries back by the configured
+//! simulator-clock minutes, and at or above the drop ratio its change
+//! notifications are dropped and announced with `missed`. Counters reset when
+//! the window (wall clock) has passed.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use rand::Rng;
 use serde_json::{json, Value};
@@ -22,6 +31,66 @@ pub(crate) struct Outgoing {
     pub subscription_id: String,
     pub lifecycle: bool,
     pub item: Value,
+}
+
+/// Slow-delivery counters of one notification URL.
+#[derive(Debug)]
+struct Endpoint {
+    window_start: Instant,
+    deliveries: u32,
+    slow: u32,
+}
+
+/// What the slow-endpoint rules make of a URL right now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Standing {
+    Normal,
+    Delayed,
+    Dropped,
+}
+
+/// Slow-delivery counters per notification URL.
+#[derive(Debug, Default)]
+pub(crate) struct Endpoints {
+    by_url: HashMap<String, Endpoint>,
+}
+
+impl Endpoints {
+    fn entry(&mut self, url: &str, window: Duration) -> &mut Endpoint {
+        let e = self.by_url.entry(url.to_string()).or_insert_with(|| Endpoint {
+            window_start: Instant::now(),
+            deliveries: 0,
+            slow: 0,
+        });
+        if e.window_start.elapsed() >= window {
+            *e = Endpoint { window_start: Instant::now(), deliveries: 0, slow: 0 };
+        }
+        e
+    }
+
+    fn standing(&mut self, shared: &Shared, url: &str) -> Standing {
+        let cfg = &shared.cfg;
+        let e = self.entry(url, cfg.slow_endpoint_window);
+        if e.deliveries == 0 || e.deliveries < cfg.slow_endpoint_min_deliveries {
+            return Standing::Normal;
+        }
+        let ratio = f64::from(e.slow) / f64::from(e.deliveries);
+        if ratio >= cfg.slow_endpoint_drop_ratio {
+            Standing::Dropped
+        } else if ratio >= cfg.slow_endpoint_delay_ratio {
+            Standing::Delayed
+        } else {
+            Standing::Normal
+        }
+    }
+
+    fn record(&mut self, shared: &Shared, url: &str, slow: bool) {
+        let e = self.entry(url, shared.cfg.slow_endpoint_window);
+        e.deliveries += 1;
+        if slow {
+            e.slow += 1;
+        }
+    }
 }
 
 pub(crate) fn enqueue(shared: &Shared, items: Vec<Outgoing>) {
@@ -65,10 +134,12 @@ pub(crate) async fn run(
 }
 
 async fn deliver(shared: &Arc<Shared>, url: &str, items: Vec<Outgoing>) {
+    let standing = lock(&shared.endpoints).standing(shared, url);
     let drop_rate = lock(&shared.faults).drop_notification_rate;
     let (kept, dropped): (Vec<Outgoing>, Vec<Outgoing>) = items.into_iter().partition(|i| {
         // Only change notifications are dropped; the `missed` event announcing them must arrive.
-        i.lifecycle || drop_rate <= 0.0 || rand::thread_rng().gen::<f64>() >= drop_rate
+        i.lifecycle
+            || (standing != Standing::Dropped && (drop_rate <= 0.0 || rand::thread_rng().gen::<f64>() >= drop_rate))
     });
     if !dropped.is_empty() {
         let mut missed_for = BTreeSet::new();
@@ -76,6 +147,9 @@ async fn deliver(shared: &Arc<Shared>, url: &str, items: Vec<Outgoing>) {
             let mut st = lock(&shared.stats);
             for d in &dropped {
                 st.notifications_dropped += 1;
+                if standing == Standing::Dropped {
+                    st.notifications_dropped_slow += 1;
+                }
                 missed_for.insert(d.subscription_id.clone());
             }
         }
@@ -94,18 +168,23 @@ async fn deliver(shared: &Arc<Shared>, url: &str, items: Vec<Outgoing>) {
     }
     let lifecycle_count = kept.iter().filter(|i| i.lifecycle).count() as u64;
     let change_count = kept.len() as u64 - lifecycle_count;
+    if standing == Standing::Delayed {
+        lock(&shared.stats).notifications_delayed += change_count;
+        // The delay runs on the simulator clock so a test can skip it with `/_sim/clock`.
+        let release = shared.clock.now() + chrono::Duration::minutes(shared.cfg.slow_endpoint_delay_minutes);
+        while shared.clock.now() < release {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
     let body = json!({"value": kept.iter().map(|i| i.item.clone()).collect::<Vec<_>>()});
     let mut delay = shared.cfg.notification_retry_base;
     for attempt in 1..=shared.cfg.notification_max_attempts.max(1) {
-        let sent = shared
-            .http
-            .post(url)
-            .timeout(shared.cfg.notification_timeout)
-            .json(&body)
-            .send()
-            .await
-            .is_ok_and(|r| r.status().is_success());
-        if sent {
+        let started = Instant::now();
+        let answer = shared.http.post(url).timeout(shared.cfg.notification_timeout).json(&body).send().await;
+        let slow = answer.as_ref().err().is_some_and(reqwest::Error::is_timeout)
+            || started.elapsed() > shared.cfg.slow_notification_threshold;
+        lock(&shared.endpoints).record(shared, url, slow);
+        if answer.is_ok_and(|r| r.status().is_success()) {
             let mut st = lock(&shared.stats);
             st.notifications_sent += change_count;
             st.lifecycle_sent += lifecycle_count;

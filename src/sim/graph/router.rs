@@ -27,6 +27,7 @@ pub(crate) fn app(shared: Arc<Shared>) -> Router {
         .route("/_sim/delta/evict", post(control::evict_delta))
         .route("/_sim/clock", post(control::clock))
         .route("/_sim/policy", post(control::policy))
+        .route("/_sim/todo/move", post(control::move_task))
         .route("/v1.0/{*rest}", any(graph_entry))
         .with_state(shared)
 }
@@ -457,6 +458,11 @@ async fn dispatch_inner(shared: &Arc<Shared>, req: &Req) -> GResult {
         Some(mb) => Some(throttle::acquire(shared, mb)?),
         None => None,
     };
+    if let Some(mb) = &mailbox_id {
+        if matches!(req.method, Method::POST | Method::PATCH | Method::PUT) {
+            throttle::charge_upload(shared, mb, req.body.len() as u64)?;
+        }
+    }
     let latency = lock(&shared.faults).latency_ms;
     if latency > 0 && route.area() != Area::Batch {
         tokio::time::sleep(std::time::Duration::from_millis(latency)).await;

@@ -11,9 +11,10 @@ use chrono::{DateTime, Utc};
 use serde_json::{json, Map, Value};
 use tokio_util::sync::CancellationToken;
 
+use super::control::Faults;
 use super::error::{GResult, GraphError, Reply};
 use super::model::{ResourceKind, Subscription, World};
-use super::notifier::Outgoing;
+use super::notifier::{self, Outgoing};
 use super::router::Ctx;
 use super::{lock, wire, Shared};
 
@@ -123,9 +124,11 @@ fn parse_expiration(shared: &Shared, kind: ResourceKind, v: Option<&Value>) -> G
     let now = shared.clock.now();
     let max = max_minutes(shared, kind);
     if t <= now || t > now + chrono::Duration::minutes(max) {
+        // Code and wording as reported from Graph (microsoftgraph/microsoft-graph-docs#2988);
+        // for a time in the past the same answer is assumed.
         return Err(GraphError::bad_request(
-            "InvalidRequest",
-            format!("Subscription expiration can only be 0-{max} minutes in the future."),
+            "ExtensionError",
+            format!("Subscription expiration can only be {max} minutes in the future."),
         ));
     }
     Ok(t)
@@ -238,11 +241,13 @@ pub(crate) async fn create(ctx: &Ctx<'_>) -> GResult {
         }
         let active = w.subscriptions.values().filter(|s| s.mailbox_id == mb.id).count();
         if active >= shared.cfg.max_subscriptions_per_mailbox {
+            // Graph's wording when a subscription quota is hit (reported for OneDrive,
+            // microsoftgraph/microsoft-graph-docs#21403); the Outlook answer is assumed to match.
             return Err(GraphError::new(
                 StatusCode::FORBIDDEN,
                 "ExtensionError",
-                "Operation: Create; Exception: [Status Code: Forbidden; Reason: The maximum number of subscriptions \
-                 for this mailbox has been reached.]",
+                "Operation: Create; Exception: [Status Code: Forbidden; Reason: Maximum number of subscriptions has \
+                 been reached]",
             ));
         }
         mb.id.clone()
@@ -271,6 +276,7 @@ pub(crate) async fn create(ctx: &Ctx<'_>) -> GResult {
         client_state,
         tls,
         needs_reauthorization: false,
+        last_reauthorization_notice: None,
     };
     let v = {
         let mut w = lock(&shared.world);
@@ -282,9 +288,44 @@ pub(crate) async fn create(ctx: &Ctx<'_>) -> GResult {
     Ok(Reply::created(v))
 }
 
+/// Deletes expired subscriptions (simulator clock); those with a lifecycle URL
+/// get a `subscriptionRemoved`, as Graph sends for Outlook resources.
 fn expire(shared: &Shared, w: &mut World) {
     let now = shared.clock.now();
+    let gone: Vec<Subscription> = w.subscriptions.values().filter(|s| s.expiration <= now).cloned().collect();
+    if gone.is_empty() {
+        return;
+    }
     w.subscriptions.retain(|_, s| s.expiration > now);
+    let removed: Vec<Outgoing> = gone.iter().filter_map(|s| lifecycle_item(w, s, "subscriptionRemoved")).collect();
+    notifier::enqueue(shared, removed);
+}
+
+/// Sends `reauthorizationRequired` to subscriptions with a lifecycle URL that
+/// expire within the configured lead, repeating at the configured interval
+/// until they are renewed. Delivery continues meanwhile: the subscription is
+/// still valid, only its end is near.
+fn remind_before_expiry(shared: &Shared, w: &mut World) {
+    let now = shared.clock.now();
+    let lead = chrono::Duration::minutes(shared.cfg.reauthorization_lead_minutes);
+    let repeat = chrono::Duration::minutes(shared.cfg.reauthorization_repeat_minutes.max(1));
+    let due: Vec<String> = w
+        .subscriptions
+        .values()
+        .filter(|s| s.lifecycle_url.is_some() && s.expiration > now && s.expiration - now <= lead)
+        .filter(|s| s.last_reauthorization_notice.is_none_or(|t| now - t >= repeat))
+        .map(|s| s.id.clone())
+        .collect();
+    let mut items = Vec::new();
+    for id in due {
+        if let Some(s) = w.subscriptions.get_mut(&id) {
+            s.last_reauthorization_notice = Some(now);
+        }
+        if let Some(item) = w.subscriptions.get(&id).and_then(|s| lifecycle_item(w, s, "reauthorizationRequired")) {
+            items.push(item);
+        }
+    }
+    notifier::enqueue(shared, items);
 }
 
 fn sub_not_found(id: &str) -> GraphError {
@@ -352,6 +393,9 @@ pub(crate) async fn update(ctx: &Ctx<'_>, id: &str) -> GResult {
     }
     // A renewal also reauthorizes.
     s.needs_reauthorization = false;
+    if expiration.is_some() {
+        s.last_reauthorization_notice = None;
+    }
     let v = render(s, &app, &creator, &ctx.graph_root(), true);
     drop(w);
     lock(&shared.stats).count_write("subscription");
@@ -375,9 +419,56 @@ pub(crate) fn reauthorize(ctx: &Ctx<'_>, id: &str) -> GResult {
     Ok(Reply::no_content())
 }
 
+/// Graph is inconsistent in how it spells `resource` and `@odata.type`
+/// (GRAPH.md §4.4); clients must accept both. The faults pin one shape;
+/// otherwise it is chosen per item from a hash of its id, so a run repeats.
+fn variant(forced: Option<&str>, first: &str, item_id: &str, salt: u8) -> bool {
+    match forced {
+        Some(f) => f == first,
+        None => {
+            // FNV-1a: stable across runs and platforms, unlike the std hasher.
+            let h = item_id
+                .bytes()
+                .chain([salt])
+                .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
+            h % 2 == 0
+        }
+    }
+}
+
+/// `resource` and `@odata.type` of a change notification for one item.
+fn notification_shape(
+    faults: &Faults,
+    kind: ResourceKind,
+    mailbox_id: &str,
+    folder_id: Option<&str>,
+    item_id: &str,
+) -> (String, &'static str) {
+    let path_style = variant(faults.notification_resource_style.as_deref(), "path", item_id, 1);
+    let pascal = variant(faults.notification_type_casing.as_deref(), "pascal", item_id, 2);
+    let resource = match (kind, path_style) {
+        (ResourceKind::Events, true) => format!("Users/{mailbox_id}/Events/{item_id}"),
+        (ResourceKind::Events, false) => format!("Users('{mailbox_id}')/events('{item_id}')"),
+        (ResourceKind::Contacts, true) => format!("Users/{mailbox_id}/Contacts/{item_id}"),
+        (ResourceKind::Contacts, false) => match folder_id {
+            Some(f) => format!("Users('{mailbox_id}')/contactFolders('{f}')/contacts('{item_id}')"),
+            None => format!("Users('{mailbox_id}')/contacts('{item_id}')"),
+        },
+    };
+    let odata_type = match (kind, pascal) {
+        (ResourceKind::Events, true) => "#Microsoft.Graph.Event",
+        (ResourceKind::Events, false) => "#microsoft.graph.event",
+        (ResourceKind::Contacts, true) => "#Microsoft.Graph.Contact",
+        (ResourceKind::Contacts, false) => "#microsoft.graph.contact",
+    };
+    (resource, odata_type)
+}
+
 /// The notifications a write produces: one per matching active subscription.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn matching(
     w: &World,
+    faults: &Faults,
     mailbox_id: &str,
     kind: ResourceKind,
     folder_id: Option<&str>,
@@ -385,11 +476,7 @@ pub(crate) fn matching(
     etag: &str,
     change: &str,
 ) -> Vec<Outgoing> {
-    let (segment, odata_type) = match kind {
-        ResourceKind::Events => ("Events", "#Microsoft.Graph.Event"),
-        ResourceKind::Contacts => ("Contacts", "#Microsoft.Graph.Contact"),
-    };
-    let resource = format!("Users/{mailbox_id}/{segment}/{item_id}");
+    let (resource, odata_type) = notification_shape(faults, kind, mailbox_id, folder_id, item_id);
     w.subscriptions
         .values()
         .filter(|s| s.mailbox_id == mailbox_id && s.kind == kind && !s.needs_reauthorization)
@@ -435,15 +522,23 @@ pub(crate) fn lifecycle_item(w: &World, s: &Subscription, event: &str) -> Option
     })
 }
 
-/// Deletes subscriptions whose expiry (simulator clock) has passed.
+/// Expires subscriptions and sends the due reminders; also run right after
+/// the clock is moved, so that tests see the consequences of a jump at once.
+pub(crate) fn sweep(shared: &Shared) {
+    let mut w = lock(&shared.world);
+    expire(shared, &mut w);
+    remind_before_expiry(shared, &mut w);
+}
+
+/// Deletes subscriptions whose expiry (simulator clock) has passed and sends
+/// `reauthorizationRequired` ahead of it, on a short wall-clock tick.
 pub(crate) async fn expiry_sweeper(shared: Arc<Shared>, cancel: CancellationToken) {
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     loop {
         tokio::select! {
             _ = cancel.cancelled() => return,
             _ = tick.tick() => {
-                let mut w = lock(&shared.world);
-                expire(&shared, &mut w);
+                sweep(&shared);
             }
         }
     }
@@ -464,6 +559,19 @@ mod tests {
     fn app_only_todo_subscriptions_are_refused() {
         let e = parse_resource("users/abc/todo/lists/L/tasks").err().unwrap();
         assert_eq!(e.code, "ExtensionError");
+    }
+
+    #[test]
+    fn unforced_notification_shapes_mix_both_spellings_and_repeat_per_item() {
+        let faults = Faults::default();
+        let shapes: Vec<(String, &str)> = (0..16)
+            .map(|i| notification_shape(&faults, ResourceKind::Events, "MB", None, &format!("AAMk{i}")))
+            .collect();
+        assert!(shapes.iter().any(|(r, _)| r.starts_with("Users/MB/Events/")));
+        assert!(shapes.iter().any(|(r, _)| r.starts_with("Users('MB')/events('")));
+        assert!(shapes.iter().any(|(_, t)| *t == "#Microsoft.Graph.Event"));
+        assert!(shapes.iter().any(|(_, t)| *t == "#microsoft.graph.event"));
+        assert_eq!(notification_shape(&faults, ResourceKind::Events, "MB", None, "AAMk3"), shapes[3]);
     }
 
     #[test]

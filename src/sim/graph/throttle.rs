@@ -1,6 +1,7 @@
-//! Outlook's throttling per (app, mailbox): a sliding request window and a
-//! concurrency limit, each answered with `429 TooManyRequests` and a
-//! fractional `Retry-After`. Also records the highest concurrency seen per
+//! Outlook's throttling per (app, mailbox): a sliding request window, a
+//! concurrency limit and an upload budget (POST/PATCH/PUT body bytes per
+//! window), each answered with `429 TooManyRequests` and a fractional
+//! `Retry-After`. Also records the highest concurrency seen per
 //! mailbox for `/_sim/stats`.
 
 use std::collections::{HashMap, VecDeque};
@@ -13,6 +14,8 @@ use super::{lock, wire, Shared};
 #[derive(Debug, Default)]
 struct Bucket {
     recent: VecDeque<Instant>,
+    /// Body sizes of recent uploads, for the upload budget.
+    uploads: VecDeque<(Instant, u64)>,
     in_flight: u32,
     max_in_flight: u32,
 }
@@ -67,4 +70,33 @@ pub(crate) fn acquire(shared: &Arc<Shared>, mailbox: &str) -> Result<Permit, Gra
     b.in_flight += 1;
     b.max_in_flight = b.max_in_flight.max(b.in_flight);
     Ok(Permit { shared: shared.clone(), mailbox: mailbox.to_string() })
+}
+
+/// Charges a POST/PATCH/PUT body against the mailbox's upload budget; a body
+/// that would exceed it is refused (and not charged).
+pub(crate) fn charge_upload(shared: &Shared, mailbox: &str, bytes: u64) -> Result<(), GraphError> {
+    let now = Instant::now();
+    let cfg = &shared.cfg;
+    let mut t = lock(&shared.throttle);
+    let b = t.buckets.entry(mailbox.to_string()).or_default();
+    while b.uploads.front().is_some_and(|&(at, _)| now.duration_since(at) >= cfg.upload_window) {
+        b.uploads.pop_front();
+    }
+    let used: u64 = b.uploads.iter().map(|&(_, n)| n).sum();
+    if used.saturating_add(bytes) > cfg.upload_bytes_per_window {
+        // Until enough of the window has passed for this body to fit.
+        let mut freed = 0u64;
+        let mut until = now + cfg.upload_window;
+        for &(at, n) in &b.uploads {
+            freed += n;
+            if used - freed + bytes <= cfg.upload_bytes_per_window {
+                until = at + cfg.upload_window;
+                break;
+            }
+        }
+        let wait = until.saturating_duration_since(now).as_secs_f64().max(0.001);
+        return Err(GraphError::throttled(&format!("{wait:.3}")));
+    }
+    b.uploads.push_back((now, bytes));
+    Ok(())
 }

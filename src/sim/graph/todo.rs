@@ -471,6 +471,44 @@ pub(crate) fn delete_task(ctx: &Ctx<'_>, list: &str, task: &str) -> GResult {
     Ok(Reply::no_content())
 }
 
+/// Moves a task to another list the way To Do does it: Graph has no move
+/// operation, the task is removed from its list (a tombstone for that list's
+/// delta) and created in the other with a new id, keeping its content.
+/// Returns the task as it now is, or why it could not be moved.
+pub(crate) fn move_task(
+    w: &mut World,
+    mailbox: &str,
+    list: &str,
+    task: &str,
+    to_list: &str,
+    now: DateTime<Utc>,
+) -> Result<Value, (StatusCode, String)> {
+    let i = w.mailbox_index(mailbox).ok_or((StatusCode::NOT_FOUND, "no such mailbox".to_string()))?;
+    let removed_seq = w.next_seq();
+    let created_seq = w.next_seq();
+    let mb = &mut w.mailboxes[i];
+    let not_found = |what: &str| (StatusCode::NOT_FOUND, format!("no such {what}"));
+    task_in(mb, list, task).map_err(|_| not_found("task in that list"))?;
+    list_of(mb, to_list).map_err(|_| not_found("target list"))?;
+    if list == to_list {
+        return Err((StatusCode::BAD_REQUEST, "the task is already in that list".to_string()));
+    }
+    let old = mb.tasks.remove(task).ok_or_else(|| not_found("task"))?;
+    mb.task_tombstones.push(Tombstone { folder_id: list.to_string(), id: task.to_string(), seq: removed_seq });
+    let moved = Task {
+        id: wire::item_id(),
+        list_id: to_list.to_string(),
+        change_key: wire::change_key(),
+        modified: now,
+        seq: created_seq,
+        order: created_seq,
+        ..old
+    };
+    let v = render_task(&moved, false, true, None);
+    mb.tasks.insert(moved.id.clone(), moved);
+    Ok(v)
+}
+
 struct TasksSource {
     mailbox_id: String,
     list_id: String,
