@@ -1,2 +1,17 @@
-//! Microsoft Graph: notification payloads (and, later, the API client).
+//! Microsoft Graph: notification payloads and the API client (token cache,
+//! one retry policy, per-mailbox concurrency, `$batch`, delta rounds,
+//! folder/list bootstrap and thin resource calls).
+pub mod batch;
+pub mod bootstrap;
+pub mod client;
+pub mod delta;
+pub mod error;
 pub mod notification;
+pub mod resources;
+mod token;
+
+pub use batch::{BatchRequest, BatchResponse, MAX_BATCH};
+pub use bootstrap::{ContactFolders, DEFAULT_TODO_LIST, GLOBAL_CONTACTS_FOLDER, MY_CONTACTS_FOLDER};
+pub use client::{GraphClient, GraphClientConfig, GraphResponse, RetryPolicy};
+pub use delta::{CalendarWindow, DeltaItem, DeltaRound, DeltaTarget};
+pub use error::{parse_retry_after, GraphError};

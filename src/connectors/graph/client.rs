@@ -1,0 +1,489 @@
+//! The Microsoft Graph HTTP client of one tenant: one `reqwest` client, the
+//! tenant's token cache, and the one retry policy every Graph call goes
+//! through (429 waits `Retry-After` before the next attempt to that mailbox;
+//! 5xx and timeouts back off with jitter; everything bounded), plus a
+//! per-mailbox semaphore (Outlook allows 4 concurrent requests per app and
+//! mailbox). It owns HTTP to Graph only: it never sends the bearer token to
+//! a host outside the configured Graph base, never logs secrets or tokens,
+//! and never maps wire JSON to the canonical model.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+use rand::Rng;
+use reqwest::header::{HeaderMap, RETRY_AFTER};
+use reqwest::Method;
+use secrecy::ExposeSecret;
+use serde_json::Value;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use super::error::{classify, GraphError, Verdict};
+use super::token::TokenCache;
+use crate::store::GraphCredentials;
+
+/// Bounds on retrying one request (and one `$batch` item).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Attempts at most, the first included.
+    pub max_attempts: u32,
+    /// Sleep between attempts at most, summed; a wait that would exceed it is
+    /// not started (the error is returned for the queue to retry later).
+    pub max_total_wait: Duration,
+    /// First back-off for 5xx and timeouts (and 429 without `Retry-After`); doubles per attempt.
+    pub backoff_base: Duration,
+    pub backoff_max: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            max_attempts: 6,
+            max_total_wait: Duration::from_secs(120),
+            backoff_base: Duration::from_millis(500),
+            backoff_max: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Settings of a [`GraphClient`]; every field has a sensible default.
+#[derive(Debug, Clone)]
+pub struct GraphClientConfig {
+    pub retry: RetryPolicy,
+    /// Concurrent requests per mailbox in this process (Outlook's limit is 4).
+    pub per_mailbox_concurrency: u32,
+    /// Whole-request timeout (a timeout counts as transient).
+    pub request_timeout: Duration,
+    pub connect_timeout: Duration,
+    /// Refresh the token this long before `expires_in` runs out.
+    pub token_margin: Duration,
+    /// How long a refused credential is answered from memory before Entra ID is asked again.
+    pub auth_failure_ttl: Duration,
+    /// `Prefer: odata.maxpagesize` for listings and delta rounds.
+    pub page_size: u32,
+}
+
+impl Default for GraphClientConfig {
+    fn default() -> Self {
+        GraphClientConfig {
+            retry: RetryPolicy::default(),
+            per_mailbox_concurrency: 4,
+            request_timeout: Duration::from_secs(60),
+            connect_timeout: Duration::from_secs(10),
+            token_margin: Duration::from_secs(300),
+            auth_failure_ttl: Duration::from_secs(300),
+            page_size: 100,
+        }
+    }
+}
+
+/// One successful answer.
+#[derive(Debug, Clone)]
+pub struct GraphResponse {
+    pub status: u16,
+    pub headers: HeaderMap,
+    /// `Value::Null` for empty bodies (`204`).
+    pub body: Value,
+}
+
+/// Characters left as they are in a path segment; everything else is
+/// percent-encoded (Graph ids may hold `/`, `+`, `=`).
+const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~').remove(b'@');
+
+/// Percent-encodes one path segment (an id or a UPN).
+pub fn seg(s: &str) -> String {
+    utf8_percent_encode(s, SEGMENT).to_string()
+}
+
+/// The mailbox a relative Graph path addresses (`/users/{mailbox}/…`), lowercased.
+pub fn mailbox_of(path: &str) -> Option<String> {
+    let path = path.split('?').next().unwrap_or_default();
+    let mut parts = path.trim_start_matches('/').split('/');
+    let first = parts.next()?;
+    if !first.eq_ignore_ascii_case("users") {
+        return None;
+    }
+    let mb = parts.next().filter(|s| !s.is_empty())?;
+    Some(percent_decode_str(mb).decode_utf8_lossy().to_lowercase())
+}
+
+pub(crate) struct Inner {
+    pub http: reqwest::Client,
+    pub graph_base: String,
+    pub entra_tenant: String,
+    pub client_id: String,
+    pub cfg: GraphClientConfig,
+    pub token: TokenCache,
+    limits: parking_lot::Mutex<HashMap<String, Arc<Semaphore>>>,
+    /// Earliest instant the next request to a mailbox may go out (after a 429).
+    not_before: parking_lot::Mutex<HashMap<String, Instant>>,
+    /// Serialises folder/list bootstrap per mailbox within this process.
+    pub(crate) bootstrap: parking_lot::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+/// A tenant's Graph client. Cheap to clone; clones share the HTTP client,
+/// the token cache and the per-mailbox limits.
+#[derive(Clone)]
+pub struct GraphClient {
+    pub(crate) inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for GraphClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GraphClient")
+            .field("graph_base", &self.inner.graph_base)
+            .field("entra_tenant", &self.inner.entra_tenant)
+            .field("client_id", &self.inner.client_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a request holds while in flight: permits per mailbox.
+pub(crate) type Holds = Vec<(String, u32)>;
+
+impl GraphClient {
+    pub fn new(creds: &GraphCredentials, cfg: GraphClientConfig) -> Result<GraphClient, GraphError> {
+        let http = reqwest::Client::builder()
+            .timeout(cfg.request_timeout)
+            .connect_timeout(cfg.connect_timeout)
+            // The bearer token must never follow a redirect to another host.
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("hqsync/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| GraphError::Transport(e.to_string()))?;
+        let token = TokenCache::new(
+            &creds.login_base,
+            &creds.entra_tenant_id,
+            &creds.client_id,
+            creds.client_secret.clone(),
+            cfg.token_margin,
+            cfg.auth_failure_ttl,
+        );
+        Ok(GraphClient {
+            inner: Arc::new(Inner {
+                http,
+                graph_base: creds.graph_base.trim_end_matches('/').to_string(),
+                entra_tenant: creds.entra_tenant_id.clone(),
+                client_id: creds.client_id.clone(),
+                cfg,
+                token,
+                limits: Default::default(),
+                not_before: Default::default(),
+                bootstrap: Default::default(),
+            }),
+        })
+    }
+
+    pub fn config(&self) -> &GraphClientConfig {
+        &self.inner.cfg
+    }
+
+    /// The Entra app (client) id; not a secret.
+    pub fn client_id(&self) -> &str {
+        &self.inner.client_id
+    }
+
+    pub fn graph_base(&self) -> &str {
+        &self.inner.graph_base
+    }
+
+    /// Checks the credentials by fetching (or reusing) the app-only token.
+    pub async fn check_credentials(&self) -> Result<(), GraphError> {
+        self.inner.token.get(&self.inner.http).await.map(|_| ())
+    }
+
+    pub async fn get(&self, path: &str) -> Result<Value, GraphError> {
+        Ok(self.send(Method::GET, path, None, &[]).await?.body)
+    }
+
+    pub async fn post(&self, path: &str, body: &Value) -> Result<Value, GraphError> {
+        Ok(self.send(Method::POST, path, Some(body), &[]).await?.body)
+    }
+
+    /// PATCH, with `If-Match` when a version is given (412 → [`GraphError::Conflict`]).
+    pub async fn patch(&self, path: &str, body: &Value, if_match: Option<&str>) -> Result<Value, GraphError> {
+        let h: Vec<(&str, &str)> = if_match.map(|v| vec![("If-Match", v)]).unwrap_or_default();
+        Ok(self.send(Method::PATCH, path, Some(body), &h).await?.body)
+    }
+
+    pub async fn delete(&self, path: &str, if_match: Option<&str>) -> Result<(), GraphError> {
+        let h: Vec<(&str, &str)> = if_match.map(|v| vec![("If-Match", v)]).unwrap_or_default();
+        self.send(Method::DELETE, path, None, &h).await.map(|_| ())
+    }
+
+    /// One request through the retry policy. `path` is relative to the Graph
+    /// base (`/users/…`), or an absolute link Graph returned (nextLink).
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+        headers: &[(&str, &str)],
+    ) -> Result<GraphResponse, GraphError> {
+        let url = self.resolve(path)?;
+        let relative = &url[self.inner.graph_base.len()..];
+        let holds: Holds = mailbox_of(relative).map(|m| vec![(m, 1)]).unwrap_or_default();
+        self.execute(method, &url, body, headers, &holds).await
+    }
+
+    /// Absolute URL for `path`; absolute links are accepted only under the Graph base.
+    fn resolve(&self, path: &str) -> Result<String, GraphError> {
+        let base = &self.inner.graph_base;
+        if path.starts_with("http://") || path.starts_with("https://") {
+            if path.len() > base.len() && path[..base.len()].eq_ignore_ascii_case(base) {
+                return Ok(format!("{base}{}", &path[base.len()..]));
+            }
+            return Err(GraphError::Decode(format!(
+                "refusing to follow a link outside the Graph base {base}: {}",
+                path.split('?').next().unwrap_or_default()
+            )));
+        }
+        let sep = if path.starts_with('/') { "" } else { "/" };
+        Ok(format!("{base}{sep}{path}"))
+    }
+
+    fn semaphore(&self, mailbox: &str) -> Arc<Semaphore> {
+        let n = self.inner.cfg.per_mailbox_concurrency.max(1) as usize;
+        self.inner.limits.lock().entry(mailbox.to_string()).or_insert_with(|| Arc::new(Semaphore::new(n))).clone()
+    }
+
+    /// Waits until every mailbox in `holds` may be addressed again, then
+    /// takes the permits (sorted by mailbox so two batches cannot deadlock).
+    async fn acquire(&self, holds: &Holds) -> Vec<OwnedSemaphorePermit> {
+        let max = self.inner.cfg.per_mailbox_concurrency.max(1);
+        let mut sorted: BTreeMap<&str, u32> = BTreeMap::new();
+        for (mb, n) in holds {
+            *sorted.entry(mb.as_str()).or_default() += n;
+        }
+        let mut permits = Vec::new();
+        for (mb, n) in sorted {
+            self.wait_gate(mb).await;
+            let sem = self.semaphore(mb);
+            // The semaphore is never closed.
+            if let Ok(p) = sem.acquire_many_owned(n.clamp(1, max)).await {
+                permits.push(p);
+            }
+            // A 429 may have arrived while waiting for the permit.
+            self.wait_gate(mb).await;
+        }
+        permits
+    }
+
+    async fn wait_gate(&self, mailbox: &str) {
+        loop {
+            let until = self.inner.not_before.lock().get(mailbox).copied();
+            match until {
+                Some(t) if t > Instant::now() => tokio::time::sleep_until(t.into()).await,
+                _ => return,
+            }
+        }
+    }
+
+    /// Holds back every request to `mailbox` for `wait` (Outlook's throttling is per app and mailbox).
+    pub(crate) fn hold_mailbox(&self, mailbox: &str, wait: Duration) {
+        let until = Instant::now() + wait;
+        let mut g = self.inner.not_before.lock();
+        let e = g.entry(mailbox.to_string()).or_insert(until);
+        if *e < until {
+            *e = until;
+        }
+    }
+
+    pub(crate) fn backoff(&self, attempt: u32, hint: Option<Duration>) -> Duration {
+        if let Some(h) = hint {
+            return h;
+        }
+        let p = &self.inner.cfg.retry;
+        let exp = p.backoff_base.saturating_mul(1u32 << attempt.saturating_sub(1).min(16)).min(p.backoff_max);
+        // Equal jitter: half fixed, half random, so workers spread out but still wait.
+        let half = exp / 2;
+        half + half.mul_f64(rand::thread_rng().gen::<f64>())
+    }
+
+    /// The retry loop shared by single requests and `$batch` envelopes.
+    pub(crate) async fn execute(
+        &self,
+        method: Method,
+        url: &str,
+        body: Option<&Value>,
+        headers: &[(&str, &str)],
+        holds: &Holds,
+    ) -> Result<GraphResponse, GraphError> {
+        let inner = &self.inner;
+        let policy = &inner.cfg.retry;
+        let mailbox = holds.first().map(|(m, _)| m.as_str()).filter(|_| holds.len() == 1);
+        // One id per logical request, kept across retries so Graph's logs (and ours) tie them together.
+        let client_request_id = uuid::Uuid::new_v4().to_string();
+        let mut attempt = 0u32;
+        let mut waited = Duration::ZERO;
+        let mut refreshed = false;
+        loop {
+            attempt += 1;
+            let token = match inner.token.get(&inner.http).await {
+                Ok(t) => t,
+                // The token endpoint being down is as transient as Graph being down.
+                Err(e) if e.is_transient() => {
+                    let wait = self.backoff(attempt, None);
+                    if attempt >= policy.max_attempts || waited + wait > policy.max_total_wait {
+                        return Err(e);
+                    }
+                    waited += wait;
+                    tokio::time::sleep(wait).await;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            let permits = self.acquire(holds).await;
+            let mut rb = inner
+                .http
+                .request(method.clone(), url)
+                .bearer_auth(token.expose_secret())
+                .header("client-request-id", &client_request_id);
+            for (k, v) in headers {
+                rb = rb.header(*k, *v);
+            }
+            if let Some(b) = body {
+                rb = rb.json(b);
+            }
+            let sent = rb.send().await;
+            let (err, last_retry_after) = match sent {
+                Err(e) => {
+                    drop(permits);
+                    let e = GraphError::Transport(e.without_url().to_string());
+                    tracing::debug!(%method, %client_request_id, error = %e, attempt, "graph request failed");
+                    (e, None)
+                }
+                Ok(resp) => {
+                    let status = resp.status().as_u16();
+                    let resp_headers = resp.headers().clone();
+                    let bytes = resp.bytes().await;
+                    drop(permits);
+                    let request_id = resp_headers.get("request-id").and_then(|v| v.to_str().ok()).map(str::to_string);
+                    tracing::debug!(%method, status, %client_request_id, request_id = ?request_id, attempt, "graph request");
+                    let bytes = match bytes {
+                        Ok(b) => b,
+                        Err(e) => {
+                            let e = GraphError::Transport(e.without_url().to_string());
+                            if attempt >= policy.max_attempts {
+                                return Err(e);
+                            }
+                            let wait = self.backoff(attempt, None);
+                            if waited + wait > policy.max_total_wait {
+                                return Err(e);
+                            }
+                            waited += wait;
+                            tokio::time::sleep(wait).await;
+                            continue;
+                        }
+                    };
+                    let json: Value = if bytes.is_empty() {
+                        Value::Null
+                    } else {
+                        serde_json::from_slice(&bytes).unwrap_or(Value::Null)
+                    };
+                    let retry_after = resp_headers
+                        .get(RETRY_AFTER)
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(super::error::parse_retry_after);
+                    let v = classify(status, &json, retry_after, mailbox, &inner.client_id, request_id.clone());
+                    match v {
+                        Verdict::Success => {
+                            return Ok(GraphResponse { status, headers: resp_headers, body: json });
+                        }
+                        Verdict::Fail(GraphError::DeltaReset { code, .. }) => {
+                            let location =
+                                resp_headers.get("location").and_then(|v| v.to_str().ok()).map(str::to_string);
+                            return Err(GraphError::DeltaReset { code, location });
+                        }
+                        Verdict::Fail(e) => {
+                            if matches!(e, GraphError::MailboxDenied { .. } | GraphError::Status { .. }) {
+                                tracing::warn!(%method, status, request_id = ?request_id, error = %e, "graph request refused");
+                            }
+                            return Err(e);
+                        }
+                        Verdict::RefreshToken => {
+                            if refreshed {
+                                return Err(GraphError::Status {
+                                    status,
+                                    code: "InvalidAuthenticationToken".into(),
+                                    message: "a freshly issued token was refused".into(),
+                                    request_id,
+                                });
+                            }
+                            refreshed = true;
+                            inner.token.invalidate(&token).await;
+                            // A token refresh is not a retry of the throttling budget.
+                            attempt -= 1;
+                            continue;
+                        }
+                        Verdict::Throttled(ra) => (GraphError::Throttled { retry_after: ra }, Some((true, ra))),
+                        Verdict::Unavailable(ra) => (
+                            GraphError::Status {
+                                status,
+                                code: super::error::error_code(&json).0,
+                                message: "service unavailable".into(),
+                                request_id,
+                            },
+                            Some((false, ra)),
+                        ),
+                    }
+                }
+            };
+            if attempt >= policy.max_attempts {
+                return Err(err);
+            }
+            let (throttled, hint) = last_retry_after.unwrap_or((false, None));
+            let wait = self.backoff(attempt, hint);
+            if waited + wait > policy.max_total_wait {
+                return Err(err);
+            }
+            waited += wait;
+            if throttled {
+                for (mb, _) in holds {
+                    self.hold_mailbox(mb, wait);
+                }
+                if holds.is_empty() {
+                    tokio::time::sleep(wait).await;
+                }
+                // The gate in `acquire` does the waiting, for this and every other request to the mailbox.
+            } else {
+                tokio::time::sleep(wait).await;
+            }
+        }
+    }
+
+    /// Every page of a collection (`value` arrays), following `@odata.nextLink`.
+    pub async fn list_all(&self, path: &str) -> Result<Vec<Value>, GraphError> {
+        let prefer = format!("odata.maxpagesize={}", self.inner.cfg.page_size);
+        let mut out = Vec::new();
+        let mut next = Some(path.to_string());
+        while let Some(p) = next.take() {
+            let page = self.send(Method::GET, &p, None, &[("Prefer", &prefer)]).await?.body;
+            if let Some(items) = page.get("value").and_then(Value::as_array) {
+                out.extend(items.iter().cloned());
+            }
+            next = page.get("@odata.nextLink").and_then(Value::as_str).map(str::to_string);
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_mailbox_is_read_from_user_paths_only() {
+        assert_eq!(mailbox_of("/users/Anna@X.de/contactFolders?$top=5").as_deref(), Some("anna@x.de"));
+        assert_eq!(mailbox_of("users/anna%40x.de/events").as_deref(), Some("anna@x.de"));
+        assert_eq!(mailbox_of("/subscriptions/abc"), None);
+        assert_eq!(mailbox_of("/$batch"), None);
+    }
+
+    #[test]
+    fn ids_are_percent_encoded_as_one_segment() {
+        assert_eq!(seg("AAMk/ab+c=="), "AAMk%2Fab%2Bc%3D%3D");
+        assert_eq!(seg("anna@x.de"), "anna@x.de");
+    }
+}
