@@ -47,6 +47,22 @@ pub struct IngressArgs {
     /// Notifications sent before measuring (connection pools, caches).
     #[arg(long, default_value_t = 1_000)]
     pub warmup: u64,
+    /// What drives the HTTP load: `wrk` (a separate, lean C process, when
+    /// installed: `apt-get install wrk`) or `internal` (reqwest in this
+    /// process, which then competes with the server for the same cores).
+    #[arg(long, value_enum, default_value = "auto")]
+    pub load: LoadGenerator,
+    /// Duration of a `wrk` measurement.
+    #[arg(long, default_value_t = 10)]
+    pub seconds: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LoadGenerator {
+    /// `wrk` when it is on PATH, else `internal`.
+    Auto,
+    Wrk,
+    Internal,
 }
 
 pub async fn run(cmd: BenchCommand, config: Config) -> anyhow::Result<()> {
@@ -59,21 +75,22 @@ pub async fn run(cmd: BenchCommand, config: Config) -> anyhow::Result<()> {
 struct Figures {
     count: u64,
     elapsed: Duration,
-    latencies_us: Vec<u64>,
+    p50_ms: f64,
+    p99_ms: f64,
 }
 
 impl Figures {
     fn rate(&self) -> f64 {
         self.count as f64 / self.elapsed.as_secs_f64()
     }
-    fn percentile_ms(&self, p: f64) -> f64 {
-        if self.latencies_us.is_empty() {
-            return f64::NAN;
-        }
-        let mut v = self.latencies_us.clone();
-        v.sort_unstable();
-        let idx = ((v.len() as f64 - 1.0) * p).round() as usize;
-        v[idx] as f64 / 1000.0
+
+    fn from_latencies(count: u64, elapsed: Duration, mut latencies_us: Vec<u64>) -> Figures {
+        latencies_us.sort_unstable();
+        let pct = |p: f64| match latencies_us.len() {
+            0 => f64::NAN,
+            n => latencies_us[((n as f64 - 1.0) * p).round() as usize] as f64 / 1000.0,
+        };
+        Figures { count, elapsed, p50_ms: pct(0.5), p99_ms: pct(0.99) }
     }
 }
 
@@ -110,14 +127,14 @@ fn report(backend: &str, baseline: &str, raw: &Figures, http: &Figures) {
     println!(
         "[{backend}] baseline  {baseline}: {:>9.0} msg/s (p50 {:.2} ms, p99 {:.2} ms)",
         raw.rate(),
-        raw.percentile_ms(0.5),
-        raw.percentile_ms(0.99)
+        raw.p50_ms,
+        raw.p99_ms
     );
     println!(
         "[{backend}] ingress   POST /v1/notifications/graph → 202: {:>9.0} notifications/s (p50 {:.2} ms, p99 {:.2} ms)",
         http.rate(),
-        http.percentile_ms(0.5),
-        http.percentile_ms(0.99)
+        http.p50_ms,
+        http.p99_ms
     );
     println!("[{backend}] ratio     ingress / baseline = {:.0}%", 100.0 * http.rate() / raw.rate());
 }
@@ -185,7 +202,7 @@ where
     if let Some(e) = first_err {
         return Err(e);
     }
-    Ok(Figures { count: n, elapsed, latencies_us })
+    Ok(Figures::from_latencies(n, elapsed, latencies_us))
 }
 
 fn hint_sized_payload() -> Vec<u8> {
@@ -256,6 +273,7 @@ async fn http_ingress(cfg: &Config, dir: &std::path::Path, label: &str, args: &I
     )
     .await?;
     let (tenant, mailbox) = seed_bench_subscription(&store).await?;
+    let (tenant2, mailbox2) = (tenant.clone(), mailbox.clone());
     let queue = Queue::open(&cfg.queue, &store).await?;
     let mut ready = false;
     for _ in 0..50 {
@@ -280,7 +298,7 @@ async fn http_ingress(cfg: &Config, dir: &std::path::Path, label: &str, args: &I
     let url = format!("http://{addr}/v1/notifications/graph");
     let post = move |i: u64| {
         let (client, url) = (client.clone(), url.clone());
-        let body = notification_body(&tenant, &mailbox, i);
+        let body = notification_body(&tenant2, &mailbox2, i);
         async move {
             let resp = client.post(&url).header("content-type", "application/json").body(body).send().await?;
             anyhow::ensure!(resp.status() == reqwest::StatusCode::ACCEPTED, "ingress answered {}", resp.status());
@@ -288,7 +306,17 @@ async fn http_ingress(cfg: &Config, dir: &std::path::Path, label: &str, args: &I
         }
     };
     drive(format!("ingress {label} warm-up"), args.clients, args.warmup, post.clone()).await?;
-    let figures = drive(format!("ingress {label}"), args.clients, args.notifications, post).await;
+    let use_wrk = match args.load {
+        LoadGenerator::Wrk => true,
+        LoadGenerator::Internal => false,
+        LoadGenerator::Auto => wrk_installed().await,
+    };
+    let figures = if use_wrk {
+        let body = notification_body(&tenant, &mailbox, 0);
+        wrk(&format!("http://{addr}/v1/notifications/graph"), &body, args.clients, args.seconds, dir, label).await
+    } else {
+        drive(format!("ingress {label} (internal load)"), args.clients, args.notifications, post).await
+    };
     shutdown.cancel();
     let _ = server.await;
     if let Ok(d) = queue.depth().await {
@@ -379,4 +407,136 @@ fn notification_body(_tenant: &TenantId, mailbox: &MailboxId, i: u64) -> String 
         }
     }]})
     .to_string()
+}
+
+async fn wrk_installed() -> bool {
+    tokio::process::Command::new("wrk")
+        .arg("--version")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .await
+        .is_ok()
+}
+
+/// Drives `url` with `wrk` (one thread, `clients` connections) POSTing `body`.
+async fn wrk(
+    url: &str,
+    body: &str,
+    clients: usize,
+    seconds: u64,
+    dir: &std::path::Path,
+    label: &str,
+) -> anyhow::Result<Figures> {
+    anyhow::ensure!(!body.contains("]]"), "body cannot be quoted for Lua");
+    let script = dir.join(format!("wrk-{label}.lua"));
+    std::fs::write(
+        &script,
+        format!("wrk.method = \"POST\"\nwrk.headers[\"Content-Type\"] = \"application/json\"\nwrk.body = [[{body}]]\n"),
+    )?;
+    eprintln!("  ingress {label}: wrk, {clients} connections, {seconds} s");
+    let ticker = {
+        let stop = CancellationToken::new();
+        let s = stop.clone();
+        let label = label.to_string();
+        tokio::spawn(async move {
+            for t in 1..=seconds {
+                tokio::select! {
+                    _ = s.cancelled() => break,
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => eprintln!("  ingress {label}: {t}/{seconds} s"),
+                }
+            }
+        });
+        stop
+    };
+    let out = tokio::process::Command::new("wrk")
+        .args(["-t1", &format!("-c{clients}"), &format!("-d{seconds}s"), "--latency", "-s"])
+        .arg(&script)
+        .arg(url)
+        .output()
+        .await
+        .context("running wrk")?;
+    ticker.cancel();
+    let text = String::from_utf8_lossy(&out.stdout);
+    anyhow::ensure!(out.status.success(), "wrk failed: {}", String::from_utf8_lossy(&out.stderr));
+    parse_wrk(&text).with_context(|| format!("unexpected wrk output:\n{text}"))
+}
+
+/// Reads count, duration, p50 and p99 from `wrk --latency` output; refuses
+/// a run in which any answer was not 2xx.
+fn parse_wrk(text: &str) -> anyhow::Result<Figures> {
+    if let Some(line) = text.lines().find(|l| l.contains("Non-2xx or 3xx responses")) {
+        anyhow::bail!("ingress refused requests during the run: {}", line.trim());
+    }
+    let ms = |v: &str| -> Option<f64> {
+        let (num, factor) = if let Some(n) = v.strip_suffix("us") {
+            (n, 0.001)
+        } else if let Some(n) = v.strip_suffix("ms") {
+            (n, 1.0)
+        } else if let Some(n) = v.strip_suffix('s') {
+            (n, 1000.0)
+        } else {
+            return None;
+        };
+        num.parse::<f64>().ok().map(|x| x * factor)
+    };
+    let pct = |p: &str| text.lines().map(str::trim).find_map(|l| l.strip_prefix(p).and_then(|rest| ms(rest.trim())));
+    let summary = text.lines().map(str::trim).find(|l| l.contains(" requests in ")).context("no summary line")?;
+    let mut words = summary.split_whitespace();
+    let count: u64 = words.next().context("no count")?.parse()?;
+    let secs = summary
+        .split(" requests in ")
+        .nth(1)
+        .and_then(|r| r.split(',').next())
+        .and_then(|d| ms(d.trim()))
+        .context("no duration")?;
+    Ok(Figures {
+        count,
+        elapsed: Duration::from_secs_f64(secs / 1000.0),
+        p50_ms: pct("50%").context("no p50")?,
+        p99_ms: pct("99%").context("no p99")?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const WRK: &str = "Running 10s test @ http://127.0.0.1:1/v1/notifications/graph
+  1 threads and 64 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency     5.01ms    1.02ms  20.00ms   90.00%
+    Req/Sec    12.00k     1.00k   14.00k    70.00%
+  Latency Distribution
+     50%  840.00us
+     75%    5.20ms
+     90%    5.80ms
+     99%    1.20s
+  120000 requests in 10.00s, 10.00MB read
+Requests/sec:  12000.00
+Transfer/sec:      1.00MB
+";
+
+    #[test]
+    fn reads_wrk_figures_in_their_units() {
+        let f = parse_wrk(WRK).unwrap();
+        assert_eq!(f.count, 120_000);
+        assert!((f.rate() - 12_000.0).abs() < 1.0);
+        assert!((f.p50_ms - 0.84).abs() < 1e-9);
+        assert!((f.p99_ms - 1200.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn a_run_with_refused_requests_is_not_a_measurement() {
+        let bad = WRK.replace("Requests/sec", "  Non-2xx or 3xx responses: 12\nRequests/sec");
+        assert!(parse_wrk(&bad).is_err());
+    }
+
+    #[test]
+    fn percentiles_from_latencies() {
+        let f = Figures::from_latencies(4, Duration::from_secs(1), vec![4000, 1000, 3000, 2000]);
+        assert_eq!(f.rate(), 4.0);
+        assert_eq!(f.p50_ms, 3.0);
+        assert_eq!(f.p99_ms, 4.0);
+    }
 }

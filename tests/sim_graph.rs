@@ -943,6 +943,181 @@ async fn attendee_mailbox_gets_its_own_copy_with_the_same_ical_uid_and_a_notific
     sim.sim.shutdown().await;
 }
 
+// ---------------------------------------------------------------- attendee responses
+
+impl Receiver {
+    /// Waits for a notification item with this change type and resource id (earlier ones are skipped).
+    async fn wait_for(&mut self, change: &str, id: &str) -> Value {
+        loop {
+            let (_, body) = self.next().await;
+            let items = body["value"].as_array().cloned().unwrap_or_default();
+            if let Some(n) = items.into_iter().find(|n| n["changeType"] == change && n["resourceData"]["id"] == id) {
+                return n;
+            }
+        }
+    }
+}
+
+/// Anna organizes a meeting with Clara; both mailboxes are subscribed.
+/// Returns (Anna's receiver, Clara's receiver, organizer event, Clara's copy id).
+async fn meeting_with_clara(sim: &TestSim, body: Value) -> (Receiver, Receiver, Value, String) {
+    let anna_rx = Receiver::start(Echo::Exact).await;
+    let mut clara_rx = Receiver::start(Echo::Exact).await;
+    for (mb, rx) in [(ANNA, &anna_rx), (CLARA, &clara_rx)] {
+        let sub = subscribe(sim, &format!("users/{mb}/events"), &rx.url, None).await;
+        assert_eq!(sub.status, StatusCode::CREATED, "{}", sub.body);
+    }
+    let mut body = body;
+    body["attendees"] = json!([{"type": "required", "emailAddress": {"name": "Clara Wagner", "address": CLARA}}]);
+    let org = sim.post(&format!("/users/{ANNA}/events"), body).await;
+    assert_eq!(org.status, StatusCode::CREATED, "{}", org.body);
+    let (_, note) = clara_rx.next().await;
+    assert_eq!(note["value"][0]["changeType"], "created");
+    let copy_id = note["value"][0]["resourceData"]["id"].as_str().unwrap().to_string();
+    (anna_rx, clara_rx, org.body, copy_id)
+}
+
+#[tokio::test]
+async fn accepting_an_attendee_copy_updates_the_organizers_attendee_status_and_notifies_both_mailboxes() {
+    let sim = TestSim::start().await;
+    let (mut anna_rx, mut clara_rx, org, copy_id) = meeting_with_clara(&sim, meeting("Abstimmung", 7, 14)).await;
+    let org_id = org["id"].as_str().unwrap().to_string();
+    let org_path = format!("/users/{ANNA}/events/{}", enc(&org_id));
+    let copy_path = format!("/users/{CLARA}/events/{}", enc(&copy_id));
+    let copy_before = sim.get(&copy_path).await.body;
+    assert_eq!(org["attendees"][0]["status"]["response"], "none");
+
+    let a = sim.post(&format!("{copy_path}/accept"), json!({"comment": "Gern", "sendResponse": true})).await;
+    assert_eq!(a.status, StatusCode::ACCEPTED, "{}", a.body);
+    assert_eq!(a.body, Value::Null, "202 without a body");
+
+    let n = clara_rx.wait_for("updated", &copy_id).await;
+    let copy = sim.get(&copy_path).await.body;
+    assert_eq!(n["resourceData"]["@odata.etag"], copy["@odata.etag"]);
+    assert_eq!(copy["responseStatus"]["response"], "accepted");
+    assert_ne!(copy["responseStatus"]["time"], "0001-01-01T00:00:00Z");
+    assert_ne!(copy["changeKey"], copy_before["changeKey"]);
+    let n = anna_rx.wait_for("updated", &org_id).await;
+    let after = sim.get(&org_path).await.body;
+    assert_eq!(n["resourceData"]["@odata.etag"], after["@odata.etag"]);
+    assert_eq!(after["attendees"][0]["status"]["response"], "accepted");
+    assert_ne!(after["attendees"][0]["status"]["time"], "0001-01-01T00:00:00Z");
+    assert_ne!(after["changeKey"], org["changeKey"]);
+    assert_eq!(after["responseStatus"]["response"], "organizer");
+
+    // The organizer rewriting the attendee list keeps the answers of those who stay on it.
+    let both = json!([
+        {"type": "required", "emailAddress": {"name": "Clara Wagner", "address": CLARA}},
+        {"type": "optional", "emailAddress": {"name": "Extern", "address": "extern@example.org"}},
+    ]);
+    let patched = sim.patch(&org_path, json!({"attendees": both}), &[]).await;
+    assert_eq!(patched.status, StatusCode::OK, "{}", patched.body);
+    assert_eq!(patched.body["attendees"][0]["status"]["response"], "accepted");
+    assert_eq!(patched.body["attendees"][1]["status"]["response"], "none");
+    assert_eq!(sim.get(&copy_path).await.body["responseStatus"]["response"], "accepted");
+    sim.sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn declining_without_sending_a_response_leaves_the_organizers_event_unchanged() {
+    let sim = TestSim::start().await;
+    let (_anna_rx, mut clara_rx, org, copy_id) = meeting_with_clara(&sim, meeting("Abstimmung", 7, 14)).await;
+    let org_path = format!("/users/{ANNA}/events/{}", enc(org["id"].as_str().unwrap()));
+    let copy_path = format!("/users/{CLARA}/events/{}", enc(&copy_id));
+
+    // A proposal needs the response to be sent (documented 400); accept takes no proposal at all.
+    let slot = json!({"start": {"dateTime": "2026-05-08T14:00:00", "timeZone": "W. Europe Standard Time"},
+                      "end": {"dateTime": "2026-05-08T15:00:00", "timeZone": "W. Europe Standard Time"}});
+    let refused =
+        sim.post(&format!("{copy_path}/decline"), json!({"sendResponse": false, "proposedNewTime": slot})).await;
+    assert_eq!(refused.status, StatusCode::BAD_REQUEST, "{}", refused.body);
+    let refused = sim.post(&format!("{copy_path}/accept"), json!({"proposedNewTime": slot})).await;
+    assert_graph_error(&refused, StatusCode::BAD_REQUEST, "RequestBodyRead");
+
+    let d = sim.post(&format!("{copy_path}/decline"), json!({"comment": "Leider nicht", "sendResponse": false})).await;
+    assert_eq!(d.status, StatusCode::ACCEPTED, "{}", d.body);
+    clara_rx.wait_for("updated", &copy_id).await;
+    assert_eq!(sim.get(&copy_path).await.body["responseStatus"]["response"], "declined");
+    let after = sim.get(&org_path).await.body;
+    assert_eq!(after["changeKey"], org["changeKey"]);
+    assert_eq!(after["attendees"][0]["status"], org["attendees"][0]["status"]);
+    sim.sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn organizer_cannot_answer_their_own_meeting() {
+    let sim = TestSim::start().await;
+    let mut body = meeting("Abstimmung", 7, 14);
+    body["attendees"] = json!([{"type": "required", "emailAddress": {"name": "Clara Wagner", "address": CLARA}}]);
+    let org = sim.post(&format!("/users/{ANNA}/events"), body).await;
+    let org_path = format!("/users/{ANNA}/events/{}", enc(org.body["id"].as_str().unwrap()));
+    let a = sim.post(&format!("{org_path}/accept"), json!({"sendResponse": true})).await;
+    assert_graph_error(&a, StatusCode::BAD_REQUEST, "ErrorCalendarIsOrganizerForAccept");
+    let t = sim.post(&format!("{org_path}/tentativelyAccept"), json!({})).await;
+    assert_graph_error(&t, StatusCode::BAD_REQUEST, "ErrorCalendarIsOrganizerForTentative");
+    let after = sim.get(&org_path).await.body;
+    assert_eq!(after["changeKey"], org.body["changeKey"]);
+    assert_eq!(after["responseStatus"]["response"], "organizer");
+    sim.sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn answering_an_unknown_event_is_item_not_found() {
+    let sim = TestSim::start().await;
+    let a = sim.post(&format!("/users/{CLARA}/events/{}/accept", enc("AAMkAGnope=")), json!({})).await;
+    assert_graph_error(&a, StatusCode::NOT_FOUND, "ErrorItemNotFound");
+    let d = sim.post(&format!("/users/{CLARA}/calendar/events/{}/decline", enc("AAMkAGnope=")), json!({})).await;
+    assert_graph_error(&d, StatusCode::NOT_FOUND, "ErrorItemNotFound");
+    sim.sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn answering_one_occurrence_changes_only_that_occurrence_on_both_sides() {
+    let sim = TestSim::start().await;
+    let mut body = meeting("Jour fixe", 4, 10);
+    body["recurrence"] = json!({
+        "pattern": {"type": "weekly", "interval": 1, "daysOfWeek": ["monday"], "firstDayOfWeek": "monday"},
+        "range": {"type": "numbered", "startDate": "2026-05-04", "numberOfOccurrences": 3,
+                  "recurrenceTimeZone": "W. Europe Standard Time"},
+    });
+    let (mut anna_rx, mut clara_rx, org, copy_id) = meeting_with_clara(&sim, body).await;
+    let window = "startDateTime=2026-05-01T00:00:00Z&endDateTime=2026-05-31T00:00:00Z";
+    let instances = |mb: &'static str, id: String| {
+        let sim = &sim;
+        async move {
+            let a = sim.get(&format!("/users/{mb}/events/{}/instances?{window}", enc(&id))).await;
+            assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+            a.body["value"].as_array().unwrap().clone()
+        }
+    };
+    let org_before = instances(ANNA, org["id"].as_str().unwrap().to_string()).await;
+    let copy_occ = instances(CLARA, copy_id.clone()).await;
+    assert_eq!(copy_occ.len(), 3);
+    let second = copy_occ[1]["id"].as_str().unwrap().to_string();
+
+    let t = sim.post(&format!("/users/{CLARA}/events/{}/tentativelyAccept", enc(&second)), json!({})).await;
+    assert_eq!(t.status, StatusCode::ACCEPTED, "{}", t.body);
+    clara_rx.wait_for("updated", &second).await;
+    let org_second = org_before[1]["id"].as_str().unwrap().to_string();
+    anna_rx.wait_for("updated", &org_second).await;
+
+    let copy_after = instances(CLARA, copy_id.clone()).await;
+    let answers: Vec<&str> = copy_after.iter().map(|o| o["responseStatus"]["response"].as_str().unwrap()).collect();
+    assert_eq!(answers, ["notResponded", "tentativelyAccepted", "notResponded"]);
+    let org_after = instances(ANNA, org["id"].as_str().unwrap().to_string()).await;
+    let statuses: Vec<&str> =
+        org_after.iter().map(|o| o["attendees"][0]["status"]["response"].as_str().unwrap()).collect();
+    assert_eq!(statuses, ["none", "tentativelyAccepted", "none"]);
+    assert_ne!(org_after[1]["changeKey"], org_before[1]["changeKey"]);
+    assert_eq!(org_after[0]["changeKey"], org_before[0]["changeKey"]);
+    // The series itself is still unanswered on both sides.
+    let master_copy = sim.get(&format!("/users/{CLARA}/events/{}", enc(&copy_id))).await.body;
+    assert_eq!(master_copy["responseStatus"]["response"], "notResponded");
+    let master_org = sim.get(&format!("/users/{ANNA}/events/{}", enc(org["id"].as_str().unwrap()))).await.body;
+    assert_eq!(master_org["attendees"][0]["status"]["response"], "none");
+    sim.sim.shutdown().await;
+}
+
 #[tokio::test]
 async fn calendar_view_delta_reports_changes_removals_and_window_exits_then_resets_with_410() {
     let sim = TestSim::start().await;

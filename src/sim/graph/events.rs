@@ -5,7 +5,8 @@
 //! (same iCalUId, own id) with their own notifications. Recurring series:
 //! pattern validation, occurrence expansion with per-occurrence iCalUId,
 //! `/instances`, exceptions via PATCH and cancellation via DELETE of an
-//! occurrence id.
+//! occurrence id. Invitees' answers (`accept`, `decline`, `tentativelyAccept`)
+//! on a copy or one occurrence of it, carried to the organizer's event.
 
 use std::collections::HashSet;
 
@@ -363,7 +364,8 @@ pub(crate) fn render(e: &Event, o: &EventOpts<'_>) -> Value {
     m.insert("isDraft".into(), json!(false));
     m.insert("recurrence".into(), e.recurrence.as_ref().map(|r| r.to_wire()).unwrap_or(Value::Null));
     m.insert("onlineMeeting".into(), Value::Null);
-    m.insert("responseStatus".into(), json!({"response": e.response, "time": NO_TIME}));
+    let time = e.response_time.map(wire::ts_7).unwrap_or_else(|| NO_TIME.to_string());
+    m.insert("responseStatus".into(), json!({"response": e.response, "time": time}));
     for (k, v) in &e.props {
         m.insert(k.clone(), v.clone());
     }
@@ -488,6 +490,10 @@ fn instance(master: &Event, orig: DateTime<Utc>) -> Event {
         e.end_tz = x.end_tz.clone();
         e.change_key = x.change_key.clone();
         e.modified = x.modified;
+        if let Some((response, time)) = &x.response {
+            e.response = response.clone();
+            e.response_time = Some(*time);
+        }
     }
     e
 }
@@ -581,7 +587,7 @@ fn sync_copies(ctx: &Ctx<'_>, w: &mut World, org_mb: usize, org_id: &str) {
                 c.is_cancelled = org.is_cancelled;
                 c.kind = org.kind;
                 c.recurrence = org.recurrence.clone();
-                c.exceptions = org.exceptions.clone();
+                c.exceptions = keep_answers(&c.exceptions, &org.exceptions);
                 c.cancelled = org.cancelled.clone();
                 c.change_key = wire::change_key();
                 c.modified = now;
@@ -613,6 +619,7 @@ fn sync_copies(ctx: &Ctx<'_>, w: &mut World, org_mb: usize, org_id: &str) {
                     is_organizer: false,
                     organizer: org.organizer.clone(),
                     response: "notResponded".into(),
+                    response_time: None,
                     is_cancelled: org.is_cancelled,
                     copies: Vec::new(),
                     kind: org.kind,
@@ -662,6 +669,7 @@ fn new_event(seq: u64, mb: &Mailbox, input: Input, now: DateTime<Utc>) -> GResul
         is_organizer: true,
         organizer: json!({"name": mb.display_name, "address": mb.upn}),
         response: "organizer".into(),
+        response_time: None,
         is_cancelled: false,
         copies: Vec::new(),
         kind: EventKind::SingleInstance,
@@ -754,6 +762,7 @@ pub(crate) fn update(ctx: &Ctx<'_>, id: &str) -> GResult {
     let mut next = e.clone();
     let moved = input.start.is_some() || input.end.is_some();
     next.props.extend(input.props);
+    keep_statuses(&mut next.props, &previous.props);
     if let Some((t, z)) = input.start {
         next.start = t;
         next.start_tz = z;
@@ -954,6 +963,7 @@ fn update_instance(
         end_tz: current.end_tz.clone(),
         change_key: String::new(),
         modified: now,
+        response: None,
     });
     ex.props.extend(input.props);
     if let Some((t, z)) = input.start {
@@ -1015,6 +1025,296 @@ fn cancel_instance(ctx: &Ctx<'_>, w: &mut World, mi: usize, master_id: &str, ori
     }
     lock(&ctx.shared.stats).count_write("event");
     Ok(Reply::no_content())
+}
+
+/// Occurrence exceptions for an attendee copy after the organizer's series
+/// changed: the organizer's exceptions, plus the attendee's own answers to
+/// single occurrences (which only live in the attendee's mailbox).
+fn keep_answers(
+    own: &std::collections::BTreeMap<i64, EventException>,
+    org: &std::collections::BTreeMap<i64, EventException>,
+) -> std::collections::BTreeMap<i64, EventException> {
+    let mut out = org.clone();
+    for (ts, ex) in own.iter().filter(|(_, ex)| ex.response.is_some()) {
+        match out.get_mut(ts) {
+            Some(o) => o.response = ex.response.clone(),
+            None => {
+                out.insert(*ts, ex.clone());
+            }
+        }
+    }
+    out
+}
+
+/// A PATCH that rewrites `attendees` keeps the answers of people who stay on
+/// the list (Exchange tracks responses per attendee, not per write).
+fn keep_statuses(props: &mut Map<String, Value>, previous: &Map<String, Value>) {
+    let Some(old) = previous.get("attendees").and_then(Value::as_array) else { return };
+    let Some(Value::Array(list)) = props.get_mut("attendees") else { return };
+    for a in list.iter_mut() {
+        let Some(addr) = a["emailAddress"]["address"].as_str() else { continue };
+        let before =
+            old.iter().find(|o| o["emailAddress"]["address"].as_str().is_some_and(|x| x.eq_ignore_ascii_case(addr)));
+        if let Some(b) = before {
+            a["status"] = b["status"].clone();
+            if let Some(p) = b.get("proposedNewTime") {
+                a["proposedNewTime"] = p.clone();
+            }
+        }
+    }
+}
+
+// ------------------------------------------------------------------ responses
+
+/// An invitee's answer: `POST …/events/{id}/accept|decline|tentativelyAccept`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Answer {
+    Accept,
+    Decline,
+    TentativelyAccept,
+}
+
+impl Answer {
+    /// The action named by a path segment (already lower-cased), with or without the `microsoft.graph.` prefix.
+    pub(crate) fn from_segment(seg: &str) -> Option<Answer> {
+        match seg.strip_prefix("microsoft.graph.").unwrap_or(seg) {
+            "accept" => Some(Answer::Accept),
+            "decline" => Some(Answer::Decline),
+            "tentativelyaccept" => Some(Answer::TentativelyAccept),
+            _ => None,
+        }
+    }
+
+    fn action(self) -> &'static str {
+        match self {
+            Answer::Accept => "accept",
+            Answer::Decline => "decline",
+            Answer::TentativelyAccept => "tentativelyAccept",
+        }
+    }
+
+    /// The value of `responseStatus.response` / `attendees[].status.response` it sets.
+    fn response(self) -> &'static str {
+        match self {
+            Answer::Accept => "accepted",
+            Answer::Decline => "declined",
+            Answer::TentativelyAccept => "tentativelyAccepted",
+        }
+    }
+
+    /// Exchange's answer when the organizer tries to answer their own meeting
+    /// (EWS ResponseCode names; see the module doc of `sim::graph` for what is unconfirmed).
+    fn organizer_error(self) -> GraphError {
+        let (code, verb) = match self {
+            Answer::Accept => ("ErrorCalendarIsOrganizerForAccept", "accept"),
+            Answer::Decline => ("ErrorCalendarIsOrganizerForDecline", "decline"),
+            Answer::TentativelyAccept => ("ErrorCalendarIsOrganizerForTentative", "tentatively accept"),
+        };
+        GraphError::bad_request(code, format!("You can't {verb} this meeting because you're the meeting organizer."))
+    }
+}
+
+struct AnswerParams {
+    send_response: bool,
+    /// `proposedNewTime` as a timeSlot in UTC wire form.
+    proposed: Option<Value>,
+}
+
+fn parse_answer(body: &Map<String, Value>, answer: Answer) -> GResult<AnswerParams> {
+    let mut p = AnswerParams { send_response: true, proposed: None };
+    for (k, v) in body {
+        match k.as_str() {
+            _ if k.starts_with('@') => {}
+            "comment" => {
+                if !(v.is_string() || v.is_null()) {
+                    return Err(bad_value(k));
+                }
+            }
+            "sendResponse" => match v {
+                Value::Bool(b) => p.send_response = *b,
+                Value::Null => {}
+                _ => return Err(bad_value(k)),
+            },
+            "proposedNewTime" if answer != Answer::Accept && !v.is_null() => {
+                let Value::Object(slot) = v else { return Err(bad_value(k)) };
+                let start = tz::parse_dttz("start", slot.get("start").unwrap_or(&Value::Null))?.0;
+                let end = tz::parse_dttz("end", slot.get("end").unwrap_or(&Value::Null))?.0;
+                if end < start {
+                    return Err(invalid("The end time of the proposed new time must be after its start time."));
+                }
+                p.proposed = Some(json!({"start": tz::format_dttz(start, None), "end": tz::format_dttz(end, None)}));
+            }
+            other => {
+                return Err(GraphError::body_read(format!(
+                    "The parameter '{other}' in the request payload is not a valid parameter for the operation '{}'.",
+                    answer.action()
+                )))
+            }
+        }
+    }
+    if p.proposed.is_some() && !p.send_response {
+        return Err(invalid("A new time can only be proposed when the response is sent to the organizer."));
+    }
+    Ok(p)
+}
+
+/// An exception entry for the occurrence `current` that changes nothing yet.
+fn blank_exception(current: &Event, now: DateTime<Utc>) -> EventException {
+    EventException {
+        props: Map::new(),
+        start: current.start,
+        end: current.end,
+        start_tz: current.start_tz.clone(),
+        end_tz: current.end_tz.clone(),
+        change_key: String::new(),
+        modified: now,
+        response: None,
+    }
+}
+
+/// Sets `address`'s status in an attendee list; false when they are not on it.
+fn set_status(
+    attendees: &mut Value,
+    address: &str,
+    response: &str,
+    now: DateTime<Utc>,
+    proposed: &Option<Value>,
+) -> bool {
+    let Some(list) = attendees.as_array_mut() else { return false };
+    let Some(a) = list
+        .iter_mut()
+        .find(|a| a["emailAddress"]["address"].as_str().is_some_and(|x| x.eq_ignore_ascii_case(address)))
+    else {
+        return false;
+    };
+    a["status"] = json!({"response": response, "time": wire::ts_7(now)});
+    match proposed {
+        Some(slot) => a["proposedNewTime"] = slot.clone(),
+        None => {
+            if let Some(o) = a.as_object_mut() {
+                o.remove("proposedNewTime");
+            }
+        }
+    }
+    true
+}
+
+/// `POST /users/{u}/events/{id}/accept|decline|tentativelyAccept` on an
+/// attendee copy (or one occurrence of it): the copy's `responseStatus`
+/// changes and, with `sendResponse` (default true), the attendee's status on
+/// the organizer's event of the same iCalUId. Answers 202 without a body.
+pub(crate) fn respond(ctx: &Ctx<'_>, id: &str, answer: Answer) -> GResult {
+    let body = ctx.json_object()?;
+    let params = parse_answer(&body, answer)?;
+    let now = ctx.shared.clock.now();
+    let mut w = lock(&ctx.shared.world);
+    let mb_id = ctx.mailbox_id.clone().unwrap_or_default();
+    let mi = mb_index(&w, &mb_id).ok_or_else(GraphError::not_found)?;
+    let current = find(&w.mailboxes[mi], id).ok_or_else(GraphError::not_found)?;
+    if current.is_organizer {
+        return Err(answer.organizer_error());
+    }
+    if params.proposed.is_some() && current.props.get("allowNewTimeProposals") == Some(&json!(false)) {
+        return Err(invalid("The organizer of this meeting doesn't allow new time proposals."));
+    }
+    let occurrence = current.series_master_id.clone().zip(current.original_start);
+    let seq = w.next_seq();
+    // The copy's own answer.
+    let (series_uid, etag) = match &occurrence {
+        None => {
+            let e = w.mailboxes[mi].events.get_mut(id).ok_or_else(GraphError::not_found)?;
+            e.response = answer.response().to_string();
+            e.response_time = Some(now);
+            e.change_key = wire::change_key();
+            e.modified = now;
+            e.seq = seq;
+            (e.ical_uid.clone(), wire::etag(&e.change_key))
+        }
+        Some((master_id, orig)) => {
+            let mb = &mut w.mailboxes[mi];
+            let previous = mb.events.get(master_id).cloned().ok_or_else(GraphError::not_found)?;
+            let mut master = previous.clone();
+            let ex = master.exceptions.entry(orig.timestamp()).or_insert_with(|| blank_exception(&current, now));
+            ex.response = Some((answer.response().to_string(), now));
+            ex.change_key = wire::change_key();
+            ex.modified = now;
+            let etag = wire::etag(&ex.change_key);
+            master.seq = seq;
+            let uid = master.ical_uid.clone();
+            mb.series_history.push((seq, previous));
+            mb.events.insert(master_id.clone(), master);
+            (uid, etag)
+        }
+    };
+    notify(ctx, &w, &mb_id, &current.id, &etag, "updated");
+    if params.send_response {
+        let attendee = w.mailboxes[mi].upn.clone();
+        let organizer = current.organizer["address"].as_str().unwrap_or_default().to_string();
+        let orig = occurrence.map(|(_, o)| o);
+        tell_organizer(ctx, &mut w, &organizer, &series_uid, orig, &attendee, answer, now, &params.proposed);
+    }
+    drop(w);
+    lock(&ctx.shared.stats).count_write("event");
+    Ok(Reply { status: axum::http::StatusCode::ACCEPTED, headers: Default::default(), body: None })
+}
+
+/// The organizer's side of an answer: the attendee's status on the organizer's
+/// event (or that one occurrence of it). Nothing happens when the organizer's
+/// mailbox or event is not in the simulator or no longer lists the attendee.
+#[allow(clippy::too_many_arguments)]
+fn tell_organizer(
+    ctx: &Ctx<'_>,
+    w: &mut World,
+    organizer: &str,
+    uid: &str,
+    orig: Option<DateTime<Utc>>,
+    attendee: &str,
+    answer: Answer,
+    now: DateTime<Utc>,
+    proposed: &Option<Value>,
+) {
+    let Some(oi) = w.mailbox_index(organizer) else { return };
+    let org_mb = w.mailboxes[oi].id.clone();
+    let Some(org_id) =
+        w.mailboxes[oi].events.values().find(|e| e.is_organizer && e.ical_uid == uid).map(|e| e.id.clone())
+    else {
+        return;
+    };
+    let seq = w.next_seq();
+    match orig {
+        None => {
+            let Some(e) = w.mailboxes[oi].events.get_mut(&org_id) else { return };
+            let Some(list) = e.props.get_mut("attendees") else { return };
+            if !set_status(list, attendee, answer.response(), now, proposed) {
+                return;
+            }
+            e.change_key = wire::change_key();
+            e.modified = now;
+            e.seq = seq;
+            let etag = wire::etag(&e.change_key);
+            notify(ctx, w, &org_mb, &org_id, &etag, "updated");
+        }
+        Some(orig) => {
+            let occ_id = occurrence_id(&org_id, orig);
+            let mb = &mut w.mailboxes[oi];
+            let Some(current) = find(mb, &occ_id) else { return };
+            let Some(previous) = mb.events.get(&org_id).cloned() else { return };
+            let mut list = current.props.get("attendees").cloned().unwrap_or_else(|| json!([]));
+            if !set_status(&mut list, attendee, answer.response(), now, proposed) {
+                return;
+            }
+            let mut master = previous.clone();
+            let ex = master.exceptions.entry(orig.timestamp()).or_insert_with(|| blank_exception(&current, now));
+            ex.props.insert("attendees".into(), list);
+            ex.change_key = wire::change_key();
+            ex.modified = now;
+            let etag = wire::etag(&ex.change_key);
+            master.seq = seq;
+            mb.series_history.push((seq, previous));
+            mb.events.insert(org_id.clone(), master);
+            notify(ctx, w, &org_mb, &occ_id, &etag, "updated");
+        }
+    }
 }
 
 struct WindowSource {

@@ -2,7 +2,7 @@
 //! that answers the token endpoint and `/v1.0/…` from in-memory state —
 //! users, contact folders and contacts (extended properties, delta), events
 //! (single instances and recurring series, calendarView and its delta,
-//! attendee copies), To Do lists and tasks (delta, open extensions),
+//! attendee copies and their accept/decline/tentativelyAccept), To Do lists and tasks (delta, open extensions),
 //! subscriptions with the validation handshake, `$batch` and Outlook
 //! throttling — and pushes change and lifecycle notifications to subscribers.
 //!
@@ -45,6 +45,16 @@
 //! is the wording reported for OneDrive, #21403); `ErrorFolderExists` — code and
 //! message match Exchange's EWS reference, but whether Graph answers 409 or 400 for a
 //! duplicate contact folder name is not documented (the simulator answers 409).
+//!
+//! Invitee answers (`POST …/events/{id}/accept|decline|tentativelyAccept`, learn.microsoft.com
+//! event-accept/-decline/-tentativelyaccept): body `{"comment","sendResponse"}` (+ `proposedNewTime` for
+//! decline/tentative), 202 without a body; 400 when `proposedNewTime` comes with `sendResponse:false` or on a
+//! meeting without `allowNewTimeProposals` (documented status; the code `ErrorInvalidRequest` is a guess).
+//! The organizer answering their own meeting gets 400 `ErrorCalendarIsOrganizerForAccept` / `…ForDecline` /
+//! `…ForTentative`: the codes are Exchange's (EWS ResponseCode reference), the 400 and the message are
+//! unconfirmed for Graph. A declined copy stays in the attendee's calendar with `responseStatus` `declined`
+//! (Outlook clients may remove it; whether Graph's decline does is not documented). Answering one occurrence
+//! turns it into an exception on the attendee's side, and on the organizer's side when the answer is sent.
 
 mod auth;
 mod batch;

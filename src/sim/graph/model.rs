@@ -172,6 +172,8 @@ pub(crate) struct Event {
     /// `{"name","address"}` of the organizer.
     pub organizer: Value,
     pub response: String,
+    /// When this mailbox's owner last answered the invitation (`responseStatus.time`).
+    pub response_time: Option<DateTime<Utc>>,
     pub is_cancelled: bool,
     /// Organizer side: the attendee copies (mailbox id, event id).
     pub copies: Vec<(String, String)>,
@@ -206,6 +208,8 @@ pub(crate) struct EventException {
     pub end_tz: String,
     pub change_key: String,
     pub modified: DateTime<Utc>,
+    /// Attendee side: this occurrence's own answer (`responseStatus` response and time).
+    pub response: Option<(String, DateTime<Utc>)>,
 }
 
 #[derive(Debug, Clone)]

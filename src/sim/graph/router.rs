@@ -146,6 +146,12 @@ pub(crate) enum Route {
         user: String,
         event: String,
     },
+    /// `accept`, `decline` or `tentativelyAccept` on an event.
+    EventAnswer {
+        user: String,
+        event: String,
+        answer: events::Answer,
+    },
     ContactFoldersDelta {
         user: String,
     },
@@ -183,6 +189,7 @@ impl Route {
             | Route::Event { user, .. }
             | Route::ContactFoldersDelta { user }
             | Route::EventInstances { user, .. }
+            | Route::EventAnswer { user, .. }
             | Route::CalendarView { user }
             | Route::CalendarViewDelta { user }
             | Route::TodoLists { user }
@@ -205,6 +212,8 @@ impl Route {
             Route::Batch => Area::Batch,
             Route::Events { .. }
             | Route::Event { .. }
+            | Route::EventInstances { .. }
+            | Route::EventAnswer { .. }
             | Route::CalendarView { .. }
             | Route::CalendarViewDelta { .. } => Area::Calendar,
             Route::TodoLists { .. }
@@ -281,6 +290,13 @@ pub(crate) fn route(path: &str) -> Option<(Route, &'static str)> {
         }
         ["users", _, "calendar", "events", _, "instances"] => {
             (Route::EventInstances { user: o(1), event: o(4) }, "/users/{user}/events/{eventId}/instances")
+        }
+        ["users", _, "events", _, a] | ["users", _, "calendar", "events", _, a]
+            if events::Answer::from_segment(a).is_some() =>
+        {
+            let n = l.len();
+            let answer = events::Answer::from_segment(a).expect("checked by the guard");
+            (Route::EventAnswer { user: o(1), event: o(n - 2), answer }, answer_template(answer))
         }
         ["users", _, "calendarview"] | ["users", _, "calendar", "calendarview"] => {
             (Route::CalendarView { user: o(1) }, "/users/{user}/calendarView")
@@ -510,6 +526,7 @@ async fn dispatch_inner(shared: &Arc<Shared>, req: &Req) -> GResult {
             _ => Err(method_not_allowed()),
         },
         Route::EventInstances { event, .. } if m == Method::GET => events::instances(&ctx, &event),
+        Route::EventAnswer { event, answer, .. } if m == Method::POST => events::respond(&ctx, &event, answer),
         Route::CalendarView { .. } if m == Method::GET => events::calendar_view(&ctx),
         Route::CalendarViewDelta { .. } if m == Method::GET => events::view_delta(&ctx),
         Route::TodoLists { .. } => match m {
@@ -560,6 +577,14 @@ async fn dispatch_inner(shared: &Arc<Shared>, req: &Req) -> GResult {
         },
         Route::SubscriptionReauthorize { id } if m == Method::POST => subscriptions::reauthorize(&ctx, &id),
         _ => Err(method_not_allowed()),
+    }
+}
+
+fn answer_template(answer: events::Answer) -> &'static str {
+    match answer {
+        events::Answer::Accept => "/users/{user}/events/{eventId}/accept",
+        events::Answer::Decline => "/users/{user}/events/{eventId}/decline",
+        events::Answer::TentativelyAccept => "/users/{user}/events/{eventId}/tentativelyAccept",
     }
 }
 
