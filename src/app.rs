@@ -12,6 +12,7 @@ use crate::config::{Config, TenantConfig};
 use crate::engine::Engine;
 use crate::http::{self, AppState};
 use crate::queue::Queue;
+use crate::scheduler::{self, Scheduler, SchedulerSettings};
 use crate::store::{Cipher, GraphCredentials, HellohqCredentials, Store, Tenant};
 use crate::worker::Worker;
 
@@ -44,9 +45,41 @@ impl App {
         )
     }
 
+    /// The scheduler of this deployment (only the lease holder acts on ticks;
+    /// every process may handle lifecycle hints with it).
+    pub fn scheduler(&self) -> Scheduler {
+        let c = &self.config;
+        let settings = SchedulerSettings {
+            tick: Duration::from_secs(c.scheduler.tick_secs),
+            lease_ttl: Duration::from_secs((c.scheduler.tick_secs * 3).max(90)),
+            subscription_minutes: c.scheduler.subscription_minutes,
+            tasks_poll_interval: Duration::from_secs(c.tasks.poll_interval_secs),
+            reconcile_interval: Duration::from_secs(c.reconcile.interval_secs),
+            hellohq_poll_interval: Duration::from_secs(c.hellohq.poll_interval_secs),
+            ..SchedulerSettings::default()
+        };
+        Scheduler::new(self.store.clone(), self.queue.clone(), &c.public_url(), settings, scheduler::system_clock())
+    }
+
+    /// Runs the scheduler until `shutdown` when it is enabled.
+    pub fn spawn_scheduler(&self, shutdown: CancellationToken) -> Option<tokio::task::JoinHandle<()>> {
+        if !self.config.scheduler.enabled {
+            tracing::info!("scheduler disabled (scheduler.enabled = false)");
+            return None;
+        }
+        if !self.config.public_url().starts_with("https://") {
+            tracing::warn!(
+                public_url = %self.config.public_url(),
+                "http.public_url is not HTTPS: real Graph will refuse to create subscriptions (fine for the simulators)"
+            );
+        }
+        Some(tokio::spawn(self.scheduler().run(shutdown)))
+    }
+
     pub fn worker(&self) -> Worker {
         Worker {
             queue: self.queue.clone(),
+            lifecycle: Some(std::sync::Arc::new(self.scheduler())),
             engine: Engine::new(self.store.clone()),
             concurrency: self.config.worker.concurrency,
             drain_timeout: Duration::from_secs(self.config.worker.drain_timeout_secs),

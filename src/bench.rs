@@ -10,7 +10,7 @@ use anyhow::Context;
 use clap::{Args, Subcommand, ValueEnum};
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions, QueueDeleteOptions};
 use lapin::types::{AMQPValue, FieldTable};
-use lapin::{BasicProperties, Connection, ConnectionProperties};
+use lapin::{BasicProperties, Connection};
 use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 
@@ -211,7 +211,8 @@ fn hint_sized_payload() -> Vec<u8> {
 }
 
 async fn raw_amqp_confirms(url: &str, prefix: &str, clients: usize, n: u64) -> anyhow::Result<Figures> {
-    let conn = Connection::connect(url, ConnectionProperties::default())
+    // The same connection settings as the queue backend, so only our code differs.
+    let conn = Connection::connect(url, crate::queue::amqp::connection_properties("hqsync-bench-baseline"))
         .await
         .with_context(|| format!("connecting to RabbitMQ at {} (queue.url)", crate::config::redact_url(url)))?;
     let ch = conn.create_channel().await?;
@@ -319,12 +320,9 @@ async fn http_ingress(cfg: &Config, dir: &std::path::Path, label: &str, args: &I
     };
     shutdown.cancel();
     let _ = server.await;
-    if let Ok(d) = queue.depth().await {
-        eprintln!(
-            "  {label} queue depth after the run: {} ready (expected {})",
-            d.ready,
-            args.warmup + args.notifications
-        );
+    if let (Ok(d), Ok(f)) = (queue.depth().await, figures.as_ref()) {
+        // Every 202 must have left a hint behind.
+        eprintln!("  {label} queue depth after the run: {} ready (expected {})", d.ready, args.warmup + f.count);
     }
     if let Err(e) = queue.delete_topology().await {
         eprintln!("  warning: could not delete the benchmark's queues: {e}");

@@ -126,7 +126,12 @@ async fn dispatch(command: Command, config: Config) -> anyhow::Result<()> {
             let listener = app::bind(config.http.listen).await?;
             let app = App::open(config).await?;
             let shutdown = app::shutdown_on_signals();
-            let res = app.serve(listener, shutdown).await;
+            let scheduler = app.spawn_scheduler(shutdown.clone());
+            let res = app.serve(listener, shutdown.clone()).await;
+            shutdown.cancel();
+            if let Some(s) = scheduler {
+                let _ = s.await;
+            }
             app.queue.close().await;
             res
         }
@@ -142,9 +147,13 @@ async fn dispatch(command: Command, config: Config) -> anyhow::Result<()> {
             let app = App::open(config).await?;
             let shutdown = app::shutdown_on_signals();
             let worker = tokio::spawn(app.worker().run(shutdown.clone()));
+            let scheduler = app.spawn_scheduler(shutdown.clone());
             let res = app.serve(listener, shutdown.clone()).await;
             shutdown.cancel();
             let _ = worker.await;
+            if let Some(s) = scheduler {
+                let _ = s.await;
+            }
             app.queue.close().await;
             res
         }

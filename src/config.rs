@@ -24,6 +24,10 @@ pub struct Config {
     pub worker: WorkerConfig,
     pub secrets: SecretsConfig,
     pub log: LogConfig,
+    pub scheduler: SchedulerConfig,
+    pub tasks: TasksConfig,
+    pub reconcile: ReconcileConfig,
+    pub hellohq: HellohqConfig,
     /// Tenants declared in the file; reconciled into the store at start.
     #[serde(default)]
     pub tenants: Vec<TenantConfig>,
@@ -33,6 +37,10 @@ pub struct Config {
 #[serde(deny_unknown_fields)]
 pub struct HttpConfig {
     pub listen: SocketAddr,
+    /// The address Graph and helloHQ reach this service at (HTTPS in
+    /// production; Graph accepts plain http only for loopback). Empty =
+    /// `http://<listen>`. Subscriptions point at `<public_url>/v1/notifications/graph`.
+    pub public_url: String,
     /// Largest request body accepted on the notification and webhook routes.
     pub max_body_bytes: usize,
 }
@@ -95,6 +103,39 @@ pub struct SecretsConfig {
     /// generated (mode 0600) on first start when neither is given.
     #[serde(default)]
     pub master_key_file: Option<PathBuf>,
+}
+
+/// Subscription upkeep and catch-up passes (runs inside `serve`/`run`; one
+/// active instance per deployment, chosen by a lease in the store).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SchedulerConfig {
+    pub enabled: bool,
+    /// Pause between two passes.
+    pub tick_secs: u64,
+    /// Requested lifetime of a Graph subscription (Graph's cap for events and contacts: 4230).
+    pub subscription_minutes: i64,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TasksConfig {
+    /// To Do has no app-only notifications: each mailbox's task list is delta-polled this often.
+    pub poll_interval_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReconcileConfig {
+    /// A Graph delta pass per mailbox and kind this often, whatever notifications said.
+    pub interval_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct HellohqConfig {
+    /// helloHQ change poll (updatedOn + deletions log) per tenant this often.
+    pub poll_interval_secs: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
@@ -166,7 +207,11 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             data_dir: PathBuf::from("./data"),
-            http: HttpConfig { listen: "127.0.0.1:8080".parse().expect("valid literal"), max_body_bytes: 1024 * 1024 },
+            http: HttpConfig {
+                listen: "127.0.0.1:8080".parse().expect("valid literal"),
+                public_url: String::new(),
+                max_body_bytes: 1024 * 1024,
+            },
             store: StoreConfig { url: String::new(), max_connections: 10 },
             queue: QueueConfig {
                 backend: QueueBackend::Local,
@@ -182,6 +227,10 @@ impl Default for Config {
             worker: WorkerConfig { concurrency: 16, drain_timeout_secs: 30 },
             secrets: SecretsConfig::default(),
             log: LogConfig { format: LogFormat::Auto, level: "info".into() },
+            scheduler: SchedulerConfig { enabled: true, tick_secs: 30, subscription_minutes: 4229 },
+            tasks: TasksConfig { poll_interval_secs: 60 },
+            reconcile: ReconcileConfig { interval_secs: 900 },
+            hellohq: HellohqConfig { poll_interval_secs: 60 },
             tenants: Vec::new(),
         }
     }
@@ -212,6 +261,15 @@ impl ConfigError {
 }
 
 impl Config {
+    /// Where Graph and helloHQ reach this service.
+    pub fn public_url(&self) -> String {
+        if self.http.public_url.is_empty() {
+            format!("http://{}", self.http.listen)
+        } else {
+            self.http.public_url.trim_end_matches('/').to_string()
+        }
+    }
+
     /// Loads defaults ← file ← environment, then validates. `file` = None
     /// reads `./hqsync.toml` when it exists.
     pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
@@ -290,6 +348,30 @@ impl Config {
         }
         if self.queue.publish_timeout_ms == 0 {
             return Err(bad("queue.publish_timeout_ms", "must be at least 1".into()));
+        }
+        if !self.http.public_url.is_empty() {
+            match url::Url::parse(&self.http.public_url) {
+                Ok(u) if u.scheme() == "https" || u.scheme() == "http" => {}
+                _ => return Err(bad("http.public_url", format!("{:?} is not an http(s) URL", self.http.public_url))),
+            }
+        }
+        if self.scheduler.tick_secs == 0 {
+            return Err(bad("scheduler.tick_secs", "must be at least 1".into()));
+        }
+        if !(45..=10_080).contains(&self.scheduler.subscription_minutes) {
+            return Err(bad(
+                "scheduler.subscription_minutes",
+                format!("{} is outside 45..=10080", self.scheduler.subscription_minutes),
+            ));
+        }
+        for (key, v) in [
+            ("tasks.poll_interval_secs", self.tasks.poll_interval_secs),
+            ("reconcile.interval_secs", self.reconcile.interval_secs),
+            ("hellohq.poll_interval_secs", self.hellohq.poll_interval_secs),
+        ] {
+            if v == 0 {
+                return Err(bad(key, "must be at least 1".into()));
+            }
         }
         if self.worker.concurrency == 0 {
             return Err(bad("worker.concurrency", "must be at least 1".into()));

@@ -12,6 +12,7 @@ pub mod engine;
 pub mod http;
 pub mod model;
 pub mod queue;
+pub mod scheduler;
 pub mod sim;
 pub mod store;
 pub mod telemetry;

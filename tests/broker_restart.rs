@@ -71,6 +71,7 @@ async fn ingress_and_worker_ride_out_a_broker_restart() {
     let stop = tokio_util::sync::CancellationToken::new();
     let worker = Worker {
         queue: app.queue.clone(),
+        lifecycle: None,
         engine: Engine::new(app.store.clone()),
         concurrency: 4,
         drain_timeout: Duration::from_secs(5),

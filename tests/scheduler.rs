@@ -523,3 +523,41 @@ async fn a_mailbox_outside_the_access_policy_gets_a_last_error_and_the_others_ca
     assert_eq!(ben.last_error, None);
     h.stop().await;
 }
+
+#[tokio::test]
+async fn a_worker_hands_a_subscription_removed_hint_to_the_scheduler() {
+    let h = Harness::start(&[ANNA]).await;
+    let tenant = h.add_tenant("acme", None, &[ANNA]).await;
+    h.scheduler().tick().await;
+    h.drain().await;
+    let victim =
+        h.store.list_subscriptions(&tenant).await.unwrap().into_iter().find(|s| s.kind == Kind::Contact).unwrap();
+    // Graph removes it; the ingress queues the lifecycle hint; a worker picks it up.
+    h.control("lifecycle", json!({"subscriptionId": victim.id, "event": "subscriptionRemoved"})).await;
+    let stop = tokio_util::sync::CancellationToken::new();
+    let worker = hqsync::worker::Worker {
+        queue: h.queue.clone(),
+        lifecycle: Some(Arc::new(h.scheduler())),
+        engine: hqsync::engine::Engine::new(h.store.clone()),
+        concurrency: 2,
+        drain_timeout: std::time::Duration::from_secs(5),
+        retry_delays: vec![std::time::Duration::from_secs(1)],
+    };
+    let w = tokio::spawn(worker.run(stop.clone()));
+    let mut replaced = false;
+    for _ in 0..100 {
+        let now = h.store.list_subscriptions(&tenant).await.unwrap();
+        if now.len() == 3 && now.iter().all(|s| s.id != victim.id) {
+            replaced = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    stop.cancel();
+    w.await.unwrap();
+    assert!(replaced, "the worker did not get the removed subscription recreated");
+    let at_graph = h.graph_subscriptions().await;
+    assert_eq!(at_graph.len(), 3, "{at_graph:?}");
+    assert!(at_graph.iter().all(|s| s["id"] != json!(victim.id)));
+    h.stop().await;
+}

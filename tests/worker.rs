@@ -35,6 +35,7 @@ fn hint(i: u32) -> Hint {
 fn worker(queue: &Queue, store: &Store, cfg: &Config) -> Worker {
     Worker {
         queue: queue.clone(),
+        lifecycle: None,
         engine: Engine::new(store.clone()),
         concurrency: 8,
         drain_timeout: Duration::from_secs(10),

@@ -13,11 +13,15 @@ use tokio_util::task::TaskTracker;
 
 use crate::engine::{Engine, EngineError, Outcome};
 use crate::http::metrics::worker_outcome;
-use crate::queue::{Consumer, Delivery, Queue};
+use crate::queue::{Change, Consumer, Delivery, Queue};
+use crate::scheduler::{Scheduler, SchedulerError};
 
 #[derive(Clone)]
 pub struct Worker {
     pub queue: Queue,
+    /// Handles Graph lifecycle hints (subscription removed, reauthorization
+    /// required); without one they are only recorded.
+    pub lifecycle: Option<Arc<Scheduler>>,
     pub engine: Engine,
     pub concurrency: usize,
     pub drain_timeout: Duration,
@@ -99,6 +103,24 @@ impl Worker {
                 return;
             }
         };
+        if let (Some(scheduler), Change::SubscriptionRemoved | Change::ReauthorizationRequired) =
+            (&self.lifecycle, hint.change)
+        {
+            match scheduler.handle_lifecycle(&hint).await {
+                Ok(outcome) => tracing::info!(hint_id = %hint.hint_id, ?outcome, "lifecycle event handled"),
+                Err(e) if lifecycle_transient(&e) => {
+                    tracing::warn!(hint_id = %hint.hint_id, error = %e, "lifecycle event failed; retrying later");
+                    let delay = self.retry_delays.first().copied().unwrap_or(Duration::from_secs(5));
+                    settle(d.retry(delay).await, "retried");
+                    return;
+                }
+                Err(e) => {
+                    tracing::error!(hint_id = %hint.hint_id, error = %e, "lifecycle event cannot be handled; dead-lettering");
+                    settle(d.dead_letter(&e.to_string()).await, "dead_lettered");
+                    return;
+                }
+            }
+        }
         match self.engine.handle(&hint).await {
             Ok(Outcome::Applied) => settle(d.ack().await, "processed"),
             Ok(Outcome::Duplicate) => settle(d.ack().await, "duplicate"),
@@ -130,4 +152,13 @@ async fn pause(shutdown: &CancellationToken, backoff: &mut Duration) {
         _ = shutdown.cancelled() => {}
     }
     *backoff = (*backoff * 2).min(Duration::from_secs(10));
+}
+
+fn lifecycle_transient(e: &SchedulerError) -> bool {
+    match e {
+        SchedulerError::Graph(g) => g.is_transient(),
+        SchedulerError::Store(s) => s.is_unavailable(),
+        SchedulerError::Queue(_) => true,
+        SchedulerError::UnknownTenant(_) => false,
+    }
 }
