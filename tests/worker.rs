@@ -178,6 +178,8 @@ fn worker_process(cfg: &Config, master_key: &str) -> std::process::Child {
         .env("HQSYNC_QUEUE__URL", &cfg.queue.url)
         .env("HQSYNC_QUEUE__PREFIX", &cfg.queue.prefix)
         .env("HQSYNC_QUEUE__PARTITIONS", cfg.queue.partitions.to_string())
+        // The same retry queues as the test's own handle, so its cleanup removes them all.
+        .env("HQSYNC_QUEUE__RETRY_DELAYS_SECS", format!("{:?}", cfg.queue.retry_delays_secs))
         .env("HQSYNC_QUEUE__VISIBILITY_TIMEOUT_SECS", cfg.queue.visibility_timeout_secs.to_string())
         .env("HQSYNC_SECRETS__MASTER_KEY", master_key)
         .env("HQSYNC_LOG__FORMAT", "json")
