@@ -300,15 +300,7 @@ pub(crate) struct RenderOpts<'a> {
 }
 
 pub(crate) fn render_contact(c: &Contact, o: &RenderOpts<'_>) -> Value {
-    let mut m = Map::new();
-    if let Some(ctx) = &o.context {
-        m.insert("@odata.context".into(), json!(ctx));
-    }
-    if o.with_type {
-        m.insert("@odata.type".into(), json!(CONTACT_TYPE));
-    }
-    m.insert("@odata.etag".into(), json!(wire::etag(&c.change_key)));
-    m.insert("id".into(), json!(c.id));
+    let mut m = wire::item_head(o.context.as_deref(), o.with_type.then_some(CONTACT_TYPE), &c.change_key, &c.id);
     let mut rest = Map::new();
     rest.insert("createdDateTime".into(), json!(wire::ts_seconds(c.created)));
     rest.insert("lastModifiedDateTime".into(), json!(wire::ts_seconds(c.modified)));
@@ -705,17 +697,9 @@ pub(crate) fn delta(ctx: &Ctx<'_>, folder: Option<&str>) -> GResult {
     let page = delta::next_page(&mut w, ctx, scope, &ctx.req.path, &source)?;
     let mb = mailbox(&w, ctx)?;
     let opts = RenderOpts { ext_ids: None, select: page.select.as_deref(), with_type: true, context: None };
-    let value: Vec<Value> = page
-        .ids
-        .iter()
-        .map(|id| match mb.contacts.get(id).filter(|c| c.folder_id == fid) {
-            Some(c) => render_contact(c, &opts),
-            None => json!({"@odata.type": CONTACT_TYPE, "id": id, "@removed": {"reason": "deleted"}}),
-        })
-        .collect();
-    let mut out =
-        json!({"@odata.context": format!("{}/$metadata#Collection(contact)", ctx.graph_root()), "value": value});
-    out[page.link_name] = json!(page.link);
+    let out = page.body(ctx, "contact", CONTACT_TYPE, |id| {
+        mb.contacts.get(id).filter(|c| c.folder_id == fid).map(|c| render_contact(c, &opts))
+    });
     Ok(Reply::ok(out))
 }
 
@@ -754,23 +738,14 @@ pub(crate) fn folders_delta(ctx: &Ctx<'_>) -> GResult {
     let source = Folders { mailbox_id: mb_id.clone() };
     let page = delta::next_page(&mut w, ctx, DeltaScope::ContactFolders { mailbox_id: mb_id }, &ctx.req.path, &source)?;
     let mb = mailbox(&w, ctx)?;
-    let value: Vec<Value> = page
-        .ids
-        .iter()
-        .map(|id| match mb.contact_folders.iter().find(|f| &f.id == id) {
-            Some(f) => {
-                let mut v = render_folder(f);
-                v["@odata.type"] = json!("#microsoft.graph.contactFolder");
-                v
-            }
-            None => {
-                json!({"@odata.type": "#microsoft.graph.contactFolder", "id": id, "@removed": {"reason": "deleted"}})
-            }
+    const FOLDER_TYPE: &str = "#microsoft.graph.contactFolder";
+    let out = page.body(ctx, "contactFolder", FOLDER_TYPE, |id| {
+        mb.contact_folders.iter().find(|f| f.id == id).map(|f| {
+            let mut v = render_folder(f);
+            v["@odata.type"] = json!(FOLDER_TYPE);
+            v
         })
-        .collect();
-    let mut out =
-        json!({"@odata.context": format!("{}/$metadata#Collection(contactFolder)", ctx.graph_root()), "value": value});
-    out[page.link_name] = json!(page.link);
+    });
     Ok(Reply::ok(out))
 }
 

@@ -33,6 +33,35 @@ pub(crate) struct DeltaPage {
     pub select: Option<Vec<String>>,
 }
 
+impl DeltaPage {
+    /// The page as Graph answers it: each id rendered by `render`, or, when
+    /// it is gone (or out of scope), an `@removed` tombstone of `odata_type`;
+    /// then the next or delta link. `collection` names the `$metadata` entity.
+    pub(crate) fn body(
+        &self,
+        ctx: &Ctx<'_>,
+        collection: &str,
+        odata_type: &str,
+        mut render: impl FnMut(&str) -> Option<serde_json::Value>,
+    ) -> serde_json::Value {
+        let value: Vec<serde_json::Value> = self
+            .ids
+            .iter()
+            .map(|id| {
+                render(id).unwrap_or_else(
+                    || serde_json::json!({"@odata.type": odata_type, "id": id, "@removed": {"reason": "deleted"}}),
+                )
+            })
+            .collect();
+        let mut out = serde_json::json!({
+            "@odata.context": format!("{}/$metadata#Collection({collection})", ctx.graph_root()),
+            "value": value,
+        });
+        out[self.link_name] = serde_json::json!(self.link);
+        out
+    }
+}
+
 /// A round's item sources: everything now in scope (initial round), or what
 /// changed after a watermark (later rounds), in a stable order.
 pub(crate) trait DeltaSource {

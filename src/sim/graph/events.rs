@@ -318,15 +318,7 @@ pub(crate) struct EventOpts<'a> {
 }
 
 pub(crate) fn render(e: &Event, o: &EventOpts<'_>) -> Value {
-    let mut m = Map::new();
-    if let Some(c) = &o.context {
-        m.insert("@odata.context".into(), json!(c));
-    }
-    if o.with_type {
-        m.insert("@odata.type".into(), json!(EVENT_TYPE));
-    }
-    m.insert("@odata.etag".into(), json!(wire::etag(&e.change_key)));
-    m.insert("id".into(), json!(e.id));
+    let mut m = wire::item_head(o.context.as_deref(), o.with_type.then_some(EVENT_TYPE), &e.change_key, &e.id);
     m.insert("createdDateTime".into(), json!(wire::ts_7(e.created)));
     m.insert("lastModifiedDateTime".into(), json!(wire::ts_7(e.modified)));
     m.insert("changeKey".into(), json!(e.change_key));
@@ -1380,17 +1372,9 @@ pub(crate) fn view_delta(ctx: &Ctx<'_>) -> GResult {
     let page = delta::next_page(&mut w, ctx, scope, &path, &source)?;
     let mb = contacts::mailbox(&w, ctx)?;
     let opts = EventOpts { prefer_tz: pref.as_deref(), ext_ids: None, with_type: true, context: None };
-    let value: Vec<Value> = page
-        .ids
-        .iter()
-        .map(|id| match find(mb, id).filter(|e| e.kind != EventKind::SeriesMaster && overlaps(e, start, end)) {
-            Some(e) => render(&e, &opts),
-            None => json!({"@odata.type": EVENT_TYPE, "id": id, "@removed": {"reason": "deleted"}}),
-        })
-        .collect();
-    let mut out =
-        json!({"@odata.context": format!("{}/$metadata#Collection(event)", ctx.graph_root()), "value": value});
-    out[page.link_name] = json!(page.link);
+    let out = page.body(ctx, "event", EVENT_TYPE, |id| {
+        find(mb, id).filter(|e| e.kind != EventKind::SeriesMaster && overlaps(e, start, end)).map(|e| render(&e, &opts))
+    });
     Ok(with_pref(Reply::ok(out), &pref))
 }
 

@@ -337,17 +337,9 @@ pub(crate) fn lists_delta(ctx: &Ctx<'_>) -> GResult {
     let source = ListsSource { mailbox_id: mb_id.clone() };
     let page = delta::next_page(&mut w, ctx, DeltaScope::TodoLists { mailbox_id: mb_id }, &ctx.req.path, &source)?;
     let mb = contacts::mailbox(&w, ctx)?;
-    let value: Vec<Value> = page
-        .ids
-        .iter()
-        .map(|id| match mb.todo_lists.iter().find(|l| &l.id == id) {
-            Some(l) => render_list(l, true),
-            None => json!({"@odata.type": LIST_TYPE, "id": id, "@removed": {"reason": "deleted"}}),
-        })
-        .collect();
-    let mut out =
-        json!({"@odata.context": format!("{}/$metadata#Collection(todoTaskList)", ctx.graph_root()), "value": value});
-    out[page.link_name] = json!(page.link);
+    let out = page.body(ctx, "todoTaskList", LIST_TYPE, |id| {
+        mb.todo_lists.iter().find(|l| l.id == id).map(|l| render_list(l, true))
+    });
     Ok(Reply::ok(out))
 }
 
@@ -549,17 +541,9 @@ pub(crate) fn tasks_delta(ctx: &Ctx<'_>, list: &str) -> GResult {
     let scope = DeltaScope::TodoTasks { mailbox_id: mb_id, list_id: list.to_string() };
     let page = delta::next_page(&mut w, ctx, scope, &ctx.req.path, &source)?;
     let mb = contacts::mailbox(&w, ctx)?;
-    let value: Vec<Value> = page
-        .ids
-        .iter()
-        .map(|id| match mb.tasks.get(id).filter(|t| t.list_id == list) {
-            Some(t) => render_task(t, true, false, None),
-            None => json!({"@odata.type": TASK_TYPE, "id": id, "@removed": {"reason": "deleted"}}),
-        })
-        .collect();
-    let mut out =
-        json!({"@odata.context": format!("{}/$metadata#Collection(todoTask)", ctx.graph_root()), "value": value});
-    out[page.link_name] = json!(page.link);
+    let out = page.body(ctx, "todoTask", TASK_TYPE, |id| {
+        mb.tasks.get(id).filter(|t| t.list_id == list).map(|t| render_task(t, true, false, None))
+    });
     Ok(Reply::ok(out))
 }
 

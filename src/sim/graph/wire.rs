@@ -66,6 +66,27 @@ pub(crate) fn fractional_seconds(min: f64, max: f64) -> String {
     format!("{:.3}", rand::thread_rng().gen_range(min..max))
 }
 
+/// The annotations an Outlook item's JSON starts with: `@odata.context`
+/// (when answering for a single item), `@odata.type` (in collections that
+/// mix types, e.g. delta), the etag of its change key, and its id.
+pub(crate) fn item_head(
+    context: Option<&str>,
+    odata_type: Option<&str>,
+    change_key: &str,
+    id: &str,
+) -> serde_json::Map<String, serde_json::Value> {
+    let mut m = serde_json::Map::new();
+    if let Some(c) = context {
+        m.insert("@odata.context".into(), c.into());
+    }
+    if let Some(t) = odata_type {
+        m.insert("@odata.type".into(), t.into());
+    }
+    m.insert("@odata.etag".into(), etag(change_key).into());
+    m.insert("id".into(), id.into());
+    m
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
