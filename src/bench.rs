@@ -276,15 +276,10 @@ async fn http_ingress(cfg: &Config, dir: &std::path::Path, label: &str, args: &I
     let (tenant, mailbox) = seed_bench_subscription(&store).await?;
     let (tenant2, mailbox2) = (tenant.clone(), mailbox.clone());
     let queue = Queue::open(&cfg.queue, &store).await?;
-    let mut ready = false;
-    for _ in 0..50 {
-        if queue.ready().await.is_ok() {
-            ready = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    anyhow::ensure!(ready, "the {label} queue did not become ready");
+    queue
+        .wait_ready(Duration::from_secs(5))
+        .await
+        .with_context(|| format!("the {label} queue did not become ready"))?;
     let state = crate::http::AppState::new(
         store.clone(),
         queue.clone(),

@@ -76,12 +76,7 @@ async fn setup(backend: QueueBackend, test: &str) -> Option<(Config, Store, Queu
     let cfg = test_config(dir.path(), backend, amqp.as_deref(), test);
     let store = seeded_store(&cfg).await;
     let queue = Queue::open(&cfg.queue, &store).await.unwrap();
-    for _ in 0..100 {
-        if queue.ready().await.is_ok() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    queue.wait_ready(Duration::from_secs(5)).await.expect("queue ready");
     Some((cfg, store, queue, dir))
 }
 
@@ -203,12 +198,7 @@ async fn setup_for_processes(
     let key = hqsync::store::Cipher::generate_key_base64();
     let store = Store::open(&cfg.store.url, 5, hqsync::store::Cipher::from_base64(&key).unwrap()).await.unwrap();
     let queue = Queue::open(&cfg.queue, &store).await.unwrap();
-    for _ in 0..100 {
-        if queue.ready().await.is_ok() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    queue.wait_ready(Duration::from_secs(5)).await.expect("queue ready");
     Some((cfg, store, queue, key, dir))
 }
 

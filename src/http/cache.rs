@@ -31,7 +31,10 @@ impl<K: Eq + Hash + Clone, V> Ttl<K, V> {
     }
 
     /// `Some(entry)` when cached and fresh (the entry itself may be a miss).
-    fn get(&self, k: &K) -> Option<Option<Arc<V>>> {
+    fn get<Q: Eq + Hash + ?Sized>(&self, k: &Q) -> Option<Option<Arc<V>>>
+    where
+        K: std::borrow::Borrow<Q>,
+    {
         let map = self.map.read();
         let (at, v) = map.get(k)?;
         let ttl = if v.is_some() { HIT_TTL } else { MISS_TTL };
@@ -46,7 +49,10 @@ impl<K: Eq + Hash + Clone, V> Ttl<K, V> {
         map.insert(k, (Instant::now(), v));
     }
 
-    fn remove(&self, k: &K) {
+    fn remove<Q: Eq + Hash + ?Sized>(&self, k: &Q)
+    where
+        K: std::borrow::Borrow<Q>,
+    {
         self.map.write().remove(k);
     }
 }
@@ -75,7 +81,7 @@ impl SubscriptionCache {
     }
 
     pub async fn get(&self, id: &str) -> Result<Option<Arc<KnownSubscription>>, StoreError> {
-        if let Some(hit) = self.cache.get(&id.to_string()) {
+        if let Some(hit) = self.cache.get(id) {
             return Ok(hit);
         }
         let found = match self.store.get_subscription(id).await? {
@@ -98,7 +104,7 @@ impl SubscriptionCache {
 
     /// Forget one entry now (after a subscription was replaced or removed).
     pub fn invalidate(&self, id: &str) {
-        self.cache.remove(&id.to_string());
+        self.cache.remove(id);
     }
 }
 

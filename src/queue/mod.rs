@@ -171,6 +171,19 @@ impl Queue {
         self.backend.ready().await
     }
 
+    /// Waits up to `within` for `ready()` (the AMQP backend connects in the
+    /// background after `open`); the last error when it never gets there.
+    pub async fn wait_ready(&self, within: Duration) -> Result<(), QueueError> {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            match self.ready().await {
+                Ok(()) => return Ok(()),
+                Err(e) if tokio::time::Instant::now() >= deadline => return Err(e),
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+    }
+
     pub async fn depth(&self) -> Result<QueueDepth, QueueError> {
         self.backend.depth().await
     }

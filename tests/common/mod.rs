@@ -235,13 +235,7 @@ pub async fn spawn_app_with(cfg: Config, dir: tempfile::TempDir) -> TestApp {
 impl TestApp {
     /// Waits until the queue reports ready (the AMQP backend connects in the background).
     pub async fn wait_ready(&self) {
-        for _ in 0..100 {
-            if self.queue.ready().await.is_ok() {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("queue never became ready");
+        self.queue.wait_ready(Duration::from_secs(5)).await.expect("queue never became ready");
     }
 
     /// Every hint delivered within `wait`, acked.
