@@ -1,10 +1,34 @@
 //! The sync engine's entry point: one hint in, its effect committed.
-//! For now the effect is the journal record of the hint itself, made
-//! exactly once per hint id (a redelivered or duplicated hint changes
-//! nothing); reconciliation of records builds on this same entry point.
+//!
+//! A hint names a change; the engine re-reads the truth from its origin,
+//! brings the linked records in step (see [`contacts`]), and only then
+//! records the hint id as processed, so a hint that failed half-way is
+//! retried and one that succeeded is never applied twice. Every write is
+//! idempotent on its own as well (fingerprints, tagged creates), which is
+//! what makes two workers on one mailbox converge.
 
-use crate::queue::Hint;
-use crate::store::{Store, StoreError};
+pub mod contacts;
+pub mod directory;
+pub mod merge;
+pub mod settings;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::connectors::graph::{GraphClient, GraphClientConfig};
+use crate::connectors::hellohq::client::{HellohqClient, HellohqClientConfig};
+use crate::connectors::hellohq::poll::{ChangePoller, CURSOR_SCOPE};
+use crate::model::{Kind, MailboxId, TenantId};
+use crate::queue::{Change, Hint, HqEntity, Origin};
+use crate::store::{Mailbox, MailboxState, NewJournalEntry, Store, StoreError, Tenant};
+
+use contacts::{Contacts, Plan};
+use directory::Directory;
+use settings::TenantSettings;
 
 /// What handling a hint did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,23 +58,330 @@ impl From<StoreError> for EngineError {
     }
 }
 
+/// SHA-256 (hex) of a canonical record's JSON: equal records, equal prints.
+pub fn fingerprint<T: Serialize>(record: &T) -> String {
+    let bytes = serde_json::to_vec(record).unwrap_or_default();
+    Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// How long a directory snapshot is reused by hints that do not change it.
+const DIRECTORY_TTL: Duration = Duration::from_secs(15);
+
+/// One tenant's API clients, rebuilt when the tenant record changes.
+struct Clients {
+    updated: chrono::DateTime<chrono::Utc>,
+    graph: GraphClient,
+    hq: HellohqClient,
+}
+
+#[derive(Default)]
+struct Caches {
+    clients: parking_lot::Mutex<HashMap<TenantId, Arc<Clients>>>,
+    directories: parking_lot::Mutex<HashMap<TenantId, (Instant, Arc<Directory>)>>,
+}
+
 #[derive(Clone)]
 pub struct Engine {
     store: Store,
+    graph_config: GraphClientConfig,
+    caches: Arc<Caches>,
 }
 
 impl Engine {
     pub fn new(store: Store) -> Self {
-        Engine { store }
+        Engine { store, graph_config: GraphClientConfig::default(), caches: Arc::default() }
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
     }
 
     #[tracing::instrument(skip_all, fields(hint_id = %hint.hint_id, tenant = %hint.tenant, change = hint.change.as_str()))]
     pub async fn handle(&self, hint: &Hint) -> Result<Outcome, EngineError> {
+        if self.store.hint_processed(&hint.hint_id).await? {
+            tracing::debug!("hint already handled");
+            return Ok(Outcome::Duplicate);
+        }
+        self.apply(hint).await?;
         if self.store.record_hint(hint).await? {
             Ok(Outcome::Applied)
         } else {
-            tracing::debug!("hint already handled");
+            // Another worker finished the same hint meanwhile; both effects
+            // are the same (idempotent), so this one is the duplicate.
             Ok(Outcome::Duplicate)
         }
     }
+
+    async fn tenant(&self, id: &TenantId) -> Result<Option<(Tenant, Arc<Clients>)>, EngineError> {
+        let Some(t) = self.store.get_tenant(id).await? else { return Ok(None) };
+        if !t.enabled {
+            return Ok(None);
+        }
+        if let Some(c) = self.caches.clients.lock().get(id).filter(|c| c.updated == t.updated_at).cloned() {
+            return Ok(Some((t, c)));
+        }
+        let graph = GraphClient::new(&t.graph, self.graph_config.clone())
+            .map_err(|e| EngineError::Permanent(format!("tenant {}: Graph client: {e}", t.id)))?;
+        let hq = HellohqClient::new(HellohqClientConfig::new(t.hellohq.base_url.clone(), t.hellohq.token.clone()))
+            .map_err(|e| EngineError::Permanent(format!("tenant {}: helloHQ client: {e}", t.id)))?;
+        let c = Arc::new(Clients { updated: t.updated_at, graph, hq });
+        self.caches.clients.lock().insert(id.clone(), c.clone());
+        Ok(Some((t, c)))
+    }
+
+    async fn directory(
+        &self,
+        tenant: &TenantId,
+        hq: &HellohqClient,
+        fresh: bool,
+    ) -> Result<Arc<Directory>, EngineError> {
+        if !fresh {
+            if let Some((at, d)) = self.caches.directories.lock().get(tenant) {
+                if at.elapsed() < DIRECTORY_TTL {
+                    return Ok(d.clone());
+                }
+            }
+        }
+        let d = Arc::new(Directory::load(hq).await.map_err(|e| {
+            if e.is_transient() {
+                EngineError::Transient(e.to_string())
+            } else {
+                EngineError::Permanent(e.to_string())
+            }
+        })?);
+        self.caches.directories.lock().insert(tenant.clone(), (Instant::now(), d.clone()));
+        Ok(d)
+    }
+
+    async fn apply(&self, hint: &Hint) -> Result<(), EngineError> {
+        if matches!(hint.change, Change::SubscriptionRemoved | Change::ReauthorizationRequired) {
+            return Ok(()); // the scheduler's business (see worker)
+        }
+        let Some((tenant, clients)) = self.tenant(&hint.tenant).await? else {
+            tracing::info!(tenant = %hint.tenant, "hint for an unknown or disabled tenant ignored");
+            return Ok(());
+        };
+        let settings = TenantSettings::of(&tenant);
+        let cx = Contacts {
+            store: &self.store,
+            tenant: &tenant.id,
+            settings: &settings,
+            graph: &clients.graph,
+            hq: &clients.hq,
+            hint_id: Some(hint.hint_id),
+        };
+        match (hint.origin, hint.change, &hint.mailbox, hint.kind) {
+            (Origin::Schedule, Change::Resync, None, _) => self.tenant_pass(&cx, &clients.hq).await,
+            (Origin::Schedule | Origin::Exchange, Change::Resync, Some(m), Some(Kind::Contact)) => {
+                let Some(mb) = self.active_mailbox(&tenant.id, m).await? else { return Ok(()) };
+                let dir = self.directory(&tenant.id, &clients.hq, false).await?;
+                let approved = self.take_approval(&tenant.id, m).await?;
+                cx.pass(&dir, &mb, false, approved).await.map(|_| ())
+            }
+            (Origin::Exchange, _, Some(m), Some(Kind::Contact)) => {
+                let Some(id) = hint.resource_id.as_deref() else { return Ok(()) };
+                let Some(mb) = self.active_mailbox(&tenant.id, m).await? else { return Ok(()) };
+                let dir = self.directory(&tenant.id, &clients.hq, false).await?;
+                cx.on_exchange_contact(&dir, &mb, id).await
+            }
+            (Origin::Hellohq, _, _, _) => {
+                self.on_hellohq(&cx, &clients.hq, hint.entity, hint.resource_id.as_deref()).await
+            }
+            // Appointments and tasks are synchronised by later work; their
+            // hints are recorded (journal `received`) and nothing else.
+            _ => Ok(()),
+        }
+    }
+
+    async fn active_mailbox(&self, tenant: &TenantId, m: &MailboxId) -> Result<Option<Mailbox>, EngineError> {
+        Ok(self
+            .store
+            .get_mailbox(tenant, m)
+            .await?
+            .filter(|mb| matches!(mb.state, MailboxState::Active | MailboxState::Pilot)))
+    }
+
+    async fn on_hellohq(
+        &self,
+        cx: &Contacts<'_>,
+        hq: &HellohqClient,
+        entity: Option<HqEntity>,
+        id: Option<&str>,
+    ) -> Result<(), EngineError> {
+        let id = id.and_then(|s| s.parse::<i32>().ok());
+        match (entity, id) {
+            (Some(HqEntity::ContactPerson), Some(id)) => {
+                let dir = self.directory(cx.tenant, hq, false).await?;
+                cx.on_hq_contact(&dir, id).await
+            }
+            // Membership or company type changed: every mailbox's contacts
+            // are checked against a fresh snapshot.
+            (Some(e @ (HqEntity::Company | HqEntity::Project | HqEntity::Lead)), Some(id)) => {
+                let dir = self.directory(cx.tenant, hq, true).await?;
+                cx.on_membership(&dir, e, id).await
+            }
+            (Some(HqEntity::User), _) => {
+                let dir = self.directory(cx.tenant, hq, true).await?;
+                self.provision(cx, &dir).await
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Mailboxes come from helloHQ's users (SPEC §6): each user's work email
+    /// is a mailbox; a new one is synchronised at once. Existing mailboxes
+    /// keep their state (an admin may have disabled one).
+    async fn provision(&self, cx: &Contacts<'_>, dir: &Directory) -> Result<(), EngineError> {
+        let existing: HashMap<String, Mailbox> = self
+            .store
+            .list_mailboxes(cx.tenant)
+            .await?
+            .into_iter()
+            .map(|m| (m.id.as_str().to_ascii_lowercase(), m))
+            .collect();
+        for u in &dir.users {
+            let Some(email) = u.e_mail_work.as_deref().map(str::trim).filter(|e| e.contains('@')) else { continue };
+            if existing.contains_key(&email.to_ascii_lowercase()) {
+                continue;
+            }
+            let Ok(id) = MailboxId::parse(email.to_ascii_lowercase()) else { continue };
+            let m = Mailbox {
+                tenant: cx.tenant.clone(),
+                id,
+                hq_user_id: Some(u.id.to_string()),
+                state: MailboxState::Active,
+                settings: serde_json::json!({}),
+                last_error: None,
+                updated_at: chrono::Utc::now(),
+            };
+            self.store.upsert_mailbox(&m).await?;
+            self.store
+                .append_journal(&NewJournalEntry {
+                    tenant: Some(cx.tenant.clone()),
+                    mailbox: Some(m.id.clone()),
+                    action: "mailbox_added".into(),
+                    hq_id: Some(u.id.to_string()),
+                    detail: serde_json::json!({"summary": format!("mailbox {}", m.id), "reason": "helloHQ user with this work email"}),
+                    ..Default::default()
+                })
+                .await?;
+            tracing::info!(tenant = %cx.tenant, mailbox = %m.id, "mailbox added from helloHQ users; initial contact sync");
+            cx.pass(dir, &m, false, false).await?;
+        }
+        Ok(())
+    }
+
+    /// The tenant pass: mailboxes from users, then helloHQ's change poll
+    /// (the safety net under webhooks), each change applied inline; the
+    /// watermark moves only after its changes are applied.
+    async fn tenant_pass(&self, cx: &Contacts<'_>, hq: &HellohqClient) -> Result<(), EngineError> {
+        let dir = self.directory(cx.tenant, hq, true).await?;
+        self.provision(cx, &dir).await?;
+        let poller = ChangePoller::new(hq);
+        let poll_err = |e: crate::connectors::hellohq::poll::PollError| {
+            if e.is_transient() {
+                EngineError::Transient(e.to_string())
+            } else {
+                EngineError::Permanent(e.to_string())
+            }
+        };
+        let mut membership_changed = false;
+        for entity in [HqEntity::ContactPerson, HqEntity::Company, HqEntity::Project, HqEntity::Lead] {
+            let first =
+                self.store.get_cursor(cx.tenant, CURSOR_SCOPE, &ChangePoller::cursor_name(entity)).await?.is_none();
+            let batch = poller.poll_updates(&self.store, cx.tenant, entity).await.map_err(poll_err)?;
+            // A first poll lists everything: the mailbox passes cover that.
+            if !first {
+                for h in &batch.hints {
+                    match entity {
+                        HqEntity::ContactPerson => {
+                            if let Some(id) = h.resource_id.as_deref().and_then(|s| s.parse().ok()) {
+                                cx.on_hq_contact(&dir, id).await?;
+                            }
+                        }
+                        _ => membership_changed = true,
+                    }
+                }
+            }
+            batch.commit(&self.store).await?;
+        }
+        let deletions = poller.poll_deletions(&self.store, cx.tenant).await.map_err(poll_err)?;
+        for h in &deletions.hints {
+            if h.entity == Some(HqEntity::ContactPerson) {
+                if let Some(id) = h.resource_id.as_deref().and_then(|s| s.parse().ok()) {
+                    cx.on_hq_contact(&dir, id).await?;
+                }
+            } else if matches!(h.entity, Some(HqEntity::Company | HqEntity::Project | HqEntity::Lead)) {
+                membership_changed = true;
+            }
+        }
+        deletions.commit(&self.store).await?;
+        if membership_changed {
+            for m in cx.mailboxes().await? {
+                let approved = self.take_approval(cx.tenant, &m.id).await?;
+                cx.pass(&dir, &m, false, approved).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A one-shot approval of held deletions for a mailbox (`hqsync approve`).
+    async fn take_approval(&self, tenant: &TenantId, m: &MailboxId) -> Result<bool, EngineError> {
+        let v = self.store.get_cursor(tenant, APPROVAL_SCOPE, m.as_str()).await?;
+        let approved = v.as_deref().is_some_and(|v| !v.is_empty());
+        if approved {
+            self.store.set_cursor(tenant, APPROVAL_SCOPE, m.as_str(), "").await?;
+        }
+        Ok(approved)
+    }
+
+    /// Approves the held deletions of `mailbox` (consumed by its next pass).
+    pub async fn approve(&self, tenant: &TenantId, mailbox: &MailboxId, actor: &str) -> Result<(), EngineError> {
+        self.store.set_cursor(tenant, APPROVAL_SCOPE, mailbox.as_str(), &chrono::Utc::now().to_rfc3339()).await?;
+        self.store
+            .append_journal(&NewJournalEntry {
+                tenant: Some(tenant.clone()),
+                mailbox: Some(mailbox.clone()),
+                kind: Some(Kind::Contact),
+                action: "admin".into(),
+                detail: serde_json::json!({"summary": "held deletions approved", "what": "approve"}),
+                actor: Some(actor.to_string()),
+                ..Default::default()
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// The dry run (SPEC §6): what a contact pass would do in each mailbox
+    /// of `tenant` (or only `mailbox`), written nowhere.
+    pub async fn plan(&self, tenant: &TenantId, mailbox: Option<&MailboxId>) -> Result<Vec<Plan>, EngineError> {
+        let Some((t, clients)) = self.tenant(tenant).await? else {
+            return Err(EngineError::Permanent(format!("tenant {tenant} does not exist or is disabled")));
+        };
+        let settings = TenantSettings::of(&t);
+        let cx = Contacts {
+            store: &self.store,
+            tenant: &t.id,
+            settings: &settings,
+            graph: &clients.graph,
+            hq: &clients.hq,
+            hint_id: None,
+        };
+        let dir = self.directory(&t.id, &clients.hq, true).await?;
+        let mut out = Vec::new();
+        let mailboxes = match mailbox {
+            Some(m) => vec![self
+                .store
+                .get_mailbox(&t.id, m)
+                .await?
+                .ok_or_else(|| EngineError::Permanent(format!("mailbox {m} is not known for tenant {tenant}")))?],
+            None => cx.mailboxes().await?,
+        };
+        for m in mailboxes {
+            out.push(cx.pass(&dir, &m, true, false).await?);
+        }
+        Ok(out)
+    }
 }
+
+const APPROVAL_SCOPE: &str = "approvals";

@@ -2,6 +2,8 @@
 //! record hqsync synchronises, and sync directions. Pure: no I/O, no wire
 //! formats (those live in `connectors/`).
 
+pub mod contact;
+
 use std::fmt;
 
 use serde::{Deserialize, Serialize};

@@ -533,6 +533,25 @@ impl Store {
         self.pool.fetch_optional(&sql, args).await?.map(|r| link_from_row(&r)).transpose()
     }
 
+    /// Every link of a mailbox and kind (a reconcile pass reads them at once).
+    pub async fn list_links(
+        &self,
+        tenant: &TenantId,
+        mailbox: &MailboxId,
+        kind: Kind,
+    ) -> Result<Vec<Link>, StoreError> {
+        let sql = format!("SELECT {LINK_COLS} FROM links WHERE tenant = $1 AND mailbox = $2 AND kind = $3 ORDER BY id");
+        let args = args![tenant.as_str(), mailbox.as_str(), kind.as_str()];
+        self.pool.fetch_all(&sql, args).await?.iter().map(link_from_row).collect()
+    }
+
+    /// Every link of one helloHQ record, across the tenant's mailboxes.
+    pub async fn links_of_hq(&self, tenant: &TenantId, kind: Kind, hq_id: &str) -> Result<Vec<Link>, StoreError> {
+        let sql = format!("SELECT {LINK_COLS} FROM links WHERE tenant = $1 AND kind = $2 AND hq_id = $3 ORDER BY id");
+        let args = args![tenant.as_str(), kind.as_str(), hq_id];
+        self.pool.fetch_all(&sql, args).await?.iter().map(link_from_row).collect()
+    }
+
     /// Deletes the link matching every id given; with neither id, deletes
     /// nothing (a missing id must never widen a delete).
     pub async fn delete_link(
@@ -638,6 +657,17 @@ impl Store {
         insert_journal(&mut tx.conn(), &entry).await?;
         tx.commit().await?;
         Ok(true)
+    }
+
+    /// True when this hint id was processed before (see [`Store::record_hint`]).
+    pub async fn hint_processed(&self, hint_id: &Uuid) -> Result<bool, StoreError> {
+        let n = count(
+            &self.pool,
+            "SELECT COUNT(*) AS n FROM processed_hints WHERE hint_id = $1",
+            args![hint_id.to_string()],
+        )
+        .await?;
+        Ok(n > 0)
     }
 
     /// Forgets processed hint ids older than `before`: by then no notifier

@@ -592,7 +592,7 @@ impl HellohqClient {
         &self,
         mut url: Url,
         v1: bool,
-        progress: &mut dyn FnMut(PageProgress),
+        progress: &mut (dyn FnMut(PageProgress) + Send),
     ) -> Result<Listing<T>, HqError> {
         let mut seen = HashSet::new();
         let mut items = Vec::new();
@@ -633,7 +633,7 @@ impl HellohqClient {
         &self,
         path: &str,
         query: &ListQuery,
-        mut progress: impl FnMut(PageProgress),
+        mut progress: impl FnMut(PageProgress) + Send,
     ) -> Result<Listing<T>, HqError> {
         let (url, _) = self.list_url(path, query);
         self.collect(url, false, &mut progress).await

@@ -1,0 +1,1098 @@
+//! Contacts (SPEC §5), both ways, for every mailbox of a tenant.
+//!
+//! Three entry points share one per-link step ([`Contacts::settle`]):
+//! - a helloHQ contact changed → every mailbox in scope gets its copy
+//!   created, updated, moved between the two folders, or removed;
+//! - an Exchange contact changed → helloHQ is updated (and, through
+//!   helloHQ's own webhook, every other mailbox);
+//! - a pass over one mailbox (initial sync, resync, the periodic safety
+//!   net): both sides listed, existing Exchange contacts matched before
+//!   anything is created, deletions held when there are too many.
+//!
+//! Echo suppression: each link keeps the fingerprint of the canonical
+//! record last seen on each side; a read that hashes the same is our own
+//! write coming back (or a duplicate) and changes nothing. Mirrored
+//! Exchange contacts carry their helloHQ id as an extended property, so a
+//! replayed create or a notification that overtakes the link row finds
+//! the first copy instead of making a second.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use crate::connectors::graph::client::seg;
+use crate::connectors::graph::{ContactFolders, GraphClient, GraphError};
+use crate::connectors::hellohq::client::{HellohqClient, HqError, ListQuery};
+use crate::connectors::hellohq::wire::{CompanyPost, CompanyTypeRef, ContactPerson, ContactPersonV1, SalutationForm};
+use crate::model::contact::{self, Contact, FIELDS};
+use crate::model::{Direction, Kind, MailboxId, TenantId};
+use crate::store::{Link, Mailbox, MailboxState, NewJournalEntry, Store};
+
+use super::directory::{name_key, Directory, Folder};
+use super::merge::{self, FieldRule, Flow, Side};
+use super::settings::TenantSettings;
+use super::{fingerprint, EngineError};
+
+/// Field rules for contacts: everything both ways, except the company,
+/// which helloHQ cannot change on an existing contact (`ContactPersonPut`
+/// has no `companyId`, A10): it flows only from helloHQ once linked.
+pub const RULES: [FieldRule; 11] = [
+    FieldRule::both("given_name"),
+    FieldRule::both("surname"),
+    FieldRule::both("job_title"),
+    FieldRule { name: "company_name", flow: Flow::FromHellohq },
+    FieldRule::both("business_phone"),
+    FieldRule::both("mobile_phone"),
+    FieldRule::both("fax"),
+    FieldRule::both("email"),
+    FieldRule::both("home_address"),
+    FieldRule::both("business_address"),
+    FieldRule::both("website"),
+];
+
+const LINKED: &str = "linked";
+/// Cursor (scope = mailbox) of the last completed contact pass.
+pub const LAST_PASS: &str = "contact.last_pass";
+/// A Graph create is under way (or crashed): look for the tagged copy first.
+const PENDING: &str = "pending";
+
+/// A helloHQ contact as read: the canonical record plus what decides scope.
+#[derive(Debug, Clone)]
+pub struct HqContact {
+    pub id: i32,
+    pub company_id: Option<i32>,
+    pub contact: Contact,
+    pub updated: Option<DateTime<Utc>>,
+}
+
+/// What a pass would do (or did) in one mailbox.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Plan {
+    pub mailbox: String,
+    pub create_in_exchange: Vec<String>,
+    pub create_in_hellohq: Vec<String>,
+    pub update_exchange: Vec<String>,
+    pub update_hellohq: Vec<String>,
+    pub move_folder: Vec<String>,
+    pub delete_in_exchange: Vec<String>,
+    pub delete_in_hellohq: Vec<String>,
+    pub matched: Vec<String>,
+    pub unchanged: usize,
+    /// Set when the deletions were held for approval.
+    pub held: Option<String>,
+}
+
+impl Plan {
+    pub fn writes(&self) -> usize {
+        self.create_in_exchange.len()
+            + self.create_in_hellohq.len()
+            + self.update_exchange.len()
+            + self.update_hellohq.len()
+            + self.move_folder.len()
+            + self.delete_in_exchange.len()
+            + self.delete_in_hellohq.len()
+    }
+}
+
+/// One tenant's contact sync, for the duration of one hint.
+pub struct Contacts<'a> {
+    pub store: &'a Store,
+    pub tenant: &'a TenantId,
+    pub settings: &'a TenantSettings,
+    pub graph: &'a GraphClient,
+    pub hq: &'a HellohqClient,
+    pub hint_id: Option<uuid::Uuid>,
+}
+
+fn summary(c: &Contact) -> String {
+    let name = c.display_name();
+    format!("contact {}", if name.is_empty() { "(no name)".to_string() } else { name })
+}
+
+fn graph_err(e: GraphError) -> EngineError {
+    if e.is_transient() {
+        EngineError::Transient(e.to_string())
+    } else {
+        EngineError::Permanent(e.to_string())
+    }
+}
+
+fn hq_err(e: HqError) -> EngineError {
+    if e.is_transient() {
+        EngineError::Transient(e.to_string())
+    } else {
+        EngineError::Permanent(e.to_string())
+    }
+}
+
+fn graph_version(v: &Value) -> Option<String> {
+    v.get("@odata.etag").or_else(|| v.get("changeKey")).and_then(Value::as_str).map(str::to_string)
+}
+
+fn graph_modified(v: &Value) -> Option<DateTime<Utc>> {
+    v.get("lastModifiedDateTime")
+        .and_then(Value::as_str)
+        .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
+        .map(|t| t.to_utc())
+}
+
+fn parse_hq_id(s: &str) -> Option<i32> {
+    s.parse().ok()
+}
+
+impl<'a> Contacts<'a> {
+    fn contacts_path(mailbox: &str, folder_id: &str) -> String {
+        format!("/users/{}/contactFolders/{}/contacts", seg(mailbox), seg(folder_id))
+    }
+
+    fn folder_id(folders: &ContactFolders, f: Folder) -> &str {
+        match f {
+            Folder::Global => &folders.global_id,
+            Folder::Mine => &folders.mine_id,
+        }
+    }
+
+    async fn journal(
+        &self,
+        mailbox: Option<&MailboxId>,
+        action: &str,
+        hq_id: Option<String>,
+        graph_id: Option<String>,
+        detail: Value,
+    ) {
+        let e = NewJournalEntry {
+            tenant: Some(self.tenant.clone()),
+            mailbox: mailbox.cloned(),
+            kind: Some(Kind::Contact),
+            hint_id: self.hint_id,
+            action: action.into(),
+            hq_id,
+            graph_id,
+            detail,
+            actor: None,
+        };
+        if let Err(err) = self.store.append_journal(&e).await {
+            tracing::warn!(error = %err, action, "could not journal");
+        }
+    }
+
+    /// Mailboxes that sync now: active, or the pilot mailbox.
+    pub async fn mailboxes(&self) -> Result<Vec<Mailbox>, EngineError> {
+        let all = self.store.list_mailboxes(self.tenant).await?;
+        Ok(all.into_iter().filter(|m| matches!(m.state, MailboxState::Active | MailboxState::Pilot)).collect())
+    }
+
+    fn user_of(&self, dir: &Directory, m: &Mailbox) -> Option<i32> {
+        m.hq_user_id.as_deref().and_then(parse_hq_id).or_else(|| dir.user_by_mailbox(m.id.as_str()).map(|u| u.id))
+    }
+
+    // ---- reading ---------------------------------------------------------------
+
+    /// Reads one helloHQ contact; `Ok(None)` = it does not exist (404).
+    pub async fn read_hq(&self, dir: &Directory, id: i32) -> Result<Option<HqContact>, EngineError> {
+        let v2 = match self.hq.get_contact_person(id).await {
+            Ok(c) => c,
+            Err(HqError::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(hq_err(e)),
+        };
+        let v1 = match self.hq.get_contact_person_v1(id).await {
+            Ok(c) => Some(c),
+            Err(HqError::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(hq_err(e)),
+        };
+        let company_id = v2.company_id.or(v1.as_ref().and_then(|c| c.company_id));
+        Ok(Some(self.hq_contact(dir, &v2, v1.as_ref(), company_id)))
+    }
+
+    fn hq_contact(
+        &self,
+        dir: &Directory,
+        v2: &ContactPerson,
+        v1: Option<&ContactPersonV1>,
+        company_id: Option<i32>,
+    ) -> HqContact {
+        let company_name = dir.company(company_id).and_then(|c| c.name.clone());
+        HqContact {
+            id: v2.id,
+            company_id,
+            contact: contact::from_hq(v2, v1, company_name.as_deref()),
+            updated: v2.updated_on,
+        }
+    }
+
+    /// Every helloHQ contact (v2 for the fields, v1 for the addresses).
+    pub async fn list_hq(&self, dir: &Directory) -> Result<Vec<HqContact>, EngineError> {
+        let v2: Vec<ContactPerson> =
+            self.hq.list_v2("/v2/ContactPersons", &ListQuery::default()).await.map_err(hq_err)?.items;
+        let v1: Vec<ContactPersonV1> = self
+            .hq
+            .list_v1("/v1/ContactPersons", &ListQuery::default().expand("Addresses"))
+            .await
+            .map_err(hq_err)?
+            .items;
+        let by_id: HashMap<i32, &ContactPersonV1> = v1.iter().map(|c| (c.id, c)).collect();
+        Ok(v2
+            .iter()
+            .map(|c| {
+                let v1 = by_id.get(&c.id).copied();
+                let company = c.company_id.or(v1.and_then(|x| x.company_id));
+                self.hq_contact(dir, c, v1, company)
+            })
+            .collect())
+    }
+
+    async fn read_graph(&self, mailbox: &str, id: &str) -> Result<Option<Value>, EngineError> {
+        let path = format!("/users/{}/contacts/{}?{}", seg(mailbox), seg(id), contact::graph_expand());
+        match self.graph.get(&path).await {
+            Ok(v) => Ok(Some(v)),
+            Err(GraphError::NotFound { .. }) => Ok(None),
+            Err(e) => Err(graph_err(e)),
+        }
+    }
+
+    async fn list_graph(&self, mailbox: &str, folder_id: &str) -> Result<Vec<Value>, EngineError> {
+        let path = format!("{}?{}", Self::contacts_path(mailbox, folder_id), contact::graph_expand());
+        self.graph.list_all(&path).await.map_err(graph_err)
+    }
+
+    async fn folders(&self, mailbox: &str) -> Result<ContactFolders, EngineError> {
+        self.graph.ensure_contact_folders(self.store, self.tenant, mailbox).await.map_err(graph_err)
+    }
+
+    // ---- writing Exchange --------------------------------------------------------
+
+    /// Creates the Exchange copy of `hq` in `folder`, tagged with its
+    /// helloHQ id; with a pending link (an earlier attempt may have
+    /// written), looks for the tagged copy first.
+    async fn create_in_exchange(
+        &self,
+        m: &Mailbox,
+        folders: &ContactFolders,
+        folder: Folder,
+        hq: &HqContact,
+        pending: bool,
+    ) -> Result<Value, EngineError> {
+        let fid = Self::folder_id(folders, folder);
+        let hq_id = hq.id.to_string();
+        if pending {
+            let filter = format!(
+                "$filter=singleValueExtendedProperties/any(ep:%20ep/id%20eq%20'{}'%20and%20ep/value%20eq%20'{}')&{}",
+                contact::HQ_ID_PROPERTY_ID.replace(' ', "%20").replace('{', "%7B").replace('}', "%7D"),
+                hq_id,
+                contact::graph_expand()
+            );
+            let found = self
+                .graph
+                .list_all(&format!("{}?{}", Self::contacts_path(m.id.as_str(), fid), filter))
+                .await
+                .map_err(graph_err)?;
+            if let Some(existing) = found.into_iter().next() {
+                return Ok(existing);
+            }
+        }
+        // Write the link first: a crash after the POST leaves a pending row
+        // whose replay finds the tagged copy instead of creating another.
+        self.store
+            .upsert_link(&Link {
+                tenant: self.tenant.clone(),
+                mailbox: m.id.clone(),
+                kind: Kind::Contact,
+                hq_id: Some(hq_id.clone()),
+                graph_id: None,
+                folder: Some(folder.as_str().into()),
+                base: json!({}),
+                hq_fingerprint: None,
+                graph_fingerprint: None,
+                hq_version: None,
+                graph_version: None,
+                state: PENDING.into(),
+                updated_at: Utc::now(),
+            })
+            .await?;
+        let body = contact::to_graph(&hq.contact, None, Some(&hq_id));
+        self.graph.create_contact(m.id.as_str(), fid, &body).await.map_err(graph_err)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn save_link(
+        &self,
+        m: &Mailbox,
+        hq_id: Option<String>,
+        graph: &Value,
+        folder: Folder,
+        base: &Contact,
+        hq_fp: Option<String>,
+        prior: Option<&Link>,
+    ) -> Result<(), EngineError> {
+        let ex = contact::from_graph(graph);
+        let link = Link {
+            tenant: self.tenant.clone(),
+            mailbox: m.id.clone(),
+            kind: Kind::Contact,
+            hq_id: hq_id.or_else(|| prior.and_then(|l| l.hq_id.clone())),
+            graph_id: graph.get("id").and_then(Value::as_str).map(str::to_string),
+            folder: Some(folder.as_str().into()),
+            base: serde_json::to_value(base).unwrap_or_default(),
+            hq_fingerprint: hq_fp,
+            graph_fingerprint: Some(fingerprint(&ex)),
+            hq_version: None,
+            graph_version: graph_version(graph),
+            state: LINKED.into(),
+            updated_at: Utc::now(),
+        };
+        // A link found by graph id (adopted) but now known by hq id: drop the old half.
+        if let Some(p) = prior {
+            if p.graph_id.is_some() && p.graph_id != link.graph_id {
+                self.store
+                    .delete_link(self.tenant, &m.id, Kind::Contact, p.hq_id.as_deref(), p.graph_id.as_deref())
+                    .await?;
+            }
+        }
+        self.store.upsert_link(&link).await?;
+        Ok(())
+    }
+
+    // ---- the per-link step ---------------------------------------------------------
+
+    /// Brings one (helloHQ contact, mailbox) pair in step. `hq` is the
+    /// helloHQ record (None: deleted there), `desired` its folder in this
+    /// mailbox (None: it does not belong here), `link` the existing pairing,
+    /// `ex` the Exchange item when already read (None: read it if needed).
+    /// With `plan`, nothing is written: the intended action is recorded.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn settle(
+        &self,
+        m: &Mailbox,
+        folders: &ContactFolders,
+        hq: Option<&HqContact>,
+        desired: Option<Folder>,
+        link: Option<Link>,
+        ex: Option<Value>,
+        plan: &mut Option<&mut Plan>,
+    ) -> Result<(), EngineError> {
+        let direction = self.settings.direction(m, Kind::Contact);
+        let to_ex = matches!(direction, Direction::Both | Direction::ToExchange);
+        let mb = Some(&m.id);
+        match (hq, desired, link) {
+            // Not in this mailbox and never was.
+            (_, None, None) => Ok(()),
+            // Gone from helloHQ or out of scope here: remove the copy.
+            (_, None, Some(l)) => {
+                let what = hq
+                    .map(|h| summary(&h.contact))
+                    .unwrap_or_else(|| format!("contact #{}", l.hq_id.as_deref().unwrap_or("?")));
+                if let Some(p) = plan.as_deref_mut() {
+                    p.delete_in_exchange.push(what);
+                    return Ok(());
+                }
+                if let (true, Some(gid)) = (to_ex, l.graph_id.as_deref()) {
+                    match self.graph.delete(&format!("/users/{}/contacts/{}", seg(m.id.as_str()), seg(gid)), None).await
+                    {
+                        Ok(()) | Err(GraphError::NotFound { .. }) => {}
+                        Err(e) => return Err(graph_err(e)),
+                    }
+                    let reason = if hq.is_none() { "deleted in helloHQ" } else { "no longer in this mailbox's scope" };
+                    self.journal(mb, "deleted", l.hq_id.clone(), l.graph_id.clone(), json!({"side": "exchange", "summary": what, "reason": reason, "folder": l.folder.as_deref().and_then(Folder::parse).map(Folder::display_name)})).await;
+                }
+                self.store
+                    .delete_link(self.tenant, &m.id, Kind::Contact, l.hq_id.as_deref(), l.graph_id.as_deref())
+                    .await?;
+                Ok(())
+            }
+            (None, Some(_), _) => Ok(()),
+            // New here: create the copy.
+            (Some(h), Some(folder), None) => {
+                if !to_ex {
+                    return Ok(());
+                }
+                if let Some(p) = plan.as_deref_mut() {
+                    p.create_in_exchange.push(format!("{} ({})", summary(&h.contact), folder.display_name()));
+                    return Ok(());
+                }
+                self.create_and_link(m, folders, folder, h, false, None).await
+            }
+            (Some(h), Some(folder), Some(l)) => {
+                if l.state == PENDING || l.graph_id.is_none() {
+                    if !to_ex {
+                        return Ok(());
+                    }
+                    if let Some(p) = plan.as_deref_mut() {
+                        p.create_in_exchange.push(format!("{} ({})", summary(&h.contact), folder.display_name()));
+                        return Ok(());
+                    }
+                    return self.create_and_link(m, folders, folder, h, true, Some(&l)).await;
+                }
+                let current = l.folder.as_deref().and_then(Folder::parse);
+                if current != Some(folder) && to_ex {
+                    if let Some(p) = plan.as_deref_mut() {
+                        p.move_folder.push(format!("{} → {}", summary(&h.contact), folder.display_name()));
+                        return Ok(());
+                    }
+                    return self.move_folder(m, folders, folder, h, &l).await;
+                }
+                self.update_pair(m, h, &l, ex, direction, plan).await
+            }
+        }
+    }
+
+    async fn create_and_link(
+        &self,
+        m: &Mailbox,
+        folders: &ContactFolders,
+        folder: Folder,
+        h: &HqContact,
+        pending: bool,
+        prior: Option<&Link>,
+    ) -> Result<(), EngineError> {
+        let created = self.create_in_exchange(m, folders, folder, h, pending).await?;
+        self.save_link(m, Some(h.id.to_string()), &created, folder, &h.contact, Some(fingerprint(&h.contact)), prior)
+            .await?;
+        self.journal(
+            Some(&m.id),
+            "created",
+            Some(h.id.to_string()),
+            created.get("id").and_then(Value::as_str).map(str::to_string),
+            json!({"side": "exchange", "summary": summary(&h.contact), "folder": folder.display_name()}),
+        )
+        .await;
+        Ok(())
+    }
+
+    /// Membership changed: the copy moves to the other folder (Graph has no
+    /// move for contacts: create there, then delete here).
+    async fn move_folder(
+        &self,
+        m: &Mailbox,
+        folders: &ContactFolders,
+        folder: Folder,
+        h: &HqContact,
+        l: &Link,
+    ) -> Result<(), EngineError> {
+        let fid = Self::folder_id(folders, folder);
+        let body = contact::to_graph(&h.contact, None, Some(&h.id.to_string()));
+        let created = self.graph.create_contact(m.id.as_str(), fid, &body).await.map_err(graph_err)?;
+        if let Some(old) = l.graph_id.as_deref() {
+            match self.graph.delete(&format!("/users/{}/contacts/{}", seg(m.id.as_str()), seg(old)), None).await {
+                Ok(()) | Err(GraphError::NotFound { .. }) => {}
+                Err(e) => return Err(graph_err(e)),
+            }
+        }
+        self.store.delete_link(self.tenant, &m.id, Kind::Contact, l.hq_id.as_deref(), l.graph_id.as_deref()).await?;
+        self.save_link(m, Some(h.id.to_string()), &created, folder, &h.contact, Some(fingerprint(&h.contact)), None)
+            .await?;
+        self.journal(
+            Some(&m.id),
+            "moved",
+            Some(h.id.to_string()),
+            created.get("id").and_then(Value::as_str).map(str::to_string),
+            json!({"side": "exchange", "summary": summary(&h.contact), "folder": folder.display_name()}),
+        )
+        .await;
+        Ok(())
+    }
+
+    /// Both sides exist and are linked: merge against the base and write
+    /// what changed where it may go.
+    async fn update_pair(
+        &self,
+        m: &Mailbox,
+        h: &HqContact,
+        l: &Link,
+        ex: Option<Value>,
+        direction: Direction,
+        plan: &mut Option<&mut Plan>,
+    ) -> Result<(), EngineError> {
+        let hq_fp = fingerprint(&h.contact);
+        let gid = l.graph_id.clone().unwrap_or_default();
+        let ex_fp_now = ex.as_ref().map(|e| fingerprint(&contact::from_graph(e)));
+        let hq_same = l.hq_fingerprint.as_deref() == Some(hq_fp.as_str());
+        let ex_same = ex_fp_now.as_deref().is_none_or(|f| l.graph_fingerprint.as_deref() == Some(f));
+        if hq_same && ex_same {
+            if let Some(p) = plan.as_deref_mut() {
+                p.unchanged += 1;
+            }
+            return Ok(());
+        }
+        // Something changed: read Exchange if not in hand (needed to merge).
+        let ex = match ex {
+            Some(e) => e,
+            None => match self.read_graph(m.id.as_str(), &gid).await? {
+                Some(e) => e,
+                // Deleted in Exchange meanwhile: its own hint decides.
+                None => return Ok(()),
+            },
+        };
+        let ex_c = contact::from_graph(&ex);
+        let base = serde_json::from_value::<Contact>(l.base.clone()).map(|c| c.to_fields()).ok();
+        let newer = match (h.updated, graph_modified(&ex)) {
+            (Some(a), Some(b)) if b > a => Side::Exchange,
+            _ => Side::Hellohq,
+        };
+        let result = merge::merge(
+            base.as_ref(),
+            Some(&h.contact.to_fields()),
+            Some(&ex_c.to_fields()),
+            &RULES,
+            direction,
+            newer,
+        );
+        // An Exchange edit of the company cannot be written to helloHQ.
+        for b in result.blocked.iter().filter(|b| b.field == "company_name" && b.from == Side::Exchange) {
+            if plan.is_none() {
+                self.journal(Some(&m.id), "skipped", Some(h.id.to_string()), Some(gid.clone()), json!({"side": "hellohq", "summary": summary(&h.contact), "field": b.field, "reason": "helloHQ cannot move an existing contact to another company; change it in helloHQ"})).await;
+            }
+        }
+        if let Some(p) = plan.as_deref_mut() {
+            if !result.to_exchange.is_empty() {
+                p.update_exchange.push(format!("{}: {}", summary(&h.contact), result.to_exchange.join(", ")));
+            }
+            if !result.to_hellohq.is_empty() {
+                p.update_hellohq.push(format!("{}: {}", summary(&h.contact), result.to_hellohq.join(", ")));
+            }
+            if result.is_noop() {
+                p.unchanged += 1;
+            }
+            return Ok(());
+        }
+        for c in &result.conflicts {
+            self.journal(Some(&m.id), "conflict", Some(h.id.to_string()), Some(gid.clone()), json!({"side": "both", "summary": summary(&h.contact), "field": c.field, "hellohq": c.hellohq, "exchange": c.exchange, "winner": c.winner})).await;
+        }
+        let merged = Contact::from_fields(&result.merged);
+        let mut hq_now = h.contact.clone();
+        if !result.to_hellohq.is_empty() {
+            hq_now = self.write_hq(h.id, &merged, &result.to_hellohq).await?;
+            self.journal(Some(&m.id), "updated", Some(h.id.to_string()), Some(gid.clone()), json!({"side": "hellohq", "summary": summary(&merged), "fields": result.to_hellohq, "from": m.id.as_str()})).await;
+        }
+        let mut ex_now = ex.clone();
+        if !result.to_exchange.is_empty() {
+            let patch = contact::to_graph(&merged, Some(&result.to_exchange), None);
+            let path = format!("/users/{}/contacts/{}", seg(m.id.as_str()), seg(&gid));
+            ex_now = match self.graph.patch(&path, &patch, graph_version(&ex).as_deref()).await {
+                Ok(v) => v,
+                // Changed again since our read: the next hint merges again.
+                Err(GraphError::Conflict { .. }) => {
+                    return Err(EngineError::Transient("Exchange contact changed during the merge".into()))
+                }
+                Err(GraphError::NotFound { .. }) => return Ok(()),
+                Err(e) => return Err(graph_err(e)),
+            };
+            // PATCH answers without extended properties; keep the fax we wrote.
+            if result.to_exchange.iter().any(|f| f == "fax") || ex_now.get("singleValueExtendedProperties").is_none() {
+                let mut props =
+                    vec![json!({"id": contact::FAX_PROPERTY_ID, "value": merged.fax.clone().unwrap_or_default()})];
+                props.push(json!({"id": contact::HQ_ID_PROPERTY_ID, "value": h.id.to_string()}));
+                ex_now["singleValueExtendedProperties"] = Value::Array(props);
+            }
+            self.journal(Some(&m.id), "updated", Some(h.id.to_string()), Some(gid.clone()), json!({"side": "exchange", "summary": summary(&merged), "fields": result.to_exchange, "folder": l.folder.as_deref().and_then(Folder::parse).map(Folder::display_name)})).await;
+        }
+        // The base is what both sides now agree on; blocked fields keep theirs.
+        let folder = l.folder.as_deref().and_then(Folder::parse).unwrap_or(Folder::Global);
+        self.save_link(m, Some(h.id.to_string()), &ex_now, folder, &merged, Some(fingerprint(&hq_now)), Some(l)).await
+    }
+
+    /// Writes `fields` of `c` into helloHQ contact `id` (read-modify-write)
+    /// and returns the record as helloHQ now holds it.
+    async fn write_hq(&self, id: i32, c: &Contact, fields: &[String]) -> Result<Contact, EngineError> {
+        let country = self.settings.contacts.default_country.clone();
+        let v2_fields: Vec<String> = fields.iter().filter(|f| *f != "home_address").cloned().collect();
+        let mut v2 = if v2_fields.is_empty() {
+            self.hq.get_contact_person(id).await.map_err(hq_err)?
+        } else {
+            let c2 = c.clone();
+            let country2 = country.clone();
+            self.hq
+                .update_contact_person(id, move |cur| contact::apply_to_hq(&c2, &v2_fields, cur, &country2))
+                .await
+                .map_err(hq_err)?
+        };
+        let v1 = if fields.iter().any(|f| f == "home_address") {
+            Some(self.hq.set_private_address(id, contact::private_address_v1(c, &country)).await.map_err(hq_err)?)
+        } else {
+            None
+        };
+        if v1.is_some() {
+            v2 = self.hq.get_contact_person(id).await.map_err(hq_err)?;
+        }
+        let v1 = match v1 {
+            Some(v) => v,
+            None => self.hq.get_contact_person_v1(id).await.map_err(hq_err)?,
+        };
+        Ok(contact::from_hq(&v2, Some(&v1), c.company_name.as_deref()))
+    }
+
+    // ---- entry points --------------------------------------------------------------
+
+    /// A helloHQ contact changed (or was deleted): every mailbox follows.
+    pub async fn on_hq_contact(&self, dir: &Directory, id: i32) -> Result<(), EngineError> {
+        let hq = self.read_hq(dir, id).await?;
+        let links: HashMap<String, Link> = self
+            .store
+            .links_of_hq(self.tenant, Kind::Contact, &id.to_string())
+            .await?
+            .into_iter()
+            .map(|l| (l.mailbox.as_str().to_ascii_lowercase(), l))
+            .collect();
+        if let Some(h) = &hq {
+            if let Some(reason) = dir.excluded(h.company_id, &self.settings.contacts) {
+                if links.is_empty() {
+                    self.journal(
+                        None,
+                        "skipped",
+                        Some(id.to_string()),
+                        None,
+                        json!({"side": "exchange", "summary": summary(&h.contact), "reason": reason}),
+                    )
+                    .await;
+                }
+            }
+        }
+        for m in self.mailboxes().await? {
+            let link = links.get(&m.id.as_str().to_ascii_lowercase()).cloned();
+            let desired = hq
+                .as_ref()
+                .and_then(|h| dir.folder_for(h.id, h.company_id, self.user_of(dir, &m), &self.settings.contacts));
+            if desired.is_none() && link.is_none() {
+                continue;
+            }
+            let folders = self.folders(m.id.as_str()).await?;
+            self.settle(&m, &folders, hq.as_ref(), desired, link, None, &mut None).await?;
+        }
+        Ok(())
+    }
+
+    /// A company, project or lead changed: its contacts (and every contact
+    /// now in someone's "my contacts", which may have lost its reason to be
+    /// there) are re-checked one by one. A record-level change is explicit,
+    /// so it is not subject to the pass's deletion hold.
+    pub async fn on_membership(
+        &self,
+        dir: &Directory,
+        entity: crate::queue::HqEntity,
+        id: i32,
+    ) -> Result<(), EngineError> {
+        use crate::queue::HqEntity;
+        let mut ids: std::collections::BTreeSet<i32> = std::collections::BTreeSet::new();
+        match entity {
+            HqEntity::Company => {
+                let q = ListQuery::filter(format!("companyId eq {id}"));
+                let list: Vec<ContactPerson> = self.hq.list_v2("/v2/ContactPersons", &q).await.map_err(hq_err)?.items;
+                ids.extend(list.iter().map(|c| c.id));
+            }
+            HqEntity::Project => match self.hq.get_project_v1(id).await {
+                Ok(p) => ids.extend(p.contact_persons.iter().map(|c| c.id)),
+                Err(HqError::NotFound { .. }) => {}
+                Err(e) => return Err(hq_err(e)),
+            },
+            HqEntity::Lead => match self.hq.get_lead(id).await {
+                Ok(l) => ids.extend(l.contact_persons.iter().map(|c| c.id)),
+                Err(HqError::NotFound { .. }) => {}
+                Err(e) => return Err(hq_err(e)),
+            },
+            _ => return Ok(()),
+        }
+        if entity != HqEntity::Company {
+            for m in self.mailboxes().await? {
+                for l in self.store.list_links(self.tenant, &m.id, Kind::Contact).await? {
+                    if l.folder.as_deref() == Some(Folder::Mine.as_str()) {
+                        ids.extend(l.hq_id.as_deref().and_then(parse_hq_id));
+                    }
+                }
+            }
+        }
+        for cid in ids {
+            self.on_hq_contact(dir, cid).await?;
+        }
+        Ok(())
+    }
+
+    /// An Exchange contact in `mailbox` changed or was deleted.
+    pub async fn on_exchange_contact(&self, dir: &Directory, m: &Mailbox, graph_id: &str) -> Result<(), EngineError> {
+        let direction = self.settings.direction(m, Kind::Contact);
+        let link = self.store.get_link_by_graph(self.tenant, &m.id, Kind::Contact, graph_id).await?;
+        let ex = self.read_graph(m.id.as_str(), graph_id).await?;
+        let Some(ex) = ex else {
+            // 404 after a notification: an explicit deletion in Exchange.
+            let Some(l) = link else { return Ok(()) };
+            return self.exchange_deleted(m, &l, direction).await;
+        };
+        let folders = self.folders(m.id.as_str()).await?;
+        let parent = ex.get("parentFolderId").and_then(Value::as_str).unwrap_or_default();
+        let folder = if parent == folders.global_id {
+            Folder::Global
+        } else if parent == folders.mine_id {
+            Folder::Mine
+        } else {
+            // Moved out of our folders: for hqsync it is gone from this mailbox.
+            if let Some(l) = link {
+                self.store
+                    .delete_link(self.tenant, &m.id, Kind::Contact, l.hq_id.as_deref(), l.graph_id.as_deref())
+                    .await?;
+            }
+            return Ok(());
+        };
+        let link = match link {
+            Some(l) => Some(l),
+            // Our own create, seen before the link row was completed.
+            None => match contact::graph_hq_tag(&ex) {
+                Some(tag) => match self.store.get_link_by_hq(self.tenant, &m.id, Kind::Contact, &tag).await? {
+                    Some(l) if l.graph_id.is_none() || l.graph_id.as_deref() == Some(graph_id) => {
+                        let hq = self.read_hq(dir, parse_hq_id(&tag).unwrap_or(-1)).await?;
+                        if let Some(h) = hq {
+                            self.save_link(m, Some(tag), &ex, folder, &h.contact, Some(fingerprint(&h.contact)), None)
+                                .await?;
+                        }
+                        return Ok(());
+                    }
+                    // Tagged for a record linked to another copy: a copy
+                    // the user duplicated; treat it as a new contact below.
+                    _ => None,
+                },
+                None => None,
+            },
+        };
+        match link {
+            Some(l) => {
+                let Some(hq_id) = l.hq_id.as_deref().and_then(parse_hq_id) else { return Ok(()) };
+                let ex_fp = fingerprint(&contact::from_graph(&ex));
+                if l.graph_fingerprint.as_deref() == Some(ex_fp.as_str()) {
+                    return Ok(()); // echo of our own write, or a duplicate
+                }
+                match self.read_hq(dir, hq_id).await? {
+                    Some(h) => self.update_pair(m, &h, &l, Some(ex), direction, &mut None).await,
+                    None => Ok(()), // deleted in helloHQ: its hint removes the copy
+                }
+            }
+            None => {
+                if !matches!(direction, Direction::Both | Direction::ToHellohq) {
+                    return Ok(());
+                }
+                self.create_in_hellohq(dir, m, &ex, folder).await
+            }
+        }
+    }
+
+    async fn exchange_deleted(&self, m: &Mailbox, l: &Link, direction: Direction) -> Result<(), EngineError> {
+        self.store.delete_link(self.tenant, &m.id, Kind::Contact, l.hq_id.as_deref(), l.graph_id.as_deref()).await?;
+        let base: Contact = serde_json::from_value(l.base.clone()).unwrap_or_default();
+        if !matches!(direction, Direction::Both | Direction::ToHellohq) {
+            self.journal(Some(&m.id), "skipped", l.hq_id.clone(), l.graph_id.clone(), json!({"side": "hellohq", "summary": summary(&base), "reason": "deleted in Exchange; the direction does not allow deleting in helloHQ"})).await;
+            return Ok(());
+        }
+        let Some(id) = l.hq_id.as_deref().and_then(parse_hq_id) else { return Ok(()) };
+        match self.hq.delete_contact_person(id).await {
+            Ok(()) | Err(HqError::NotFound { .. }) => {}
+            Err(e) => return Err(hq_err(e)),
+        }
+        self.journal(
+            Some(&m.id),
+            "deleted",
+            l.hq_id.clone(),
+            l.graph_id.clone(),
+            json!({"side": "hellohq", "summary": summary(&base), "from": m.id.as_str()}),
+        )
+        .await;
+        Ok(())
+    }
+
+    /// A contact created in one of our Exchange folders becomes a helloHQ
+    /// contact person of the company of that exact name (created with the
+    /// configured type if none exists; the fallback company without a name).
+    async fn create_in_hellohq(
+        &self,
+        dir: &Directory,
+        m: &Mailbox,
+        ex: &Value,
+        folder: Folder,
+    ) -> Result<(), EngineError> {
+        let c = contact::from_graph(ex);
+        let graph_id = ex.get("id").and_then(Value::as_str).unwrap_or_default().to_string();
+        if c.surname.is_none() && c.given_name.is_none() {
+            self.journal(Some(&m.id), "skipped", None, Some(graph_id), json!({"side": "hellohq", "summary": summary(&c), "reason": "an Exchange contact without a name cannot become a helloHQ contact person (last name required)"})).await;
+            return Ok(());
+        }
+        let company_id = self.company_for(dir, m, c.company_name.as_deref()).await?;
+        let mut person = ContactPerson {
+            company_id: Some(company_id),
+            salutation: Some("Divers".into()),
+            salutation_form: Some(SalutationForm::from_name("Neutral")),
+            ..Default::default()
+        };
+        let mut fields: Vec<String> =
+            FIELDS.iter().filter(|f| **f != "home_address" && **f != "company_name").map(|f| f.to_string()).collect();
+        if c.surname.is_none() {
+            // helloHQ requires a last name; the single name goes there.
+            let mut c2 = c.clone();
+            c2.surname = c2.given_name.take();
+            contact::apply_to_hq(&c2, &fields, &mut person, &self.settings.contacts.default_country);
+        } else {
+            contact::apply_to_hq(&c, &fields, &mut person, &self.settings.contacts.default_country);
+        }
+        let created = self.hq.create_contact_person(&person).await.map_err(hq_err)?;
+        if c.home_address.is_some() {
+            self.hq
+                .set_private_address(
+                    created.id,
+                    contact::private_address_v1(&c, &self.settings.contacts.default_country),
+                )
+                .await
+                .map_err(hq_err)?;
+        }
+        fields.push("home_address".into());
+        let hq_now = match self.read_hq(dir, created.id).await? {
+            Some(h) => h.contact,
+            None => c.clone(),
+        };
+        // Tag the Exchange copy so replays and moves find it.
+        let tag = json!({"singleValueExtendedProperties": [{"id": contact::HQ_ID_PROPERTY_ID, "value": created.id.to_string()}]});
+        let path = format!("/users/{}/contacts/{}", seg(m.id.as_str()), seg(&graph_id));
+        let tagged = match self.graph.patch(&path, &tag, None).await {
+            Ok(mut v) => {
+                v["singleValueExtendedProperties"] =
+                    json!([{"id": contact::FAX_PROPERTY_ID, "value": c.fax.clone().unwrap_or_default()}]);
+                v
+            }
+            Err(e) => return Err(graph_err(e)),
+        };
+        let mut base = hq_now.clone();
+        base.company_name = c.company_name.clone().or(base.company_name);
+        self.save_link(m, Some(created.id.to_string()), &tagged, folder, &base, Some(fingerprint(&hq_now)), None)
+            .await?;
+        self.journal(
+            Some(&m.id),
+            "created",
+            Some(created.id.to_string()),
+            Some(graph_id),
+            json!({"side": "hellohq", "summary": summary(&c), "from": m.id.as_str()}),
+        )
+        .await;
+        Ok(())
+    }
+
+    async fn company_for(&self, dir: &Directory, m: &Mailbox, name: Option<&str>) -> Result<i32, EngineError> {
+        let s = &self.settings.contacts;
+        let wanted = name.map(str::trim).filter(|n| !n.is_empty()).unwrap_or(&s.fallback_company).to_string();
+        if let Some(id) = dir.company_by_name.get(&name_key(&wanted)) {
+            return Ok(*id);
+        }
+        // The snapshot may be older than a company created a moment ago.
+        let fresh: Vec<crate::connectors::hellohq::wire::Company> =
+            self.hq.list_v2("/v2/Companies", &ListQuery::default()).await.map_err(hq_err)?.items;
+        if let Some(c) = fresh.iter().find(|c| c.name.as_deref().is_some_and(|n| name_key(n) == name_key(&wanted))) {
+            return Ok(c.id);
+        }
+        let types = self.hq.list_company_types().await.map_err(hq_err)?;
+        let ty = types.iter().find(|t| t.name.as_deref().is_some_and(|n| n.eq_ignore_ascii_case(&s.new_company_type)));
+        let post = CompanyPost {
+            name: wanted.clone(),
+            company_types: ty.map(|t| vec![CompanyTypeRef { company_type_id: t.id, number: None }]).unwrap_or_default(),
+            responsible_user_ids: vec![],
+            default_address: Some(crate::connectors::hellohq::wire::Address {
+                street: Some(String::new()),
+                zip_code: Some(String::new()),
+                city: Some(String::new()),
+                country: Some(s.default_country.clone()),
+                description: Some("Hauptadresse".into()),
+                ..Default::default()
+            }),
+            extra: Default::default(),
+        };
+        let created = self.hq.create_company(&post).await.map_err(hq_err)?;
+        self.journal(Some(&m.id), "created", Some(created.id.to_string()), None, json!({"side": "hellohq", "summary": format!("company {wanted}"), "reason": format!("an Exchange contact named a company helloHQ did not have; created with type {:?}", s.new_company_type)})).await;
+        Ok(created.id)
+    }
+
+    // ---- the pass --------------------------------------------------------------------
+
+    /// Reconciles one mailbox completely. With `dry_run`, writes nothing
+    /// and returns what it would do. Any failed read aborts the pass before
+    /// anything is deleted.
+    pub async fn pass(&self, dir: &Directory, m: &Mailbox, dry_run: bool, approved: bool) -> Result<Plan, EngineError> {
+        let mut plan = Plan { mailbox: m.id.to_string(), ..Default::default() };
+        let direction = self.settings.direction(m, Kind::Contact);
+        if direction == Direction::Off {
+            return Ok(plan);
+        }
+        let hq_all = self.list_hq(dir).await?;
+        let folders = self.folders(m.id.as_str()).await?;
+        let mut ex_items: Vec<(Folder, Value)> = Vec::new();
+        for f in [Folder::Global, Folder::Mine] {
+            for v in self.list_graph(m.id.as_str(), Self::folder_id(&folders, f)).await? {
+                ex_items.push((f, v));
+            }
+        }
+        let mut links = self.store.list_links(self.tenant, &m.id, Kind::Contact).await?;
+        let user = self.user_of(dir, m);
+        let desired: BTreeMap<i32, Folder> = hq_all
+            .iter()
+            .filter_map(|h| dir.folder_for(h.id, h.company_id, user, &self.settings.contacts).map(|f| (h.id, f)))
+            .collect();
+        let hq_by_id: HashMap<i32, &HqContact> = hq_all.iter().map(|h| (h.id, h)).collect();
+        let first_pass = self.store.get_cursor(self.tenant, m.id.as_str(), LAST_PASS).await?.is_none();
+        if first_pass && !dry_run {
+            for h in &hq_all {
+                if let Some(reason) = dir.excluded(h.company_id, &self.settings.contacts) {
+                    self.journal(
+                        Some(&m.id),
+                        "skipped",
+                        Some(h.id.to_string()),
+                        None,
+                        json!({"side": "exchange", "summary": summary(&h.contact), "reason": reason}),
+                    )
+                    .await;
+                }
+            }
+        }
+        let mut ex_by_id: HashMap<String, (Folder, Value)> = ex_items
+            .iter()
+            .filter_map(|(f, v)| v.get("id").and_then(Value::as_str).map(|id| (id.to_string(), (*f, v.clone()))))
+            .collect();
+
+        // 1. Match unlinked Exchange contacts to unlinked helloHQ contacts
+        //    (our tag, then email, then first + last name) before creating.
+        let linked_hq: HashSet<String> = links.iter().filter_map(|l| l.hq_id.clone()).collect();
+        let linked_ex: HashSet<String> = links.iter().filter_map(|l| l.graph_id.clone()).collect();
+        let mut free_hq: Vec<&HqContact> =
+            hq_all.iter().filter(|h| desired.contains_key(&h.id) && !linked_hq.contains(&h.id.to_string())).collect();
+        for (gid, (folder, v)) in ex_by_id.iter() {
+            if linked_ex.contains(gid) {
+                continue;
+            }
+            let c = contact::from_graph(v);
+            let tag = contact::graph_hq_tag(v).and_then(|t| parse_hq_id(&t));
+            let pos = free_hq
+                .iter()
+                .position(|h| Some(h.id) == tag)
+                .or_else(|| {
+                    c.email.as_ref().and_then(|e| {
+                        free_hq
+                            .iter()
+                            .position(|h| h.contact.email.as_deref().is_some_and(|x| x.eq_ignore_ascii_case(e)))
+                    })
+                })
+                .or_else(|| {
+                    let key = |c: &Contact| {
+                        (c.given_name.clone().map(|s| s.to_lowercase()), c.surname.clone().map(|s| s.to_lowercase()))
+                    };
+                    (c.surname.is_some()).then(|| free_hq.iter().position(|h| key(&h.contact) == key(&c))).flatten()
+                });
+            let Some(pos) = pos else { continue };
+            let h = free_hq.remove(pos);
+            let how = if Some(h.id) == tag {
+                "tag"
+            } else if c.email.is_some() && c.email == h.contact.email {
+                "email"
+            } else {
+                "name"
+            };
+            plan.matched.push(format!(
+                "{} ↔ Exchange contact in {} (by {how})",
+                summary(&h.contact),
+                folder.display_name()
+            ));
+            let link = Link {
+                tenant: self.tenant.clone(),
+                mailbox: m.id.clone(),
+                kind: Kind::Contact,
+                hq_id: Some(h.id.to_string()),
+                graph_id: Some(gid.clone()),
+                folder: Some(folder.as_str().into()),
+                // No base: the first merge fills gaps both ways and settles differences.
+                base: Value::Null,
+                hq_fingerprint: None,
+                graph_fingerprint: None,
+                hq_version: None,
+                graph_version: graph_version(v),
+                state: LINKED.into(),
+                updated_at: Utc::now(),
+            };
+            if !dry_run {
+                self.store.upsert_link(&link).await?;
+                self.journal(Some(&m.id), "linked", link.hq_id.clone(), link.graph_id.clone(), json!({"side": "exchange", "summary": summary(&h.contact), "matched_by": how, "folder": folder.display_name()})).await;
+            }
+            links.push(link);
+        }
+
+        // 2. Deletions first counted, then held or done.
+        let mut deletions: Vec<Link> = Vec::new();
+        let mut exchange_gone: Vec<Link> = Vec::new();
+        for l in &links {
+            let hq_id = l.hq_id.as_deref().and_then(parse_hq_id);
+            let in_exchange = l.graph_id.as_ref().is_some_and(|g| ex_by_id.contains_key(g));
+            let hq_exists = hq_id.is_some_and(|i| hq_by_id.contains_key(&i));
+            if l.state == LINKED && !in_exchange && l.graph_id.is_some() {
+                exchange_gone.push(l.clone());
+            } else if !hq_exists || hq_id.is_none_or(|i| !desired.contains_key(&i)) {
+                if l.graph_id.is_some() {
+                    deletions.push(l.clone());
+                }
+            }
+        }
+        let total = links.len() as u64;
+        let n_del = (deletions.len() + exchange_gone.len()) as u64;
+        let hold = !approved && self.settings.deletes.holds(n_del, total);
+        if hold {
+            plan.held = Some(format!(
+                "{n_del} of {total} links would be deleted (threshold {}% or {} items); approve with `hqsync approve --tenant {} --mailbox {}`",
+                self.settings.deletes.percent, self.settings.deletes.items, self.tenant, m.id
+            ));
+        }
+        let held_reason = plan.held.clone();
+        let mut plan_ref = if dry_run { Some(&mut plan) } else { None };
+        if !hold {
+            for l in &deletions {
+                let hq = l.hq_id.as_deref().and_then(parse_hq_id).and_then(|i| hq_by_id.get(&i).copied());
+                self.settle(m, &folders, hq, None, Some(l.clone()), None, &mut plan_ref).await?;
+            }
+            for l in &exchange_gone {
+                let base: Contact = serde_json::from_value(l.base.clone()).unwrap_or_default();
+                if let Some(p) = plan_ref.as_deref_mut() {
+                    p.delete_in_hellohq.push(summary(&base));
+                } else {
+                    self.exchange_deleted(m, l, direction).await?;
+                }
+            }
+        } else if !dry_run {
+            self.journal(Some(&m.id), "held", None, None, json!({"side": "exchange", "summary": format!("{n_del} contact deletions"), "count": n_del, "threshold": {"percent": self.settings.deletes.percent, "items": self.settings.deletes.items}, "reason": held_reason})).await;
+        }
+        let gone: HashSet<String> =
+            deletions.iter().chain(exchange_gone.iter()).filter_map(|l| l.graph_id.clone()).collect();
+
+        // 3. Creates, updates and moves for every helloHQ contact in scope.
+        let by_hq: HashMap<String, Link> =
+            links.iter().filter_map(|l| l.hq_id.clone().map(|h| (h, l.clone()))).collect();
+        let total_desired = desired.len();
+        for (i, (hq_id, folder)) in desired.iter().enumerate() {
+            let Some(h) = hq_by_id.get(hq_id) else { continue };
+            let link = by_hq.get(&hq_id.to_string()).cloned();
+            if link.as_ref().and_then(|l| l.graph_id.as_ref()).is_some_and(|g| gone.contains(g)) {
+                continue;
+            }
+            let ex = link.as_ref().and_then(|l| l.graph_id.as_ref()).and_then(|g| ex_by_id.remove(g)).map(|(_, v)| v);
+            self.settle(m, &folders, Some(h), Some(*folder), link, ex, &mut plan_ref).await?;
+            if !dry_run && total_desired >= 200 && (i + 1) % 200 == 0 {
+                tracing::info!(mailbox = %m.id, done = i + 1, total = total_desired, "contact pass progress");
+            }
+        }
+        // 4. Exchange contacts in our folders that nobody claimed become helloHQ contacts.
+        let claimed: HashSet<String> = links.iter().filter_map(|l| l.graph_id.clone()).collect();
+        for (gid, (folder, v)) in ex_by_id {
+            if claimed.contains(&gid) {
+                continue;
+            }
+            if !matches!(direction, Direction::Both | Direction::ToHellohq) {
+                continue;
+            }
+            if let Some(p) = plan_ref.as_deref_mut() {
+                p.create_in_hellohq.push(summary(&contact::from_graph(&v)));
+            } else if contact::graph_hq_tag(&v).is_none() {
+                self.create_in_hellohq(dir, m, &v, folder).await?;
+            }
+        }
+        if !dry_run {
+            self.store.set_cursor(self.tenant, m.id.as_str(), LAST_PASS, &Utc::now().to_rfc3339()).await?;
+        }
+        Ok(plan)
+    }
+}

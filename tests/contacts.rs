@@ -1,0 +1,572 @@
+//! Contacts end to end (SPEC §5) against both simulators over real HTTP,
+//! with the engine on a SQLite store: initial sync into the right folders,
+//! prospects never, the placeholder email one way only, edits both ways
+//! with exactly one write per edit and none back (echo), replays and
+//! concurrent workers changing nothing, matching instead of duplicating,
+//! membership moves, deletions (held above the threshold), a failed
+//! helloHQ read deleting nothing, and the dry run writing nothing.
+
+use std::collections::BTreeMap;
+
+use chrono::Utc;
+use hqsync::connectors::graph::{GraphClient, GraphClientConfig};
+use hqsync::connectors::hellohq::client::{HellohqClient, HellohqClientConfig};
+use hqsync::engine::{Engine, Outcome};
+use hqsync::model::{Kind, MailboxId, TenantId};
+use hqsync::queue::{Change, Hint, HqEntity, Origin, HINT_VERSION};
+use hqsync::sim::graph::{GraphSim, GraphSimConfig};
+use hqsync::sim::hellohq::{HellohqSim, HellohqSimConfig};
+use hqsync::store::{Cipher, GraphCredentials, HellohqCredentials, JournalFilter, Store, Tenant};
+use secrecy::SecretString;
+use serde_json::{json, Value};
+
+const ANNA: &str = "anna.schmidt@agentur-beispiel.de";
+const BEN: &str = "ben.mueller@agentur-beispiel.de";
+const CLARA: &str = "clara.wagner@agentur-beispiel.de";
+const DAVID: &str = "david.fischer@agentur-beispiel.de";
+const ALL: [&str; 4] = [ANNA, BEN, CLARA, DAVID];
+
+struct H {
+    graph_sim: GraphSim,
+    hq_sim: HellohqSim,
+    http: reqwest::Client,
+    store: Store,
+    engine: Engine,
+    tenant: TenantId,
+    graph: GraphClient,
+    hq: HellohqClient,
+    _dir: tempfile::TempDir,
+}
+
+impl H {
+    async fn start() -> H {
+        H::start_with(json!({})).await
+    }
+
+    async fn start_with(settings: Value) -> H {
+        let graph_sim =
+            GraphSim::start(tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(), GraphSimConfig::default())
+                .await
+                .unwrap();
+        let hq_sim =
+            HellohqSim::start(tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(), HellohqSimConfig::default())
+                .await
+                .unwrap();
+        let http = reqwest::Client::new();
+        let seed: Value =
+            http.get(format!("{}/_sim/seed", graph_sim.base_url())).send().await.unwrap().json().await.unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("hqsync.db").display());
+        let store = Store::open(&url, 5, Cipher::from_base64(&Cipher::generate_key_base64()).unwrap()).await.unwrap();
+        let creds = GraphCredentials {
+            entra_tenant_id: seed["tenantId"].as_str().unwrap().to_string(),
+            client_id: seed["clientId"].as_str().unwrap().to_string(),
+            client_secret: SecretString::from(seed["clientSecret"].as_str().unwrap().to_string()),
+            graph_base: format!("{}/v1.0", graph_sim.base_url()),
+            login_base: graph_sim.base_url(),
+        };
+        let tenant = TenantId::parse("demo").unwrap();
+        let now = Utc::now();
+        store
+            .upsert_tenant(&Tenant {
+                id: tenant.clone(),
+                name: "Agentur Beispiel GmbH".into(),
+                enabled: true,
+                graph: creds.clone(),
+                hellohq: HellohqCredentials {
+                    base_url: hq_sim.base_url(),
+                    token: SecretString::from(hq_sim.sync_token()),
+                    webhook_secrets: vec![],
+                },
+                settings,
+                created_at: now,
+                updated_at: now,
+            })
+            .await
+            .unwrap();
+        let graph = GraphClient::new(&creds, GraphClientConfig::default()).unwrap();
+        let hq =
+            HellohqClient::new(HellohqClientConfig::new(hq_sim.base_url(), SecretString::from(hq_sim.sync_token())))
+                .unwrap();
+        H { engine: Engine::new(store.clone()), graph_sim, hq_sim, http, store, tenant, graph, hq, _dir: dir }
+    }
+
+    fn hint(
+        &self,
+        origin: Origin,
+        change: Change,
+        mailbox: Option<&str>,
+        entity: Option<HqEntity>,
+        id: Option<&str>,
+    ) -> Hint {
+        Hint {
+            v: HINT_VERSION,
+            hint_id: uuid::Uuid::new_v4(),
+            tenant: self.tenant.clone(),
+            mailbox: mailbox.map(|m| MailboxId::parse(m).unwrap()),
+            kind: Some(Kind::Contact).filter(|_| mailbox.is_some() || entity.is_some()),
+            entity,
+            origin,
+            resource_id: id.map(str::to_string),
+            subscription_id: None,
+            change,
+            received_at: Utc::now(),
+        }
+    }
+
+    async fn run(&self, h: &Hint) -> Outcome {
+        self.engine.handle(h).await.unwrap_or_else(|e| panic!("hint {:?} failed: {e}", h.change))
+    }
+
+    /// The tenant pass: mailboxes from helloHQ users, then their initial sync.
+    async fn initial_sync(&self) {
+        let h = self.hint(Origin::Schedule, Change::Resync, None, None, None);
+        self.run(&h).await;
+    }
+
+    async fn hq_contact_changed(&self, id: i32) {
+        let h = self.hint(Origin::Hellohq, Change::Updated, None, Some(HqEntity::ContactPerson), Some(&id.to_string()));
+        self.run(&h).await;
+    }
+
+    async fn exchange_changed(&self, mailbox: &str, graph_id: &str, change: Change) -> Outcome {
+        let h = self.hint(Origin::Exchange, change, Some(mailbox), None, Some(graph_id));
+        self.run(&h).await
+    }
+
+    async fn pass(&self, mailbox: &str) {
+        let h = self.hint(Origin::Schedule, Change::Resync, Some(mailbox), None, None);
+        self.run(&h).await;
+    }
+
+    /// Every contact in one of the mailbox's folders: (folder name, contact).
+    async fn exchange_contacts(&self, mailbox: &str) -> Vec<(String, Value)> {
+        let folders = self.graph.get(&format!("/users/{mailbox}/contactFolders")).await.unwrap();
+        let mut out = Vec::new();
+        for f in folders["value"].as_array().unwrap() {
+            let name = f["displayName"].as_str().unwrap().to_string();
+            let id = f["id"].as_str().unwrap();
+            let path =
+                format!("/users/{mailbox}/contactFolders/{id}/contacts?{}", hqsync::model::contact::graph_expand());
+            for c in self.graph.list_all(&path).await.unwrap() {
+                out.push((name.clone(), c));
+            }
+        }
+        out
+    }
+
+    async fn find(&self, mailbox: &str, surname: &str) -> Vec<(String, Value)> {
+        self.exchange_contacts(mailbox).await.into_iter().filter(|(_, c)| c["surname"] == surname).collect()
+    }
+
+    async fn hq_id(&self, surname: &str) -> i32 {
+        let list: Vec<Value> = self.hq.list_v2("/v2/ContactPersons", &Default::default()).await.unwrap().items;
+        list.iter()
+            .find(|c| c["lastName"] == surname)
+            .and_then(|c| c["id"].as_i64())
+            .unwrap_or_else(|| panic!("no {surname}")) as i32
+    }
+
+    async fn graph_writes(&self) -> u64 {
+        let s: Value = self
+            .http
+            .get(format!("{}/_sim/stats", self.graph_sim.base_url()))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        s["writes"]
+            .as_object()
+            .map(|m| m.iter().filter(|(k, _)| k.as_str() != "subscription").map(|(_, v)| v.as_u64().unwrap_or(0)).sum())
+            .unwrap_or(0)
+    }
+
+    async fn hq_writes(&self) -> u64 {
+        let s: Value =
+            self.http.get(format!("{}/_sim/stats", self.hq_sim.base_url())).send().await.unwrap().json().await.unwrap();
+        s["writes"].as_object().map(|m| m.values().map(|v| v.as_u64().unwrap_or(0)).sum()).unwrap_or(0)
+    }
+
+    async fn writes(&self) -> (u64, u64) {
+        (self.graph_writes().await, self.hq_writes().await)
+    }
+
+    async fn journal(&self, action: &str) -> Vec<hqsync::store::JournalEntry> {
+        self.store
+            .list_journal(&JournalFilter {
+                tenant: Some(self.tenant.clone()),
+                action: Some(action.into()),
+                limit: 1000,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+    }
+
+    async fn stop(self) {
+        self.graph_sim.shutdown().await;
+        self.hq_sim.shutdown().await;
+    }
+}
+
+fn folders_of(v: &[(String, Value)]) -> Vec<String> {
+    v.iter().map(|(f, _)| f.clone()).collect()
+}
+
+#[tokio::test]
+async fn initial_sync_puts_each_contact_in_the_right_folder_and_never_a_prospect() {
+    let h = H::start().await;
+    h.initial_sync().await;
+    // Özlem Çelik: Nordlicht (Anna responsible), project team Anna + Ben.
+    for (m, folder) in [
+        (ANNA, "HQ Meine Kontakte"),
+        (BEN, "HQ Meine Kontakte"),
+        (CLARA, "HQ Globale Kontakte"),
+        (DAVID, "HQ Globale Kontakte"),
+    ] {
+        assert_eq!(folders_of(&h.find(m, "Çelik").await), [folder], "Özlem in {m}");
+    }
+    // Heike Strauß: Druckerei (Clara responsible), in no project.
+    assert_eq!(folders_of(&h.find(CLARA, "Strauß").await), ["HQ Meine Kontakte"]);
+    assert_eq!(folders_of(&h.find(ANNA, "Strauß").await), ["HQ Globale Kontakte"]);
+    // Tobias Neumann's company is an "Interessent": nowhere, journalled.
+    for m in ALL {
+        assert!(h.find(m, "Neumann").await.is_empty(), "a prospect reached {m}");
+    }
+    assert!(h
+        .journal("skipped")
+        .await
+        .iter()
+        .any(|e| e.detail["reason"].as_str().unwrap_or("").contains("Interessent")));
+    // Every field of Jürgen Größe, as SPEC §5 maps it.
+    let (_, j) = h.find(ANNA, "Größe").await.remove(0);
+    assert_eq!(j["givenName"], "Jürgen");
+    assert_eq!(j["jobTitle"], "Geschäftsführer");
+    assert_eq!(j["companyName"], "Bäckerei Größe & Söhne KG");
+    assert_eq!(j["businessPhones"], json!(["+49 40 1234561"]));
+    assert_eq!(j["mobilePhone"], "+49 171 2345678");
+    assert_eq!(j["emailAddresses"][0]["address"], "juergen.groesse@baeckerei-groesse.de");
+    assert_eq!(j["businessHomePage"], "https://www.baeckerei-groesse.de");
+    assert_eq!(j["businessAddress"]["street"], "Lange Reihe 12");
+    assert_eq!(j["homeAddress"]["street"], "Papenhuder Straße 27a");
+    assert_eq!(hqsync::model::contact::extended_property(&j, "String 0x3A24"), Some("+49 40 1234569"));
+    // Sophie Lehmann has no email: the placeholder, in Exchange only.
+    let (_, s) = h.find(DAVID, "Lehmann").await.remove(0);
+    assert_eq!(s["emailAddresses"][0]["address"], "Sophie.Lehmann@nomail.de");
+    // 5 contacts × 4 mailboxes, and a second pass writes nothing.
+    let total: usize =
+        futures::future::join_all(ALL.iter().map(|m| h.exchange_contacts(m))).await.iter().map(Vec::len).sum();
+    assert_eq!(total, 20);
+    let before = h.writes().await;
+    for m in ALL {
+        h.pass(m).await;
+    }
+    assert_eq!(h.writes().await, before, "a pass over synced mailboxes wrote something");
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn a_hellohq_edit_writes_once_per_mailbox_and_nothing_comes_back() {
+    let h = H::start().await;
+    h.initial_sync().await;
+    let id = h.hq_id("Strauß").await;
+    h.hq.update_contact_person(id, |c| c.position = Some("Einkauf".into())).await.unwrap();
+    let (g0, q0) = h.writes().await;
+    h.hq_contact_changed(id).await;
+    let (g1, q1) = h.writes().await;
+    assert_eq!(g1 - g0, 4, "one write per mailbox");
+    assert_eq!(q1, q0, "nothing written back to helloHQ");
+    // Graph notifies each of those writes: all echoes, nothing written.
+    for m in ALL {
+        let (_, c) = h.find(m, "Strauß").await.remove(0);
+        assert_eq!(c["jobTitle"], "Einkauf");
+        h.exchange_changed(m, c["id"].as_str().unwrap(), Change::Updated).await;
+    }
+    assert_eq!(h.writes().await, (g1, q1), "an echo was written");
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn an_outlook_edit_reaches_hellohq_and_the_other_mailboxes_without_echo() {
+    let h = H::start().await;
+    h.initial_sync().await;
+    let (_, c) = h.find(BEN, "Weiß").await.remove(0);
+    let gid = c["id"].as_str().unwrap().to_string();
+    h.graph
+        .patch(
+            &format!("/users/{BEN}/contacts/{gid}"),
+            &json!({"mobilePhone": "+49 170 1111111", "jobTitle": "Werksleiter"}),
+            None,
+        )
+        .await
+        .unwrap();
+    let (g0, q0) = h.writes().await;
+    h.exchange_changed(BEN, &gid, Change::Updated).await;
+    let (g1, q1) = h.writes().await;
+    assert_eq!(g1, g0, "nothing written to Exchange for an Exchange edit");
+    assert_eq!(q1 - q0, 1, "one helloHQ write");
+    let id = h.hq_id("Weiß").await;
+    let p = h.hq.get_contact_person(id).await.unwrap();
+    assert_eq!(p.phone_mobile.as_deref(), Some("+49 170 1111111"));
+    assert_eq!(p.position.as_deref(), Some("Werksleiter"));
+    // helloHQ's webhook for our own write: the other three mailboxes follow,
+    // Ben's copy is not written again.
+    h.hq_contact_changed(id).await;
+    let (g2, q2) = h.writes().await;
+    assert_eq!(g2 - g1, 3, "the three other mailboxes, once each");
+    assert_eq!(q2, q1);
+    for m in [ANNA, CLARA, DAVID] {
+        assert_eq!(h.find(m, "Weiß").await[0].1["jobTitle"], "Werksleiter");
+    }
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn the_placeholder_email_never_flows_back() {
+    let h = H::start().await;
+    h.initial_sync().await;
+    let (_, c) = h.find(ANNA, "Lehmann").await.remove(0);
+    let gid = c["id"].as_str().unwrap().to_string();
+    h.graph
+        .patch(&format!("/users/{ANNA}/contacts/{gid}"), &json!({"jobTitle": "Projektleitung"}), None)
+        .await
+        .unwrap();
+    h.exchange_changed(ANNA, &gid, Change::Updated).await;
+    let p = h.hq.get_contact_person(h.hq_id("Lehmann").await).await.unwrap();
+    assert_eq!(p.position.as_deref(), Some("Projektleitung"));
+    assert_eq!(p.e_mail, None, "the placeholder reached helloHQ");
+    assert!(p.default_address.as_ref().and_then(|a| a.email.as_ref()).is_none());
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn replaying_every_hint_twice_and_concurrent_workers_change_nothing() {
+    let h = H::start().await;
+    h.initial_sync().await;
+    let id = h.hq_id("Çelik").await;
+    h.hq.update_contact_person(id, |c| c.position = Some("CMO".into())).await.unwrap();
+    let hint = h.hint(Origin::Hellohq, Change::Updated, None, Some(HqEntity::ContactPerson), Some(&id.to_string()));
+    // Two workers take the same change at once (different deliveries).
+    let mut twin = hint.clone();
+    twin.hint_id = uuid::Uuid::new_v4();
+    let (g0, _) = h.writes().await;
+    // A worker that loses the If-Match race retries (as the queue would).
+    let engine = &h.engine;
+    let until_done = |hint: Hint| async move {
+        for _ in 0..5 {
+            match engine.handle(&hint).await {
+                Ok(_) => return,
+                Err(hqsync::engine::EngineError::Transient(_)) => continue,
+                Err(e) => panic!("{e}"),
+            }
+        }
+        panic!("no convergence after 5 attempts");
+    };
+    tokio::join!(until_done(hint.clone()), until_done(twin.clone()));
+    let (g1, q1) = h.writes().await;
+    assert!((4..=8).contains(&(g1 - g0)), "each mailbox written at most once per worker, got {}", g1 - g0);
+    // The same deliveries again: duplicates, nothing written.
+    assert_eq!(h.run(&hint).await, Outcome::Duplicate);
+    assert_eq!(h.run(&twin).await, Outcome::Duplicate);
+    // And a fresh hint for the same state finds every side in step.
+    h.hq_contact_changed(id).await;
+    assert_eq!(h.writes().await, (g1, q1));
+    for m in ALL {
+        let found = h.find(m, "Çelik").await;
+        assert_eq!(found.len(), 1, "one copy in {m}");
+        assert_eq!(found[0].1["jobTitle"], "CMO");
+    }
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn initial_sync_into_a_mailbox_that_already_holds_the_contacts_creates_no_duplicate() {
+    let h = H::start().await;
+    h.initial_sync().await;
+    // Forget every link (as a fresh installation would), keep Exchange as is.
+    for m in ALL {
+        for l in h.store.list_links(&h.tenant, &MailboxId::parse(m).unwrap(), Kind::Contact).await.unwrap() {
+            h.store
+                .delete_link(&h.tenant, &l.mailbox, Kind::Contact, l.hq_id.as_deref(), l.graph_id.as_deref())
+                .await
+                .unwrap();
+        }
+    }
+    let (g0, q0) = h.writes().await;
+    for m in ALL {
+        h.pass(m).await;
+    }
+    assert_eq!(h.writes().await, (g0, q0), "matching wrote something");
+    for m in ALL {
+        assert_eq!(h.exchange_contacts(m).await.len(), 5, "duplicates in {m}");
+    }
+    assert_eq!(h.journal("linked").await.len(), 20);
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn an_outlook_contact_becomes_a_hellohq_contact_of_the_named_company() {
+    let h = H::start().await;
+    h.initial_sync().await;
+    let folders = h.graph.get(&format!("/users/{CLARA}/contactFolders")).await.unwrap();
+    let global =
+        folders["value"].as_array().unwrap().iter().find(|f| f["displayName"] == "HQ Globale Kontakte").unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+    let mk = |given: &str, sur: &str, company: Option<&str>| json!({"givenName": given, "surname": sur, "companyName": company, "emailAddresses": [{"address": format!("{}@example.de", given.to_lowercase())}]});
+    for (c, _) in [
+        (mk("Paula", "Meyer", Some("Druckerei Weiß GmbH")), ()),
+        (mk("Karl", "Neu", Some("Neue Firma AG")), ()),
+        (mk("Olga", "Ohne", None), ()),
+    ] {
+        let created = h.graph.post(&format!("/users/{CLARA}/contactFolders/{global}/contacts"), &c).await.unwrap();
+        h.exchange_changed(CLARA, created["id"].as_str().unwrap(), Change::Created).await;
+        // Replayed notification: no second helloHQ contact.
+        h.exchange_changed(CLARA, created["id"].as_str().unwrap(), Change::Created).await;
+    }
+    let people: Vec<Value> = h.hq.list_v2("/v2/ContactPersons", &Default::default()).await.unwrap().items;
+    let companies: Vec<Value> = h.hq.list_v2("/v2/Companies", &Default::default()).await.unwrap().items;
+    let company_of = |sur: &str| {
+        let p: Vec<&Value> = people.iter().filter(|p| p["lastName"] == sur).collect();
+        assert_eq!(p.len(), 1, "{sur} exists once in helloHQ");
+        let cid = p[0]["companyId"].clone();
+        companies.iter().find(|c| c["id"] == cid).unwrap()["name"].as_str().unwrap().to_string()
+    };
+    assert_eq!(company_of("Meyer"), "Druckerei Weiß GmbH");
+    assert_eq!(company_of("Neu"), "Neue Firma AG");
+    assert_eq!(company_of("Ohne"), "Kontakte aus Outlook");
+    assert!(h.journal("created").await.iter().any(|e| e.detail["summary"] == "company Neue Firma AG"));
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn membership_changes_move_contacts_between_folders_and_prospects_are_removed() {
+    let h = H::start().await;
+    h.initial_sync().await;
+    // David becomes responsible for Druckerei Weiß through a new lead on Heike.
+    let heike = h.hq_id("Strauß").await;
+    let druckerei = h.hq.get_contact_person(heike).await.unwrap().company_id;
+    let users = h.hq.list_users().await.unwrap();
+    let david = users.iter().find(|u| u.e_mail_work.as_deref() == Some(DAVID)).unwrap().id;
+    let lead: Value = h
+        .hq
+        .write(
+            reqwest::Method::POST,
+            "/v1/Leads",
+            &json!({"Name": "Nachdruck", "CompanyId": druckerei, "StatusId": 1, "ResponsibleUserId": david, "ContactPersons": [{"Id": heike}]}),
+        )
+        .await
+        .unwrap();
+    let hint = h.hint(Origin::Hellohq, Change::Created, None, Some(HqEntity::Lead), Some(&lead["Id"].to_string()));
+    h.run(&hint).await;
+    assert_eq!(folders_of(&h.find(DAVID, "Strauß").await), ["HQ Meine Kontakte"], "moved, not copied");
+    assert_eq!(folders_of(&h.find(ANNA, "Strauß").await), ["HQ Globale Kontakte"]);
+    // Nordlicht becomes a prospect: its contacts leave every mailbox.
+    let types = h.hq.list_company_types().await.unwrap();
+    let interessent = types.iter().find(|t| t.name.as_deref() == Some("Interessent")).unwrap().id;
+    let nordlicht = h.hq.get_contact_person(h.hq_id("Çelik").await).await.unwrap().company_id.unwrap();
+    let _: Value =
+        h.hq.write(
+            reqwest::Method::POST,
+            &format!("/v2/Companies/{nordlicht}/UpdateCompanyTypes"),
+            &json!([{"companyTypeId": interessent}]),
+        )
+        .await
+        .unwrap();
+    let hint = h.hint(Origin::Hellohq, Change::Updated, None, Some(HqEntity::Company), Some(&nordlicht.to_string()));
+    h.run(&hint).await;
+    for m in ALL {
+        assert!(h.find(m, "Çelik").await.is_empty(), "a prospect's contact stayed in {m}");
+        assert!(h.find(m, "Lehmann").await.is_empty());
+    }
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn deletions_follow_tombstones_and_mass_deletions_wait_for_approval() {
+    let h = H::start().await;
+    h.initial_sync().await;
+    // One helloHQ deletion: every copy goes.
+    let max = h.hq_id("Weiß").await;
+    h.hq.delete_contact_person(max).await.unwrap();
+    let hint = h.hint(Origin::Hellohq, Change::Deleted, None, Some(HqEntity::ContactPerson), Some(&max.to_string()));
+    h.run(&hint).await;
+    for m in ALL {
+        assert!(h.find(m, "Weiß").await.is_empty());
+    }
+    // An Outlook deletion deletes in helloHQ.
+    let (_, c) = h.find(DAVID, "Strauß").await.remove(0);
+    let gid = c["id"].as_str().unwrap().to_string();
+    h.graph.delete(&format!("/users/{DAVID}/contacts/{gid}"), None).await.unwrap();
+    h.exchange_changed(DAVID, &gid, Change::Deleted).await;
+    assert_eq!(h.hq_id_exists("Strauß").await, None, "still in helloHQ");
+    // Three more deletions seen only by a pass (no webhooks): held, then approved.
+    for sur in ["Größe", "Çelik", "Lehmann"] {
+        h.hq.delete_contact_person(h.hq_id(sur).await).await.unwrap();
+    }
+    h.pass(ANNA).await;
+    // Heike's copy (her helloHQ record is gone too) plus the three.
+    assert_eq!(h.exchange_contacts(ANNA).await.len(), 4, "deleted without approval");
+    assert!(!h.journal("held").await.is_empty());
+    h.engine.approve(&h.tenant, &MailboxId::parse(ANNA).unwrap(), "test").await.unwrap();
+    h.pass(ANNA).await;
+    assert_eq!(h.exchange_contacts(ANNA).await.len(), 0);
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn a_hellohq_read_failure_during_a_pass_deletes_nothing() {
+    let h = H::start().await;
+    h.initial_sync().await;
+    let (g0, q0) = h.writes().await;
+    h.http.post(format!("{}/_sim/faults", h.hq_sim.base_url())).json(&json!({"error_rate": 1.0})).send().await.unwrap();
+    let hint = h.hint(Origin::Schedule, Change::Resync, Some(ANNA), None, None);
+    assert!(h.engine.handle(&hint).await.is_err(), "the pass must fail, not guess");
+    h.http.post(format!("{}/_sim/faults", h.hq_sim.base_url())).json(&json!({})).send().await.unwrap();
+    assert_eq!(h.graph_writes().await, g0, "Exchange was written during a failed helloHQ read");
+    assert_eq!(h.exchange_contacts(ANNA).await.len(), 5);
+    let _ = q0;
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn the_dry_run_lists_the_initial_sync_and_writes_nothing() {
+    let h = H::start_with(json!({"contacts": {"global_folder": false}})).await;
+    // Mailboxes exist but nothing is synced yet: provision without a pass.
+    let users = h.hq.list_users().await.unwrap();
+    for u in &users {
+        h.store
+            .upsert_mailbox(&hqsync::store::Mailbox {
+                tenant: h.tenant.clone(),
+                id: MailboxId::parse(u.e_mail_work.clone().unwrap()).unwrap(),
+                hq_user_id: Some(u.id.to_string()),
+                state: hqsync::store::MailboxState::Active,
+                settings: json!({}),
+                last_error: None,
+                updated_at: Utc::now(),
+            })
+            .await
+            .unwrap();
+    }
+    let before = h.writes().await;
+    let plans = h.engine.plan(&h.tenant, Some(&MailboxId::parse(ANNA).unwrap())).await.unwrap();
+    let contact_writes = h.writes().await;
+    // Folder bootstrap is the only thing a plan may create (two folders).
+    assert!(contact_writes.0 - before.0 <= 2 && contact_writes.1 == before.1);
+    let creates: BTreeMap<_, _> = plans[0].create_in_exchange.iter().map(|s| (s.clone(), ())).collect();
+    // Global folder off: Anna gets only her own contacts (Özlem, Sophie).
+    assert_eq!(creates.len(), 2, "{creates:?}");
+    assert!(creates.keys().all(|k| k.contains("HQ Meine Kontakte")));
+    assert!(h.exchange_contacts(ANNA).await.is_empty());
+    h.stop().await;
+}
+
+impl H {
+    async fn hq_id_exists(&self, surname: &str) -> Option<i32> {
+        let list: Vec<Value> = self.hq.list_v2("/v2/ContactPersons", &Default::default()).await.unwrap().items;
+        list.iter().find(|c| c["lastName"] == surname).and_then(|c| c["id"].as_i64()).map(|i| i as i32)
+    }
+}
