@@ -43,6 +43,36 @@ pub enum Command {
     Bench(crate::bench::BenchCommand),
     /// Run the Microsoft Graph and/or helloHQ simulators in the foreground.
     Sim(SimArgs),
+    /// Dry run: what a sync pass would create, update, delete and match on
+    /// each side, written nowhere.
+    Plan(PlanArgs),
+    /// Approve the deletions a pass held back for a mailbox; its next pass
+    /// carries them out.
+    Approve(ApproveArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    /// Tenant id.
+    #[arg(long)]
+    pub tenant: crate::model::TenantId,
+    /// Only this mailbox (default: every syncing mailbox of the tenant).
+    #[arg(long)]
+    pub mailbox: Option<crate::model::MailboxId>,
+    /// Only this kind (appointment|task|contact; default: all that are synchronised).
+    #[arg(long)]
+    pub kind: Option<crate::model::Kind>,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ApproveArgs {
+    #[arg(long)]
+    pub tenant: crate::model::TenantId,
+    #[arg(long)]
+    pub mailbox: crate::model::MailboxId,
 }
 
 #[derive(Debug, Args)]
@@ -115,6 +145,21 @@ impl Cli {
 async fn dispatch(command: Command, config: Config) -> anyhow::Result<()> {
     match command {
         Command::Openapi | Command::Sim(_) => unreachable!("handled before the configuration is loaded"),
+        Command::Plan(args) => {
+            let app = App::open(config).await?;
+            let res = plan(&app, args).await;
+            app.queue.close().await;
+            res
+        }
+        Command::Approve(args) => {
+            let app = App::open(config).await?;
+            let engine = crate::engine::Engine::new(app.store.clone());
+            let actor = std::env::var("USER").map(|u| format!("cli:{u}")).unwrap_or_else(|_| "cli".into());
+            engine.approve(&args.tenant, &args.mailbox, &actor).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+            println!("approved: the next pass of {} deletes what it held back", args.mailbox);
+            app.queue.close().await;
+            Ok(())
+        }
         Command::Bench(b) => crate::bench::run(b, config).await,
         Command::Migrate => {
             let app = App::open(config).await?;
@@ -158,6 +203,45 @@ async fn dispatch(command: Command, config: Config) -> anyhow::Result<()> {
             res
         }
     }
+}
+
+async fn plan(app: &App, args: PlanArgs) -> anyhow::Result<()> {
+    use crate::model::Kind;
+    if let Some(k) = args.kind.filter(|k| *k != Kind::Contact) {
+        anyhow::bail!("--kind {k}: only contacts are synchronised by this version; use --kind contact or leave it out");
+    }
+    let engine = crate::engine::Engine::new(app.store.clone());
+    let plans = engine.plan(&args.tenant, args.mailbox.as_ref()).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&plans)?);
+        return Ok(());
+    }
+    for p in &plans {
+        println!("mailbox {} (contacts): {} writes, {} unchanged", p.mailbox, p.writes(), p.unchanged);
+        let sections = [
+            ("create in Exchange", &p.create_in_exchange),
+            ("create in helloHQ", &p.create_in_hellohq),
+            ("update in Exchange", &p.update_exchange),
+            ("update in helloHQ", &p.update_hellohq),
+            ("move to folder", &p.move_folder),
+            ("delete in Exchange", &p.delete_in_exchange),
+            ("delete in helloHQ", &p.delete_in_hellohq),
+            ("match existing", &p.matched),
+        ];
+        for (title, items) in sections {
+            if items.is_empty() {
+                continue;
+            }
+            println!("  {title} ({}):", items.len());
+            for i in items.iter() {
+                println!("    {i}");
+            }
+        }
+        if let Some(h) = &p.held {
+            println!("  held: {h}");
+        }
+    }
+    Ok(())
 }
 
 /// `hqsync sim`: needs no configuration, store or queue.

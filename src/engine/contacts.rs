@@ -562,7 +562,7 @@ impl<'a> Contacts<'a> {
         let merged = Contact::from_fields(&result.merged);
         let mut hq_now = h.contact.clone();
         if !result.to_hellohq.is_empty() {
-            hq_now = self.write_hq(h.id, &merged, &result.to_hellohq).await?;
+            hq_now = self.write_hq(h.id, h.updated, &merged, &result.to_hellohq).await?;
             self.journal(Some(&m.id), "updated", Some(h.id.to_string()), Some(gid.clone()), json!({"side": "hellohq", "summary": summary(&merged), "fields": result.to_hellohq, "from": m.id.as_str()})).await;
         }
         let mut ex_now = ex.clone();
@@ -594,7 +594,13 @@ impl<'a> Contacts<'a> {
 
     /// Writes `fields` of `c` into helloHQ contact `id` (read-modify-write)
     /// and returns the record as helloHQ now holds it.
-    async fn write_hq(&self, id: i32, c: &Contact, fields: &[String]) -> Result<Contact, EngineError> {
+    async fn write_hq(
+        &self,
+        id: i32,
+        expected: Option<DateTime<Utc>>,
+        c: &Contact,
+        fields: &[String],
+    ) -> Result<Contact, EngineError> {
         let country = self.settings.contacts.default_country.clone();
         let v2_fields: Vec<String> = fields.iter().filter(|f| *f != "home_address").cloned().collect();
         let mut v2 = if v2_fields.is_empty() {
@@ -603,7 +609,9 @@ impl<'a> Contacts<'a> {
             let c2 = c.clone();
             let country2 = country.clone();
             self.hq
-                .update_contact_person(id, move |cur| contact::apply_to_hq(&c2, &v2_fields, cur, &country2))
+                .update_contact_person_if(id, expected, move |cur| {
+                    contact::apply_to_hq(&c2, &v2_fields, cur, &country2)
+                })
                 .await
                 .map_err(hq_err)?
         };

@@ -16,9 +16,6 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
-use sha2::{Digest, Sha256};
-
 use crate::connectors::graph::{GraphClient, GraphClientConfig};
 use crate::connectors::hellohq::client::{HellohqClient, HellohqClientConfig};
 use crate::connectors::hellohq::poll::{ChangePoller, CURSOR_SCOPE};
@@ -58,11 +55,9 @@ impl From<StoreError> for EngineError {
     }
 }
 
-/// SHA-256 (hex) of a canonical record's JSON: equal records, equal prints.
-pub fn fingerprint<T: Serialize>(record: &T) -> String {
-    let bytes = serde_json::to_vec(record).unwrap_or_default();
-    Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect()
-}
+/// Fingerprint of a canonical record (SHA-256 of its sorted-key JSON):
+/// equal records, equal prints.
+pub use crate::model::fingerprint::fingerprint_of as fingerprint;
 
 /// How long a directory snapshot is reused by hints that do not change it.
 const DIRECTORY_TTL: Duration = Duration::from_secs(15);
@@ -162,6 +157,10 @@ impl Engine {
             return Ok(());
         };
         let settings = TenantSettings::of(&tenant);
+        if !settings.sync_enabled {
+            // The system-wide switch is off: hints are recorded, nothing synced.
+            return Ok(());
+        }
         let cx = Contacts {
             store: &self.store,
             tenant: &tenant.id,

@@ -1,8 +1,15 @@
 //! Canonical vocabulary shared by every module: identifiers, the kinds of
-//! record hqsync synchronises, and sync directions. Pure: no I/O, no wire
-//! formats (those live in `connectors/`).
+//! record hqsync synchronises, and sync directions. Pure: no I/O. Each
+//! canonical record (`contact`, `appointment`, `task`) carries its
+//! conversions to and from the wire records of both services, in one place
+//! each, so the engine only ever compares canonical values.
 
+pub mod appointment;
 pub mod contact;
+pub mod fingerprint;
+pub mod recurrence;
+pub mod task;
+pub mod timezone;
 
 use std::fmt;
 

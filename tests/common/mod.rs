@@ -160,7 +160,10 @@ pub async fn seeded_store(cfg: &Config) -> Store {
                 token: "hellohq-sync-token-value".to_string().into(),
                 webhook_secrets: vec![WEBHOOK_SECRET.to_string().into(), WEBHOOK_SECRET_NEW.to_string().into()],
             },
-            settings: serde_json::json!({}),
+            // The plumbing tests (ingress, queue, worker) point at no real
+            // service: with the tenant's sync switch off the engine records
+            // each hint exactly once and reads nothing remote.
+            settings: serde_json::json!({"sync_enabled": false}),
             created_at: now,
             updated_at: now,
         })

@@ -25,8 +25,8 @@ use serde_json::{json, Value};
 use url::Url;
 
 use super::wire::{
-    Absence, AddressV1, Company, CompanyPost, CompanyType, ConfigSystemEvent, ContactPerson, ContactPersonV1, LeadV1,
-    Project, ProjectV1, Resource, Task, User, PRIVATE_ADDRESS_DESCRIPTION,
+    fmt_utc, Absence, AddressV1, Company, CompanyPost, CompanyType, ConfigSystemEvent, ContactPerson, ContactPersonV1,
+    LeadV1, Project, ProjectV1, Resource, Task, User, PRIVATE_ADDRESS_DESCRIPTION,
 };
 
 /// How much of an error body is kept for the journal.
@@ -194,6 +194,11 @@ pub enum HqError {
     /// The client itself is misconfigured (bad base URL, bad TLS setup).
     #[error("helloHQ client configuration: {0}")]
     Config(String),
+    /// The record changed since the caller read it (helloHQ has no ETags,
+    /// B13: the `updatedOn` read just before the write differs): the
+    /// caller's merge is stale and must be done again.
+    #[error("helloHQ record {what} changed since it was read (updatedOn {expected} → {found})")]
+    Stale { what: String, expected: String, found: String },
 }
 
 impl HqError {
@@ -202,7 +207,7 @@ impl HqError {
     pub fn is_transient(&self) -> bool {
         match self {
             HqError::Throttled { .. } | HqError::Transport { .. } => true,
-            HqError::Server { .. } => true,
+            HqError::Server { .. } | HqError::Stale { .. } => true,
             HqError::Unauthorized { .. }
             | HqError::NotFound { .. }
             | HqError::Validation { .. }
@@ -220,7 +225,7 @@ impl HqError {
             | HqError::Throttled { body, .. }
             | HqError::Server { body, .. }
             | HqError::Decode { body, .. } => Some(body.as_str()),
-            HqError::Transport { .. } | HqError::Config(_) => None,
+            HqError::Transport { .. } | HqError::Config(_) | HqError::Stale { .. } => None,
         }
     }
 
@@ -750,6 +755,31 @@ impl HellohqClient {
     ) -> Result<ContactPerson, HqError> {
         let path = format!("/v2/ContactPersons/{id}");
         let mut current: ContactPerson = self.get(&path, &[]).await?;
+        change(&mut current);
+        self.write(Method::PUT, &path, &Self::contact_put_body(&current)?).await
+    }
+
+    /// As [`Self::update_contact_person`], but only if the record is still
+    /// the version the caller merged against (B13: no ETags, so `updatedOn`
+    /// read just before the write is compared with `expected`; `None`
+    /// skips the check). A mismatch writes nothing and is [`HqError::Stale`].
+    pub async fn update_contact_person_if(
+        &self,
+        id: i32,
+        expected: Option<DateTime<Utc>>,
+        change: impl FnOnce(&mut ContactPerson),
+    ) -> Result<ContactPerson, HqError> {
+        let path = format!("/v2/ContactPersons/{id}");
+        let mut current: ContactPerson = self.get(&path, &[]).await?;
+        if let Some(exp) = expected {
+            if current.updated_on.is_some_and(|now| now != exp) {
+                return Err(HqError::Stale {
+                    what: format!("contactPerson {id}"),
+                    expected: fmt_utc(exp),
+                    found: current.updated_on.map(fmt_utc).unwrap_or_default(),
+                });
+            }
+        }
         change(&mut current);
         self.write(Method::PUT, &path, &Self::contact_put_body(&current)?).await
     }
