@@ -570,3 +570,22 @@ impl H {
         list.iter().find(|c| c["lastName"] == surname).and_then(|c| c["id"].as_i64()).map(|i| i as i32)
     }
 }
+
+#[tokio::test]
+async fn my_contacts_only_keeps_subsystems_apart() {
+    let h = H::start_with(json!({"contacts": {"my_contacts_only": true}})).await;
+    h.initial_sync().await;
+    // Clara: responsible for Druckerei (Max, Heike) and Bäckerei (Jürgen).
+    let mut clara: Vec<(String, String)> = h
+        .exchange_contacts(CLARA)
+        .await
+        .into_iter()
+        .map(|(f, c)| (f, c["surname"].as_str().unwrap_or("").to_string()))
+        .collect();
+    clara.sort();
+    let mine = |s: &str| ("HQ Meine Kontakte".to_string(), s.to_string());
+    assert_eq!(clara, [mine("Größe"), mine("Strauß"), mine("Weiß")]);
+    // David owns only a prospect's lead: nothing at all.
+    assert!(h.exchange_contacts(DAVID).await.is_empty());
+    h.stop().await;
+}

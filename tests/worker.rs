@@ -179,7 +179,8 @@ fn worker_process(cfg: &Config, master_key: &str) -> std::process::Child {
         .env("HQSYNC_SECRETS__MASTER_KEY", master_key)
         .env("HQSYNC_LOG__FORMAT", "json")
         .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
+        // Never a pipe nobody reads: a full pipe would block the worker's logging.
+        .stderr(std::process::Stdio::null())
         .spawn()
         .expect("start hqsync worker")
 }

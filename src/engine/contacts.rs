@@ -1031,10 +1031,8 @@ impl<'a> Contacts<'a> {
             let hq_exists = hq_id.is_some_and(|i| hq_by_id.contains_key(&i));
             if l.state == LINKED && !in_exchange && l.graph_id.is_some() {
                 exchange_gone.push(l.clone());
-            } else if !hq_exists || hq_id.is_none_or(|i| !desired.contains_key(&i)) {
-                if l.graph_id.is_some() {
-                    deletions.push(l.clone());
-                }
+            } else if (!hq_exists || hq_id.is_none_or(|i| !desired.contains_key(&i))) && l.graph_id.is_some() {
+                deletions.push(l.clone());
             }
         }
         let total = links.len() as u64;

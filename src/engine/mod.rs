@@ -97,7 +97,26 @@ impl Engine {
             tracing::debug!("hint already handled");
             return Ok(Outcome::Duplicate);
         }
-        self.apply(hint).await?;
+        if let Err(e) = self.apply(hint).await {
+            if let EngineError::Permanent(reason) = &e {
+                // "Why did this not sync?" must be answerable from the journal.
+                let entry = NewJournalEntry {
+                    tenant: Some(hint.tenant.clone()),
+                    mailbox: hint.mailbox.clone(),
+                    kind: hint.kind,
+                    hint_id: Some(hint.hint_id),
+                    action: "error".into(),
+                    hq_id: hint.resource_id.clone().filter(|_| hint.origin == Origin::Hellohq),
+                    graph_id: hint.resource_id.clone().filter(|_| hint.origin == Origin::Exchange),
+                    detail: serde_json::json!({"reason": reason, "change": hint.change, "entity": hint.entity}),
+                    actor: None,
+                };
+                if let Err(j) = self.store.append_journal(&entry).await {
+                    tracing::warn!(error = %j, "could not journal a failed hint");
+                }
+            }
+            return Err(e);
+        }
         if self.store.record_hint(hint).await? {
             Ok(Outcome::Applied)
         } else {
@@ -153,7 +172,7 @@ impl Engine {
             return Ok(()); // the scheduler's business (see worker)
         }
         let Some((tenant, clients)) = self.tenant(&hint.tenant).await? else {
-            tracing::info!(tenant = %hint.tenant, "hint for an unknown or disabled tenant ignored");
+            tracing::debug!(tenant = %hint.tenant, "hint for an unknown or disabled tenant ignored");
             return Ok(());
         };
         let settings = TenantSettings::of(&tenant);

@@ -629,10 +629,10 @@ mod tests {
                 proptest::option::of(prop_oneof!["DE", "AT", "CH"]),
             )
                 .prop_map(|(street, postal_code, city, country)| PostalAddress {
-                    street: street.map(String::from),
+                    street,
                     postal_code,
                     city,
-                    country: country.map(String::from),
+                    country,
                 }),
         )
     }
