@@ -36,13 +36,16 @@ impl App {
         Ok(App { config, store, queue })
     }
 
-    pub fn http_state(&self) -> AppState {
-        AppState::new(
+    /// The HTTP edge's state; fails when the admin key is unreadable.
+    pub fn http_state(&self) -> anyhow::Result<AppState> {
+        let admin = crate::http::admin::AdminAuth::from_config(&self.config.admin)?;
+        Ok(AppState::new(
             self.store.clone(),
             self.queue.clone(),
             Duration::from_millis(self.config.queue.publish_timeout_ms),
             self.config.http.max_body_bytes,
         )
+        .with_admin(admin, self.config.public_url()))
     }
 
     /// The scheduler of this deployment (only the lease holder acts on ticks;
@@ -91,7 +94,7 @@ impl App {
     pub async fn serve(&self, listener: tokio::net::TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
         let addr = listener.local_addr()?;
         tracing::info!(%addr, queue = ?self.queue.kind(), store = self.store.backend_name(), "serving");
-        http::serve(listener, http::router(self.http_state()), shutdown).await.context("HTTP server")
+        http::serve(listener, http::router(self.http_state()?), shutdown).await.context("HTTP server")
     }
 }
 

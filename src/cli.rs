@@ -49,6 +49,9 @@ pub enum Command {
     /// Approve the deletions a pass held back for a mailbox; its next pass
     /// carries them out.
     Approve(ApproveArgs),
+    /// Try it out: every role plus both simulators with demo data, and a live
+    /// feed of what is synchronised. Needs no configuration.
+    Demo(crate::demo::DemoArgs),
 }
 
 #[derive(Debug, Args)]
@@ -112,6 +115,9 @@ impl Cli {
         if let Command::Sim(args) = self.command {
             return run_sims(args);
         }
+        if let Command::Demo(args) = self.command {
+            return crate::demo::main(args, self.config.as_deref());
+        }
         let mut config = match Config::load(self.config.as_deref()) {
             Ok(c) => c,
             Err(e) => {
@@ -144,7 +150,9 @@ impl Cli {
 
 async fn dispatch(command: Command, config: Config) -> anyhow::Result<()> {
     match command {
-        Command::Openapi | Command::Sim(_) => unreachable!("handled before the configuration is loaded"),
+        Command::Openapi | Command::Sim(_) | Command::Demo(_) => {
+            unreachable!("handled before the configuration is loaded")
+        }
         Command::Plan(args) => {
             let app = App::open(config).await?;
             let res = plan(&app, args).await;
@@ -190,17 +198,7 @@ async fn dispatch(command: Command, config: Config) -> anyhow::Result<()> {
         Command::Run(_) => {
             let listener = app::bind(config.http.listen).await?;
             let app = App::open(config).await?;
-            let shutdown = app::shutdown_on_signals();
-            let worker = tokio::spawn(app.worker().run(shutdown.clone()));
-            let scheduler = app.spawn_scheduler(shutdown.clone());
-            let res = app.serve(listener, shutdown.clone()).await;
-            shutdown.cancel();
-            let _ = worker.await;
-            if let Some(s) = scheduler {
-                let _ = s.await;
-            }
-            app.queue.close().await;
-            res
+            run_all(app, listener, app::shutdown_on_signals()).await
         }
     }
 }
@@ -242,6 +240,26 @@ async fn plan(app: &App, args: PlanArgs) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Every role of `app` in this process (`hqsync run`, `hqsync demo`): HTTP
+/// on `listener`, a worker and the scheduler, until `shutdown`; then the
+/// worker drains, the scheduler resigns and the queue is closed.
+pub async fn run_all(
+    app: App,
+    listener: tokio::net::TcpListener,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> anyhow::Result<()> {
+    let worker = tokio::spawn(app.worker().run(shutdown.clone()));
+    let scheduler = app.spawn_scheduler(shutdown.clone());
+    let res = app.serve(listener, shutdown.clone()).await;
+    shutdown.cancel();
+    let _ = worker.await;
+    if let Some(s) = scheduler {
+        let _ = s.await;
+    }
+    app.queue.close().await;
+    res
 }
 
 /// `hqsync sim`: needs no configuration, store or queue.

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
 use crate::model::TenantId;
@@ -28,6 +28,7 @@ pub struct Config {
     pub tasks: TasksConfig,
     pub reconcile: ReconcileConfig,
     pub hellohq: HellohqConfig,
+    pub admin: AdminConfig,
     /// Tenants declared in the file; reconciled into the store at start.
     #[serde(default)]
     pub tenants: Vec<TenantConfig>,
@@ -138,6 +139,27 @@ pub struct HellohqConfig {
     pub poll_interval_secs: u64,
 }
 
+/// Who may use the admin API and the status page: bearer JWTs signed with
+/// an HS256 secret, or verified with an RS256/ES256 public key (PEM).
+/// Without either the admin API answers 401 and says how to enable it.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// `HS256`, `RS256` or `ES256`.
+    #[serde(default = "default_jwt_algorithm")]
+    pub jwt_algorithm: String,
+    /// HS256 secret (at least 32 bytes); better given as HQSYNC_ADMIN__JWT_SECRET.
+    #[serde(default, skip_serializing)]
+    pub jwt_secret: Option<SecretString>,
+    /// PEM public key for RS256/ES256.
+    #[serde(default)]
+    pub jwt_public_key_file: Option<PathBuf>,
+}
+
+fn default_jwt_algorithm() -> String {
+    "HS256".into()
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum LogFormat {
@@ -231,6 +253,7 @@ impl Default for Config {
             tasks: TasksConfig { poll_interval_secs: 60 },
             reconcile: ReconcileConfig { interval_secs: 900 },
             hellohq: HellohqConfig { poll_interval_secs: 60 },
+            admin: AdminConfig { jwt_algorithm: default_jwt_algorithm(), jwt_secret: None, jwt_public_key_file: None },
             tenants: Vec::new(),
         }
     }
@@ -311,6 +334,31 @@ impl Config {
                 format!("unsupported scheme in {:?}", redact_url(&self.store.url)),
                 "use sqlite://PATH or postgres://USER@HOST/DB (HQSYNC_STORE__URL)",
             ));
+        }
+        match self.admin.jwt_algorithm.as_str() {
+            "HS256" => {
+                if self.admin.jwt_secret.as_ref().is_some_and(|s| s.expose_secret().len() < 32) {
+                    return Err(ConfigError::new(
+                        "admin.jwt_secret",
+                        "is shorter than 32 bytes".to_string(),
+                        "use a long random secret, e.g. `openssl rand -base64 48` (HQSYNC_ADMIN__JWT_SECRET)",
+                    ));
+                }
+            }
+            "RS256" | "ES256" => {
+                if self.admin.jwt_public_key_file.is_none() {
+                    return Err(bad(
+                        "admin.jwt_public_key_file",
+                        format!("is required with admin.jwt_algorithm = {:?}", self.admin.jwt_algorithm),
+                    ));
+                }
+            }
+            other => {
+                return Err(bad(
+                    "admin.jwt_algorithm",
+                    format!("unknown value {other:?}, expected one of: HS256, RS256, ES256"),
+                ))
+            }
         }
         if self.store.max_connections == 0 {
             return Err(bad("store.max_connections", "must be at least 1".into()));

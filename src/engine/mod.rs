@@ -263,12 +263,16 @@ impl Engine {
                 continue;
             }
             let Ok(id) = MailboxId::parse(email.to_ascii_lowercase()) else { continue };
+            let (state, held_by) = cx.settings.initial_state(id.as_str());
             let m = Mailbox {
                 tenant: cx.tenant.clone(),
                 id,
                 hq_user_id: Some(u.id.to_string()),
-                state: MailboxState::Active,
-                settings: serde_json::json!({}),
+                state,
+                settings: match held_by {
+                    Some(why) => serde_json::json!({"disabled_by": why}),
+                    None => serde_json::json!({}),
+                },
                 last_error: None,
                 updated_at: chrono::Utc::now(),
             };
@@ -283,6 +287,10 @@ impl Engine {
                     ..Default::default()
                 })
                 .await?;
+            if state == MailboxState::Disabled {
+                tracing::info!(tenant = %cx.tenant, mailbox = %m.id, "mailbox added, held back until rollout = all");
+                continue;
+            }
             tracing::info!(tenant = %cx.tenant, mailbox = %m.id, "mailbox added from helloHQ users; initial contact sync");
             cx.pass(dir, &m, false, false).await?;
         }

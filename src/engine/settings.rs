@@ -100,6 +100,10 @@ pub struct TenantSettings {
     pub directions: Directions,
     pub contacts: ContactSettings,
     pub deletes: DeleteHold,
+    /// `pilot`: only `pilot_mailbox` syncs; `all`: every user's mailbox.
+    pub rollout: String,
+    /// The test user's mailbox (SPEC §6): synced first, alone during the pilot.
+    pub pilot_mailbox: Option<String>,
 }
 
 impl Default for TenantSettings {
@@ -109,6 +113,8 @@ impl Default for TenantSettings {
             directions: Directions::default(),
             contacts: ContactSettings::default(),
             deletes: DeleteHold::default(),
+            rollout: "all".into(),
+            pilot_mailbox: None,
         }
     }
 }
@@ -121,6 +127,19 @@ impl TenantSettings {
             tracing::warn!(tenant = %t.id, error = %e, "tenant settings unreadable; using defaults");
             TenantSettings::default()
         })
+    }
+
+    /// The state a newly discovered mailbox starts in, and why, under the
+    /// rollout: during the pilot only the pilot mailbox syncs.
+    pub fn initial_state(&self, mailbox: &str) -> (crate::store::MailboxState, Option<&'static str>) {
+        use crate::store::MailboxState;
+        let is_pilot = self.pilot_mailbox.as_deref().is_some_and(|p| p.trim().eq_ignore_ascii_case(mailbox));
+        match (self.rollout.as_str(), is_pilot) {
+            ("pilot", true) => (MailboxState::Pilot, None),
+            ("pilot", false) => (MailboxState::Disabled, Some("rollout")),
+            (_, true) => (MailboxState::Pilot, None),
+            _ => (MailboxState::Active, None),
+        }
     }
 
     /// The direction for `kind` in `mailbox`: the user's override, else the

@@ -3,6 +3,7 @@
 //! `Hint`s, publishes them and answers only after the queue confirmed.
 //! It never calls Graph or helloHQ.
 
+pub mod admin;
 pub mod cache;
 pub mod error;
 pub mod graph;
@@ -10,6 +11,7 @@ pub mod health;
 pub mod hellohq;
 pub mod metrics;
 pub mod openapi;
+pub mod status;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -44,6 +46,12 @@ pub struct AppState {
     pub clock: Clock,
     pub subscriptions: cache::SubscriptionCache,
     pub webhook_secrets: cache::WebhookSecretCache,
+    /// Verifies admin tokens; `None` = the admin API is not configured.
+    pub admin: admin::SharedAuth,
+    /// For the plan, approvals and the connection test.
+    pub engine: crate::engine::Engine,
+    /// Where Graph and helloHQ reach this service (connection test).
+    pub public_url: String,
 }
 
 impl AppState {
@@ -53,12 +61,22 @@ impl AppState {
         AppState {
             subscriptions: cache::SubscriptionCache::new(store.clone()),
             webhook_secrets: cache::WebhookSecretCache::new(store.clone()),
+            admin: None,
+            engine: crate::engine::Engine::new(store.clone()),
+            public_url: String::new(),
             store,
             queue,
             publish_timeout,
             max_body_bytes,
             clock: system_clock(),
         }
+    }
+
+    /// Enables the admin API and status page with this verifier.
+    pub fn with_admin(mut self, auth: Option<admin::AdminAuth>, public_url: impl Into<String>) -> Self {
+        self.admin = auth.map(Arc::new);
+        self.public_url = public_url.into();
+        self
     }
 
     pub fn with_clock(mut self, clock: Clock) -> Self {
@@ -120,6 +138,19 @@ where
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))
         .routes(routes!(health::metrics))
+        .routes(routes!(admin::list_tenants, admin::create_tenant))
+        .routes(routes!(admin::get_tenant, admin::update_tenant, admin::delete_tenant))
+        .routes(routes!(admin::test_tenant))
+        .routes(routes!(admin::list_mailboxes))
+        .routes(routes!(admin::update_mailbox))
+        .routes(routes!(admin::approve))
+        .routes(routes!(admin::journal))
+        .routes(routes!(admin::plan))
+        .routes(routes!(admin::dead_letters))
+        .routes(routes!(admin::replay))
+        .routes(routes!(status::page))
+        .routes(routes!(status::login_form, status::login))
+        .routes(routes!(status::logout))
 }
 
 /// Serves until `shutdown` is cancelled, then stops accepting and lets

@@ -3,10 +3,24 @@
 //! the document and the routes cannot drift; `openapi/hqsync.json` is the
 //! committed rendering, checked by `tests/openapi.rs`.
 
-use utoipa::OpenApi;
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+/// The admin API's bearer JWT.
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        let mut http = Http::new(HttpAuthScheme::Bearer);
+        http.bearer_format = Some("JWT".into());
+        components.add_security_scheme("bearer", SecurityScheme::Http(http));
+    }
+}
 
 #[derive(OpenApi)]
 #[openapi(
+    modifiers(&BearerAuth),
     info(
         title = "hqsync",
         description = "Keeps appointments, tasks and contacts in step between helloHQ and Exchange Online.",
@@ -15,6 +29,7 @@ use utoipa::OpenApi;
     tags(
         (name = "ingress", description = "Change notifications from Microsoft Graph and webhooks from helloHQ"),
         (name = "ops", description = "Health, readiness and metrics"),
+        (name = "admin", description = "Tenants, mailboxes, journal, plan and dead letters (bearer JWT)"),
     )
 )]
 pub struct ApiDoc;

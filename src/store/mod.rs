@@ -174,7 +174,11 @@ pub struct JournalFilter {
     pub kind: Option<Kind>,
     pub hint_id: Option<Uuid>,
     pub action: Option<String>,
-    /// Newest first, at most this many (0 = 100).
+    /// Only entries with a larger id, and then *oldest* first: a tail reads
+    /// forward from the last id it saw, so that a burst larger than `limit`
+    /// is paged through instead of skipped.
+    pub after_id: Option<i64>,
+    /// At most this many (0 = 100); newest first unless `after_id` is set.
     pub limit: usize,
 }
 
@@ -606,7 +610,7 @@ impl Store {
         insert_journal(&mut self.pool.acquire().await?.conn(), e).await
     }
 
-    /// Newest first.
+    /// Newest first; oldest first after `f.after_id` (see [`JournalFilter`]).
     pub async fn list_journal(&self, f: &JournalFilter) -> Result<Vec<JournalEntry>, StoreError> {
         let mut w = Where::new(args![]);
         w.sql.push_str(" WHERE 1 = 1");
@@ -615,9 +619,14 @@ impl Store {
         w.and_eq("kind", f.kind.map(Kind::as_str));
         w.and_eq("hint_id", f.hint_id.map(|h| h.to_string()).as_deref());
         w.and_eq("action", f.action.as_deref());
+        if let Some(after) = f.after_id {
+            w.args.push(after.into());
+            w.sql.push_str(&format!(" AND id > ${}", w.args.len()));
+        }
+        let order = if f.after_id.is_some() { "ASC" } else { "DESC" };
         let limit = if f.limit == 0 { DEFAULT_JOURNAL_LIMIT } else { f.limit };
         w.args.push(limit_arg(limit));
-        let sql = format!("SELECT {JOURNAL_COLS} FROM journal{} ORDER BY id DESC LIMIT ${}", w.sql, w.args.len());
+        let sql = format!("SELECT {JOURNAL_COLS} FROM journal{} ORDER BY id {order} LIMIT ${}", w.sql, w.args.len());
         self.pool.fetch_all(&sql, w.args).await?.iter().map(journal_from_row).collect()
     }
 

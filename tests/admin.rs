@@ -1,0 +1,399 @@
+//! The admin API over real HTTP: token checks (forged, expired, wrong
+//! algorithm, wrong role), tenant isolation on every route, write-only
+//! secrets (never in a response, nor in the logs captured while this suite
+//! runs), bad input refused with a precise 4xx and nothing changed, the
+//! pilot rollout, and the connection test naming each failure and its fix.
+
+use std::io::Write;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use chrono::Utc;
+use hqsync::config::AdminConfig;
+use hqsync::engine::Engine;
+use hqsync::http::admin::AdminAuth;
+use hqsync::http::AppState;
+use hqsync::model::{Kind, MailboxId, TenantId};
+use hqsync::queue::{Change, Hint, Origin, Queue, HINT_VERSION};
+use hqsync::sim::graph::{GraphSim, GraphSimConfig};
+use hqsync::sim::hellohq::{HellohqSim, HellohqSimConfig};
+use hqsync::store::{Cipher, MailboxState, Store};
+use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+const SECRET: &str = "an-admin-signing-secret-of-at-least-32-bytes!";
+const GRAPH_SECRET_MARK: &str = "graph-secret-MARK-7f3a";
+const HQ_TOKEN_MARK: &str = "hq-token-MARK-91bc";
+const WEBHOOK_MARK: &str = "whsec_TUFSSy1zZWNyZXQtd2ViaG9vay0xMjM0NTY=";
+
+/// Everything logged by this test binary (secrets must never appear).
+fn captured_logs() -> &'static Arc<Mutex<Vec<u8>>> {
+    static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
+    LOGS.get_or_init(|| {
+        let buf = Arc::new(Mutex::new(Vec::new()));
+        let sink = buf.clone();
+        let make = move || LogWriter(sink.clone());
+        let _ = tracing_subscriber::fmt().with_env_filter("debug").with_writer(make).json().try_init();
+        buf
+    })
+}
+
+struct LogWriter(Arc<Mutex<Vec<u8>>>);
+
+impl Write for LogWriter {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn token_with(alg: Algorithm, key: &EncodingKey, claims: Value) -> String {
+    encode(&Header::new(alg), &claims, key).unwrap()
+}
+
+fn token(role: &str, tenant: Option<&str>) -> String {
+    let exp = (Utc::now() + chrono::Duration::hours(1)).timestamp();
+    let mut c = json!({"sub": "tester", "role": role, "exp": exp});
+    if let Some(t) = tenant {
+        c["tenant"] = json!(t);
+    }
+    token_with(Algorithm::HS256, &EncodingKey::from_secret(SECRET.as_bytes()), c)
+}
+
+struct H {
+    base: String,
+    http: reqwest::Client,
+    store: Store,
+    graph_sim: GraphSim,
+    hq_sim: HellohqSim,
+    seed: Value,
+    _dir: tempfile::TempDir,
+}
+
+impl H {
+    async fn start() -> H {
+        captured_logs();
+        let graph_sim =
+            GraphSim::start(tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(), GraphSimConfig::default())
+                .await
+                .unwrap();
+        let hq_sim =
+            HellohqSim::start(tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(), HellohqSimConfig::default())
+                .await
+                .unwrap();
+        let http = reqwest::Client::new();
+        let seed: Value =
+            http.get(format!("{}/_sim/seed", graph_sim.base_url())).send().await.unwrap().json().await.unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("hqsync.db").display());
+        let store = Store::open(&url, 5, Cipher::from_base64(&Cipher::generate_key_base64()).unwrap()).await.unwrap();
+        let queue = Queue::open(&hqsync::config::Config::default().queue, &store).await.unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let cfg = AdminConfig {
+            jwt_algorithm: "HS256".into(),
+            jwt_secret: Some(SECRET.to_string().into()),
+            jwt_public_key_file: None,
+        };
+        let state = AppState::new(store.clone(), queue, std::time::Duration::from_secs(2), 1 << 20)
+            .with_admin(AdminAuth::from_config(&cfg).unwrap(), base.clone());
+        tokio::spawn(hqsync::http::serve(listener, hqsync::http::router(state), Default::default()));
+        H { base, http, store, graph_sim, hq_sim, seed, _dir: dir }
+    }
+
+    fn tenant_body(&self, id: &str, graph_secret: &str, hq_token: &str) -> Value {
+        json!({
+            "id": id, "name": format!("Tenant {id}"),
+            "graph": {"tenant_id": self.seed["tenantId"], "client_id": self.seed["clientId"], "client_secret": graph_secret,
+                      "graph_base": format!("{}/v1.0", self.graph_sim.base_url()), "login_base": self.graph_sim.base_url()},
+            "hellohq": {"base_url": self.hq_sim.base_url(), "token": hq_token, "webhook_secrets": [WEBHOOK_MARK]},
+        })
+    }
+
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (StatusCode, String) {
+        let mut r = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(t) = token {
+            r = r.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            r = r.json(&b);
+        }
+        let resp = r.send().await.unwrap();
+        let status = resp.status();
+        (status, resp.text().await.unwrap())
+    }
+
+    async fn create(&self, id: &str, graph_secret: &str, hq_token: &str) {
+        let (s, body) = self
+            .call(
+                reqwest::Method::POST,
+                "/v1/admin/tenants",
+                Some(&token("operator", None)),
+                Some(self.tenant_body(id, graph_secret, hq_token)),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{body}");
+        assert_no_secret(&body);
+    }
+}
+
+fn assert_no_secret(text: &str) {
+    for mark in [GRAPH_SECRET_MARK, HQ_TOKEN_MARK, WEBHOOK_MARK, SECRET] {
+        assert!(!text.contains(mark), "a secret leaked: {mark} in {}", &text[..text.len().min(400)]);
+    }
+}
+
+#[tokio::test]
+async fn tokens_are_checked_and_a_tenant_admin_sees_only_its_tenant() {
+    let h = H::start().await;
+    h.create("alpha", GRAPH_SECRET_MARK, HQ_TOKEN_MARK).await;
+    h.create("beta", GRAPH_SECRET_MARK, HQ_TOKEN_MARK).await;
+    let ta = token("tenant_admin", Some("alpha"));
+    use reqwest::Method as M;
+    // Every tenant-scoped route answers 404 for another tenant.
+    let routes: Vec<(M, String, Option<Value>)> = vec![
+        (M::GET, "/v1/admin/tenants/beta".into(), None),
+        (M::PATCH, "/v1/admin/tenants/beta".into(), Some(json!({"name": "x"}))),
+        (M::DELETE, "/v1/admin/tenants/beta".into(), None),
+        (M::POST, "/v1/admin/tenants/beta/test".into(), None),
+        (M::GET, "/v1/admin/tenants/beta/mailboxes".into(), None),
+        (M::PATCH, "/v1/admin/tenants/beta/mailboxes/a@b.de".into(), Some(json!({"state": "disabled"}))),
+        (M::POST, "/v1/admin/tenants/beta/mailboxes/a@b.de/approve".into(), None),
+        (M::GET, "/v1/admin/tenants/beta/journal".into(), None),
+        (M::GET, "/v1/admin/tenants/beta/plan".into(), None),
+    ];
+    for (m, path, body) in routes {
+        let (s, text) = h.call(m.clone(), &path, Some(&ta), body).await;
+        assert_eq!(s, StatusCode::NOT_FOUND, "{m} {path}: {text}");
+    }
+    // Operator-only routes: 403 for a tenant admin.
+    for (m, path, body) in [
+        (M::POST, "/v1/admin/tenants", Some(h.tenant_body("gamma", "s", "t"))),
+        (M::GET, "/v1/admin/dead-letters", None),
+        (M::POST, "/v1/admin/dead-letters/replay", Some(json!({}))),
+    ] {
+        let (s, text) = h.call(m.clone(), path, Some(&ta), body).await;
+        assert_eq!(s, StatusCode::FORBIDDEN, "{m} {path}: {text}");
+    }
+    let (s, list) = h.call(M::GET, "/v1/admin/tenants", Some(&ta), None).await;
+    assert_eq!(s, StatusCode::OK);
+    let list: Vec<Value> = serde_json::from_str(&list).unwrap();
+    assert_eq!(list.iter().map(|t| t["id"].as_str().unwrap()).collect::<Vec<_>>(), ["alpha"]);
+    let (s, _) = h.call(M::GET, "/v1/admin/tenants/alpha", Some(&ta), None).await;
+    assert_eq!(s, StatusCode::OK);
+
+    // Forged, expired, wrong algorithm, missing, bad role.
+    let exp = (Utc::now() + chrono::Duration::hours(1)).timestamp();
+    let forged = token_with(
+        Algorithm::HS256,
+        &EncodingKey::from_secret(b"another-secret-another-secret-another"),
+        json!({"sub": "x", "role": "operator", "exp": exp}),
+    );
+    let expired = token_with(
+        Algorithm::HS256,
+        &EncodingKey::from_secret(SECRET.as_bytes()),
+        json!({"sub": "x", "role": "operator", "exp": (Utc::now() - chrono::Duration::hours(1)).timestamp()}),
+    );
+    let hs512 = token_with(
+        Algorithm::HS512,
+        &EncodingKey::from_secret(SECRET.as_bytes()),
+        json!({"sub": "x", "role": "operator", "exp": exp}),
+    );
+    let none_alg = format!(
+        "{}.{}.",
+        base64url(&json!({"alg": "none", "typ": "JWT"}).to_string()),
+        base64url(&json!({"sub": "x", "role": "operator", "exp": exp}).to_string())
+    );
+    let bad_role = token("root", None);
+    for (name, t) in
+        [("forged", forged), ("expired", expired), ("HS512", hs512), ("alg none", none_alg), ("bad role", bad_role)]
+    {
+        let (s, text) = h.call(M::GET, "/v1/admin/tenants", Some(&t), None).await;
+        assert_eq!(s, StatusCode::UNAUTHORIZED, "{name}: {text}");
+    }
+    let (s, _) = h.call(M::GET, "/v1/admin/tenants", None, None).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    h.graph_sim.shutdown().await;
+    h.hq_sim.shutdown().await;
+}
+
+fn base64url(s: &str) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s)
+}
+
+#[tokio::test]
+async fn secrets_are_write_only_and_bad_input_changes_nothing() {
+    let h = H::start().await;
+    h.create("alpha", GRAPH_SECRET_MARK, HQ_TOKEN_MARK).await;
+    let op = token("operator", None);
+    use reqwest::Method as M;
+    let (s, body) = h.call(M::GET, "/v1/admin/tenants/alpha", Some(&op), None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_no_secret(&body);
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["graph"]["client_secret_set"], true);
+    assert_eq!(v["hellohq"]["webhook_secrets"], 1);
+    // A secret rotated through PATCH is stored (the connection test uses it) but never shown.
+    let (s, body) = h
+        .call(M::PATCH, "/v1/admin/tenants/alpha", Some(&op), Some(json!({"hellohq": {"token": HQ_TOKEN_MARK}})))
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_no_secret(&body);
+    // Bad input: a precise 4xx, nothing stored.
+    for (body, code) in [
+        (json!({"settings": {"directions": {"contact": "sideways"}}}), "bad_settings"),
+        (json!({"settings": {"rollout": "half"}}), "bad_settings"),
+        (json!({"nonsense": 1}), ""),
+    ] {
+        let (s, text) = h.call(M::PATCH, "/v1/admin/tenants/alpha", Some(&op), Some(body)).await;
+        assert!(s.is_client_error(), "{text}");
+        assert!(text.contains(code), "{text}");
+    }
+    let (s, text) = h.call(M::POST, "/v1/admin/tenants", Some(&op), Some(json!({"id": "Bad Id"}))).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{text}");
+    assert!(text.contains("id"), "{text}");
+    let (s, _) = h.call(M::POST, "/v1/admin/tenants", Some(&op), Some(h.tenant_body("alpha", "x", "y"))).await;
+    assert_eq!(s, StatusCode::CONFLICT);
+    let t = h.store.get_tenant(&TenantId::parse("alpha").unwrap()).await.unwrap().unwrap();
+    assert_eq!(t.settings, json!({}), "a refused change was stored");
+    // Every admin action is journalled with who did it.
+    let (_, j) = h.call(M::GET, "/v1/admin/tenants/alpha/journal?action=admin", Some(&op), None).await;
+    let j: Vec<Value> = serde_json::from_str(&j).unwrap();
+    assert!(j.iter().all(|e| e["actor"] == "operator:tester"), "{j:?}");
+    assert!(j.len() >= 2);
+    // Nothing logged so far names a secret either.
+    let logs = String::from_utf8_lossy(&captured_logs().lock().unwrap()).to_string();
+    assert_no_secret(&logs);
+    h.graph_sim.shutdown().await;
+    h.hq_sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_connection_test_names_each_failure_and_its_fix() {
+    let h = H::start().await;
+    let good_secret = h.seed["clientSecret"].as_str().unwrap().to_string();
+    h.create("good", &good_secret, &h.hq_sim.sync_token()).await;
+    let op = token("operator", None);
+    use reqwest::Method as M;
+    let anna = "anna.schmidt@agentur-beispiel.de";
+    h.call(M::PATCH, "/v1/admin/tenants/good", Some(&op), Some(json!({"settings": {"pilot_mailbox": anna}}))).await;
+    let report = |text: String| -> Value { serde_json::from_str(&text).unwrap() };
+    let check = |r: &Value, name: &str| {
+        r["checks"].as_array().unwrap().iter().find(|c| c["name"] == name).cloned().unwrap_or(Value::Null)
+    };
+    let (s, text) = h.call(M::POST, "/v1/admin/tenants/good/test", Some(&op), None).await;
+    assert_eq!(s, StatusCode::OK, "{text}");
+    let r = report(text);
+    assert_eq!(r["ok"], true, "{r:#}");
+    // Access policy: the pilot mailbox is outside the app's scope.
+    h.http
+        .post(format!("{}/_sim/policy", h.graph_sim.base_url()))
+        .json(&json!({"mailbox": anna, "inScope": false}))
+        .send()
+        .await
+        .unwrap();
+    let r = report(h.call(M::POST, "/v1/admin/tenants/good/test", Some(&op), None).await.1);
+    let cal = check(&r, "calendar");
+    assert_eq!(cal["ok"], false, "{r:#}");
+    assert!(
+        cal["fix"].as_str().unwrap_or("").contains("ApplicationAccessPolicy")
+            || cal["fix"].as_str().unwrap_or("").to_lowercase().contains("policy"),
+        "{cal}"
+    );
+    // Bad Graph secret.
+    h.create("badsecret", "not-the-secret", &h.hq_sim.sync_token()).await;
+    let r = report(h.call(M::POST, "/v1/admin/tenants/badsecret/test", Some(&op), None).await.1);
+    let tok = check(&r, "graph_token");
+    assert_eq!(tok["ok"], false);
+    assert!(tok["fix"].as_str().unwrap_or("").to_lowercase().contains("secret"), "{tok}");
+    // Bad helloHQ token.
+    h.create("badtoken", &good_secret, "wrong-token").await;
+    let r = report(h.call(M::POST, "/v1/admin/tenants/badtoken/test", Some(&op), None).await.1);
+    let hq = check(&r, "hellohq_token");
+    assert_eq!(hq["ok"], false);
+    assert!(hq["fix"].as_str().unwrap_or("").contains("token"), "{hq}");
+    assert_eq!(check(&r, "webhook_reachability")["ok"], true, "{r:#}");
+    h.graph_sim.shutdown().await;
+    h.hq_sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_pilot_rollout_syncs_only_the_pilot_mailbox_until_all() {
+    let h = H::start().await;
+    let secret = h.seed["clientSecret"].as_str().unwrap().to_string();
+    h.create("demo", &secret, &h.hq_sim.sync_token()).await;
+    let op = token("operator", None);
+    use reqwest::Method as M;
+    let anna = "anna.schmidt@agentur-beispiel.de";
+    let (s, text) = h
+        .call(
+            M::PATCH,
+            "/v1/admin/tenants/demo",
+            Some(&op),
+            Some(json!({"settings": {"rollout": "pilot", "pilot_mailbox": anna}})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{text}");
+    let engine = Engine::new(h.store.clone());
+    let tenant = TenantId::parse("demo").unwrap();
+    let pass = |mailbox: Option<&str>| Hint {
+        v: HINT_VERSION,
+        hint_id: uuid::Uuid::new_v4(),
+        tenant: tenant.clone(),
+        mailbox: mailbox.map(|m| MailboxId::parse(m).unwrap()),
+        kind: mailbox.map(|_| Kind::Contact),
+        entity: None,
+        origin: Origin::Schedule,
+        resource_id: None,
+        subscription_id: None,
+        change: Change::Resync,
+        received_at: Utc::now(),
+    };
+    engine.handle(&pass(None)).await.unwrap();
+    let boxes = h.store.list_mailboxes(&tenant).await.unwrap();
+    assert_eq!(boxes.len(), 4);
+    for m in &boxes {
+        let linked = h.store.count_links(&tenant, Some(&m.id), Some(Kind::Contact)).await.unwrap();
+        if m.id.as_str() == anna {
+            assert_eq!(m.state, MailboxState::Pilot);
+            assert!(linked > 0, "the pilot mailbox did not sync");
+        } else {
+            assert_eq!(m.state, MailboxState::Disabled);
+            assert_eq!(linked, 0, "{} synced during the pilot", m.id);
+            // A pass for it (the scheduler would not send one) changes nothing either.
+            engine.handle(&pass(Some(m.id.as_str()))).await.unwrap();
+            assert_eq!(h.store.count_links(&tenant, Some(&m.id), Some(Kind::Contact)).await.unwrap(), 0);
+        }
+    }
+    let (s, _) =
+        h.call(M::PATCH, "/v1/admin/tenants/demo", Some(&op), Some(json!({"settings": {"rollout": "all"}}))).await;
+    assert_eq!(s, StatusCode::OK);
+    for m in h.store.list_mailboxes(&tenant).await.unwrap() {
+        assert_ne!(m.state, MailboxState::Disabled, "{} still held back", m.id);
+        engine.handle(&pass(Some(m.id.as_str()))).await.unwrap();
+        assert!(
+            h.store.count_links(&tenant, Some(&m.id), Some(Kind::Contact)).await.unwrap() > 0,
+            "{} did not sync after rollout",
+            m.id
+        );
+    }
+    let (_, mb) = h.call(M::GET, "/v1/admin/tenants/demo/mailboxes", Some(&op), None).await;
+    let mb: Vec<Value> = serde_json::from_str(&mb).unwrap();
+    assert!(
+        mb.iter().all(|m| m["linked_contacts"].as_u64().unwrap() > 0 && !m["last_contact_sync"].is_null()),
+        "{mb:?}"
+    );
+    assert_no_secret(&String::from_utf8_lossy(&captured_logs().lock().unwrap()));
+    h.graph_sim.shutdown().await;
+    h.hq_sim.shutdown().await;
+}

@@ -1,0 +1,207 @@
+//! The status page in a real browser (headless Chromium): it signs in
+//! through the login form (a form POST, the session cookie, the redirect),
+//! then the page must show the seeded tenant, its mailboxes and kinds with
+//! direction, linked items, the error with its reason, conflicts, held
+//! deletions and the chart. A screenshot is kept under `target/`.
+
+use std::process::Command;
+
+use chrono::Utc;
+use hqsync::config::AdminConfig;
+use hqsync::http::admin::AdminAuth;
+use hqsync::http::AppState;
+use hqsync::model::{Kind, MailboxId, TenantId};
+use hqsync::queue::Queue;
+use hqsync::store::{
+    Cipher, GraphCredentials, HellohqCredentials, Link, Mailbox, MailboxState, NewJournalEntry, Store, Tenant,
+};
+use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
+use serde_json::json;
+
+mod common;
+
+const SECRET: &str = "status-page-signing-secret-at-least-32-bytes";
+
+fn chromium() -> Option<String> {
+    for c in ["chromium", "chromium-browser", "google-chrome"] {
+        if Command::new(c).arg("--version").output().is_ok_and(|o| o.status.success()) {
+            return Some(c.to_string());
+        }
+    }
+    common::service_missing("headless Chromium", "apt-get install -y chromium");
+    None
+}
+
+/// Runs the browser on a page that submits the login form, and returns
+/// what `extra` asked for (the DOM with `--dump-dom`).
+fn browse(browser: &str, base: &str, token: &str, profile: &std::path::Path, extra: &[String]) -> String {
+    let login = format!(
+        "data:text/html,<form method=post action='{base}/login'><input name=token value='{token}'></form><script>document.forms[0].submit()</script>"
+    );
+    let out = Command::new(browser)
+        .args(["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--virtual-time-budget=5000"])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .args(extra)
+        .arg(login)
+        .output()
+        .expect("run chromium");
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+#[tokio::test]
+async fn the_status_page_signs_in_and_shows_a_seeded_tenant() {
+    let Some(browser) = chromium() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("hqsync.db").display());
+    let store = Store::open(&url, 5, Cipher::from_base64(&Cipher::generate_key_base64()).unwrap()).await.unwrap();
+    let tenant = TenantId::parse("nordlicht").unwrap();
+    let mailbox = MailboxId::parse("anna.schmidt@agentur-beispiel.de").unwrap();
+    let now = Utc::now();
+    store
+        .upsert_tenant(&Tenant {
+            id: tenant.clone(),
+            name: "Nordlicht Medien GmbH".into(),
+            enabled: true,
+            graph: GraphCredentials {
+                entra_tenant_id: "t".into(),
+                client_id: "c".into(),
+                client_secret: "graph-secret-never-shown".to_string().into(),
+                graph_base: "http://127.0.0.1:9".into(),
+                login_base: "http://127.0.0.1:9".into(),
+            },
+            hellohq: HellohqCredentials {
+                base_url: "http://127.0.0.1:9".into(),
+                token: "hq-token-never-shown".to_string().into(),
+                webhook_secrets: vec![],
+            },
+            settings: json!({"directions": {"task": "to_exchange"}}),
+            created_at: now,
+            updated_at: now,
+        })
+        .await
+        .unwrap();
+    store
+        .upsert_mailbox(&Mailbox {
+            tenant: tenant.clone(),
+            id: mailbox.clone(),
+            hq_user_id: Some("1".into()),
+            state: MailboxState::Active,
+            settings: json!({}),
+            last_error: None,
+            updated_at: now,
+        })
+        .await
+        .unwrap();
+    for i in 0..3 {
+        store
+            .upsert_link(&Link {
+                tenant: tenant.clone(),
+                mailbox: mailbox.clone(),
+                kind: Kind::Contact,
+                hq_id: Some(format!("{i}")),
+                graph_id: Some(format!("g{i}")),
+                folder: Some("global".into()),
+                base: json!({}),
+                hq_fingerprint: None,
+                graph_fingerprint: None,
+                hq_version: None,
+                graph_version: None,
+                state: "linked".into(),
+                updated_at: now,
+            })
+            .await
+            .unwrap();
+    }
+    let entry = |action: &str, detail: serde_json::Value| NewJournalEntry {
+        tenant: Some(tenant.clone()),
+        mailbox: Some(mailbox.clone()),
+        kind: Some(Kind::Contact),
+        action: action.into(),
+        detail,
+        ..Default::default()
+    };
+    store
+        .append_journal(&entry("created", json!({"side": "exchange", "summary": "contact Özlem Çelik"})))
+        .await
+        .unwrap();
+    store
+        .append_journal(&entry("error", json!({"reason": "helloHQ rejected the request (400): lastName required"})))
+        .await
+        .unwrap();
+    store.append_journal(&entry("conflict", json!({"field": "job_title"}))).await.unwrap();
+    store.append_journal(&entry("held", json!({"count": 7}))).await.unwrap();
+    store
+        .set_cursor(&tenant, mailbox.as_str(), hqsync::engine::contacts::LAST_PASS, "2026-11-27T08:00:00Z")
+        .await
+        .unwrap();
+
+    let queue = Queue::open(&hqsync::config::Config::default().queue, &store).await.unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let cfg = AdminConfig {
+        jwt_algorithm: "HS256".into(),
+        jwt_secret: Some(SECRET.to_string().into()),
+        jwt_public_key_file: None,
+    };
+    let state = AppState::new(store.clone(), queue, std::time::Duration::from_secs(2), 1 << 20)
+        .with_admin(AdminAuth::from_config(&cfg).unwrap(), base.clone());
+    tokio::spawn(hqsync::http::serve(listener, hqsync::http::router(state), Default::default()));
+    let exp = (Utc::now() + chrono::Duration::hours(1)).timestamp();
+    let token = encode(
+        &Header::new(Algorithm::HS256),
+        &json!({"sub": "ops@example", "role": "tenant_admin", "tenant": "nordlicht", "exp": exp}),
+        &EncodingKey::from_secret(SECRET.as_bytes()),
+    )
+    .unwrap();
+
+    // Without a session the page is the login form.
+    let anon = reqwest::get(format!("{base}/")).await.unwrap().text().await.unwrap();
+    assert!(anon.contains("name=\"token\""), "{anon}");
+
+    let profile = tempfile::tempdir().unwrap();
+    let b2 = base.clone();
+    let dom = tokio::task::spawn_blocking({
+        let browser = browser.clone();
+        let profile = profile.path().to_path_buf();
+        move || browse(&browser, &b2, &token, &profile, &["--dump-dom".to_string()])
+    })
+    .await
+    .unwrap();
+    assert!(dom.contains("Nordlicht Medien GmbH"), "not signed in, or the tenant is missing:\n{dom}");
+    assert!(dom.contains("data-mailbox=\"anna.schmidt@agentur-beispiel.de\" data-kind=\"contact\""), "{dom}");
+    assert!(dom.contains("<td class=\"linked\">3</td>"), "linked contacts: {dom}");
+    assert!(dom.contains("lastName required"), "the error's reason: {dom}");
+    assert!(dom.contains("to_exchange"), "the task direction: {dom}");
+    assert!(dom.contains("2026-11-27T08:00:00Z"), "last sync: {dom}");
+    assert!(dom.contains("<svg class=\"chart\""), "the chart: {dom}");
+    assert!(!dom.contains("never-shown"), "a secret reached the page");
+
+    let shot = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("status-page.png");
+    let _ = std::fs::remove_file(&shot);
+    let b3 = base.clone();
+    let token2 = encode(
+        &Header::new(Algorithm::HS256),
+        &json!({"sub": "ops@example", "role": "operator", "exp": exp}),
+        &EncodingKey::from_secret(SECRET.as_bytes()),
+    )
+    .unwrap();
+    let profile2 = tempfile::tempdir().unwrap();
+    let shot2 = shot.clone();
+    tokio::task::spawn_blocking({
+        let profile = profile2.path().to_path_buf();
+        move || {
+            browse(
+                &browser,
+                &b3,
+                &token2,
+                &profile,
+                &[format!("--screenshot={}", shot2.display()), "--window-size=1280,900".into()],
+            )
+        }
+    })
+    .await
+    .unwrap();
+    let size = std::fs::metadata(&shot).map(|m| m.len()).unwrap_or(0);
+    assert!(size > 10_000, "no screenshot at {} ({size} bytes)", shot.display());
+    eprintln!("status page screenshot: {}", shot.display());
+}
