@@ -179,7 +179,7 @@ fn a_folder_that_is_not_the_demos_is_refused_untouched() {
 }
 
 #[test]
-#[ignore = "needs the contacts engine"]
+
 fn the_feed_shows_a_contact_arriving_in_several_mailboxes() {
     let mut demo = Demo::start();
     demo.wait_for(Duration::from_secs(60), |l| l.starts_with("Live feed"));
