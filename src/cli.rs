@@ -205,17 +205,27 @@ async fn dispatch(command: Command, config: Config) -> anyhow::Result<()> {
 
 async fn plan(app: &App, args: PlanArgs) -> anyhow::Result<()> {
     use crate::model::Kind;
-    if let Some(k) = args.kind.filter(|k| *k != Kind::Contact) {
-        anyhow::bail!("--kind {k}: only contacts are synchronised by this version; use --kind contact or leave it out");
-    }
+    let kinds = match args.kind {
+        Some(Kind::Appointment) => {
+            anyhow::bail!("--kind appointment: appointments are not synchronised by this version; use contact or task")
+        }
+        Some(k) => vec![k],
+        None => vec![Kind::Contact, Kind::Task],
+    };
     let engine = crate::engine::Engine::new(app.store.clone());
-    let plans = engine.plan(&args.tenant, args.mailbox.as_ref()).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut plans = Vec::new();
+    for kind in kinds {
+        let found =
+            engine.plan_kind(&args.tenant, args.mailbox.as_ref(), kind).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+        plans.extend(found.into_iter().map(|p| (kind, p)));
+    }
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&plans)?);
+        let v: Vec<serde_json::Value> = plans.iter().map(|(k, p)| serde_json::json!({"kind": k, "plan": p})).collect();
+        println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
     }
-    for p in &plans {
-        println!("mailbox {} (contacts): {} writes, {} unchanged", p.mailbox, p.writes(), p.unchanged);
+    for (kind, p) in &plans {
+        println!("mailbox {} ({kind}s): {} writes, {} unchanged", p.mailbox, p.writes(), p.unchanged);
         let sections = [
             ("create in Exchange", &p.create_in_exchange),
             ("create in helloHQ", &p.create_in_hellohq),

@@ -11,6 +11,7 @@ pub mod contacts;
 pub mod directory;
 pub mod merge;
 pub mod settings;
+pub mod tasks;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -26,6 +27,7 @@ use crate::store::{Mailbox, MailboxState, NewJournalEntry, Store, StoreError, Te
 use contacts::{Contacts, Plan};
 use directory::Directory;
 use settings::TenantSettings;
+use tasks::Tasks;
 
 /// What handling a hint did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -202,10 +204,18 @@ impl Engine {
                 let dir = self.directory(&tenant.id, &clients.hq, false).await?;
                 cx.on_exchange_contact(&dir, &mb, id).await
             }
+            // Tasks (SPEC §4): To Do has no app-only notifications, so the
+            // scheduler's periodic resync per mailbox is the To Do poll.
+            (Origin::Schedule | Origin::Exchange, Change::Resync, Some(m), Some(Kind::Task)) => {
+                let Some(mb) = self.active_mailbox(&tenant.id, m).await? else { return Ok(()) };
+                let dir = self.directory(&tenant.id, &clients.hq, false).await?;
+                let approved = self.take_approval(&tenant.id, m).await?;
+                Tasks::like(&cx).sync(&dir, &mb, approved).await
+            }
             (Origin::Hellohq, _, _, _) => {
                 self.on_hellohq(&cx, &clients.hq, hint.entity, hint.resource_id.as_deref()).await
             }
-            // Appointments and tasks are synchronised by later work; their
+            // Appointments are synchronised by later work; their
             // hints are recorded (journal `received`) and nothing else.
             _ => Ok(()),
         }
@@ -237,6 +247,10 @@ impl Engine {
             (Some(e @ (HqEntity::Company | HqEntity::Project | HqEntity::Lead)), Some(id)) => {
                 let dir = self.directory(cx.tenant, hq, true).await?;
                 cx.on_membership(&dir, e, id).await
+            }
+            (Some(HqEntity::Task), Some(id)) => {
+                let dir = self.directory(cx.tenant, hq, false).await?;
+                Tasks::like(cx).on_hq_task(&dir, id).await
             }
             (Some(HqEntity::User), _) => {
                 let dir = self.directory(cx.tenant, hq, true).await?;
@@ -312,7 +326,7 @@ impl Engine {
             }
         };
         let mut membership_changed = false;
-        for entity in [HqEntity::ContactPerson, HqEntity::Company, HqEntity::Project, HqEntity::Lead] {
+        for entity in [HqEntity::ContactPerson, HqEntity::Task, HqEntity::Company, HqEntity::Project, HqEntity::Lead] {
             let first =
                 self.store.get_cursor(cx.tenant, CURSOR_SCOPE, &ChangePoller::cursor_name(entity)).await?.is_none();
             let batch = poller.poll_updates(&self.store, cx.tenant, entity).await.map_err(poll_err)?;
@@ -323,6 +337,11 @@ impl Engine {
                         HqEntity::ContactPerson => {
                             if let Some(id) = h.resource_id.as_deref().and_then(|s| s.parse().ok()) {
                                 cx.on_hq_contact(&dir, id).await?;
+                            }
+                        }
+                        HqEntity::Task => {
+                            if let Some(id) = h.resource_id.as_deref().and_then(|s| s.parse().ok()) {
+                                Tasks::like(cx).on_hq_task(&dir, id).await?;
                             }
                         }
                         _ => membership_changed = true,
@@ -336,6 +355,10 @@ impl Engine {
             if h.entity == Some(HqEntity::ContactPerson) {
                 if let Some(id) = h.resource_id.as_deref().and_then(|s| s.parse().ok()) {
                     cx.on_hq_contact(&dir, id).await?;
+                }
+            } else if h.entity == Some(HqEntity::Task) {
+                if let Some(id) = h.resource_id.as_deref().and_then(|s| s.parse().ok()) {
+                    Tasks::like(cx).on_hq_task(&dir, id).await?;
                 }
             } else if matches!(h.entity, Some(HqEntity::Company | HqEntity::Project | HqEntity::Lead)) {
                 membership_changed = true;
@@ -381,6 +404,16 @@ impl Engine {
     /// The dry run (SPEC §6): what a contact pass would do in each mailbox
     /// of `tenant` (or only `mailbox`), written nowhere.
     pub async fn plan(&self, tenant: &TenantId, mailbox: Option<&MailboxId>) -> Result<Vec<Plan>, EngineError> {
+        self.plan_kind(tenant, mailbox, Kind::Contact).await
+    }
+
+    /// The dry run for one kind (contacts or tasks; appointments plan nothing yet).
+    pub async fn plan_kind(
+        &self,
+        tenant: &TenantId,
+        mailbox: Option<&MailboxId>,
+        kind: Kind,
+    ) -> Result<Vec<Plan>, EngineError> {
         let Some((t, clients)) = self.tenant(tenant).await? else {
             return Err(EngineError::Permanent(format!("tenant {tenant} does not exist or is disabled")));
         };
@@ -404,7 +437,11 @@ impl Engine {
             None => cx.mailboxes().await?,
         };
         for m in mailboxes {
-            out.push(cx.pass(&dir, &m, true, false).await?);
+            out.push(match kind {
+                Kind::Contact => cx.pass(&dir, &m, true, false).await?,
+                Kind::Task => Tasks::like(&cx).pass(&dir, &m, true, false).await?,
+                Kind::Appointment => Plan { mailbox: m.id.to_string(), ..Default::default() },
+            });
         }
         Ok(out)
     }

@@ -91,6 +91,23 @@ impl Default for ContactSettings {
     }
 }
 
+/// Task settings (SPEC §4).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TaskSettings {
+    /// The To Do list (per mailbox) that holds the user's helloHQ tasks.
+    pub list_name: String,
+    /// The helloHQ project a task created in Outlook / To Do is filed in;
+    /// without one such tasks are journalled as not synchronised.
+    pub inbox_project: Option<i32>,
+}
+
+impl Default for TaskSettings {
+    fn default() -> Self {
+        TaskSettings { list_name: crate::connectors::graph::bootstrap::DEFAULT_TODO_LIST.into(), inbox_project: None }
+    }
+}
+
 /// Everything a tenant's `settings` JSON may say.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
@@ -99,6 +116,7 @@ pub struct TenantSettings {
     pub sync_enabled: bool,
     pub directions: Directions,
     pub contacts: ContactSettings,
+    pub tasks: TaskSettings,
     pub deletes: DeleteHold,
     /// `pilot`: only `pilot_mailbox` syncs; `all`: every user's mailbox.
     pub rollout: String,
@@ -112,6 +130,7 @@ impl Default for TenantSettings {
             sync_enabled: true,
             directions: Directions::default(),
             contacts: ContactSettings::default(),
+            tasks: TaskSettings::default(),
             deletes: DeleteHold::default(),
             rollout: "all".into(),
             pilot_mailbox: None,
@@ -179,5 +198,8 @@ mod tests {
         assert!(!s.contacts.global_folder);
         assert_eq!(s.contacts.prospect_type, "Interessent");
         assert_eq!(s.directions.contact, Direction::Both);
+        assert_eq!((s.tasks.list_name.as_str(), s.tasks.inbox_project), ("helloHQ", None));
+        let s: TenantSettings = serde_json::from_value(serde_json::json!({"tasks": {"inbox_project": 12}})).unwrap();
+        assert_eq!((s.tasks.list_name.as_str(), s.tasks.inbox_project), ("helloHQ", Some(12)));
     }
 }
