@@ -49,6 +49,17 @@ pub enum Command {
     /// Approve the deletions a pass held back for a mailbox; its next pass
     /// carries them out.
     Approve(ApproveArgs),
+    /// Tenants: add, list, test, enable (test & enable).
+    #[command(subcommand)]
+    Tenant(crate::ops::TenantCommand),
+    /// Mailboxes: list, set-direction.
+    #[command(subcommand)]
+    Mailbox(crate::ops::MailboxCommand),
+    /// Queue a full pass for a tenant's mailboxes (or one mailbox / kind).
+    Resync(crate::ops::ResyncArgs),
+    /// Hints that could not be applied: list, replay.
+    #[command(subcommand)]
+    DeadLetters(crate::ops::DeadLetterCommand),
     /// Try it out: every role plus both simulators with demo data, and a live
     /// feed of what is synchronised. Needs no configuration.
     Demo(crate::demo::DemoArgs),
@@ -139,7 +150,7 @@ impl Cli {
             }
         };
         match runtime.block_on(dispatch(self.command, config)) {
-            Ok(()) => ExitCode::SUCCESS,
+            Ok(code) => ExitCode::from(code),
             Err(e) => {
                 eprintln!("error: {e:#}");
                 ExitCode::FAILURE
@@ -148,10 +159,31 @@ impl Cli {
     }
 }
 
-async fn dispatch(command: Command, config: Config) -> anyhow::Result<()> {
+async fn dispatch(command: Command, config: Config) -> anyhow::Result<u8> {
+    let ops =
+        matches!(command, Command::Tenant(_) | Command::Mailbox(_) | Command::Resync(_) | Command::DeadLetters(_));
+    if !ops {
+        return dispatch_roles(command, config).await.map(|()| 0);
+    }
+    let app = App::open(config).await?;
+    let res = match command {
+        Command::Tenant(c) => crate::ops::tenant(&app, c).await,
+        Command::Mailbox(c) => crate::ops::mailbox(&app, c).await,
+        Command::Resync(a) => crate::ops::resync(&app, a).await,
+        Command::DeadLetters(c) => crate::ops::dead_letters(&app, c).await,
+        _ => unreachable!("only operator commands get here"),
+    };
+    app.queue.close().await;
+    res
+}
+
+async fn dispatch_roles(command: Command, config: Config) -> anyhow::Result<()> {
     match command {
         Command::Openapi | Command::Sim(_) | Command::Demo(_) => {
             unreachable!("handled before the configuration is loaded")
+        }
+        Command::Tenant(_) | Command::Mailbox(_) | Command::Resync(_) | Command::DeadLetters(_) => {
+            unreachable!("operator commands are dispatched above")
         }
         Command::Plan(args) => {
             let app = App::open(config).await?;

@@ -12,6 +12,7 @@ pub mod demo;
 pub mod engine;
 pub mod http;
 pub mod model;
+pub mod ops;
 pub mod queue;
 pub mod scheduler;
 pub mod sim;

@@ -149,3 +149,122 @@ fn sim_without_any_address_is_a_usage_error() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--graph"));
 }
+
+/// `tenant add` (secrets from the environment), `tenant list` (never the
+/// secrets), `tenant test` and `tenant enable` (exit 3 and not enabled when
+/// a check fails, exit 0 and enabled when all pass), `mailbox
+/// set-direction` (a bad value is a usage error), `plan`.
+#[tokio::test]
+async fn operator_commands_test_and_enable_a_tenant_with_exit_codes_scripts_can_rely_on() {
+    use hqsync::sim::graph::{GraphSim, GraphSimConfig};
+    use hqsync::sim::hellohq::{HellohqSim, HellohqSimConfig};
+    let graph = GraphSim::start(tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(), GraphSimConfig::default())
+        .await
+        .unwrap();
+    let hq =
+        HellohqSim::start(tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(), HellohqSimConfig::default())
+            .await
+            .unwrap();
+    let seed: serde_json::Value =
+        reqwest::get(format!("{}/_sim/seed", graph.base_url())).await.unwrap().json().await.unwrap();
+    // Stands in for the `serve` process the public URL points at.
+    let edge = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let public_url = format!("http://{}", edge.local_addr().unwrap());
+    tokio::spawn(async move {
+        let app = axum::Router::new().route("/healthz", axum::routing::get(|| async { "ok" }));
+        axum::serve(edge, app).await.unwrap();
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_path_buf();
+    let graph_base = graph.base_url();
+    let hq_base = hq.base_url();
+    let token = hq.sync_token();
+    let tenant_id = seed["tenantId"].as_str().unwrap().to_string();
+    let client_id = seed["clientId"].as_str().unwrap().to_string();
+    let good = seed["clientSecret"].as_str().unwrap().to_string();
+    let run = move |args: Vec<String>, env: Vec<(&'static str, String)>| {
+        let mut c = hqsync();
+        c.env("HQSYNC_DATA_DIR", &data)
+            .env("HQSYNC_LOG__LEVEL", "error")
+            .env("HQSYNC_HTTP__PUBLIC_URL", &public_url)
+            .args(&args);
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        c.output().unwrap()
+    };
+    let add = |id: &str, secret: &str| {
+        let args: Vec<String> = [
+            "tenant",
+            "add",
+            "--id",
+            id,
+            "--graph-tenant-id",
+            &tenant_id,
+            "--client-id",
+            &client_id,
+            "--graph-base",
+            &format!("{graph_base}/v1.0"),
+            "--login-base",
+            &graph_base,
+            "--hellohq-base",
+            &hq_base,
+            "--pilot",
+            "anna.schmidt@agentur-beispiel.de",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        (args, vec![("TENANT_CLIENT_SECRET", secret.to_string()), ("TENANT_HELLOHQ_TOKEN", token.clone())])
+    };
+    let r = tokio::task::spawn_blocking({
+        let run = run.clone();
+        let (a1, e1) = add("good", &good);
+        let (a2, e2) = add("bad", "wrong-secret");
+        move || {
+            let missing = run(a1.clone(), vec![]);
+            let ok1 = run(a1, e1);
+            let ok2 = run(a2, e2);
+            let list = run(vec!["tenant".into(), "list".into()], vec![]);
+            let bad_test = run(vec!["tenant".into(), "enable".into(), "--tenant".into(), "bad".into()], vec![]);
+            let good_test = run(vec!["tenant".into(), "enable".into(), "--tenant".into(), "good".into()], vec![]);
+            let bad_dir = run(
+                [
+                    "mailbox",
+                    "set-direction",
+                    "--tenant",
+                    "good",
+                    "--mailbox",
+                    "a@b.de",
+                    "--kind",
+                    "contact",
+                    "--direction",
+                    "sideways",
+                ]
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+                vec![],
+            );
+            (missing, ok1, ok2, list, bad_test, good_test, bad_dir)
+        }
+    })
+    .await
+    .unwrap();
+    let (missing, ok1, ok2, list, bad_test, good_test, bad_dir) = r;
+    let text = |o: &std::process::Output| {
+        format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+    };
+    assert_eq!(missing.status.code(), Some(1), "{}", text(&missing));
+    assert!(text(&missing).contains("TENANT_CLIENT_SECRET"), "{}", text(&missing));
+    assert!(ok1.status.success() && ok2.status.success(), "{} {}", text(&ok1), text(&ok2));
+    assert!(text(&list).contains("good") && !text(&list).contains(&good), "{}", text(&list));
+    assert_eq!(bad_test.status.code(), Some(3), "{}", text(&bad_test));
+    assert!(text(&bad_test).contains("FAIL graph_token") && text(&bad_test).contains("fix:"), "{}", text(&bad_test));
+    assert_eq!(good_test.status.code(), Some(0), "{}", text(&good_test));
+    assert!(text(&good_test).contains("tenant good enabled"), "{}", text(&good_test));
+    assert_eq!(bad_dir.status.code(), Some(2), "{}", text(&bad_dir));
+    assert!(!text(&ok1).contains(&good));
+    graph.shutdown().await;
+    hq.shutdown().await;
+}

@@ -598,12 +598,17 @@ pub async fn test_tenant(
     Ok(Json(report))
 }
 
+/// The connection test of tenant `t` (also `hqsync tenant test`).
 pub async fn connection_test(state: &AppState, t: &Tenant) -> ConnectionReport {
+    run_connection_test(&state.store, &state.public_url, t).await
+}
+
+pub async fn run_connection_test(store: &crate::store::Store, public_url: &str, t: &Tenant) -> ConnectionReport {
     let mut checks = Vec::new();
     let pilot = t.settings.get("pilot_mailbox").and_then(Value::as_str).map(str::to_ascii_lowercase);
     let mailbox = match pilot {
         Some(p) => Some(p),
-        None => state.store.list_mailboxes(&t.id).await.ok().and_then(|ms| ms.first().map(|m| m.id.to_string())),
+        None => store.list_mailboxes(&t.id).await.ok().and_then(|ms| ms.first().map(|m| m.id.to_string())),
     };
     match GraphClient::new(&t.graph, GraphClientConfig::default()) {
         Err(e) => checks.push(Check {
@@ -671,7 +676,7 @@ pub async fn connection_test(state: &AppState, t: &Tenant) -> ConnectionReport {
             },
         },
     });
-    checks.push(webhook_check(&state.public_url).await);
+    checks.push(webhook_check(public_url).await);
     ConnectionReport { ok: checks.iter().all(|c| c.ok), mailbox, checks }
 }
 
