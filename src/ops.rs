@@ -24,7 +24,7 @@ pub const EXIT_CHECK_FAILED: u8 = 3;
 pub enum TenantCommand {
     /// Add a tenant. Secrets are read from environment variables (never from
     /// arguments, which other users can see) and stored encrypted.
-    Add(TenantAddArgs),
+    Add(Box<TenantAddArgs>),
     /// List tenants (secrets shown only as set / not set).
     List,
     /// The connection test: token, the pilot mailbox's calendar, contacts
