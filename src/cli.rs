@@ -238,11 +238,8 @@ async fn dispatch_roles(command: Command, config: Config) -> anyhow::Result<()> 
 async fn plan(app: &App, args: PlanArgs) -> anyhow::Result<()> {
     use crate::model::Kind;
     let kinds = match args.kind {
-        Some(Kind::Appointment) => {
-            anyhow::bail!("--kind appointment: appointments are not synchronised by this version; use contact or task")
-        }
         Some(k) => vec![k],
-        None => vec![Kind::Contact, Kind::Task],
+        None => Kind::ALL.to_vec(),
     };
     let engine = crate::engine::Engine::new(app.store.clone());
     let mut plans = Vec::new();

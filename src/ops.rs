@@ -110,7 +110,7 @@ pub struct ResyncArgs {
     /// Only this mailbox (default: every syncing mailbox).
     #[arg(long)]
     pub mailbox: Option<MailboxId>,
-    /// Only this kind (default: contacts and tasks).
+    /// Only this kind (default: all three).
     #[arg(long)]
     pub kind: Option<Kind>,
     /// Wait until the queue has drained, showing progress (needs a running worker).
@@ -310,7 +310,7 @@ pub async fn resync(app: &App, a: ResyncArgs) -> anyhow::Result<u8> {
     };
     let kinds = match a.kind {
         Some(k) => vec![k],
-        None => vec![Kind::Contact, Kind::Task],
+        None => Kind::ALL.to_vec(),
     };
     let hints: Vec<Hint> = mailboxes
         .iter()

@@ -7,6 +7,7 @@
 //! idempotent on its own as well (fingerprints, tagged creates), which is
 //! what makes two workers on one mailbox converge.
 
+pub mod appointments;
 pub mod contacts;
 pub mod directory;
 pub mod merge;
@@ -24,6 +25,7 @@ use crate::model::{Kind, MailboxId, TenantId};
 use crate::queue::{Change, Hint, HqEntity, Origin};
 use crate::store::{Mailbox, MailboxState, NewJournalEntry, Store, StoreError, Tenant};
 
+use appointments::Appointments;
 use contacts::{Contacts, Plan};
 use directory::Directory;
 use settings::TenantSettings;
@@ -212,11 +214,24 @@ impl Engine {
                 let approved = self.take_approval(&tenant.id, m).await?;
                 Tasks::like(&cx).sync(&dir, &mb, approved).await
             }
+            // ---- appointments (engine/appointments.rs)
+            (Origin::Schedule | Origin::Exchange, Change::Resync, Some(m), Some(Kind::Appointment)) => {
+                let Some(mb) = self.active_mailbox(&tenant.id, m).await? else { return Ok(()) };
+                let dir = self.directory(&tenant.id, &clients.hq, false).await?;
+                let approved = self.take_approval(&tenant.id, m).await?;
+                cx.appointments().pass(&dir, &mb, false, approved).await.map(|_| ())
+            }
+            (Origin::Exchange, _, Some(m), Some(Kind::Appointment)) => {
+                let Some(id) = hint.resource_id.as_deref() else { return Ok(()) };
+                let Some(mb) = self.active_mailbox(&tenant.id, m).await? else { return Ok(()) };
+                let dir = self.directory(&tenant.id, &clients.hq, false).await?;
+                cx.appointments().on_exchange_event(&dir, &mb, id).await
+            }
             (Origin::Hellohq, _, _, _) => {
                 self.on_hellohq(&cx, &clients.hq, hint.entity, hint.resource_id.as_deref()).await
             }
-            // Appointments are synchronised by later work; their
-            // hints are recorded (journal `received`) and nothing else.
+            // Anything else (lifecycle events, unknown combinations) is only
+            // recorded (journal `received`).
             _ => Ok(()),
         }
     }
@@ -248,9 +263,11 @@ impl Engine {
                 let dir = self.directory(cx.tenant, hq, true).await?;
                 cx.on_membership(&dir, e, id).await
             }
+            // A task row: appointments (and absences) are decided by the
+            // appointments engine; a plain task (`Ok(false)`) goes to tasks.
             (Some(HqEntity::Task), Some(id)) => {
                 let dir = self.directory(cx.tenant, hq, false).await?;
-                Tasks::like(cx).on_hq_task(&dir, id).await
+                on_task_row(cx, &dir, id).await
             }
             (Some(HqEntity::User), _) => {
                 let dir = self.directory(cx.tenant, hq, true).await?;
@@ -341,7 +358,7 @@ impl Engine {
                         }
                         HqEntity::Task => {
                             if let Some(id) = h.resource_id.as_deref().and_then(|s| s.parse().ok()) {
-                                Tasks::like(cx).on_hq_task(&dir, id).await?;
+                                on_task_row(cx, &dir, id).await?;
                             }
                         }
                         _ => membership_changed = true,
@@ -358,7 +375,7 @@ impl Engine {
                 }
             } else if h.entity == Some(HqEntity::Task) {
                 if let Some(id) = h.resource_id.as_deref().and_then(|s| s.parse().ok()) {
-                    Tasks::like(cx).on_hq_task(&dir, id).await?;
+                    on_task_row(cx, &dir, id).await?;
                 }
             } else if matches!(h.entity, Some(HqEntity::Company | HqEntity::Project | HqEntity::Lead)) {
                 membership_changed = true;
@@ -407,7 +424,7 @@ impl Engine {
         self.plan_kind(tenant, mailbox, Kind::Contact).await
     }
 
-    /// The dry run for one kind (contacts or tasks; appointments plan nothing yet).
+    /// The dry run for one kind.
     pub async fn plan_kind(
         &self,
         tenant: &TenantId,
@@ -440,7 +457,7 @@ impl Engine {
             out.push(match kind {
                 Kind::Contact => cx.pass(&dir, &m, true, false).await?,
                 Kind::Task => Tasks::like(&cx).pass(&dir, &m, true, false).await?,
-                Kind::Appointment => Plan { mailbox: m.id.to_string(), ..Default::default() },
+                Kind::Appointment => cx.appointments().pass(&dir, &m, true, false).await?,
             });
         }
         Ok(out)
@@ -448,3 +465,26 @@ impl Engine {
 }
 
 const APPROVAL_SCOPE: &str = "approvals";
+
+/// A helloHQ task row: appointments (and absences, which are never synced)
+/// are the appointments engine's; a plain task is the tasks engine's.
+async fn on_task_row(cx: &Contacts<'_>, dir: &Directory, id: i32) -> Result<(), EngineError> {
+    if cx.appointments().on_hq_appointment(dir, id).await? {
+        return Ok(());
+    }
+    Tasks::like(cx).on_hq_task(dir, id).await
+}
+
+impl<'a> Contacts<'a> {
+    /// The appointment sync over the same tenant, clients and hint.
+    fn appointments(&self) -> Appointments<'a> {
+        Appointments {
+            store: self.store,
+            tenant: self.tenant,
+            settings: self.settings,
+            graph: self.graph,
+            hq: self.hq,
+            hint_id: self.hint_id,
+        }
+    }
+}

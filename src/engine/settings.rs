@@ -3,6 +3,8 @@
 //! can change them without a migration. Every key has a default that is
 //! right for a new customer; unknown keys are kept but ignored.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -108,6 +110,33 @@ impl Default for TaskSettings {
     }
 }
 
+/// Appointment settings (SPEC §3).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct AppointmentSettings {
+    /// IANA zone helloHQ's times are meant in (helloHQ rows carry none,
+    /// HELLOHQ.md B10); series repeat in it across daylight-saving changes.
+    pub time_zone: String,
+    /// helloHQ room name → room mailbox, for rooms helloHQ stores without
+    /// an email (C5). A room in neither place travels only as the location.
+    pub room_map: BTreeMap<String, String>,
+    /// The reconcile window before today (days).
+    pub window_past_days: i64,
+    /// The reconcile window after today (days).
+    pub window_future_days: i64,
+}
+
+impl Default for AppointmentSettings {
+    fn default() -> Self {
+        AppointmentSettings {
+            time_zone: "Europe/Berlin".into(),
+            room_map: BTreeMap::new(),
+            window_past_days: 30,
+            window_future_days: 365,
+        }
+    }
+}
+
 /// Everything a tenant's `settings` JSON may say.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
@@ -117,6 +146,7 @@ pub struct TenantSettings {
     pub directions: Directions,
     pub contacts: ContactSettings,
     pub tasks: TaskSettings,
+    pub appointments: AppointmentSettings,
     pub deletes: DeleteHold,
     /// `pilot`: only `pilot_mailbox` syncs; `all`: every user's mailbox.
     pub rollout: String,
@@ -131,6 +161,7 @@ impl Default for TenantSettings {
             directions: Directions::default(),
             contacts: ContactSettings::default(),
             tasks: TaskSettings::default(),
+            appointments: AppointmentSettings::default(),
             deletes: DeleteHold::default(),
             rollout: "all".into(),
             pilot_mailbox: None,
@@ -201,5 +232,12 @@ mod tests {
         assert_eq!((s.tasks.list_name.as_str(), s.tasks.inbox_project), ("helloHQ", None));
         let s: TenantSettings = serde_json::from_value(serde_json::json!({"tasks": {"inbox_project": 12}})).unwrap();
         assert_eq!((s.tasks.list_name.as_str(), s.tasks.inbox_project), ("helloHQ", Some(12)));
+        assert_eq!(s.appointments.time_zone, "Europe/Berlin");
+        let a: TenantSettings = serde_json::from_value(
+            serde_json::json!({"appointments": {"room_map": {"Raum Elbe": "raum.elbe@agentur.de"}}}),
+        )
+        .unwrap();
+        assert_eq!(a.appointments.room_map.get("Raum Elbe").map(String::as_str), Some("raum.elbe@agentur.de"));
+        assert_eq!(a.appointments.window_future_days, 365);
     }
 }
