@@ -1316,7 +1316,7 @@ fn sdk_python() -> Option<std::path::PathBuf> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn microsofts_python_graph_sdk_works_against_the_simulator() {
     let Some(python) = sdk_python() else {
-        common::service_missing("Python Graph SDK venv", "bash scripts/python-sdk-env.sh");
+        common::service_missing("Python Graph SDK venv", "bash .ci/python-sdk-env.sh");
         return;
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -1,6 +1,6 @@
 //! All persistence behind one `Store` type, on SQLite (embedded default, WAL)
-//! or PostgreSQL. Owns the schema and its migrations (`migrations/sqlite`,
-//! `migrations/postgres`), encrypts tenant secrets at rest (`crypto`), and
+//! or PostgreSQL. Owns the schema and its migrations (`src/store/migrations/sqlite`,
+//! `src/store/migrations/postgres`), encrypts tenant secrets at rest (`crypto`), and
 //! hosts the `local` queue's table. Callers never write SQL. Times are kept
 //! as unix milliseconds, so a value read back is the value written truncated
 //! to the millisecond. This module must never log or return a secret or a
@@ -228,8 +228,8 @@ impl fmt::Debug for Store {
     }
 }
 
-static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/sqlite");
-static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/postgres");
+static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("./src/store/migrations/sqlite");
+static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("./src/store/migrations/postgres");
 
 /// How long a SQLite writer waits for the write lock before `Unavailable`.
 const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(10);

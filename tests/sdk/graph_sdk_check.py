@@ -3,7 +3,7 @@
 
 Usage: graph_sdk_check.py http://127.0.0.1:PORT
 
-Run by tests/sim_graph.rs; set up the interpreter with scripts/python-sdk-env.sh.
+Run by tests/sim_graph.rs; set up the interpreter with .ci/python-sdk-env.sh.
 Exits 0 and prints "SDK CHECK OK" when every step behaved like Graph.
 """
 
