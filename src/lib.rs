@@ -10,6 +10,8 @@ pub mod config;
 pub mod connectors;
 pub mod demo;
 pub mod engine;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod http;
 pub mod model;
 pub mod ops;
