@@ -793,3 +793,36 @@ async fn a_webhook_is_registered_only_where_configured() {
     let listed = control(&sim, reqwest::Method::GET, "/_sim/webhooks", None).await;
     assert_eq!(listed[0]["url"], "https://hqsync.example/v1/webhooks/hellohq/acme");
 }
+
+/// B13: helloHQ has no ETags, so a write that was merged against an older
+/// read (`updatedOn`) is refused as stale and writes nothing; with the
+/// current stamp it goes through.
+#[tokio::test]
+async fn a_write_merged_against_a_stale_read_is_refused_and_changes_nothing() {
+    let sim = start_sim(SeedProfile::Demo).await;
+    let c = client(&sim);
+    let id = contact_id(&c, "Strauß").await;
+    let read = c.get_contact_person(id).await.unwrap();
+    // Someone else edits after our read (a moment later, so the stamp moves).
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    c.update_contact_person(id, |p| p.position = Some("Einkauf".into())).await.unwrap();
+    let before = stats(&sim).await["writes"].clone();
+    let err = c.update_contact_person_if(id, read.updated_on, |p| p.position = Some("Mine".into())).await.unwrap_err();
+    assert!(matches!(err, hqsync::connectors::hellohq::client::HqError::Stale { .. }), "{err}");
+    assert!(err.is_transient(), "a stale merge is retried (and merged again)");
+    assert_eq!(stats(&sim).await["writes"], before, "a stale write reached helloHQ");
+    assert_eq!(c.get_contact_person(id).await.unwrap().position.as_deref(), Some("Einkauf"));
+    let fresh = c.get_contact_person(id).await.unwrap();
+    c.update_contact_person_if(id, fresh.updated_on, |p| p.position = Some("Mine".into())).await.unwrap();
+    let task = c
+        .list_v2::<hqsync::connectors::hellohq::wire::Task>("/v2/Projects/Tasks", &ListQuery::default())
+        .await
+        .unwrap()
+        .items[0]
+        .clone();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    c.update_task(task.id, |t| t.place = Some("Raum Elbe".into())).await.unwrap();
+    let err = c.update_task_if(task.id, task.updated_on, |t| t.place = Some("x".into())).await.unwrap_err();
+    assert!(matches!(err, hqsync::connectors::hellohq::client::HqError::Stale { .. }), "{err}");
+    sim.shutdown().await;
+}

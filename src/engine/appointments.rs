@@ -971,8 +971,11 @@ impl<'a> Appointments<'a> {
             return Ok(hq.appt.clone());
         }
         let target = next.clone();
-        let written =
-            self.hq.update_task(hq.task.id, move |cur| *cur = target.to_hq(Some(cur), people)).await.map_err(hq_err)?;
+        let written = self
+            .hq
+            .update_task_if(hq.task.id, hq.task.updated_on, move |cur| *cur = target.to_hq(Some(cur), people))
+            .await
+            .map_err(hq_err)?;
         Ok(Appointment::from_hq(&written, people).unwrap_or(next))
     }
 
@@ -1140,8 +1143,11 @@ impl<'a> Appointments<'a> {
                 }
             }
             let target = next.clone();
-            let written =
-                self.hq.update_task(row.id, move |cur| *cur = target.to_hq(Some(cur), people)).await.map_err(hq_err)?;
+            let written = self
+                .hq
+                .update_task_if(row.id, row.updated_on, move |cur| *cur = target.to_hq(Some(cur), people))
+                .await
+                .map_err(hq_err)?;
             hq_after = self.exception_fields(&Appointment::from_hq(&written, people).unwrap_or(next), people);
             self.journal(Some(&m.id), "updated", Some(row.id.to_string()), Some(occ.clone()), json!({"side": "hellohq", "summary": format!("{} (modified occurrence)", summary(&hq_appt)), "fields": result.to_hellohq})).await;
         }

@@ -745,7 +745,11 @@ impl<'a> Tasks<'a> {
             return Ok(None);
         }
         let m = merged.clone();
-        let row = self.hq.update_task(h.id, move |cur| *cur = m.to_hq(Some(cur))).await.map_err(hq_err)?;
+        let row = self
+            .hq
+            .update_task_if(h.id, h.row.updated_on, move |cur| *cur = m.to_hq(Some(cur)))
+            .await
+            .map_err(hq_err)?;
         Ok(Some(row))
     }
 

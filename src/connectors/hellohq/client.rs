@@ -355,6 +355,22 @@ fn v1_key(set: &str, id: i32) -> String {
     format!("/v1/{set}({id})")
 }
 
+/// B13: helloHQ has no ETags; a record whose `updatedOn` moved since the
+/// caller's read has been changed by someone else meanwhile.
+fn stale_check(
+    what: &str,
+    id: i32,
+    expected: Option<DateTime<Utc>>,
+    found: Option<DateTime<Utc>>,
+) -> Result<(), HqError> {
+    match (expected, found) {
+        (Some(exp), Some(now)) if now != exp => {
+            Err(HqError::Stale { what: format!("{what} {id}"), expected: fmt_utc(exp), found: fmt_utc(now) })
+        }
+        _ => Ok(()),
+    }
+}
+
 fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, HqError> {
     serde_json::from_slice(bytes).map_err(|e| HqError::Decode { message: e.to_string(), body: ErrorBody::new(bytes) })
 }
@@ -771,15 +787,7 @@ impl HellohqClient {
     ) -> Result<ContactPerson, HqError> {
         let path = format!("/v2/ContactPersons/{id}");
         let mut current: ContactPerson = self.get(&path, &[]).await?;
-        if let Some(exp) = expected {
-            if current.updated_on.is_some_and(|now| now != exp) {
-                return Err(HqError::Stale {
-                    what: format!("contactPerson {id}"),
-                    expected: fmt_utc(exp),
-                    found: current.updated_on.map(fmt_utc).unwrap_or_default(),
-                });
-            }
-        }
+        stale_check("contactPerson", id, expected, current.updated_on)?;
         change(&mut current);
         self.write(Method::PUT, &path, &Self::contact_put_body(&current)?).await
     }
@@ -851,7 +859,20 @@ impl HellohqClient {
     /// Read (with assignments, so a replace keeps them), apply `change`,
     /// write the whole task back, return what helloHQ stored.
     pub async fn update_task(&self, id: i32, change: impl FnOnce(&mut Task)) -> Result<Task, HqError> {
+        self.update_task_if(id, None, change).await
+    }
+
+    /// As [`Self::update_task`], but only if the row is still the version the
+    /// caller merged against (B13: `updatedOn` compared; `None` skips the
+    /// check). A mismatch writes nothing and is [`HqError::Stale`].
+    pub async fn update_task_if(
+        &self,
+        id: i32,
+        expected: Option<DateTime<Utc>>,
+        change: impl FnOnce(&mut Task),
+    ) -> Result<Task, HqError> {
         let mut current = self.get_task(id).await?;
+        stale_check("task", id, expected, current.updated_on)?;
         change(&mut current);
         self.write(Method::PUT, &format!("/v2/Projects/Tasks/{id}"), &Self::task_body(&current)?).await
     }
