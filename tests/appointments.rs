@@ -505,6 +505,12 @@ async fn an_outlook_event_becomes_one_appointment_and_never_an_absence() {
         })
         .await
         .unwrap();
+    // The crashed worker's claim has aged past the claim timeout (a live
+    // claim makes other workers wait instead).
+    let db = h._dir.path().join("hqsync.db");
+    let mut conn =
+        <sqlx::SqliteConnection as sqlx::Connection>::connect(&format!("sqlite://{}", db.display())).await.unwrap();
+    sqlx::query("UPDATE links SET updated_at = 0 WHERE graph_id = ?").bind(gid).execute(&mut conn).await.unwrap();
     let (g0, q0) = h.writes().await;
     h.exchange_changed(CLARA, gid).await;
     assert_eq!(h.rows_named("Urlaub Mallorca").await.len(), 1, "a replayed create made a second row");

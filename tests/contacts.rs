@@ -589,3 +589,51 @@ async fn my_contacts_only_keeps_subsystems_apart() {
     assert!(h.exchange_contacts(DAVID).await.is_empty());
     h.stop().await;
 }
+
+#[tokio::test]
+async fn two_workers_on_a_new_outlook_contact_create_one_hellohq_contact() {
+    let h = H::start().await;
+    h.initial_sync().await;
+    let folders = h.graph.get(&format!("/users/{BEN}/contactFolders")).await.unwrap();
+    let global =
+        folders["value"].as_array().unwrap().iter().find(|f| f["displayName"] == "HQ Globale Kontakte").unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+    let created = h
+        .graph
+        .post(
+            &format!("/users/{BEN}/contactFolders/{global}/contacts"),
+            &json!({"givenName": "Rita", "surname": "Rennen", "companyName": "Druckerei Weiß GmbH",
+                    "emailAddresses": [{"address": "rita@example.de"}]}),
+        )
+        .await
+        .unwrap();
+    let gid = created["id"].as_str().unwrap().to_string();
+    // Graph's "created" and "updated" for the same new contact, taken by two workers at once.
+    let a = h.hint(Origin::Exchange, Change::Created, Some(BEN), None, Some(&gid));
+    let b = h.hint(Origin::Exchange, Change::Updated, Some(BEN), None, Some(&gid));
+    let engine = &h.engine;
+    let until_done = |hint: Hint| async move {
+        for _ in 0..50 {
+            match engine.handle(&hint).await {
+                Ok(_) => return,
+                // The loser of the claim retries, as the queue would.
+                Err(hqsync::engine::EngineError::Transient(_)) => {
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+        panic!("no convergence");
+    };
+    tokio::join!(until_done(a), until_done(b));
+    assert!(h.hq_id_exists("Rennen").await.is_some());
+    let people: Vec<Value> = h.hq.list_v2("/v2/ContactPersons", &Default::default()).await.unwrap().items;
+    assert_eq!(
+        people.iter().filter(|p| p["lastName"] == "Rennen").count(),
+        1,
+        "one helloHQ contact per Outlook contact"
+    );
+    h.stop().await;
+}

@@ -1345,11 +1345,16 @@ impl<'a> Appointments<'a> {
         let role = if is_organizer { ORGANIZER } else { INVITEE };
         // A pending half link: an earlier attempt may have created the row
         // (it carries the event's iCalUId); find it instead of a second one.
-        let pending = self
+        let half = self
             .store
             .get_link_by_graph(self.tenant, &m.id, Kind::Appointment, &gid)
             .await?
-            .is_some_and(|l| l.hq_id.is_none());
+            .filter(|l| l.hq_id.is_none());
+        // A live claim of another worker: let it finish.
+        if half.as_ref().is_some_and(|l| Utc::now() - l.updated_at <= super::CLAIM_TIMEOUT) {
+            return Err(super::busy("the helloHQ appointment for this event"));
+        }
+        let pending = half.is_some();
         if pending {
             if let Some(uid) = appt.ical_uid.as_deref() {
                 let q = ListQuery::filter(format!("iCalUId eq '{}'", uid.replace('\'', "''")));
@@ -1363,10 +1368,11 @@ impl<'a> Appointments<'a> {
                 }
             }
         } else {
-            // Claim the event first: a second worker (or a replay) sees the
-            // half link and does not create a second row.
-            self.store
-                .upsert_link(&Link {
+            // Claim the event first, atomically: a second worker (or a
+            // replay) sees the half link and does not create a second row.
+            let claim = super::claim_create(
+                self.store,
+                &Link {
                     tenant: self.tenant.clone(),
                     mailbox: m.id.clone(),
                     kind: Kind::Appointment,
@@ -1380,8 +1386,16 @@ impl<'a> Appointments<'a> {
                     graph_version: None,
                     state: PENDING.into(),
                     updated_at: Utc::now(),
-                })
-                .await?;
+                },
+            )
+            .await?;
+            match claim {
+                super::Claim::Mine => {}
+                super::Claim::Done(_) => return Ok(()),
+                super::Claim::Busy | super::Claim::Stale(_) => {
+                    return Err(super::busy("the helloHQ appointment for this event"))
+                }
+            }
         }
         let mut row = appt.to_hq(None, people);
         row.project_id = None;

@@ -762,7 +762,14 @@ impl<'a> Contacts<'a> {
         };
         match link {
             Some(l) => {
-                let Some(hq_id) = l.hq_id.as_deref().and_then(parse_hq_id) else { return Ok(()) };
+                let Some(hq_id) = l.hq_id.as_deref().and_then(parse_hq_id) else {
+                    // A create toward helloHQ was claimed and not finished:
+                    // wait for its holder, or take over once it is stale.
+                    if !matches!(direction, Direction::Both | Direction::ToHellohq) {
+                        return Ok(());
+                    }
+                    return self.create_in_hellohq(dir, m, &ex, folder).await;
+                };
                 let ex_fp = fingerprint(&contact::from_graph(&ex));
                 if l.graph_fingerprint.as_deref() == Some(ex_fp.as_str()) {
                     return Ok(()); // echo of our own write, or a duplicate
@@ -820,6 +827,51 @@ impl<'a> Contacts<'a> {
             self.journal(Some(&m.id), "skipped", None, Some(graph_id), json!({"side": "hellohq", "summary": summary(&c), "reason": "an Exchange contact without a name cannot become a helloHQ contact person (last name required)"})).await;
             return Ok(());
         }
+        // Claim the creation: Graph often notifies a new contact twice
+        // (created, updated), and two workers must not both create it.
+        let pending = Link {
+            tenant: self.tenant.clone(),
+            mailbox: m.id.clone(),
+            kind: Kind::Contact,
+            hq_id: None,
+            graph_id: Some(graph_id.clone()),
+            folder: Some(folder.as_str().into()),
+            base: json!({}),
+            hq_fingerprint: None,
+            graph_fingerprint: None,
+            hq_version: None,
+            graph_version: None,
+            state: PENDING.into(),
+            updated_at: Utc::now(),
+        };
+        let earlier = match super::claim_create(self.store, &pending).await? {
+            super::Claim::Mine => None,
+            super::Claim::Done(_) => return Ok(()),
+            super::Claim::Busy => return Err(super::busy("the helloHQ contact for this Exchange contact")),
+            // The holder crashed, maybe after creating: look before creating.
+            super::Claim::Stale(_) => self.find_created(&c).await?,
+        };
+        let created = match earlier {
+            Some(p) => p,
+            None => self.create_person(dir, m, &c).await?,
+        };
+        self.finish_hq_create(dir, m, ex, folder, &c, created).await
+    }
+
+    /// A helloHQ contact a crashed worker may have created for `c`: same
+    /// last name, and the same email or first name.
+    async fn find_created(&self, c: &Contact) -> Result<Option<ContactPerson>, EngineError> {
+        let Some(last) = c.surname.as_deref().or(c.given_name.as_deref()) else { return Ok(None) };
+        let q = ListQuery::filter(format!("lastName eq '{}'", last.replace('\'', "''")));
+        let found: Vec<ContactPerson> = self.hq.list_v2("/v2/ContactPersons", &q).await.map_err(hq_err)?.items;
+        Ok(found.into_iter().find(|p| {
+            let mail = p.default_address.as_ref().and_then(|a| a.email.clone()).or(p.e_mail.clone());
+            (c.email.is_some() && mail.as_deref().map(str::to_lowercase) == c.email.as_deref().map(str::to_lowercase))
+                || (c.email.is_none() && p.first_name.as_deref().map(str::trim) == c.given_name.as_deref())
+        }))
+    }
+
+    async fn create_person(&self, dir: &Directory, m: &Mailbox, c: &Contact) -> Result<ContactPerson, EngineError> {
         let company_id = self.company_for(dir, m, c.company_name.as_deref()).await?;
         let mut person = ContactPerson {
             company_id: Some(company_id),
@@ -827,7 +879,7 @@ impl<'a> Contacts<'a> {
             salutation_form: Some(SalutationForm::from_name("Neutral")),
             ..Default::default()
         };
-        let mut fields: Vec<String> =
+        let fields: Vec<String> =
             FIELDS.iter().filter(|f| **f != "home_address" && **f != "company_name").map(|f| f.to_string()).collect();
         if c.surname.is_none() {
             // helloHQ requires a last name; the single name goes there.
@@ -835,24 +887,37 @@ impl<'a> Contacts<'a> {
             c2.surname = c2.given_name.take();
             contact::apply_to_hq(&c2, &fields, &mut person, &self.settings.contacts.default_country);
         } else {
-            contact::apply_to_hq(&c, &fields, &mut person, &self.settings.contacts.default_country);
+            contact::apply_to_hq(c, &fields, &mut person, &self.settings.contacts.default_country);
         }
         let created = self.hq.create_contact_person(&person).await.map_err(hq_err)?;
         if c.home_address.is_some() {
             self.hq
                 .set_private_address(
                     created.id,
-                    contact::private_address_v1(&c, &self.settings.contacts.default_country),
+                    contact::private_address_v1(c, &self.settings.contacts.default_country),
                 )
                 .await
                 .map_err(hq_err)?;
         }
-        fields.push("home_address".into());
+        Ok(created)
+    }
+
+    /// Links a new helloHQ contact to the Exchange contact it came from and
+    /// tags that copy with the helloHQ id (replays and moves find it).
+    async fn finish_hq_create(
+        &self,
+        dir: &Directory,
+        m: &Mailbox,
+        ex: &Value,
+        folder: Folder,
+        c: &Contact,
+        created: ContactPerson,
+    ) -> Result<(), EngineError> {
+        let graph_id = ex.get("id").and_then(Value::as_str).unwrap_or_default().to_string();
         let hq_now = match self.read_hq(dir, created.id).await? {
             Some(h) => h.contact,
             None => c.clone(),
         };
-        // Tag the Exchange copy so replays and moves find it.
         let tag = json!({"singleValueExtendedProperties": [{"id": contact::HQ_ID_PROPERTY_ID, "value": created.id.to_string()}]});
         let path = format!("/users/{}/contacts/{}", seg(m.id.as_str()), seg(&graph_id));
         let tagged = match self.graph.patch(&path, &tag, None).await {
@@ -872,7 +937,7 @@ impl<'a> Contacts<'a> {
             "created",
             Some(created.id.to_string()),
             Some(graph_id),
-            json!({"side": "hellohq", "summary": summary(&c), "from": m.id.as_str()}),
+            json!({"side": "hellohq", "summary": summary(c), "from": m.id.as_str()}),
         )
         .await;
         Ok(())
@@ -1082,7 +1147,10 @@ impl<'a> Contacts<'a> {
             }
         }
         // 4. Exchange contacts in our folders that nobody claimed become helloHQ contacts.
-        let claimed: HashSet<String> = links.iter().filter_map(|l| l.graph_id.clone()).collect();
+        // Linked items are claimed; an unfinished create toward helloHQ is
+        // retried through its claim (which waits for a live holder).
+        let claimed: HashSet<String> =
+            links.iter().filter(|l| l.hq_id.is_some()).filter_map(|l| l.graph_id.clone()).collect();
         for (gid, (folder, v)) in ex_by_id {
             if claimed.contains(&gid) {
                 continue;

@@ -23,7 +23,7 @@ use crate::connectors::hellohq::client::{HellohqClient, HellohqClientConfig};
 use crate::connectors::hellohq::poll::{ChangePoller, CURSOR_SCOPE};
 use crate::model::{Kind, MailboxId, TenantId};
 use crate::queue::{Change, Hint, HqEntity, Origin};
-use crate::store::{Mailbox, MailboxState, NewJournalEntry, Store, StoreError, Tenant};
+use crate::store::{self, Mailbox, MailboxState, NewJournalEntry, Store, StoreError, Tenant};
 
 use appointments::Appointments;
 use contacts::{Contacts, Plan};
@@ -465,6 +465,51 @@ impl Engine {
 }
 
 const APPROVAL_SCOPE: &str = "approvals";
+
+/// How long a claim on a create may stay unfinished before another worker
+/// assumes its holder crashed and takes over (after looking for what the
+/// holder may already have created).
+pub const CLAIM_TIMEOUT: chrono::Duration = chrono::Duration::seconds(60);
+
+/// The result of claiming the creation of an item's counterpart.
+#[derive(Debug)]
+pub enum Claim {
+    /// This worker creates it.
+    Mine,
+    /// Already linked by someone else: nothing to create.
+    Done(store::Link),
+    /// Another worker is creating it right now: retry the hint later.
+    Busy,
+    /// An unfinished claim older than [`CLAIM_TIMEOUT`]: its holder crashed;
+    /// look for what it may have created, then create.
+    Stale(store::Link),
+}
+
+/// Claims the creation of the helloHQ counterpart of `pending` (a link
+/// with a Graph id and no helloHQ id), atomically.
+pub async fn claim_create(store: &Store, pending: &store::Link) -> Result<Claim, EngineError> {
+    if store.claim_link(pending).await? {
+        return Ok(Claim::Mine);
+    }
+    let gid = pending.graph_id.as_deref().unwrap_or_default();
+    let Some(existing) = store.get_link_by_graph(&pending.tenant, &pending.mailbox, pending.kind, gid).await? else {
+        // Claimed by helloHQ id, or removed meanwhile: try again later.
+        return Ok(Claim::Busy);
+    };
+    if existing.hq_id.is_some() {
+        return Ok(Claim::Done(existing));
+    }
+    if chrono::Utc::now() - existing.updated_at > CLAIM_TIMEOUT {
+        Ok(Claim::Stale(existing))
+    } else {
+        Ok(Claim::Busy)
+    }
+}
+
+/// The error for [`Claim::Busy`].
+pub fn busy(what: &str) -> EngineError {
+    EngineError::Transient(format!("{what} is being created by another worker right now"))
+}
 
 /// A helloHQ task row: appointments (and absences, which are never synced)
 /// are the appointments engine's; a plain task is the tasks engine's.

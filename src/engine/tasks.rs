@@ -852,11 +852,25 @@ impl<'a> Tasks<'a> {
             self.journal(Some(&m.id), "skipped", None, Some(gid), skip(reason)).await;
             return Ok(());
         }
-        let earlier = if pending.is_some() { self.find_created_for(&gid).await? } else { None };
+        // Claim the creation atomically: two workers on one new To Do task
+        // must not both create it; an unfinished claim of a crashed worker
+        // is taken over once stale, after looking for what it created.
+        let stale = match pending {
+            Some(p) if Utc::now() - p.updated_at <= super::CLAIM_TIMEOUT => {
+                return Err(super::busy("the helloHQ task for this To Do task"))
+            }
+            Some(_) => true,
+            None => match super::claim_create(self.store, &self.pending_link(m, None, Some(gid.clone()))).await? {
+                super::Claim::Mine => false,
+                super::Claim::Done(_) => return Ok(()),
+                super::Claim::Busy => return Err(super::busy("the helloHQ task for this To Do task")),
+                super::Claim::Stale(_) => true,
+            },
+        };
+        let earlier = if stale { self.find_created_for(&gid).await? } else { None };
         let created = match earlier {
             Some(row) => row,
             None => {
-                self.store.upsert_link(&self.pending_link(m, None, Some(gid.clone()))).await?;
                 let mut row = item.to_hq(None);
                 row.project_id = Some(project);
                 row.kind = Some(TaskClassification::Project);

@@ -503,6 +503,32 @@ impl Store {
         tx.commit().await
     }
 
+    /// Inserts `l` only if no link of its mailbox and kind has its Graph id
+    /// (or its helloHQ id) yet: an atomic claim, so that of two workers
+    /// about to create the counterpart of the same item only one does.
+    /// Returns whether this call inserted it.
+    pub async fn claim_link(&self, l: &Link) -> Result<bool, StoreError> {
+        let sql = "INSERT INTO links (hq_id, graph_id, folder, base, hq_fingerprint, graph_fingerprint, \
+                   hq_version, graph_version, state, updated_at, tenant, mailbox, kind) \
+                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) ON CONFLICT DO NOTHING";
+        let args = args![
+            l.hq_id.as_deref(),
+            l.graph_id.as_deref(),
+            l.folder.as_deref(),
+            l.base.to_string(),
+            l.hq_fingerprint.as_deref(),
+            l.graph_fingerprint.as_deref(),
+            l.hq_version.as_deref(),
+            l.graph_version.as_deref(),
+            l.state.as_str(),
+            now_ms(),
+            l.tenant.as_str(),
+            l.mailbox.as_str(),
+            l.kind.as_str(),
+        ];
+        Ok(self.pool.execute(sql, args).await? > 0)
+    }
+
     pub async fn get_link_by_hq(
         &self,
         tenant: &TenantId,
