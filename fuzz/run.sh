@@ -11,5 +11,5 @@ for target in notification webhook recurrence wire; do
   echo "==> $target (${secs}s)"
   mkdir -p "corpus/$target"
   cargo +nightly fuzz run "$target" "corpus/$target" "regressions/$target" -- \
-    -max_total_time="$secs" -max_len=4096 -print_final_stats=1 2>&1 | tail -n 12
+    -max_total_time="$secs" -max_len=4096 -print_final_stats=1 2>&1 | tail -n 20
 done

@@ -182,16 +182,13 @@ async fn render(state: &AppState, who: &Principal) -> Result<Html<String>, Strin
         b.push_str("<table class=\"mailboxes\"><tr><th>mailbox</th><th>state</th><th>kind</th><th>direction</th><th>last sync</th><th>linked</th><th>errors</th><th>conflicts</th><th>held deletions</th><th>subscription expiry</th></tr>");
         for m in store.list_mailboxes(&t.id).await.map_err(|e| e.to_string())? {
             for kind in Kind::ALL {
-                let last = if kind == Kind::Contact {
-                    store
-                        .get_cursor(&t.id, m.id.as_str(), crate::engine::contacts::LAST_PASS)
-                        .await
-                        .ok()
-                        .flatten()
-                        .filter(|s| !s.is_empty())
-                } else {
-                    None
+                let cursor = match kind {
+                    Kind::Contact => crate::engine::contacts::LAST_PASS,
+                    Kind::Task => crate::engine::tasks::LAST_PASS,
+                    Kind::Appointment => crate::engine::appointments::LAST_PASS,
                 };
+                let last =
+                    store.get_cursor(&t.id, m.id.as_str(), cursor).await.ok().flatten().filter(|s| !s.is_empty());
                 let linked = store.count_links(&t.id, Some(&m.id), Some(kind)).await.unwrap_or(0);
                 let of = |action: &str| -> Vec<&JournalEntry> {
                     recent
