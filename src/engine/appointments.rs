@@ -41,12 +41,13 @@ use crate::connectors::hellohq::client::{HellohqClient, HqError, ListQuery};
 use crate::connectors::hellohq::wire::{self, ContactPerson, TaskAssignment, TaskClassification};
 use crate::model::appointment::{is_absence, Appointment, AttendeeKind, ConvertError, Participants};
 use crate::model::{contact, timezone, Direction, Kind, MailboxId, TenantId};
-use crate::store::{Link, Mailbox, MailboxState, NewJournalEntry, Store};
+use crate::store::{Link, Mailbox, Store};
 
 use super::contacts::Plan;
 use super::directory::Directory;
 use super::merge::{self, FieldRule, Flow, Side};
 use super::settings::TenantSettings;
+use super::shared::{graph_err, graph_time, graph_version, hq_err};
 use super::{fingerprint, EngineError};
 
 /// Field rules (SPEC §3): subject and body only from helloHQ.
@@ -77,32 +78,8 @@ const ICAL_SCOPE: &str = "appointment.ical_uid";
 /// Cursor (scope = mailbox) of the last completed appointment pass.
 pub const LAST_PASS: &str = "appointment.last_pass";
 
-fn graph_err(e: GraphError) -> EngineError {
-    if e.is_transient() {
-        EngineError::Transient(e.to_string())
-    } else {
-        EngineError::Permanent(e.to_string())
-    }
-}
-
-fn hq_err(e: HqError) -> EngineError {
-    if e.is_transient() {
-        EngineError::Transient(e.to_string())
-    } else {
-        EngineError::Permanent(e.to_string())
-    }
-}
-
 fn str_of<'v>(v: &'v Value, k: &str) -> Option<&'v str> {
     v.get(k).and_then(Value::as_str).filter(|s| !s.is_empty())
-}
-
-fn graph_version(v: &Value) -> Option<String> {
-    v.get("@odata.etag").or_else(|| v.get("changeKey")).and_then(Value::as_str).map(str::to_string)
-}
-
-fn graph_time(v: &Value, k: &str) -> Option<DateTime<Utc>> {
-    v.get(k).and_then(Value::as_str).and_then(|s| DateTime::parse_from_rfc3339(s).ok()).map(|t| t.to_utc())
 }
 
 /// The Graph `transactionId` of the create for helloHQ appointment `hq_id`:
@@ -336,25 +313,17 @@ impl<'a> Appointments<'a> {
         graph_id: Option<String>,
         detail: Value,
     ) {
-        let e = NewJournalEntry {
-            tenant: Some(self.tenant.clone()),
-            mailbox: mailbox.cloned(),
-            kind: Some(Kind::Appointment),
+        let j = super::shared::Journal {
+            store: self.store,
+            tenant: self.tenant,
+            kind: Kind::Appointment,
             hint_id: self.hint_id,
-            action: action.into(),
-            hq_id,
-            graph_id,
-            detail,
-            actor: None,
         };
-        if let Err(err) = self.store.append_journal(&e).await {
-            tracing::warn!(error = %err, action, "could not journal");
-        }
+        j.record(mailbox, action, hq_id, graph_id, detail).await
     }
 
     async fn mailboxes(&self) -> Result<Vec<Mailbox>, EngineError> {
-        let all = self.store.list_mailboxes(self.tenant).await?;
-        Ok(all.into_iter().filter(|m| matches!(m.state, MailboxState::Active | MailboxState::Pilot)).collect())
+        super::shared::syncing_mailboxes(self.store, self.tenant).await
     }
 
     fn window(&self) -> (DateTime<Utc>, DateTime<Utc>) {

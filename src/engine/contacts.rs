@@ -28,11 +28,12 @@ use crate::connectors::hellohq::client::{HellohqClient, HqError, ListQuery};
 use crate::connectors::hellohq::wire::{CompanyPost, CompanyTypeRef, ContactPerson, ContactPersonV1, SalutationForm};
 use crate::model::contact::{self, Contact, FIELDS};
 use crate::model::{Direction, Kind, MailboxId, TenantId};
-use crate::store::{Link, Mailbox, MailboxState, NewJournalEntry, Store};
+use crate::store::{Link, Mailbox, Store};
 
 use super::directory::{name_key, Directory, Folder};
 use super::merge::{self, FieldRule, Flow, Side};
 use super::settings::TenantSettings;
+use super::shared::{graph_err, graph_modified, graph_version, hq_err, parse_hq_id};
 use super::{fingerprint, EngineError};
 
 /// Field rules for contacts: everything both ways, except the company,
@@ -111,37 +112,6 @@ fn summary(c: &Contact) -> String {
     format!("contact {}", if name.is_empty() { "(no name)".to_string() } else { name })
 }
 
-fn graph_err(e: GraphError) -> EngineError {
-    if e.is_transient() {
-        EngineError::Transient(e.to_string())
-    } else {
-        EngineError::Permanent(e.to_string())
-    }
-}
-
-fn hq_err(e: HqError) -> EngineError {
-    if e.is_transient() {
-        EngineError::Transient(e.to_string())
-    } else {
-        EngineError::Permanent(e.to_string())
-    }
-}
-
-fn graph_version(v: &Value) -> Option<String> {
-    v.get("@odata.etag").or_else(|| v.get("changeKey")).and_then(Value::as_str).map(str::to_string)
-}
-
-fn graph_modified(v: &Value) -> Option<DateTime<Utc>> {
-    v.get("lastModifiedDateTime")
-        .and_then(Value::as_str)
-        .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
-        .map(|t| t.to_utc())
-}
-
-fn parse_hq_id(s: &str) -> Option<i32> {
-    s.parse().ok()
-}
-
 impl<'a> Contacts<'a> {
     fn contacts_path(mailbox: &str, folder_id: &str) -> String {
         format!("/users/{}/contactFolders/{}/contacts", seg(mailbox), seg(folder_id))
@@ -162,26 +132,18 @@ impl<'a> Contacts<'a> {
         graph_id: Option<String>,
         detail: Value,
     ) {
-        let e = NewJournalEntry {
-            tenant: Some(self.tenant.clone()),
-            mailbox: mailbox.cloned(),
-            kind: Some(Kind::Contact),
+        let j = super::shared::Journal {
+            store: self.store,
+            tenant: self.tenant,
+            kind: Kind::Contact,
             hint_id: self.hint_id,
-            action: action.into(),
-            hq_id,
-            graph_id,
-            detail,
-            actor: None,
         };
-        if let Err(err) = self.store.append_journal(&e).await {
-            tracing::warn!(error = %err, action, "could not journal");
-        }
+        j.record(mailbox, action, hq_id, graph_id, detail).await
     }
 
     /// Mailboxes that sync now: active, or the pilot mailbox.
     pub async fn mailboxes(&self) -> Result<Vec<Mailbox>, EngineError> {
-        let all = self.store.list_mailboxes(self.tenant).await?;
-        Ok(all.into_iter().filter(|m| matches!(m.state, MailboxState::Active | MailboxState::Pilot)).collect())
+        super::shared::syncing_mailboxes(self.store, self.tenant).await
     }
 
     fn user_of(&self, dir: &Directory, m: &Mailbox) -> Option<i32> {

@@ -12,6 +12,7 @@ pub mod contacts;
 pub mod directory;
 pub mod merge;
 pub mod settings;
+pub mod shared;
 pub mod tasks;
 
 use std::collections::HashMap;

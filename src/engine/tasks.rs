@@ -33,7 +33,7 @@
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use serde_json::{json, Map, Value};
 
 use crate::connectors::graph::client::seg;
@@ -43,12 +43,13 @@ use crate::connectors::hellohq::wire::{self, TaskAssignment, TaskClassification}
 use crate::model::appointment::ConvertError;
 use crate::model::task::{merge_importance, Importance, TaskItem, TASK_EXTENSION};
 use crate::model::{Direction, Kind, MailboxId, TenantId};
-use crate::store::{Link, Mailbox, MailboxState, NewJournalEntry, Store};
+use crate::store::{Link, Mailbox, Store};
 
 use super::contacts::{Contacts, Plan};
 use super::directory::Directory;
 use super::merge::{self, FieldRule, Flow, Side};
 use super::settings::TenantSettings;
+use super::shared::{graph_err, graph_modified, graph_version, hq_err};
 use super::{fingerprint, EngineError};
 
 /// Field rules for tasks (SPEC §4): subject and body belong to helloHQ.
@@ -197,33 +198,6 @@ fn summary(t: &TaskItem) -> String {
     format!("task {}", if t.title.is_empty() { "(no title)" } else { t.title.as_str() })
 }
 
-fn graph_err(e: GraphError) -> EngineError {
-    if e.is_transient() {
-        EngineError::Transient(e.to_string())
-    } else {
-        EngineError::Permanent(e.to_string())
-    }
-}
-
-fn hq_err(e: HqError) -> EngineError {
-    if e.is_transient() {
-        EngineError::Transient(e.to_string())
-    } else {
-        EngineError::Permanent(e.to_string())
-    }
-}
-
-fn graph_version(v: &Value) -> Option<String> {
-    v.get("@odata.etag").and_then(Value::as_str).map(str::to_string)
-}
-
-fn graph_modified(v: &Value) -> Option<DateTime<Utc>> {
-    v.get("lastModifiedDateTime")
-        .and_then(Value::as_str)
-        .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
-        .map(|t| t.to_utc())
-}
-
 fn graph_id(v: &Value) -> Option<String> {
     v.get("id").and_then(Value::as_str).map(str::to_string)
 }
@@ -275,26 +249,14 @@ impl<'a> Tasks<'a> {
         graph_id: Option<String>,
         detail: Value,
     ) {
-        let e = NewJournalEntry {
-            tenant: Some(self.tenant.clone()),
-            mailbox: mailbox.cloned(),
-            kind: Some(Kind::Task),
-            hint_id: self.hint_id,
-            action: action.into(),
-            hq_id,
-            graph_id,
-            detail,
-            actor: None,
-        };
-        if let Err(err) = self.store.append_journal(&e).await {
-            tracing::warn!(error = %err, action, "could not journal");
-        }
+        let j =
+            super::shared::Journal { store: self.store, tenant: self.tenant, kind: Kind::Task, hint_id: self.hint_id };
+        j.record(mailbox, action, hq_id, graph_id, detail).await
     }
 
     /// Mailboxes that sync now: active, or the pilot mailbox.
     pub async fn mailboxes(&self) -> Result<Vec<Mailbox>, EngineError> {
-        let all = self.store.list_mailboxes(self.tenant).await?;
-        Ok(all.into_iter().filter(|m| matches!(m.state, MailboxState::Active | MailboxState::Pilot)).collect())
+        super::shared::syncing_mailboxes(self.store, self.tenant).await
     }
 
     fn user_of(dir: &Directory, m: &Mailbox) -> Option<i32> {

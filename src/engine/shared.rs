@@ -1,0 +1,94 @@
+//! What the three kinds' engines (contacts, tasks, appointments) share:
+//! error mapping, reading Graph item stamps, the journal entry of an effect
+//! and the set of mailboxes that sync now.
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use uuid::Uuid;
+
+use super::EngineError;
+use crate::connectors::graph::GraphError;
+use crate::connectors::hellohq::client::HqError;
+use crate::model::{Kind, MailboxId, TenantId};
+use crate::store::{Mailbox, MailboxState, NewJournalEntry, Store};
+
+/// A Graph failure: retried when it may pass, dead-lettered when not.
+pub fn graph_err(e: GraphError) -> EngineError {
+    if e.is_transient() {
+        EngineError::Transient(e.to_string())
+    } else {
+        EngineError::Permanent(e.to_string())
+    }
+}
+
+/// A helloHQ failure: retried when it may pass (incl. a stale read), else dead-lettered.
+pub fn hq_err(e: HqError) -> EngineError {
+    if e.is_transient() {
+        EngineError::Transient(e.to_string())
+    } else {
+        EngineError::Permanent(e.to_string())
+    }
+}
+
+/// The version Graph gives an item (`@odata.etag`, else `changeKey`), for `If-Match`.
+pub fn graph_version(v: &Value) -> Option<String> {
+    v.get("@odata.etag").or_else(|| v.get("changeKey")).and_then(Value::as_str).map(str::to_string)
+}
+
+/// An RFC 3339 time field of a Graph item (e.g. `lastModifiedDateTime`).
+pub fn graph_time(v: &Value, field: &str) -> Option<DateTime<Utc>> {
+    v.get(field).and_then(Value::as_str).and_then(|s| DateTime::parse_from_rfc3339(s).ok()).map(|t| t.to_utc())
+}
+
+/// When a Graph item last changed (`lastModifiedDateTime`).
+pub fn graph_modified(v: &Value) -> Option<DateTime<Utc>> {
+    graph_time(v, "lastModifiedDateTime")
+}
+
+/// A helloHQ id as stored on links (`"202"`).
+pub fn parse_hq_id(s: &str) -> Option<i32> {
+    s.parse().ok()
+}
+
+/// Where a sync effect is journalled: tenant, kind and the hint that caused it.
+#[derive(Clone, Copy)]
+pub struct Journal<'a> {
+    pub store: &'a Store,
+    pub tenant: &'a TenantId,
+    pub kind: Kind,
+    pub hint_id: Option<Uuid>,
+}
+
+impl Journal<'_> {
+    /// Records one effect (see the journal schema in the README). A journal
+    /// failure is logged, never fails the sync that already happened.
+    pub async fn record(
+        &self,
+        mailbox: Option<&MailboxId>,
+        action: &str,
+        hq_id: Option<String>,
+        graph_id: Option<String>,
+        detail: Value,
+    ) {
+        let e = NewJournalEntry {
+            tenant: Some(self.tenant.clone()),
+            mailbox: mailbox.cloned(),
+            kind: Some(self.kind),
+            hint_id: self.hint_id,
+            action: action.into(),
+            hq_id,
+            graph_id,
+            detail,
+            actor: None,
+        };
+        if let Err(err) = self.store.append_journal(&e).await {
+            tracing::warn!(error = %err, action, "could not journal");
+        }
+    }
+}
+
+/// Mailboxes that sync now: active, or the pilot mailbox.
+pub async fn syncing_mailboxes(store: &Store, tenant: &TenantId) -> Result<Vec<Mailbox>, EngineError> {
+    let all = store.list_mailboxes(tenant).await?;
+    Ok(all.into_iter().filter(|m| matches!(m.state, MailboxState::Active | MailboxState::Pilot)).collect())
+}
