@@ -443,6 +443,42 @@ async fn an_outlook_contact_becomes_a_hellohq_contact_of_the_named_company() {
 }
 
 #[tokio::test]
+async fn an_outlook_contact_notified_twice_at_once_becomes_one_hellohq_contact_mirrored_once() {
+    let h = H::start().await;
+    h.initial_sync().await;
+    let folders = h.graph.get(&format!("/users/{CLARA}/contactFolders")).await.unwrap();
+    let global =
+        folders["value"].as_array().unwrap().iter().find(|f| f["displayName"] == "HQ Globale Kontakte").unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+    let c = json!({"givenName": "Dora", "surname": "Doppel", "companyName": "Druckerei Weiß GmbH",
+                   "emailAddresses": [{"address": "dora.doppel@example.de"}]});
+    let created = h.graph.post(&format!("/users/{CLARA}/contactFolders/{global}/contacts"), &c).await.unwrap();
+    let gid = created["id"].as_str().unwrap();
+    // Graph delivered the notification twice and two workers took one each.
+    let a = h.hint(Origin::Exchange, Change::Created, Some(CLARA), None, Some(gid));
+    let b = h.hint(Origin::Exchange, Change::Created, Some(CLARA), None, Some(gid));
+    let (ra, rb) = tokio::join!(h.engine.handle(&a), h.engine.handle(&b));
+    // A loser may fail and is redelivered: its retry must change nothing.
+    for (r, hint) in [(ra, &a), (rb, &b)] {
+        if r.is_err() {
+            let retry = Hint { hint_id: uuid::Uuid::new_v4(), ..hint.clone() };
+            h.run(&retry).await;
+        }
+    }
+    let people: Vec<Value> = h.hq.list_v2("/v2/ContactPersons", &Default::default()).await.unwrap().items;
+    let dora: Vec<&Value> = people.iter().filter(|p| p["lastName"] == "Doppel").collect();
+    assert_eq!(dora.len(), 1, "one helloHQ contact for one Outlook contact: {dora:?}");
+    // helloHQ's webhook for that create: the other mailboxes get it, Clara keeps her one copy.
+    h.hq_contact_changed(dora[0]["id"].as_i64().unwrap() as i32).await;
+    for m in ALL {
+        assert_eq!(h.find(m, "Doppel").await.len(), 1, "Dora in {m}");
+    }
+    h.stop().await;
+}
+
+#[tokio::test]
 async fn membership_changes_move_contacts_between_folders_and_prospects_are_removed() {
     let h = H::start().await;
     h.initial_sync().await;
@@ -635,5 +671,42 @@ async fn two_workers_on_a_new_outlook_contact_create_one_hellohq_contact() {
         1,
         "one helloHQ contact per Outlook contact"
     );
+    h.stop().await;
+}
+
+/// Found by the fault suite (tests/faults.rs): the same helloHQ contact
+/// handled twice at once (a duplicated webhook, or a webhook next to a pass)
+/// must still be one Exchange copy per mailbox; creates in Exchange claim
+/// their link atomically, and the loser retries.
+#[tokio::test]
+async fn one_hellohq_contact_handled_twice_at_once_is_mirrored_once_per_mailbox() {
+    let h = H::start().await;
+    h.initial_sync().await;
+    let company = h.hq.list_v2::<Value>("/v2/Companies", &Default::default()).await.unwrap().items[0]["id"].clone();
+    let v: Value =
+        h.hq.write(
+            reqwest::Method::POST,
+            "/v2/ContactPersons",
+            &json!({"companyId": company, "firstName": "Paul", "lastName": "Parallel", "salutation": "Herr",
+                    "salutationForm": "Formal"}),
+        )
+        .await
+        .unwrap();
+    let id = v["id"].as_i64().unwrap().to_string();
+    let a = h.hint(Origin::Hellohq, Change::Created, None, Some(HqEntity::ContactPerson), Some(&id));
+    let b = h.hint(Origin::Hellohq, Change::Created, None, Some(HqEntity::ContactPerson), Some(&id));
+    let (ra, rb) = tokio::join!(h.engine.handle(&a), h.engine.handle(&b));
+    for (r, hint) in [(ra, &a), (rb, &b)] {
+        if r.is_err() {
+            h.run(&Hint { hint_id: uuid::Uuid::new_v4(), ..hint.clone() }).await;
+        }
+    }
+    for m in ALL {
+        let copies = h.find(m, "Parallel").await;
+        assert_eq!(copies.len(), 1, "Paul in {m}");
+        h.exchange_changed(m, copies[0].1["id"].as_str().unwrap(), Change::Created).await;
+    }
+    let people: Vec<Value> = h.hq.list_v2("/v2/ContactPersons", &Default::default()).await.unwrap().items;
+    assert_eq!(people.iter().filter(|p| p["lastName"] == "Parallel").count(), 1, "one helloHQ contact");
     h.stop().await;
 }

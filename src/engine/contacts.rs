@@ -234,45 +234,62 @@ impl<'a> Contacts<'a> {
         folders: &ContactFolders,
         folder: Folder,
         hq: &HqContact,
-        pending: bool,
-    ) -> Result<Value, EngineError> {
+        pending: Option<&Link>,
+    ) -> Result<Option<Value>, EngineError> {
         let fid = Self::folder_id(folders, folder);
         let hq_id = hq.id.to_string();
-        if pending {
-            let filter = format!(
-                "$filter=singleValueExtendedProperties/any(ep:%20ep/id%20eq%20'{}'%20and%20ep/value%20eq%20'{}')&{}",
-                contact::HQ_ID_PROPERTY_ID.replace(' ', "%20").replace('{', "%7B").replace('}', "%7D"),
-                hq_id,
-                contact::graph_expand()
-            );
-            let found = self
-                .graph
-                .list_all(&format!("{}?{}", Self::contacts_path(m.id.as_str(), fid), filter))
-                .await
-                .map_err(graph_err)?;
-            if let Some(existing) = found.into_iter().next() {
-                return Ok(existing);
-            }
+        let claim = Link {
+            tenant: self.tenant.clone(),
+            mailbox: m.id.clone(),
+            kind: Kind::Contact,
+            hq_id: Some(hq_id.clone()),
+            graph_id: None,
+            folder: Some(folder.as_str().into()),
+            base: json!({}),
+            hq_fingerprint: None,
+            graph_fingerprint: None,
+            hq_version: None,
+            graph_version: None,
+            state: PENDING.into(),
+            updated_at: Utc::now(),
+        };
+        // Claim the create atomically (the same helloHQ contact may be
+        // handled twice at once: a duplicated webhook, a webhook beside a
+        // pass); an unfinished claim may have created the copy already.
+        let live_claim = match pending {
+            Some(p) => Utc::now() - p.updated_at <= super::CLAIM_TIMEOUT,
+            None => match super::claim_create(self.store, &claim).await? {
+                super::Claim::Mine => return self.post_copy(m, fid, hq).await.map(Some),
+                super::Claim::Done(_) => return Ok(None),
+                super::Claim::Busy => true,
+                super::Claim::Stale(_) => false,
+            },
+        };
+        let filter = format!(
+            "$filter=singleValueExtendedProperties/any(ep:%20ep/id%20eq%20'{}'%20and%20ep/value%20eq%20'{}')&{}",
+            contact::HQ_ID_PROPERTY_ID.replace(' ', "%20").replace('{', "%7B").replace('}', "%7D"),
+            hq_id,
+            contact::graph_expand()
+        );
+        let found = self
+            .graph
+            .list_all(&format!("{}?{}", Self::contacts_path(m.id.as_str(), fid), filter))
+            .await
+            .map_err(graph_err)?;
+        if let Some(existing) = found.into_iter().next() {
+            return Ok(Some(existing));
         }
-        // Write the link first: a crash after the POST leaves a pending row
-        // whose replay finds the tagged copy instead of creating another.
-        self.store
-            .upsert_link(&Link {
-                tenant: self.tenant.clone(),
-                mailbox: m.id.clone(),
-                kind: Kind::Contact,
-                hq_id: Some(hq_id.clone()),
-                graph_id: None,
-                folder: Some(folder.as_str().into()),
-                base: json!({}),
-                hq_fingerprint: None,
-                graph_fingerprint: None,
-                hq_version: None,
-                graph_version: None,
-                state: PENDING.into(),
-                updated_at: Utc::now(),
-            })
-            .await?;
+        if live_claim {
+            return Err(super::busy("the Exchange copy of this contact"));
+        }
+        // The holder crashed before posting: take the claim over.
+        self.store.upsert_link(&claim).await?;
+        self.post_copy(m, fid, hq).await.map(Some)
+    }
+
+    /// POSTs the Exchange copy of `hq`, tagged with its helloHQ id.
+    async fn post_copy(&self, m: &Mailbox, fid: &str, hq: &HqContact) -> Result<Value, EngineError> {
+        let hq_id = hq.id.to_string();
         let body = contact::to_graph(&hq.contact, None, Some(&hq_id));
         self.graph.create_contact(m.id.as_str(), fid, &body).await.map_err(graph_err)
     }
@@ -373,7 +390,7 @@ impl<'a> Contacts<'a> {
                     p.create_in_exchange.push(format!("{} ({})", summary(&h.contact), folder.display_name()));
                     return Ok(());
                 }
-                self.create_and_link(m, folders, folder, h, false, None).await
+                self.create_and_link(m, folders, folder, h, None).await
             }
             (Some(h), Some(folder), Some(l)) => {
                 if l.state == PENDING || l.graph_id.is_none() {
@@ -384,7 +401,7 @@ impl<'a> Contacts<'a> {
                         p.create_in_exchange.push(format!("{} ({})", summary(&h.contact), folder.display_name()));
                         return Ok(());
                     }
-                    return self.create_and_link(m, folders, folder, h, true, Some(&l)).await;
+                    return self.create_and_link(m, folders, folder, h, Some(&l)).await;
                 }
                 let current = l.folder.as_deref().and_then(Folder::parse);
                 if current != Some(folder) && to_ex {
@@ -405,10 +422,11 @@ impl<'a> Contacts<'a> {
         folders: &ContactFolders,
         folder: Folder,
         h: &HqContact,
-        pending: bool,
         prior: Option<&Link>,
     ) -> Result<(), EngineError> {
-        let created = self.create_in_exchange(m, folders, folder, h, pending).await?;
+        let Some(created) = self.create_in_exchange(m, folders, folder, h, prior).await? else {
+            return Ok(()); // another worker created and linked it
+        };
         self.save_link(m, Some(h.id.to_string()), &created, folder, &h.contact, Some(fingerprint(&h.contact)), prior)
             .await?;
         self.journal(
@@ -817,6 +835,9 @@ impl<'a> Contacts<'a> {
             Some(p) => p,
             None => self.create_person(dir, m, &c).await?,
         };
+        // Link at once: helloHQ's webhook for this very create must find
+        // this mailbox's copy instead of mirroring the contact back into it.
+        self.save_link(m, Some(created.id.to_string()), ex, folder, &c, None, None).await?;
         self.finish_hq_create(dir, m, ex, folder, &c, created).await
     }
 

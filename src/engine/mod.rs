@@ -486,18 +486,23 @@ pub enum Claim {
     Stale(store::Link),
 }
 
-/// Claims the creation of the helloHQ counterpart of `pending` (a link
-/// with a Graph id and no helloHQ id), atomically.
+/// Claims, atomically, the creation of the counterpart of `pending`: a
+/// link with one id (the Graph id when creating in helloHQ, the helloHQ id
+/// when creating in Exchange) and not the other.
 pub async fn claim_create(store: &Store, pending: &store::Link) -> Result<Claim, EngineError> {
     if store.claim_link(pending).await? {
         return Ok(Claim::Mine);
     }
-    let gid = pending.graph_id.as_deref().unwrap_or_default();
-    let Some(existing) = store.get_link_by_graph(&pending.tenant, &pending.mailbox, pending.kind, gid).await? else {
-        // Claimed by helloHQ id, or removed meanwhile: try again later.
-        return Ok(Claim::Busy);
+    let (t, m, k) = (&pending.tenant, &pending.mailbox, pending.kind);
+    let existing = match (&pending.graph_id, &pending.hq_id) {
+        (Some(g), _) => store.get_link_by_graph(t, m, k, g).await?,
+        (None, Some(h)) => store.get_link_by_hq(t, m, k, h).await?,
+        (None, None) => None,
     };
-    if existing.hq_id.is_some() {
+    // Claimed by the other id, or removed meanwhile: try again later.
+    let Some(existing) = existing else { return Ok(Claim::Busy) };
+    let complete = if pending.graph_id.is_some() { existing.hq_id.is_some() } else { existing.graph_id.is_some() };
+    if complete {
         return Ok(Claim::Done(existing));
     }
     if chrono::Utc::now() - existing.updated_at > CLAIM_TIMEOUT {

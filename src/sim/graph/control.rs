@@ -32,6 +32,8 @@ pub(crate) struct Stats {
     pub notifications_delayed: u64,
     /// Change notifications dropped because their URL was flagged too slow (also in `dropped`).
     pub notifications_dropped_slow: u64,
+    /// Change notifications delivered a second time by the duplicate fault.
+    pub notifications_duplicated: u64,
     pub throttled: u64,
     pub faults_503: u64,
 }
@@ -52,6 +54,9 @@ pub(crate) struct Faults {
     pub throttle_rate: f64,
     pub latency_ms: u64,
     pub drop_notification_rate: f64,
+    /// Share of delivered change notifications posted once more, alone and a
+    /// little later (Graph delivers at least once, in no guaranteed order).
+    pub duplicate_notification_rate: f64,
     /// Every delta page that follows a link repeats the items of the page before it.
     pub delta_replay: bool,
     /// An empty page carrying `@odata.nextLink` goes ahead of every non-empty delta page.
@@ -109,6 +114,7 @@ pub(crate) async fn stats(State(shared): State<Arc<Shared>>) -> Json<Value> {
             "sent": st.notifications_sent, "failed": st.notifications_failed, "dropped": st.notifications_dropped,
             "posts": st.notification_posts, "failedAttempts": st.notification_attempts_failed,
             "delayed": st.notifications_delayed, "droppedSlow": st.notifications_dropped_slow,
+            "duplicated": st.notifications_duplicated,
         },
         "lifecycle": {"sent": st.lifecycle_sent, "failed": st.lifecycle_failed},
         "throttled": st.throttled,

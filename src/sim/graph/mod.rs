@@ -16,7 +16,7 @@
 //!   notifications/lifecycle sent/failed/dropped, 429s, items and
 //!   subscriptions per mailbox, max concurrency seen per mailbox.
 //! - `POST /_sim/faults` `{"error_rate","throttle_rate","latency_ms","drop_notification_rate",
-//!   "delta_replay","delta_empty_pages","notification_resource_style":"path"|"odata",
+//!   "duplicate_notification_rate","delta_replay","delta_empty_pages","notification_resource_style":"path"|"odata",
 //!   "notification_type_casing":"pascal"|"camel"}` (`{}` clears; without a style the shape of
 //!   `resource`/`@odata.type` is chosen per item from a hash of its id, so both occur and a run repeats).
 //! - `POST /_sim/reset`; `POST /_sim/seed` `{"profile":"demo"|"empty"}` or

@@ -185,10 +185,13 @@ async fn deliver(shared: &Arc<Shared>, url: &str, items: Vec<Outgoing>) {
             || started.elapsed() > shared.cfg.slow_notification_threshold;
         lock(&shared.endpoints).record(shared, url, slow);
         if answer.is_ok_and(|r| r.status().is_success()) {
-            let mut st = lock(&shared.stats);
-            st.notifications_sent += change_count;
-            st.lifecycle_sent += lifecycle_count;
-            st.notification_posts += 1;
+            {
+                let mut st = lock(&shared.stats);
+                st.notifications_sent += change_count;
+                st.lifecycle_sent += lifecycle_count;
+                st.notification_posts += 1;
+            }
+            redeliver_some(shared, url, &kept);
             return;
         }
         lock(&shared.stats).notification_attempts_failed += 1;
@@ -200,4 +203,30 @@ async fn deliver(shared: &Arc<Shared>, url: &str, items: Vec<Outgoing>) {
     let mut st = lock(&shared.stats);
     st.notifications_failed += change_count;
     st.lifecycle_failed += lifecycle_count;
+}
+
+/// The duplicate fault: a share of the change notifications just delivered
+/// is posted once more, on its own and 0.1–2 s later, so the receiver sees
+/// it twice and out of order with what came in between. One attempt only.
+fn redeliver_some(shared: &Arc<Shared>, url: &str, kept: &[Outgoing]) {
+    let rate = lock(&shared.faults).duplicate_notification_rate;
+    if rate <= 0.0 {
+        return;
+    }
+    let (again, delay) = {
+        let mut rng = rand::thread_rng();
+        let again: Vec<Value> =
+            kept.iter().filter(|i| !i.lifecycle && rng.gen::<f64>() < rate).map(|i| i.item.clone()).collect();
+        (again, Duration::from_millis(rng.gen_range(100..2000)))
+    };
+    if again.is_empty() {
+        return;
+    }
+    lock(&shared.stats).notifications_duplicated += again.len() as u64;
+    let (shared, url) = (shared.clone(), url.to_string());
+    tokio::spawn(async move {
+        tokio::time::sleep(delay).await;
+        let body = json!({"value": again});
+        let _ = shared.http.post(&url).timeout(shared.cfg.notification_timeout).json(&body).send().await;
+    });
 }

@@ -221,6 +221,9 @@ struct Faults {
     /// Share of webhook messages never sent (DESIGN §8 "dropped notifications").
     #[serde(default)]
     drop_rate: f64,
+    /// Share of delivered webhook messages sent a second time, same id, a little later.
+    #[serde(default)]
+    duplicate_rate: f64,
 }
 
 // ---- errors ----------------------------------------------------------------
@@ -354,6 +357,7 @@ async fn stats(State(s): State<Arc<Shared>>) -> Json<Value> {
             "failed": s.counters.failed.load(AtomicOrdering::Relaxed),
             "failedAttempts": s.counters.attempts_failed.load(AtomicOrdering::Relaxed),
             "dropped": s.counters.dropped.load(AtomicOrdering::Relaxed),
+            "duplicated": s.counters.duplicated.load(AtomicOrdering::Relaxed),
         },
         "throttled": st.throttled,
         "unauthorized": st.unauthorized,
@@ -371,13 +375,14 @@ async fn set_faults(State(s): State<Arc<Shared>>, body: axum::body::Bytes) -> Re
             Err(e) => return problem(StatusCode::BAD_REQUEST, &format!("bad faults: {e}"), None),
         }
     };
-    if [f.error_rate, f.throttle_rate, f.drop_rate].iter().any(|r| !(0.0..=1.0).contains(r)) {
+    if [f.error_rate, f.throttle_rate, f.drop_rate, f.duplicate_rate].iter().any(|r| !(0.0..=1.0).contains(r)) {
         return problem(StatusCode::BAD_REQUEST, "rates must lie in 0..=1", None);
     }
     *s.faults.lock().unwrap_or_else(|p| p.into_inner()) = f.clone();
     s.counters.set_drop_rate(f.drop_rate);
+    s.counters.set_duplicate_rate(f.duplicate_rate);
     Json(json!({"error_rate": f.error_rate, "throttle_rate": f.throttle_rate, "latency_ms": f.latency_ms,
-                "drop_rate": f.drop_rate}))
+                "drop_rate": f.drop_rate, "duplicate_rate": f.duplicate_rate}))
     .into_response()
 }
 

@@ -77,8 +77,13 @@ pub struct Counters {
     pub attempts_failed: AtomicU64,
     /// Messages dropped on purpose by the `drop_rate` fault.
     pub dropped: AtomicU64,
+    /// Messages delivered a second time by the `duplicate_rate` fault.
+    pub duplicated: AtomicU64,
     /// Fault injection: share of messages never sent (f64 bits).
     drop_rate: AtomicU64,
+    /// Fault injection: share of delivered messages sent once more, same
+    /// `webhook-id`, 0.1–2 s later (f64 bits).
+    duplicate_rate: AtomicU64,
 }
 
 impl Counters {
@@ -87,7 +92,18 @@ impl Counters {
         self.failed.store(0, Ordering::Relaxed);
         self.attempts_failed.store(0, Ordering::Relaxed);
         self.dropped.store(0, Ordering::Relaxed);
+        self.duplicated.store(0, Ordering::Relaxed);
         self.set_drop_rate(0.0);
+        self.set_duplicate_rate(0.0);
+    }
+
+    pub fn set_duplicate_rate(&self, rate: f64) {
+        self.duplicate_rate.store(rate.to_bits(), Ordering::Relaxed);
+    }
+
+    fn should_duplicate(&self) -> bool {
+        let rate = f64::from_bits(self.duplicate_rate.load(Ordering::Relaxed));
+        rate > 0.0 && rand::thread_rng().gen::<f64>() < rate
     }
 
     pub fn set_drop_rate(&self, rate: f64) {
@@ -160,6 +176,9 @@ async fn deliver(
     };
     let id = message_id();
     let mut delays = policy.delays.iter();
+    // A duplicate is the same message (same id) delivered again, as a
+    // sender does when it never saw the first answer.
+    let mut duplicate = counters.should_duplicate();
     loop {
         let ts = chrono::Utc::now().timestamp();
         let res = client
@@ -174,7 +193,17 @@ async fn deliver(
         match res {
             Ok(r) if r.status().is_success() => {
                 counters.sent.fetch_add(1, Ordering::Relaxed);
-                return;
+                if !duplicate {
+                    return;
+                }
+                duplicate = false;
+                counters.duplicated.fetch_add(1, Ordering::Relaxed);
+                let pause = Duration::from_millis(rand::thread_rng().gen_range(100..2000));
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    _ = tokio::time::sleep(pause) => {}
+                }
+                continue;
             }
             Ok(r) => tracing::debug!(url = %ep.url, status = %r.status(), "webhook refused"),
             Err(e) => tracing::debug!(url = %ep.url, error = %e, "webhook not delivered"),
