@@ -19,11 +19,38 @@ use crate::model::{Kind, MailboxId, TenantId};
 use crate::queue::Queue;
 use crate::store::{Cipher, GraphCredentials, HellohqCredentials, Mailbox, MailboxState, Store, Subscription, Tenant};
 
+pub mod rig;
+pub mod sched;
+pub mod sync;
+
+pub use sched::{scheduler, SchedulerArgs, SchedulerReport};
+pub use sync::{
+    e2e, fanout, initial_sync, requests, resources, E2eArgs, E2eReport, FanoutArgs, FanoutFigures, InitialSyncArgs,
+    InitialSyncReport, RequestFigures, RequestsArgs, ResourcesArgs, ResourcesReport,
+};
+
 #[derive(Debug, Subcommand)]
 pub enum BenchCommand {
     /// POST /v1/notifications/graph with many concurrent clients, beside the
     /// raw publish-with-confirm rate of the same broker (or store).
     Ingress(IngressArgs),
+    /// Notification received → counterpart written, p50/p99 at a steady rate
+    /// (contacts edited in Exchange and in helloHQ), beside the simulators'
+    /// own write round trip.
+    E2e(E2eArgs),
+    /// Graph and helloHQ requests per mirrored change, per direction and
+    /// kind, and echo writes, from the simulators' counters.
+    Requests(RequestsArgs),
+    /// Initial sync of many mailboxes with the Graph simulator enforcing
+    /// per-mailbox quotas, beside the minimum those quotas allow.
+    InitialSync(InitialSyncArgs),
+    /// Worker and serve CPU time per change and resident memory under load.
+    Resources(ResourcesArgs),
+    /// The real scheduler keeping many subscriptions renewed: renewals/min
+    /// beside the rate the lifetimes need, CPU per renewal.
+    Scheduler(SchedulerArgs),
+    /// One helloHQ contact edit → N mailbox writes: time and requests.
+    Fanout(FanoutArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -68,6 +95,12 @@ pub enum LoadGenerator {
 pub async fn run(cmd: BenchCommand, config: Config) -> anyhow::Result<()> {
     match cmd {
         BenchCommand::Ingress(args) => ingress(args, config).await,
+        BenchCommand::E2e(args) => e2e(args).await.map(drop),
+        BenchCommand::Requests(args) => requests(args).await.map(drop),
+        BenchCommand::InitialSync(args) => initial_sync(args).await.map(drop),
+        BenchCommand::Resources(args) => resources(args).await.map(drop),
+        BenchCommand::Scheduler(args) => scheduler(args).await.map(drop),
+        BenchCommand::Fanout(args) => fanout(args).await.map(drop),
     }
 }
 

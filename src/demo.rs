@@ -296,7 +296,7 @@ async fn run_with_sims(
 
 /// Reads both simulators' `/_sim/seed`: the app registration, the mailboxes
 /// and the helloHQ users (to pair mailboxes with users by work email).
-async fn discover(http: &reqwest::Client, graph_url: String, hellohq_url: String) -> anyhow::Result<SimFacts> {
+pub async fn discover(http: &reqwest::Client, graph_url: String, hellohq_url: String) -> anyhow::Result<SimFacts> {
     let get = |url: String| async move {
         let r = http.get(&url).send().await.with_context(|| format!("GET {url}"))?;
         let r = r.error_for_status().with_context(|| format!("GET {url}"))?;
@@ -331,7 +331,7 @@ async fn discover(http: &reqwest::Client, graph_url: String, hellohq_url: String
 
 /// Every simulator mailbox becomes an active mailbox of the tenant, paired
 /// with the helloHQ user of the same work email (SPEC §6).
-async fn register_mailboxes(store: &Store, tenant: &TenantId, sims: &SimFacts) -> anyhow::Result<()> {
+pub async fn register_mailboxes(store: &Store, tenant: &TenantId, sims: &SimFacts) -> anyhow::Result<()> {
     for upn in &sims.mailboxes {
         let id = MailboxId::parse(upn.as_str()).with_context(|| format!("mailbox {upn} of the Graph simulator"))?;
         let m = Mailbox {

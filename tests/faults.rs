@@ -1472,7 +1472,11 @@ async fn scenario(size: Size) -> Option<(String, bool)> {
 
 // ---------------------------------------------------------------------------
 
+// Not in CI yet: under the full fault mix hqsync still loses and doubles
+// records (issue #9 note). Run it with
+// `cargo test --test faults faults_smoke -- --ignored --nocapture`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "fails today: hqsync still loses/doubles records under the fault mix (see the issue #9 note)"]
 async fn faults_smoke() {
     let size = Size {
         name: "smoke",

@@ -1,0 +1,60 @@
+//! Each `hqsync bench` subcommand run at a tiny size through its library
+//! function: it must finish and produce figures. Timings are never
+//! asserted (the machine is shared); counts that do not depend on speed are.
+
+use hqsync::bench;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn e2e_measures_both_directions() {
+    let r = bench::e2e(bench::E2eArgs { rate: 20.0, changes: 8 }).await.unwrap();
+    assert_eq!(r.to_hellohq.samples + r.to_exchange.samples + r.missing, 8);
+    assert!(r.to_hellohq.samples > 0 && r.to_exchange.samples > 0, "{r:?}");
+    assert!(r.baseline.p50_ms.is_finite());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_counts_contacts_both_ways_without_echo_writes() {
+    let all = bench::requests(bench::RequestsArgs { changes: 2 }).await.unwrap();
+    let contacts: Vec<_> = all.iter().filter(|f| f.label.starts_with("contacts")).collect();
+    assert_eq!(contacts.len(), 2, "{all:?}");
+    for f in contacts {
+        assert!(f.mirrored_writes >= 2 && f.graph_requests > 0, "{f:?}");
+        assert_eq!(f.echo_writes, 0, "{f:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn initial_sync_fills_every_mailbox() {
+    let r = bench::initial_sync(bench::InitialSyncArgs {
+        mailboxes: 2,
+        contacts: 5,
+        quota: 1000,
+        window_ms: 1000,
+        full: false,
+    })
+    .await
+    .unwrap();
+    assert_eq!((r.mailboxes, r.contacts, r.failed_items), (2, 5, 0));
+    assert!(r.graph_requests >= 10 && r.elapsed_s > 0.0, "{r:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resources_reads_cpu_and_memory() {
+    let r = bench::resources(bench::ResourcesArgs { rate: 20.0, changes: 6 }).await.unwrap();
+    assert!(r.worker_cpu_ms.is_finite() && r.process_cpu_ms > 0.0, "{r:?}");
+    assert!(r.rss_peak_kib >= r.rss_idle_kib && r.rss_idle_kib > 0, "{r:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scheduler_creates_then_renews_every_subscription() {
+    let r = bench::scheduler(bench::SchedulerArgs { subscriptions: 6, full: false }).await.unwrap();
+    assert_eq!((r.subscriptions, r.created, r.renewed, r.errors), (6, 6, 6, 0), "{r:?}");
+    assert!(r.needed_per_min > 0.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fanout_writes_every_mailbox_once_per_edit() {
+    let all = bench::fanout(bench::FanoutArgs { mailboxes: vec![3], edits: 2 }).await.unwrap();
+    assert_eq!(all.len(), 1);
+    assert_eq!(all[0].graph_writes_per_edit, 3.0, "{:?}", all[0]);
+}
