@@ -768,6 +768,19 @@ impl<'a> Contacts<'a> {
         }
     }
 
+    /// A link whose Exchange copy a listing did not show is deleted in
+    /// helloHQ only when that is still true now: the link is unchanged (no
+    /// other worker moved or replaced the copy meanwhile) and Graph answers
+    /// 404 for the item itself (a listing that merely missed it deletes nothing).
+    async fn confirmed_gone_from_exchange(&self, m: &Mailbox, l: &Link) -> Result<bool, EngineError> {
+        let Some(gid) = l.graph_id.as_deref() else { return Ok(false) };
+        let fresh = self.store.get_link_by_graph(self.tenant, &m.id, Kind::Contact, gid).await?;
+        if fresh.as_ref().is_none_or(|f| f.updated_at != l.updated_at || f.hq_id != l.hq_id) {
+            return Ok(false);
+        }
+        Ok(self.read_graph(m.id.as_str(), gid).await?.is_none())
+    }
+
     async fn exchange_deleted(&self, m: &Mailbox, l: &Link, direction: Direction) -> Result<(), EngineError> {
         self.store.delete_link(self.tenant, &m.id, Kind::Contact, l.hq_id.as_deref(), l.graph_id.as_deref()).await?;
         let base: Contact = serde_json::from_value(l.base.clone()).unwrap_or_default();
@@ -1096,14 +1109,22 @@ impl<'a> Contacts<'a> {
         let mut plan_ref = if dry_run { Some(&mut plan) } else { None };
         if !hold {
             for l in &deletions {
-                let hq = l.hq_id.as_deref().and_then(parse_hq_id).and_then(|i| hq_by_id.get(&i).copied());
+                let id = l.hq_id.as_deref().and_then(parse_hq_id);
+                let hq = id.and_then(|i| hq_by_id.get(&i).copied());
+                // Missing from the listing is not enough: a contact created
+                // after it was read must not lose its copy. Only a 404 deletes.
+                if let (None, Some(i), None) = (hq, id, plan_ref.as_deref()) {
+                    if self.read_hq(dir, i).await?.is_some() {
+                        continue;
+                    }
+                }
                 self.settle(m, &folders, hq, None, Some(l.clone()), None, &mut plan_ref).await?;
             }
             for l in &exchange_gone {
                 let base: Contact = serde_json::from_value(l.base.clone()).unwrap_or_default();
                 if let Some(p) = plan_ref.as_deref_mut() {
                     p.delete_in_hellohq.push(summary(&base));
-                } else {
+                } else if self.confirmed_gone_from_exchange(m, l).await? {
                     self.exchange_deleted(m, l, direction).await?;
                 }
             }
