@@ -750,15 +750,7 @@ impl<'a> Appointments<'a> {
             }
         }
         if let Some(p) = plan.as_deref_mut() {
-            if !result.to_exchange.is_empty() {
-                p.update_exchange.push(format!("{}: {}", summary(&hq.appt), result.to_exchange.join(", ")));
-            }
-            if !result.to_hellohq.is_empty() {
-                p.update_hellohq.push(format!("{}: {}", summary(&hq.appt), result.to_hellohq.join(", ")));
-            }
-            if result.is_noop() {
-                p.unchanged += 1;
-            }
+            p.record_merge(&summary(&hq.appt), &result);
             return Ok(());
         }
         for c in &result.conflicts {
@@ -1646,12 +1638,12 @@ impl<'a> Appointments<'a> {
         }
         let total = links.len() as u64;
         let n_del = (hq_gone.len() + ex_gone.len()) as u64;
-        let hold = !approved && self.settings.deletes.holds(n_del, total);
+        if !approved {
+            plan.held =
+                self.settings.deletes.held(n_del, total, "appointment links", self.tenant.as_str(), m.id.as_str());
+        }
+        let hold = plan.held.is_some();
         if hold {
-            plan.held = Some(format!(
-                "{n_del} of {total} appointment links would be deleted (threshold {}% or {} items); approve with `hqsync approve --tenant {} --mailbox {}`",
-                self.settings.deletes.percent, self.settings.deletes.items, self.tenant, m.id
-            ));
             if !dry_run {
                 self.journal(Some(&m.id), "held", None, None, json!({"side": "both", "summary": format!("{n_del} appointment deletions"), "count": n_del, "reason": plan.held})).await;
             }

@@ -86,6 +86,19 @@ pub struct Plan {
 }
 
 impl Plan {
+    /// Records what a merge of `what` would write, in a dry run.
+    pub fn record_merge(&mut self, what: &str, m: &merge::Merge) {
+        if !m.to_exchange.is_empty() {
+            self.update_exchange.push(format!("{what}: {}", m.to_exchange.join(", ")));
+        }
+        if !m.to_hellohq.is_empty() {
+            self.update_hellohq.push(format!("{what}: {}", m.to_hellohq.join(", ")));
+        }
+        if m.is_noop() {
+            self.unchanged += 1;
+        }
+    }
+
     pub fn writes(&self) -> usize {
         self.create_in_exchange.len()
             + self.create_in_hellohq.len()
@@ -525,15 +538,7 @@ impl<'a> Contacts<'a> {
             }
         }
         if let Some(p) = plan.as_deref_mut() {
-            if !result.to_exchange.is_empty() {
-                p.update_exchange.push(format!("{}: {}", summary(&h.contact), result.to_exchange.join(", ")));
-            }
-            if !result.to_hellohq.is_empty() {
-                p.update_hellohq.push(format!("{}: {}", summary(&h.contact), result.to_hellohq.join(", ")));
-            }
-            if result.is_noop() {
-                p.unchanged += 1;
-            }
+            p.record_merge(&summary(&h.contact), &result);
             return Ok(());
         }
         for c in &result.conflicts {
@@ -1098,13 +1103,10 @@ impl<'a> Contacts<'a> {
         }
         let total = links.len() as u64;
         let n_del = (deletions.len() + exchange_gone.len()) as u64;
-        let hold = !approved && self.settings.deletes.holds(n_del, total);
-        if hold {
-            plan.held = Some(format!(
-                "{n_del} of {total} links would be deleted (threshold {}% or {} items); approve with `hqsync approve --tenant {} --mailbox {}`",
-                self.settings.deletes.percent, self.settings.deletes.items, self.tenant, m.id
-            ));
+        if !approved {
+            plan.held = self.settings.deletes.held(n_del, total, "links", self.tenant.as_str(), m.id.as_str());
         }
+        let hold = plan.held.is_some();
         let held_reason = plan.held.clone();
         let mut plan_ref = if dry_run { Some(&mut plan) } else { None };
         if !hold {

@@ -623,15 +623,7 @@ impl<'a> Tasks<'a> {
             newer,
         );
         if let Some(p) = plan.as_deref_mut() {
-            if !result.to_exchange.is_empty() {
-                p.update_exchange.push(format!("{}: {}", summary(&h.item), result.to_exchange.join(", ")));
-            }
-            if !result.to_hellohq.is_empty() {
-                p.update_hellohq.push(format!("{}: {}", summary(&h.item), result.to_hellohq.join(", ")));
-            }
-            if result.is_noop() {
-                p.unchanged += 1;
-            }
+            p.record_merge(&summary(&h.item), &result);
             return Ok(());
         }
         let owned: Vec<&str> =
@@ -1138,13 +1130,10 @@ impl<'a> Tasks<'a> {
         }
         let total = links.len() as u64;
         let n_del = (deletions.len() + exchange_gone.len()) as u64;
-        let hold = !approved && self.settings.deletes.holds(n_del, total);
-        if hold {
-            plan.held = Some(format!(
-                "{n_del} of {total} task links would be deleted (threshold {}% or {} items); approve with `hqsync approve --tenant {} --mailbox {}`",
-                self.settings.deletes.percent, self.settings.deletes.items, self.tenant, m.id
-            ));
+        if !approved {
+            plan.held = self.settings.deletes.held(n_del, total, "task links", self.tenant.as_str(), m.id.as_str());
         }
+        let hold = plan.held.is_some();
         let held_reason = plan.held.clone();
         let mut plan_ref = if dry_run { Some(&mut plan) } else { None };
         if !dry_run {
