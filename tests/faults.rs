@@ -338,6 +338,9 @@ struct Counts {
     worker_restarts: u64,
     broker_restarts: u64,
     pg_restarts: u64,
+    /// Records of the user's that hqsync removed: the user's own delete
+    /// found them gone already.
+    vanished: Vec<String>,
 }
 
 fn graph_kind(k: RKind) -> &'static str {
@@ -415,6 +418,8 @@ struct Env {
     env_vars: Vec<(String, String)>,
     config_file: std::path::PathBuf,
     counts: Mutex<Counts>,
+    /// What the stream did, when (kept with the logs of a failed run).
+    actions: Mutex<Vec<String>>,
     _dir: tempfile::TempDir,
 }
 
@@ -667,6 +672,7 @@ impl Env {
             env_vars: vars,
             config_file,
             counts: Mutex::new(Counts::default()),
+            actions: Mutex::new(Vec::new()),
             _dir: dir,
         };
         env.wait_initial_sync().await;
@@ -768,6 +774,7 @@ impl Env {
         } else {
             Op::Delete
         };
+        let touched: Option<Rec>;
         let side = match op {
             Op::Create => {
                 *seq += 1;
@@ -798,6 +805,7 @@ impl Env {
                     alive: true,
                 };
                 self.create(&mut r, rng).await;
+                touched = Some(r.clone());
                 recs.push(r);
                 side
             }
@@ -825,6 +833,7 @@ impl Env {
                 }
                 let r = r.clone();
                 self.edit(&r).await;
+                touched = Some(r.clone());
                 r.side
             }
             Op::Delete => {
@@ -832,11 +841,27 @@ impl Env {
                 recs[i].alive = false;
                 let r = recs[i].clone();
                 self.delete(&r).await;
+                touched = Some(r.clone());
                 r.side
             }
         };
         let n = self.mailboxes.len() as u64;
         self.counts.lock().unwrap().record(kind, side, op, n);
+        if let Some(r) = touched {
+            let line = format!(
+                "{} {op:?} {:?} {} side={side:?} owner={} hq={:?} graph={:?} a={:?} b={:?} done={}",
+                Utc::now().format("%H:%M:%S%.3f"),
+                r.kind,
+                r.key,
+                self.mailboxes[r.owner],
+                r.hq_id,
+                r.graph_id,
+                r.a,
+                r.b,
+                r.done
+            );
+            self.actions.lock().unwrap().push(line);
+        }
     }
 
     async fn create(&self, r: &mut Rec, rng: &mut StdRng) {
@@ -948,14 +973,41 @@ impl Env {
             (RKind::Contact, Side::Hellohq) => again!(self, self.hq.delete_contact_person(hq_id)),
             (RKind::Task | RKind::Appointment, Side::Hellohq) => again!(self, self.hq.delete_task(hq_id)),
             (RKind::Contact, Side::Exchange) => {
-                again!(self, self.graph.delete(&format!("/users/{m}/contacts/{gid}"), None))
+                let path = format!("/users/{m}/contacts/{gid}");
+                self.user_delete(r, &path).await
             }
             (RKind::Task, Side::Exchange) => {
                 let path = format!("/users/{m}/todo/lists/{}/tasks/{gid}", self.todo_list[r.owner]);
-                again!(self, self.graph.delete(&path, None))
+                self.user_delete(r, &path).await
             }
             (RKind::Appointment, Side::Exchange) => {
-                again!(self, self.graph.delete(&format!("/users/{m}/events/{gid}"), None))
+                let path = format!("/users/{m}/events/{gid}");
+                self.user_delete(r, &path).await
+            }
+        }
+    }
+
+    /// The user deletes their own Exchange item; finding it gone already
+    /// means hqsync removed something the user still had (a finding).
+    async fn user_delete(&self, r: &Rec, path: &str) {
+        let mut tries = 0u32;
+        loop {
+            match self.graph.delete(path, None).await {
+                Ok(()) => return,
+                Err(hqsync::connectors::graph::GraphError::NotFound { .. }) => {
+                    let what = format!(
+                        "{:?} {} (owner {}) was gone before the user deleted it",
+                        r.kind, r.key, self.mailboxes[r.owner]
+                    );
+                    self.counts.lock().unwrap().vanished.push(what);
+                    return;
+                }
+                Err(e) if e.is_transient() && tries < 40 => {
+                    tries += 1;
+                    self.counts.lock().unwrap().own_retries += 1;
+                    tokio::time::sleep(Duration::from_millis(100 * u64::from(tries.min(10)))).await;
+                }
+                Err(e) => panic!("deleting {path} failed: {e}"),
             }
         }
     }
@@ -967,6 +1019,34 @@ impl Env {
     }
 
     // ---- settling and observing
+
+    /// Approves (per mailbox and kind) every deletion hold journalled after
+    /// `seen`; returns how many approvals it gave.
+    async fn approve_held(&self, seen: &mut i64) -> usize {
+        let held = self
+            .store
+            .list_journal(&JournalFilter {
+                tenant: Some(self.tenant.clone()),
+                action: Some("held".into()),
+                after_id: Some(*seen),
+                limit: 100_000,
+                ..Default::default()
+            })
+            .await
+            .unwrap_or_default();
+        let mut todo = std::collections::BTreeSet::new();
+        for e in &held {
+            *seen = (*seen).max(e.id);
+            if let Some(m) = &e.mailbox {
+                todo.insert((m.clone(), e.kind));
+            }
+        }
+        let engine = hqsync::engine::Engine::new(self.store.clone());
+        for (m, kind) in &todo {
+            engine.approve(&self.tenant, m, *kind, "faults-suite operator").await.expect("approve");
+        }
+        todo.len()
+    }
 
     /// What the scheduler does on its own, now for everything: a tenant pass
     /// (helloHQ poll + deletions log) and a delta pass per mailbox and kind.
@@ -1241,10 +1321,16 @@ async fn scenario(size: Size) -> Option<(String, bool)> {
     let settle_started = Instant::now();
     let mut rounds = 0;
     let mut findings;
+    let mut held_seen = 0i64;
+    let mut approvals = 0usize;
     loop {
         rounds += 1;
         let left = size.settle.saturating_sub(settle_started.elapsed()).max(Duration::from_secs(10));
         env.quiesce(Duration::from_secs(3), left / 2).await;
+        // The operator's part: deletions a pass held back as a mass deletion
+        // (the stream deletes far more than a real mailbox loses at once)
+        // are looked at and approved, as `hqsync approve` would.
+        approvals += env.approve_held(&mut held_seen).await;
         env.resync_everything().await;
         env.quiesce(Duration::from_secs(4), left / 2).await;
         findings = check(&model, &env.users, &env.observe().await);
@@ -1412,7 +1498,7 @@ async fn scenario(size: Size) -> Option<(String, bool)> {
             ),
         );
     }
-    line(&mut r, format!("journal: {errors} errors, {held} held deletions, {conflicts} conflicts"));
+    line(&mut r, format!("journal: {errors} errors, {held} held deletions ({approvals} approvals given in the settle phase), {conflicts} conflicts"));
     for (what, list) in [
         ("lost", &findings.lost),
         ("duplicate", &findings.duplicates),
@@ -1443,7 +1529,11 @@ async fn scenario(size: Size) -> Option<(String, bool)> {
             settle_time.as_secs_f64()
         ),
     );
+    for v in &c.vanished {
+        line(&mut r, format!("    vanished: {v}"));
+    }
     let passed = findings.is_clean()
+        && c.vanished.is_empty()
         && echo_excess == 0
         && quiet_writes == (0, 0)
         && dead.is_empty()
@@ -1463,7 +1553,28 @@ async fn scenario(size: Size) -> Option<(String, bool)> {
             for f in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
                 let _ = std::fs::copy(f.path(), k.join(f.file_name()));
             }
-            r.push_str(&format!("logs kept in {}\n", k.display()));
+            // The journal too: what hqsync did to each record, and why.
+            let journal = env
+                .store
+                .list_journal(&JournalFilter {
+                    tenant: Some(env.tenant.clone()),
+                    after_id: Some(0),
+                    limit: 1_000_000,
+                    ..Default::default()
+                })
+                .await
+                .unwrap_or_default();
+            let lines: Vec<String> = journal
+                .iter()
+                .map(|e| {
+                    json!({"id": e.id, "at": e.at, "mailbox": e.mailbox, "kind": e.kind, "hint": e.hint_id,
+                        "action": e.action, "hq_id": e.hq_id, "graph_id": e.graph_id, "detail": e.detail})
+                    .to_string()
+                })
+                .collect();
+            let _ = std::fs::write(k.join("journal.jsonl"), lines.join("\n"));
+            let _ = std::fs::write(k.join("actions.log"), env.actions.lock().unwrap().join("\n"));
+            r.push_str(&format!("logs and journal kept in {}\n", k.display()));
         }
         env.stop().await;
     }
