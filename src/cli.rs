@@ -87,6 +87,9 @@ pub struct ApproveArgs {
     pub tenant: crate::model::TenantId,
     #[arg(long)]
     pub mailbox: crate::model::MailboxId,
+    /// Only this kind's held deletions (appointment|task|contact; default: every kind).
+    #[arg(long)]
+    pub kind: Option<crate::model::Kind>,
 }
 
 #[derive(Debug, Args)]
@@ -195,8 +198,9 @@ async fn dispatch_roles(command: Command, config: Config) -> anyhow::Result<()> 
             let app = App::open(config).await?;
             let engine = crate::engine::Engine::new(app.store.clone());
             let actor = std::env::var("USER").map(|u| format!("cli:{u}")).unwrap_or_else(|_| "cli".into());
-            engine.approve(&args.tenant, &args.mailbox, &actor).await.map_err(|e| anyhow::anyhow!("{e}"))?;
-            println!("approved: the next pass of {} deletes what it held back", args.mailbox);
+            engine.approve(&args.tenant, &args.mailbox, args.kind, &actor).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+            let what = args.kind.map_or_else(|| "every kind".to_string(), |k| format!("{k}s"));
+            println!("approved ({what}): the next pass of {} deletes what it held back", args.mailbox);
             app.queue.close().await;
             Ok(())
         }

@@ -908,7 +908,7 @@ async fn deletions_seen_only_by_a_pass_wait_for_approval_and_a_failed_read_delet
         assert_eq!(h.events_named(ANNA, n).await.len(), 1, "{n} deleted without approval");
     }
     assert!(h.journal("held").await.iter().any(|e| e.kind == Some(Kind::Appointment)));
-    h.engine.approve(&h.tenant, &MailboxId::parse(ANNA).unwrap(), "test").await.unwrap();
+    h.engine.approve(&h.tenant, &MailboxId::parse(ANNA).unwrap(), None, "test").await.unwrap();
     h.pass(ANNA).await;
     for n in names {
         assert!(h.events_named(ANNA, n).await.is_empty(), "{n} stayed after approval");

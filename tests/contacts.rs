@@ -547,7 +547,7 @@ async fn deletions_follow_tombstones_and_mass_deletions_wait_for_approval() {
     // Heike's copy (her helloHQ record is gone too) plus the three.
     assert_eq!(h.exchange_contacts(ANNA).await.len(), 4, "deleted without approval");
     assert!(!h.journal("held").await.is_empty());
-    h.engine.approve(&h.tenant, &MailboxId::parse(ANNA).unwrap(), "test").await.unwrap();
+    h.engine.approve(&h.tenant, &MailboxId::parse(ANNA).unwrap(), None, "test").await.unwrap();
     h.pass(ANNA).await;
     assert_eq!(h.exchange_contacts(ANNA).await.len(), 0);
     h.stop().await;

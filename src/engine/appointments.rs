@@ -580,11 +580,15 @@ impl<'a> Appointments<'a> {
     /// Creates the meeting in the organizer's calendar (idempotent through
     /// `transactionId`), then cancels the series' EXDATEs there.
     async fn create_in_exchange(&self, people: &People, m: &Mailbox, hq: &HqAppointment) -> Result<(), EngineError> {
+        super::no_create_in_flight(self.store, self.tenant, &m.id, Kind::Appointment).await?;
         let id = hq.task.id;
         let (_, window_end) = self.window();
-        // Pending first: a crash after the POST replays with the same transactionId.
-        self.store
-            .upsert_link(&Link {
+        // Pending first, claimed atomically: a crash after the POST replays
+        // with the same transactionId, and a link completed meanwhile (by a
+        // worker that read later than this one) is left alone.
+        let claim = super::claim_create(
+            self.store,
+            &Link {
                 tenant: self.tenant.clone(),
                 mailbox: m.id.clone(),
                 kind: Kind::Appointment,
@@ -598,8 +602,15 @@ impl<'a> Appointments<'a> {
                 graph_version: None,
                 state: PENDING.into(),
                 updated_at: Utc::now(),
-            })
-            .await?;
+            },
+            self.hint_id,
+        )
+        .await?;
+        if let super::Claim::Done(_) = claim {
+            return Ok(());
+        }
+        // Mine, or another worker's live or crashed claim: the POST is
+        // idempotent through the transactionId, so both end at one event.
         let body = self.exchange_body(&hq.appt, m, &[]);
         let created =
             self.graph.create_event(m.id.as_str(), &body, &transaction_id(self.tenant, id)).await.map_err(graph_err)?;
@@ -1312,7 +1323,7 @@ impl<'a> Appointments<'a> {
             .await?
             .filter(|l| l.hq_id.is_none());
         // A live claim of another worker: let it finish.
-        if half.as_ref().is_some_and(|l| Utc::now() - l.updated_at <= super::CLAIM_TIMEOUT) {
+        if half.as_ref().is_some_and(|l| super::claimed_elsewhere(l, self.hint_id)) {
             return Err(super::busy("the helloHQ appointment for this event"));
         }
         let pending = half.is_some();
@@ -1348,6 +1359,7 @@ impl<'a> Appointments<'a> {
                     state: PENDING.into(),
                     updated_at: Utc::now(),
                 },
+                self.hint_id,
             )
             .await?;
             match claim {
@@ -1640,7 +1652,7 @@ impl<'a> Appointments<'a> {
         let n_del = (hq_gone.len() + ex_gone.len()) as u64;
         if !approved {
             plan.held =
-                self.settings.deletes.held(n_del, total, "appointment links", self.tenant.as_str(), m.id.as_str());
+                self.settings.deletes.held(n_del, total, Kind::Appointment, self.tenant.as_str(), m.id.as_str());
         }
         let hold = plan.held.is_some();
         if hold {

@@ -33,7 +33,7 @@ use crate::store::{Link, Mailbox, Store};
 use super::directory::{name_key, Directory, Folder};
 use super::merge::{self, FieldRule, Flow, Side};
 use super::settings::TenantSettings;
-use super::shared::{graph_err, graph_modified, graph_version, hq_err, parse_hq_id};
+use super::shared::{graph_err, graph_modified, graph_version, hq_deleted, hq_err, mark_hq_deleted, parse_hq_id};
 use super::{fingerprint, EngineError};
 
 /// Field rules for contacts: everything both ways, except the company,
@@ -167,14 +167,15 @@ impl<'a> Contacts<'a> {
 
     /// Reads one helloHQ contact; `Ok(None)` = it does not exist (404).
     pub async fn read_hq(&self, dir: &Directory, id: i32) -> Result<Option<HqContact>, EngineError> {
+        let gone = || async { mark_hq_deleted(self.store, self.tenant, Kind::Contact, &id.to_string()).await };
         let v2 = match self.hq.get_contact_person(id).await {
             Ok(c) => c,
-            Err(HqError::NotFound { .. }) => return Ok(None),
+            Err(HqError::NotFound { .. }) => return gone().await.map(|_| None),
             Err(e) => return Err(hq_err(e)),
         };
         let v1 = match self.hq.get_contact_person_v1(id).await {
             Ok(c) => Some(c),
-            Err(HqError::NotFound { .. }) => return Ok(None),
+            Err(HqError::NotFound { .. }) => return gone().await.map(|_| None),
             Err(e) => return Err(hq_err(e)),
         };
         let company_id = v2.company_id.or(v1.as_ref().and_then(|c| c.company_id));
@@ -240,7 +241,8 @@ impl<'a> Contacts<'a> {
 
     /// Creates the Exchange copy of `hq` in `folder`, tagged with its
     /// helloHQ id; with a pending link (an earlier attempt may have
-    /// written), looks for the tagged copy first.
+    /// written), looks for the tagged copy first. The flag tells a copy
+    /// found that way (written from an older read, maybe) from a new one.
     async fn create_in_exchange(
         &self,
         m: &Mailbox,
@@ -248,7 +250,8 @@ impl<'a> Contacts<'a> {
         folder: Folder,
         hq: &HqContact,
         pending: Option<&Link>,
-    ) -> Result<Option<Value>, EngineError> {
+    ) -> Result<Option<(Value, bool)>, EngineError> {
+        super::no_create_in_flight(self.store, self.tenant, &m.id, Kind::Contact).await?;
         let fid = Self::folder_id(folders, folder);
         let hq_id = hq.id.to_string();
         let claim = Link {
@@ -270,9 +273,9 @@ impl<'a> Contacts<'a> {
         // handled twice at once: a duplicated webhook, a webhook beside a
         // pass); an unfinished claim may have created the copy already.
         let live_claim = match pending {
-            Some(p) => Utc::now() - p.updated_at <= super::CLAIM_TIMEOUT,
-            None => match super::claim_create(self.store, &claim).await? {
-                super::Claim::Mine => return self.post_copy(m, fid, hq).await.map(Some),
+            Some(p) => super::claimed_elsewhere(p, self.hint_id),
+            None => match super::claim_create(self.store, &claim, self.hint_id).await? {
+                super::Claim::Mine => return self.post_copy(m, fid, hq).await.map(|v| Some((v, false))),
                 super::Claim::Done(_) => return Ok(None),
                 super::Claim::Busy => true,
                 super::Claim::Stale(_) => false,
@@ -290,14 +293,14 @@ impl<'a> Contacts<'a> {
             .await
             .map_err(graph_err)?;
         if let Some(existing) = found.into_iter().next() {
-            return Ok(Some(existing));
+            return Ok(Some((existing, true)));
         }
         if live_claim {
             return Err(super::busy("the Exchange copy of this contact"));
         }
         // The holder crashed before posting: take the claim over.
         self.store.upsert_link(&claim).await?;
-        self.post_copy(m, fid, hq).await.map(Some)
+        self.post_copy(m, fid, hq).await.map(|v| Some((v, false)))
     }
 
     /// POSTs the Exchange copy of `hq`, tagged with its helloHQ id.
@@ -370,6 +373,9 @@ impl<'a> Contacts<'a> {
         match (hq, desired, link) {
             // Not in this mailbox and never was.
             (_, None, None) => Ok(()),
+            // A claim of a create toward helloHQ (no helloHQ id yet): the
+            // Exchange item is the user's own, never a copy to remove here.
+            (_, _, Some(l)) if l.hq_id.is_none() => Ok(()),
             // Gone from helloHQ or out of scope here: remove the copy.
             (_, None, Some(l)) => {
                 let what = hq
@@ -429,6 +435,28 @@ impl<'a> Contacts<'a> {
         }
     }
 
+    /// Removes hqsync's Exchange copy `gid` of the deleted helloHQ contact
+    /// `hq_id` from `m`, with its link (the direction permitting).
+    async fn remove_orphan(&self, m: &Mailbox, hq_id: &str, gid: &str, what: &str) -> Result<(), EngineError> {
+        if matches!(self.settings.direction(m, Kind::Contact), Direction::Both | Direction::ToExchange) {
+            match self.graph.delete(&format!("/users/{}/contacts/{}", seg(m.id.as_str()), seg(gid)), None).await {
+                Ok(()) | Err(GraphError::NotFound { .. }) => {}
+                Err(e) => return Err(graph_err(e)),
+            }
+            self.journal(
+                Some(&m.id),
+                "deleted",
+                Some(hq_id.to_string()),
+                Some(gid.to_string()),
+                json!({"side": "exchange", "summary": what, "reason": "deleted in helloHQ"}),
+            )
+            .await;
+        }
+        self.store.delete_link(self.tenant, &m.id, Kind::Contact, Some(hq_id), None).await?;
+        self.store.delete_link(self.tenant, &m.id, Kind::Contact, None, Some(gid)).await?;
+        Ok(())
+    }
+
     async fn create_and_link(
         &self,
         m: &Mailbox,
@@ -437,11 +465,32 @@ impl<'a> Contacts<'a> {
         h: &HqContact,
         prior: Option<&Link>,
     ) -> Result<(), EngineError> {
-        let Some(created) = self.create_in_exchange(m, folders, folder, h, prior).await? else {
+        let Some((created, found)) = self.create_in_exchange(m, folders, folder, h, prior).await? else {
             return Ok(()); // another worker created and linked it
         };
+        let held = contact::from_graph(&created);
+        if found && held != h.contact {
+            // A copy an earlier attempt (or another worker) wrote from an
+            // older read: linked as what it holds, then merged, so the newer
+            // helloHQ values reach it instead of being taken as synced.
+            self.save_link(m, Some(h.id.to_string()), &created, folder, &held, None, prior).await?;
+            if hq_deleted(self.store, self.tenant, Kind::Contact, &h.id.to_string()).await? {
+                let gid = created.get("id").and_then(Value::as_str).unwrap_or_default().to_string();
+                return self.remove_orphan(m, &h.id.to_string(), &gid, &summary(&h.contact)).await;
+            }
+            let l = self.store.get_link_by_hq(self.tenant, &m.id, Kind::Contact, &h.id.to_string()).await?;
+            let Some(l) = l else { return Ok(()) };
+            let direction = self.settings.direction(m, Kind::Contact);
+            return self.update_pair(m, h, &l, Some(created), direction, &mut None).await;
+        }
         self.save_link(m, Some(h.id.to_string()), &created, folder, &h.contact, Some(fingerprint(&h.contact)), prior)
             .await?;
+        let gid = created.get("id").and_then(Value::as_str).unwrap_or_default().to_string();
+        if hq_deleted(self.store, self.tenant, Kind::Contact, &h.id.to_string()).await? {
+            // Deleted in helloHQ while this copy was being made, after the
+            // deletion's handler had listed the links: undo it here.
+            return self.remove_orphan(m, &h.id.to_string(), &gid, &summary(&h.contact)).await;
+        }
         self.journal(
             Some(&m.id),
             "created",
@@ -729,6 +778,12 @@ impl<'a> Contacts<'a> {
             Some(l) => Some(l),
             // Our own create, seen before the link row was completed.
             None => match contact::graph_hq_tag(&ex) {
+                // hqsync's copy of a record deleted in helloHQ (made while
+                // the deletion was handled): removed, never mirrored back.
+                Some(tag) if hq_deleted(self.store, self.tenant, Kind::Contact, &tag).await? => {
+                    let what = summary(&contact::from_graph(&ex));
+                    return self.remove_orphan(m, &tag, graph_id, &what).await;
+                }
                 Some(tag) => match self.store.get_link_by_hq(self.tenant, &m.id, Kind::Contact, &tag).await? {
                     Some(l) if l.graph_id.is_none() || l.graph_id.as_deref() == Some(graph_id) => {
                         let hq = self.read_hq(dir, parse_hq_id(&tag).unwrap_or(-1)).await?;
@@ -842,9 +897,15 @@ impl<'a> Contacts<'a> {
             state: PENDING.into(),
             updated_at: Utc::now(),
         };
-        let earlier = match super::claim_create(self.store, &pending).await? {
+        let earlier = match super::claim_create(self.store, &pending, self.hint_id).await? {
             super::Claim::Mine => None,
-            super::Claim::Done(_) => return Ok(()),
+            // Linked meanwhile by another worker, which may have mirrored an
+            // older read of this contact: retried, the hint merges as an edit.
+            super::Claim::Done(_) => {
+                return Err(EngineError::Transient(
+                    "the Exchange contact was linked meanwhile; merging it again".into(),
+                ))
+            }
             super::Claim::Busy => return Err(super::busy("the helloHQ contact for this Exchange contact")),
             // The holder crashed, maybe after creating: look before creating.
             super::Claim::Stale(_) => self.find_created(&c).await?,
@@ -931,7 +992,12 @@ impl<'a> Contacts<'a> {
         };
         let mut base = hq_now.clone();
         base.company_name = c.company_name.clone().or(base.company_name);
-        self.save_link(m, Some(created.id.to_string()), &tagged, folder, &base, Some(fingerprint(&hq_now)), None)
+        // The link records the Exchange version that was mirrored: when the
+        // user edited the contact again while helloHQ's copy was being made,
+        // the tag's answer carries that newer edit, and linking it would
+        // pass it off as synced (the tag's own notification then merges it).
+        let linked = if contact::from_graph(&tagged) == *c { &tagged } else { ex };
+        self.save_link(m, Some(created.id.to_string()), linked, folder, &base, Some(fingerprint(&hq_now)), None)
             .await?;
         self.journal(
             Some(&m.id),
@@ -1104,7 +1170,7 @@ impl<'a> Contacts<'a> {
         let total = links.len() as u64;
         let n_del = (deletions.len() + exchange_gone.len()) as u64;
         if !approved {
-            plan.held = self.settings.deletes.held(n_del, total, "links", self.tenant.as_str(), m.id.as_str());
+            plan.held = self.settings.deletes.held(n_del, total, Kind::Contact, self.tenant.as_str(), m.id.as_str());
         }
         let hold = plan.held.is_some();
         let held_reason = plan.held.clone();

@@ -198,7 +198,7 @@ impl Engine {
             (Origin::Schedule | Origin::Exchange, Change::Resync, Some(m), Some(Kind::Contact)) => {
                 let Some(mb) = self.active_mailbox(&tenant.id, m).await? else { return Ok(()) };
                 let dir = self.directory(&tenant.id, &clients.hq, false).await?;
-                let approved = self.take_approval(&tenant.id, m).await?;
+                let approved = self.take_approval(&tenant.id, m, Kind::Contact).await?;
                 cx.pass(&dir, &mb, false, approved).await.map(|_| ())
             }
             (Origin::Exchange, _, Some(m), Some(Kind::Contact)) => {
@@ -212,14 +212,14 @@ impl Engine {
             (Origin::Schedule | Origin::Exchange, Change::Resync, Some(m), Some(Kind::Task)) => {
                 let Some(mb) = self.active_mailbox(&tenant.id, m).await? else { return Ok(()) };
                 let dir = self.directory(&tenant.id, &clients.hq, false).await?;
-                let approved = self.take_approval(&tenant.id, m).await?;
+                let approved = self.take_approval(&tenant.id, m, Kind::Task).await?;
                 Tasks::like(&cx).sync(&dir, &mb, approved).await
             }
             // ---- appointments (engine/appointments.rs)
             (Origin::Schedule | Origin::Exchange, Change::Resync, Some(m), Some(Kind::Appointment)) => {
                 let Some(mb) = self.active_mailbox(&tenant.id, m).await? else { return Ok(()) };
                 let dir = self.directory(&tenant.id, &clients.hq, false).await?;
-                let approved = self.take_approval(&tenant.id, m).await?;
+                let approved = self.take_approval(&tenant.id, m, Kind::Appointment).await?;
                 cx.appointments().pass(&dir, &mb, false, approved).await.map(|_| ())
             }
             (Origin::Exchange, _, Some(m), Some(Kind::Appointment)) => {
@@ -385,33 +385,54 @@ impl Engine {
         deletions.commit(&self.store).await?;
         if membership_changed {
             for m in cx.mailboxes().await? {
-                let approved = self.take_approval(cx.tenant, &m.id).await?;
+                let approved = self.take_approval(cx.tenant, &m.id, Kind::Contact).await?;
                 cx.pass(&dir, &m, false, approved).await?;
             }
         }
         Ok(())
     }
 
-    /// A one-shot approval of held deletions for a mailbox (`hqsync approve`).
-    async fn take_approval(&self, tenant: &TenantId, m: &MailboxId) -> Result<bool, EngineError> {
-        let v = self.store.get_cursor(tenant, APPROVAL_SCOPE, m.as_str()).await?;
+    /// A one-shot approval of held deletions for a mailbox and kind
+    /// (`hqsync approve`), consumed by that kind's next pass only, so a
+    /// contact pass never uses up an approval given for tasks.
+    async fn take_approval(&self, tenant: &TenantId, m: &MailboxId, kind: Kind) -> Result<bool, EngineError> {
+        let key = approval_key(m, kind);
+        let v = self.store.get_cursor(tenant, APPROVAL_SCOPE, &key).await?;
         let approved = v.as_deref().is_some_and(|v| !v.is_empty());
         if approved {
-            self.store.set_cursor(tenant, APPROVAL_SCOPE, m.as_str(), "").await?;
+            self.store.set_cursor(tenant, APPROVAL_SCOPE, &key, "").await?;
         }
         Ok(approved)
     }
 
-    /// Approves the held deletions of `mailbox` (consumed by its next pass).
-    pub async fn approve(&self, tenant: &TenantId, mailbox: &MailboxId, actor: &str) -> Result<(), EngineError> {
-        self.store.set_cursor(tenant, APPROVAL_SCOPE, mailbox.as_str(), &chrono::Utc::now().to_rfc3339()).await?;
+    /// Approves the held deletions of `mailbox` for `kind`, or for every
+    /// kind when `None` (consumed by each kind's next pass).
+    pub async fn approve(
+        &self,
+        tenant: &TenantId,
+        mailbox: &MailboxId,
+        kind: Option<Kind>,
+        actor: &str,
+    ) -> Result<(), EngineError> {
+        let kinds = match kind {
+            Some(k) => vec![k],
+            None => vec![Kind::Contact, Kind::Task, Kind::Appointment],
+        };
+        let now = chrono::Utc::now().to_rfc3339();
+        for k in &kinds {
+            self.store.set_cursor(tenant, APPROVAL_SCOPE, &approval_key(mailbox, *k), &now).await?;
+        }
         self.store
             .append_journal(&NewJournalEntry {
                 tenant: Some(tenant.clone()),
                 mailbox: Some(mailbox.clone()),
-                kind: Some(Kind::Contact),
+                kind,
                 action: "admin".into(),
-                detail: serde_json::json!({"summary": "held deletions approved", "what": "approve"}),
+                detail: serde_json::json!({
+                    "summary": "held deletions approved",
+                    "what": "approve",
+                    "kinds": kinds.iter().map(|k| k.as_str()).collect::<Vec<_>>(),
+                }),
                 actor: Some(actor.to_string()),
                 ..Default::default()
             })
@@ -467,6 +488,10 @@ impl Engine {
 
 const APPROVAL_SCOPE: &str = "approvals";
 
+fn approval_key(m: &MailboxId, kind: Kind) -> String {
+    format!("{}/{}", m.as_str(), kind.as_str())
+}
+
 /// How long a claim on a create may stay unfinished before another worker
 /// assumes its holder crashed and takes over (after looking for what the
 /// holder may already have created).
@@ -489,7 +514,16 @@ pub enum Claim {
 /// Claims, atomically, the creation of the counterpart of `pending`: a
 /// link with one id (the Graph id when creating in helloHQ, the helloHQ id
 /// when creating in Exchange) and not the other.
-pub async fn claim_create(store: &Store, pending: &store::Link) -> Result<Claim, EngineError> {
+pub async fn claim_create(
+    store: &Store,
+    pending: &store::Link,
+    hint: Option<uuid::Uuid>,
+) -> Result<Claim, EngineError> {
+    // The claim names its hint: a retry of the same hint (after a failure
+    // between claiming and linking) resumes its own claim at once.
+    let mut pending = pending.clone();
+    pending.base = serde_json::json!({ "claim": hint });
+    let pending = &pending;
     if store.claim_link(pending).await? {
         return Ok(Claim::Mine);
     }
@@ -505,11 +539,35 @@ pub async fn claim_create(store: &Store, pending: &store::Link) -> Result<Claim,
     if complete {
         return Ok(Claim::Done(existing));
     }
-    if chrono::Utc::now() - existing.updated_at > CLAIM_TIMEOUT {
-        Ok(Claim::Stale(existing))
-    } else {
+    if claimed_elsewhere(&existing, hint) {
         Ok(Claim::Busy)
+    } else {
+        Ok(Claim::Stale(existing))
     }
+}
+
+/// True while an unfinished claim row belongs to another, live hint: younger
+/// than [`CLAIM_TIMEOUT`] and not claimed by `hint` itself.
+pub fn claimed_elsewhere(l: &store::Link, hint: Option<uuid::Uuid>) -> bool {
+    let ours = hint.is_some() && l.base.get("claim").and_then(|v| v.as_str()) == hint.map(|h| h.to_string()).as_deref();
+    !ours && chrono::Utc::now() - l.updated_at <= CLAIM_TIMEOUT
+}
+
+/// Refuses (as a retryable busy error) to create a copy in `mailbox`
+/// while a create toward helloHQ of the same kind is in flight there: the
+/// helloHQ record being created from this mailbox's own item may be the
+/// very one about to be mirrored back, and its link is not written yet.
+pub async fn no_create_in_flight(
+    store: &Store,
+    tenant: &TenantId,
+    mailbox: &MailboxId,
+    kind: Kind,
+) -> Result<(), EngineError> {
+    let since = chrono::Utc::now() - CLAIM_TIMEOUT;
+    if store.count_open_claims(tenant, mailbox, kind, since).await? > 0 {
+        return Err(busy(&format!("a {kind} created in {mailbox} that is on its way to helloHQ")));
+    }
+    Ok(())
 }
 
 /// The error for [`Claim::Busy`].

@@ -61,12 +61,12 @@ impl DeleteHold {
         n > self.items || (n > 1 && (n as f64) > links as f64 * self.percent / 100.0)
     }
 
-    /// Why a pass over `mailbox` holds its `n` deletions of `what` (e.g.
-    /// "task links") out of `links`, or `None` when it may delete them.
-    pub fn held(&self, n: u64, links: u64, what: &str, tenant: &str, mailbox: &str) -> Option<String> {
+    /// Why a pass over `mailbox` holds its `n` deletions of `kind` links
+    /// out of `links`, or `None` when it may delete them.
+    pub fn held(&self, n: u64, links: u64, kind: crate::model::Kind, tenant: &str, mailbox: &str) -> Option<String> {
         self.holds(n, links).then(|| {
             format!(
-                "{n} of {links} {what} would be deleted (threshold {}% or {} items); approve with `hqsync approve --tenant {tenant} --mailbox {mailbox}`",
+                "{n} of {links} {kind} links would be deleted (threshold {}% or {} items); approve with `hqsync approve --tenant {tenant} --mailbox {mailbox} --kind {kind}`",
                 self.percent, self.items
             )
         })

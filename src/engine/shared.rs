@@ -14,19 +14,27 @@ use crate::store::{Mailbox, MailboxState, NewJournalEntry, Store};
 
 /// A Graph failure: retried when it may pass, dead-lettered when not.
 pub fn graph_err(e: GraphError) -> EngineError {
-    if e.is_transient() {
-        EngineError::Transient(e.to_string())
-    } else {
-        EngineError::Permanent(e.to_string())
+    match e {
+        // An item that vanished (404) or changed (412) between the read and
+        // this request was changed concurrently: the hint is retried, and the
+        // retry reads the new state (a deletion then counts as absence).
+        GraphError::NotFound { .. } | GraphError::Conflict { .. } => {
+            EngineError::Transient(format!("{e}; it changed while this hint was processed, retrying"))
+        }
+        e if e.is_transient() => EngineError::Transient(e.to_string()),
+        e => EngineError::Permanent(e.to_string()),
     }
 }
 
-/// A helloHQ failure: retried when it may pass (incl. a stale read), else dead-lettered.
+/// A helloHQ failure: retried when it may pass (incl. a stale read, or a
+/// record deleted while the hint was processed), else dead-lettered.
 pub fn hq_err(e: HqError) -> EngineError {
-    if e.is_transient() {
-        EngineError::Transient(e.to_string())
-    } else {
-        EngineError::Permanent(e.to_string())
+    match e {
+        HqError::NotFound { .. } => {
+            EngineError::Transient(format!("{e}; it changed while this hint was processed, retrying"))
+        }
+        e if e.is_transient() => EngineError::Transient(e.to_string()),
+        e => EngineError::Permanent(e.to_string()),
     }
 }
 
@@ -91,4 +99,25 @@ impl Journal<'_> {
 pub async fn syncing_mailboxes(store: &Store, tenant: &TenantId) -> Result<Vec<Mailbox>, EngineError> {
     let all = store.list_mailboxes(tenant).await?;
     Ok(all.into_iter().filter(|m| matches!(m.state, MailboxState::Active | MailboxState::Pilot)).collect())
+}
+
+/// Cursor scope of the helloHQ records hqsync has seen deleted (404). A
+/// create of a copy that raced with the deletion checks it after linking,
+/// and a tagged Exchange copy of a deleted record is removed instead of
+/// becoming a new helloHQ record. helloHQ never reuses an id.
+const HQ_DELETED: &str = "hq_deleted";
+
+fn tombstone_key(kind: Kind, id: &str) -> String {
+    format!("{}/{id}", kind.as_str())
+}
+
+/// Records that helloHQ answered 404 for record `id` of `kind`.
+pub async fn mark_hq_deleted(store: &Store, tenant: &TenantId, kind: Kind, id: &str) -> Result<(), EngineError> {
+    store.set_cursor(tenant, HQ_DELETED, &tombstone_key(kind, id), &Utc::now().to_rfc3339()).await?;
+    Ok(())
+}
+
+/// Whether helloHQ record `id` of `kind` is known to be deleted.
+pub async fn hq_deleted(store: &Store, tenant: &TenantId, kind: Kind, id: &str) -> Result<bool, EngineError> {
+    Ok(store.get_cursor(tenant, HQ_DELETED, &tombstone_key(kind, id)).await?.is_some())
 }

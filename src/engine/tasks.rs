@@ -425,7 +425,8 @@ impl<'a> Tasks<'a> {
         list: &str,
         h: &HqTask,
         pending: bool,
-    ) -> Result<Value, EngineError> {
+    ) -> Result<Option<(Value, bool)>, EngineError> {
+        super::no_create_in_flight(self.store, self.tenant, &m.id, Kind::Task).await?;
         let (body, ext) = h.item.to_graph();
         let mut ext = ext;
         ext[EXT_HQ_ID] = json!(h.id);
@@ -437,12 +438,31 @@ impl<'a> Tasks<'a> {
                 if !extension_current(&existing, &ext, h.id) {
                     self.put_extension(m, list, &id, &ext).await?;
                 }
-                return Ok(with_extension(existing, &ext));
+                return Ok(Some((with_extension(existing, &ext), true)));
             }
         }
         // The link first: a crash after the POST leaves a pending row whose
-        // replay finds the tagged copy instead of creating another.
-        self.store.upsert_link(&self.pending_link(m, Some(h.id), None)).await?;
+        // replay finds the tagged copy instead of creating another. A fresh
+        // create claims it atomically, so a link another worker completed
+        // meanwhile (it read later than this one) is never overwritten.
+        if pending {
+            // Another hint's live claim: it may be posting right now.
+            let l = self.store.get_link_by_hq(self.tenant, &m.id, Kind::Task, &h.id.to_string()).await?;
+            if l.as_ref().is_some_and(|l| l.graph_id.is_none() && super::claimed_elsewhere(l, self.hint_id)) {
+                return Err(super::busy("the To Do copy of this task"));
+            }
+            let mut mine = self.pending_link(m, Some(h.id), None);
+            mine.base = json!({ "claim": self.hint_id });
+            self.store.upsert_link(&mine).await?;
+        } else {
+            match super::claim_create(self.store, &self.pending_link(m, Some(h.id), None), self.hint_id).await? {
+                super::Claim::Mine => {}
+                super::Claim::Done(_) => return Ok(None),
+                super::Claim::Busy => return Err(super::busy("the To Do copy of this task")),
+                // The holder crashed: its copy may exist, tagged.
+                super::Claim::Stale(_) => return Box::pin(self.create_in_exchange(m, list, h, true)).await,
+            }
+        }
         let mut body = body;
         body["linkedResources"] =
             json!([{"applicationName": LINK_APP, "displayName": h.item.title, "externalId": h.id.to_string()}]);
@@ -457,7 +477,7 @@ impl<'a> Tasks<'a> {
             Err(GraphError::Status { status: 409, .. }) => self.put_extension(m, list, &id, &ext).await?,
             Err(e) => return Err(graph_err(e)),
         }
-        Ok(with_extension(created, &ext))
+        Ok(Some((with_extension(created, &ext), false)))
     }
 
     async fn create_and_link(
@@ -468,7 +488,23 @@ impl<'a> Tasks<'a> {
         pending: bool,
         prior: Option<&Link>,
     ) -> Result<(), EngineError> {
-        let created = self.create_in_exchange(m, list, h, pending).await?;
+        let Some((created, found)) = self.create_in_exchange(m, list, h, pending).await? else {
+            return Ok(()); // linked by another worker meanwhile
+        };
+        if found {
+            if let Ok(held) = TaskItem::from_graph(&created) {
+                if print_of(&held) != print_of(&h.item) {
+                    // Written by an earlier attempt from an older read: linked
+                    // as what it holds, then merged, so the newer helloHQ
+                    // values reach it instead of being taken as synced.
+                    self.save_link(m, h.id, &created, &held, String::new(), prior).await?;
+                    let l = self.store.get_link_by_hq(self.tenant, &m.id, Kind::Task, &h.id.to_string()).await?;
+                    let Some(l) = l else { return Ok(()) };
+                    let direction = self.settings.direction(m, Kind::Task);
+                    return self.update_pair(m, list, h, &l, Some(created), direction, &mut None).await;
+                }
+            }
+        }
         self.save_link(m, h.id, &created, &h.item, print_of(&h.item), prior).await?;
         self.journal(
             Some(&m.id),
@@ -532,6 +568,9 @@ impl<'a> Tasks<'a> {
         let to_ex = matches!(direction, Direction::Both | Direction::ToExchange);
         match (hq, desired, link) {
             (_, false, None) => Ok(()),
+            // A claim of a create toward helloHQ: the To Do task is the
+            // user's own, never a copy to remove here.
+            (_, _, Some(l)) if l.hq_id.is_none() => Ok(()),
             (_, false, Some(l)) => {
                 if let Some(p) = plan.as_deref_mut() {
                     let base = item_of(l.base.as_object().unwrap_or(&Map::new()));
@@ -810,11 +849,13 @@ impl<'a> Tasks<'a> {
         // must not both create it; an unfinished claim of a crashed worker
         // is taken over once stale, after looking for what it created.
         let stale = match pending {
-            Some(p) if Utc::now() - p.updated_at <= super::CLAIM_TIMEOUT => {
+            Some(p) if super::claimed_elsewhere(p, self.hint_id) => {
                 return Err(super::busy("the helloHQ task for this To Do task"))
             }
             Some(_) => true,
-            None => match super::claim_create(self.store, &self.pending_link(m, None, Some(gid.clone()))).await? {
+            None => match super::claim_create(self.store, &self.pending_link(m, None, Some(gid.clone())), self.hint_id)
+                .await?
+            {
                 super::Claim::Mine => false,
                 super::Claim::Done(_) => return Ok(()),
                 super::Claim::Busy => return Err(super::busy("the helloHQ task for this To Do task")),
@@ -1131,7 +1172,7 @@ impl<'a> Tasks<'a> {
         let total = links.len() as u64;
         let n_del = (deletions.len() + exchange_gone.len()) as u64;
         if !approved {
-            plan.held = self.settings.deletes.held(n_del, total, "task links", self.tenant.as_str(), m.id.as_str());
+            plan.held = self.settings.deletes.held(n_del, total, Kind::Task, self.tenant.as_str(), m.id.as_str());
         }
         let hold = plan.held.is_some();
         let held_reason = plan.held.clone();

@@ -840,16 +840,31 @@ pub async fn update_mailbox(
     Ok(Json(mailbox_view(&state, &m).await?))
 }
 
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct ApproveQuery {
+    /// Only this kind's held deletions (appointment | task | contact); default: every kind.
+    pub kind: Option<String>,
+}
+
 /// Approves the deletions the last pass held back for this mailbox.
 #[utoipa::path(post, path = "/v1/admin/tenants/{tenant}/mailboxes/{mailbox}/approve", tag = "admin", security(("bearer" = [])),
-    params(("tenant" = String, Path), ("mailbox" = String, Path)),
-    responses((status = 204), (status = 401, body = super::error::ErrorBody), (status = 404, body = super::error::ErrorBody)))]
+    params(("tenant" = String, Path), ("mailbox" = String, Path), ApproveQuery),
+    responses((status = 204), (status = 400, body = super::error::ErrorBody), (status = 401, body = super::error::ErrorBody),
+        (status = 404, body = super::error::ErrorBody)))]
 pub async fn approve(
     State(state): State<AppState>,
     who: Principal,
     Path((tenant, mailbox)): Path<(String, String)>,
+    Query(q): Query<ApproveQuery>,
 ) -> Result<StatusCode, ApiError> {
     let id = who.tenant(&tenant)?;
+    let kind =
+        match q.kind.as_deref() {
+            None => None,
+            Some(k) => Some(k.parse::<Kind>().map_err(|_| {
+                ApiError::bad_request("invalid_kind", "kind must be one of: appointment, task, contact")
+            })?),
+        };
     let mid = MailboxId::parse(mailbox.to_ascii_lowercase())
         .map_err(|_| ApiError::not_found("unknown_mailbox", "no such mailbox"))?;
     state
@@ -858,7 +873,7 @@ pub async fn approve(
         .await
         .map_err(store_err)?
         .ok_or_else(|| ApiError::not_found("unknown_mailbox", "no such mailbox"))?;
-    state.engine.approve(&id, &mid, &who.actor()).await.map_err(|e| ApiError::internal(&e))?;
+    state.engine.approve(&id, &mid, kind, &who.actor()).await.map_err(|e| ApiError::internal(&e))?;
     Ok(StatusCode::NO_CONTENT)
 }
 

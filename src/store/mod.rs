@@ -602,6 +602,21 @@ impl Store {
         Ok(self.pool.execute(&format!("DELETE FROM links{}", w.sql), w.args).await? > 0)
     }
 
+    /// Links of a mailbox and kind that claim a create toward helloHQ (a
+    /// Graph id, no helloHQ id yet) and changed after `since`: creates in
+    /// flight, whose helloHQ record may already exist unlinked.
+    pub async fn count_open_claims(
+        &self,
+        tenant: &TenantId,
+        mailbox: &MailboxId,
+        kind: Kind,
+        since: DateTime<Utc>,
+    ) -> Result<u64, StoreError> {
+        let sql = "SELECT COUNT(*) AS n FROM links WHERE tenant = $1 AND mailbox = $2 AND kind = $3 \
+                   AND hq_id IS NULL AND graph_id IS NOT NULL AND updated_at > $4";
+        count(&self.pool, sql, args![tenant.as_str(), mailbox.as_str(), kind.as_str(), ms(since)]).await
+    }
+
     pub async fn count_links(
         &self,
         tenant: &TenantId,

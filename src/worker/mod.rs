@@ -127,11 +127,31 @@ impl Worker {
             Err(EngineError::Transient(e)) => {
                 let idx = (d.attempt.max(1) as usize - 1).min(self.retry_delays.len().saturating_sub(1));
                 let delay = self.retry_delays.get(idx).copied().unwrap_or(Duration::from_secs(5));
-                tracing::warn!(hint_id = %hint.hint_id, attempt = d.attempt, error = %e, retry_in_s = delay.as_secs(), "retrying later");
+                tracing::warn!(
+                    hint_id = %hint.hint_id,
+                    origin = ?hint.origin,
+                    change = ?hint.change,
+                    mailbox = hint.mailbox.as_ref().map(|m| m.as_str()),
+                    kind = hint.kind.map(|k| k.as_str()),
+                    entity = ?hint.entity,
+                    resource = hint.resource_id.as_deref(),
+                    attempt = d.attempt,
+                    error = %e,
+                    retry_in_s = delay.as_secs(),
+                    "retrying later"
+                );
                 settle(d.retry(delay).await, "retried");
             }
             Err(EngineError::Permanent(e)) => {
-                tracing::error!(hint_id = %hint.hint_id, error = %e, "dead-lettering");
+                tracing::error!(
+                    hint_id = %hint.hint_id,
+                    origin = ?hint.origin,
+                    mailbox = hint.mailbox.as_ref().map(|m| m.as_str()),
+                    kind = hint.kind.map(|k| k.as_str()),
+                    resource = hint.resource_id.as_deref(),
+                    error = %e,
+                    "dead-lettering"
+                );
                 settle(d.dead_letter(&e).await, "dead_lettered");
             }
         }

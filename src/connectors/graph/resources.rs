@@ -156,11 +156,13 @@ impl GraphClient {
     /// A task with its `io.hqsync.task` extension expanded.
     pub async fn get_task(&self, mailbox: &str, list_id: &str, id: &str) -> Result<Value, GraphError> {
         let path = format!(
-            "{}/{}?$expand=extensions($filter=id%20eq%20'{}')",
+            "{}/{}?$expand=extensions($filter=id%20eq%20'{}'),linkedResources",
             Self::tasks_path(mailbox, list_id),
             seg(id),
             TASK_EXTENSION
         );
+        // linkedResources too: hqsync's own copy carries its helloHQ id there
+        // from the POST on, before its extension is written.
         self.get(&path).await
     }
 
