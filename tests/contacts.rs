@@ -710,3 +710,63 @@ async fn one_hellohq_contact_handled_twice_at_once_is_mirrored_once_per_mailbox(
     assert_eq!(people.iter().filter(|p| p["lastName"] == "Parallel").count(), 1, "one helloHQ contact");
     h.stop().await;
 }
+
+/// Fault-suite finding: a pass that met the claim row of a create toward
+/// helloHQ (Graph id, no helloHQ id yet) took it for a copy whose helloHQ
+/// record was gone and deleted the user's own Outlook contact. The claim
+/// must leave the item alone, and no copy may be made in that mailbox while
+/// the create is on its way.
+#[tokio::test]
+async fn a_pass_never_deletes_the_users_contact_behind_a_claim_toward_hellohq() {
+    let h = H::start().await;
+    h.initial_sync().await;
+    let folders = h.graph.get(&format!("/users/{CLARA}/contactFolders")).await.unwrap();
+    let global =
+        folders["value"].as_array().unwrap().iter().find(|f| f["displayName"] == "HQ Globale Kontakte").unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+    let body = json!({"givenName": "Rita", "surname": "Rennen", "emailAddresses": [{"address": "rita@example.de"}]});
+    let created = h.graph.post(&format!("/users/{CLARA}/contactFolders/{global}/contacts"), &body).await.unwrap();
+    let gid = created["id"].as_str().unwrap().to_string();
+    // Another worker has claimed the create toward helloHQ and not finished.
+    let claim = hqsync::store::Link {
+        tenant: h.tenant.clone(),
+        mailbox: MailboxId::parse(CLARA).unwrap(),
+        kind: Kind::Contact,
+        hq_id: None,
+        graph_id: Some(gid.clone()),
+        folder: Some("global".into()),
+        base: json!({"claim": uuid::Uuid::new_v4()}),
+        hq_fingerprint: None,
+        graph_fingerprint: None,
+        hq_version: None,
+        graph_version: None,
+        state: "pending".into(),
+        updated_at: chrono::Utc::now(),
+    };
+    assert!(h.store.claim_link(&claim).await.unwrap());
+    // The pass meets the live claim (it retries later), deleting nothing.
+    let pass = h.hint(Origin::Schedule, Change::Resync, Some(CLARA), None, None);
+    let _ = h.engine.handle(&pass).await;
+    assert_eq!(h.find(CLARA, "Rennen").await.len(), 1, "the user's contact survives the pass");
+    // A new helloHQ contact arriving now (it may be the very one being
+    // created from Clara's) waits for the claim instead of risking a second
+    // copy in her mailbox; once the claim is gone it is mirrored.
+    let people: Vec<Value> = h.hq.list_v2("/v2/ContactPersons", &Default::default()).await.unwrap().items;
+    let company = people.iter().find_map(|p| p["companyId"].as_i64()).unwrap();
+    let made: Value = h
+        .hq
+        .write(reqwest::Method::POST, "/v2/ContactPersons", &json!({"companyId": company, "firstName": "Rita", "lastName": "Rennen", "salutation": "Frau", "salutationForm": "Formal"}))
+        .await
+        .unwrap();
+    let id = made["id"].as_i64().unwrap().to_string();
+    let hint = h.hint(Origin::Hellohq, Change::Created, None, Some(HqEntity::ContactPerson), Some(&id));
+    let res = h.engine.handle(&hint).await;
+    assert!(matches!(res, Err(hqsync::engine::EngineError::Transient(_))), "waits for the claim: {res:?}");
+    assert_eq!(h.find(CLARA, "Rennen").await.len(), 1, "no second copy while the claim is open");
+    h.store.delete_link(&h.tenant, &MailboxId::parse(CLARA).unwrap(), Kind::Contact, None, Some(&gid)).await.unwrap();
+    h.run(&hint).await;
+    assert_eq!(h.find(BEN, "Rennen").await.len(), 1, "mirrored once the claim is gone");
+    h.stop().await;
+}
