@@ -68,7 +68,8 @@ pub struct IngressArgs {
     /// Concurrent HTTP clients (and publishes in flight for the baseline).
     #[arg(long, default_value_t = 64)]
     pub clients: usize,
-    /// Notifications to send per measurement.
+    /// Notifications to send per measurement with the internal load
+    /// generator (with wrk, both measurements last `--seconds`).
     #[arg(long, default_value_t = 20_000)]
     pub notifications: u64,
     /// Notifications sent before measuring (connection pools, caches).
@@ -79,7 +80,7 @@ pub struct IngressArgs {
     /// process, which then competes with the server for the same cores).
     #[arg(long, value_enum, default_value = "auto")]
     pub load: LoadGenerator,
-    /// Duration of a `wrk` measurement.
+    /// Duration of a `wrk` measurement, and of the baseline beside it.
     #[arg(long, default_value_t = 10)]
     pub seconds: u64,
 }
@@ -110,6 +111,8 @@ struct Figures {
     elapsed: Duration,
     p50_ms: f64,
     p99_ms: f64,
+    /// CPU per operation, when measured.
+    cpu: Option<CpuPerOp>,
 }
 
 impl Figures {
@@ -123,40 +126,51 @@ impl Figures {
             0 => f64::NAN,
             n => latencies_us[((n as f64 - 1.0) * p).round() as usize] as f64 / 1000.0,
         };
-        Figures { count, elapsed, p50_ms: pct(0.5), p99_ms: pct(0.99) }
+        Figures { count, elapsed, p50_ms: pct(0.5), p99_ms: pct(0.99), cpu: None }
     }
 }
 
 async fn ingress(args: IngressArgs, config: Config) -> anyhow::Result<()> {
     anyhow::ensure!(args.clients > 0 && args.notifications > 0, "--clients and --notifications must be at least 1");
     let dir = tempfile::tempdir().context("creating a scratch folder")?;
+    let use_wrk = match args.load {
+        LoadGenerator::Wrk => true,
+        LoadGenerator::Internal => false,
+        LoadGenerator::Auto => wrk_installed().await,
+    };
+    // The baseline moves as much as the ingress run: the same count, or
+    // the same duration when wrk drives ingress for `--seconds`.
+    let budget = if use_wrk { Budget::For(Duration::from_secs(args.seconds)) } else { Budget::Ops(args.notifications) };
+    let length = match budget {
+        Budget::Ops(n) => format!("{n} notifications each (internal load generator)"),
+        Budget::For(d) => format!("{} s each (wrk)", d.as_secs()),
+    };
     println!(
-        "hqsync bench ingress: {} notifications, {} concurrent clients, {} cores",
-        args.notifications,
+        "hqsync bench ingress: {length}, {} concurrent clients, {} cores",
         args.clients,
         std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
     );
     if matches!(args.backend, BenchBackend::Amqp | BenchBackend::Both) {
         let url = config.queue.url.clone();
         let prefix = format!("bench.{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
-        let raw = raw_amqp_confirms(&url, &prefix, args.clients, args.notifications).await?;
+        let raw = raw_amqp_confirms(&url, &prefix, args.clients, budget).await?;
         let mut cfg = config.clone();
         cfg.queue.backend = QueueBackend::Amqp;
         cfg.queue.prefix = prefix.clone();
-        let http = http_ingress(&cfg, dir.path(), "amqp", &args).await?;
-        report("amqp", "raw lapin publish+confirm, quorum queue", &raw, &http);
+        let (direct, http) = http_ingress(&cfg, dir.path(), "amqp", &args, use_wrk, budget).await?;
+        report("amqp", "raw lapin publish+confirm, quorum queue", &raw, &direct, &http);
     }
     if matches!(args.backend, BenchBackend::Local | BenchBackend::Both) {
         let mut cfg = config.clone();
         cfg.queue.backend = QueueBackend::Local;
-        let raw = raw_local_push(dir.path(), args.clients, args.notifications).await?;
-        let http = http_ingress(&cfg, dir.path(), "local", &args).await?;
-        report("local", "raw store push (one committed row each), SQLite", &raw, &http);
+        let raw = raw_local_push(dir.path(), args.clients, budget).await?;
+        let (direct, http) = http_ingress(&cfg, dir.path(), "local", &args, use_wrk, budget).await?;
+        report("local", "raw store push (one committed row each), SQLite", &raw, &direct, &http);
     }
     Ok(())
 }
 
-fn report(backend: &str, baseline: &str, raw: &Figures, http: &Figures) {
+fn report(backend: &str, baseline: &str, raw: &Figures, direct: &Figures, http: &Figures) {
     println!(
         "[{backend}] baseline  {baseline}: {:>9.0} msg/s (p50 {:.2} ms, p99 {:.2} ms)",
         raw.rate(),
@@ -169,11 +183,43 @@ fn report(backend: &str, baseline: &str, raw: &Figures, http: &Figures) {
         http.p50_ms,
         http.p99_ms
     );
+    println!(
+        "[{backend}] publish   hqsync queue.publish of a hint, no HTTP: {:>9.0} hints/s (p50 {:.2} ms, p99 {:.2} ms) = {:.0}% of baseline",
+        direct.rate(),
+        direct.p50_ms,
+        direct.p99_ms,
+        100.0 * direct.rate() / raw.rate()
+    );
+    let show = |f: &Figures| match f.cpu {
+        Some(c) => format!(
+            "hqsync {:.0} + load generator {:.0} + broker {} µs",
+            c.hqsync_us,
+            c.load_us,
+            c.broker_us.map_or("n/a".to_string(), |b| format!("{b:.0}"))
+        ),
+        None => "n/a".to_string(),
+    };
+    println!("[{backend}] cpu/msg   baseline: {}", show(raw));
+    println!("[{backend}] cpu/msg   ingress:  {}", show(http));
+    println!("[{backend}] cpu/msg   publish:  {}", show(direct));
+    // On a machine whose cores the broker, the load generator and hqsync
+    // share, the cores bound both rates: what would ingress reach if the
+    // HTTP edge cost nothing beyond the baseline's own client?
+    if let (Some(r), Some(h)) = (raw.cpu, http.cpu) {
+        if let (Some(rb), Some(hb)) = (r.broker_us, h.broker_us) {
+            let ceiling = (r.hqsync_us + rb) / (r.hqsync_us + h.load_us + hb);
+            println!(
+                "[{backend}] ceiling   even with a zero-cost HTTP edge, ingress costs the shared cores this much more per message: when they are the limit, at most {:.0}% of the baseline",
+                100.0 * ceiling
+            );
+        }
+    }
     println!("[{backend}] ratio     ingress / baseline = {:.0}%", 100.0 * http.rate() / raw.rate());
 }
 
-/// Progress on stderr once a second while `done` grows towards `total`.
-fn progress(label: String, done: Arc<AtomicU64>, total: u64) -> CancellationToken {
+/// Progress on stderr once a second while `done` grows towards `total`
+/// (`None`: a timed run).
+fn progress(label: String, done: Arc<AtomicU64>, total: Option<u64>) -> CancellationToken {
     let stop = CancellationToken::new();
     let s = stop.clone();
     tokio::spawn(async move {
@@ -183,7 +229,11 @@ fn progress(label: String, done: Arc<AtomicU64>, total: u64) -> CancellationToke
                 _ = s.cancelled() => break,
                 _ = tokio::time::sleep(Duration::from_secs(1)) => {
                     let d = done.load(Ordering::Relaxed);
-                    eprintln!("  {label}: {d}/{total} ({:.0}/s)", d as f64 / started.elapsed().as_secs_f64());
+                    let rate = d as f64 / started.elapsed().as_secs_f64();
+                    match total {
+                        Some(t) => eprintln!("  {label}: {d}/{t} ({rate:.0}/s)"),
+                        None => eprintln!("  {label}: {d} in {:.0} s ({rate:.0}/s)", started.elapsed().as_secs_f64()),
+                    }
                 }
             }
         }
@@ -191,8 +241,18 @@ fn progress(label: String, done: Arc<AtomicU64>, total: u64) -> CancellationToke
     stop
 }
 
-/// Runs `n` operations with `clients` in flight, timing each.
-async fn drive<F, Fut>(label: String, clients: usize, n: u64, op: F) -> anyhow::Result<Figures>
+/// How long a measurement runs: a number of operations, or a duration (a
+/// baseline beside a timed `wrk` run gets the same length, so both move a
+/// comparable volume through the broker).
+#[derive(Debug, Clone, Copy)]
+enum Budget {
+    Ops(u64),
+    For(Duration),
+}
+
+/// Runs operations with `clients` in flight until the budget is spent,
+/// timing each.
+async fn drive<F, Fut>(label: String, clients: usize, budget: Budget, op: F) -> anyhow::Result<Figures>
 where
     F: Fn(u64) -> Fut + Send + Sync + 'static,
     Fut: std::future::Future<Output = anyhow::Result<()>> + Send,
@@ -200,7 +260,11 @@ where
     let op = Arc::new(op);
     let next = Arc::new(AtomicU64::new(0));
     let done = Arc::new(AtomicU64::new(0));
-    let stop = progress(label, done.clone(), n);
+    let (n, until) = match budget {
+        Budget::Ops(n) => (n, None),
+        Budget::For(d) => (u64::MAX, Some(Instant::now() + d)),
+    };
+    let stop = progress(label, done.clone(), until.is_none().then_some(n));
     let started = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..clients {
@@ -208,6 +272,9 @@ where
         tasks.spawn(async move {
             let mut lat = Vec::new();
             loop {
+                if until.is_some_and(|u| Instant::now() >= u) {
+                    break;
+                }
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 if i >= n {
                     break;
@@ -220,7 +287,7 @@ where
             anyhow::Ok(lat)
         });
     }
-    let mut latencies_us = Vec::with_capacity(n as usize);
+    let mut latencies_us = Vec::new();
     let mut first_err = None;
     while let Some(r) = tasks.join_next().await {
         match r.context("benchmark task panicked")? {
@@ -235,7 +302,7 @@ where
     if let Some(e) = first_err {
         return Err(e);
     }
-    Ok(Figures::from_latencies(n, elapsed, latencies_us))
+    Ok(Figures::from_latencies(done.load(Ordering::Relaxed), elapsed, latencies_us))
 }
 
 fn hint_sized_payload() -> Vec<u8> {
@@ -243,7 +310,7 @@ fn hint_sized_payload() -> Vec<u8> {
     vec![b'x'; 330]
 }
 
-async fn raw_amqp_confirms(url: &str, prefix: &str, clients: usize, n: u64) -> anyhow::Result<Figures> {
+async fn raw_amqp_confirms(url: &str, prefix: &str, clients: usize, budget: Budget) -> anyhow::Result<Figures> {
     // The same connection settings as the queue backend, so only our code differs.
     let conn = Connection::connect(url, crate::queue::amqp::connection_properties("hqsync-bench-baseline"))
         .await
@@ -275,14 +342,18 @@ async fn raw_amqp_confirms(url: &str, prefix: &str, clients: usize, n: u64) -> a
             }
         }
     };
-    drive("baseline amqp warm-up".into(), clients, 500.min(n), publish.clone()).await?;
-    let figures = drive("baseline amqp".into(), clients, n, publish).await;
+    drive("baseline amqp warm-up".into(), clients, Budget::Ops(500), publish.clone()).await?;
+    let cpu = CpuClock::start();
+    let figures = drive("baseline amqp".into(), clients, budget, publish).await.map(|mut f| {
+        f.cpu = cpu.per_op(f.count);
+        f
+    });
     let _ = ch.queue_delete(&queue, QueueDeleteOptions::default()).await;
     let _ = conn.close(200, "bench done").await;
     figures
 }
 
-async fn raw_local_push(dir: &std::path::Path, clients: usize, n: u64) -> anyhow::Result<Figures> {
+async fn raw_local_push(dir: &std::path::Path, clients: usize, budget: Budget) -> anyhow::Result<Figures> {
     let store = Store::open(
         &format!("sqlite://{}", dir.join("raw-local.db").display()),
         10,
@@ -290,16 +361,95 @@ async fn raw_local_push(dir: &std::path::Path, clients: usize, n: u64) -> anyhow
     )
     .await?;
     let payload = hint_sized_payload();
-    let figures = drive("baseline local".into(), clients, n, move |_| {
+    let cpu = CpuClock::start();
+    let figures = drive("baseline local".into(), clients, budget, move |_| {
         let (store, payload) = (store.clone(), payload.clone());
         async move { Ok(store.local_queue_push(&[payload]).await?) }
     })
-    .await;
+    .await
+    .map(|mut f| {
+        f.cpu = cpu.per_op(f.count);
+        f
+    });
     figures
 }
 
+/// CPU time per operation of one measurement, in microseconds: this process
+/// (service and in-process clients), the load generator (`wrk`, a reaped
+/// child), and the broker when it runs on this machine.
+#[derive(Debug, Clone, Copy)]
+struct CpuPerOp {
+    hqsync_us: f64,
+    load_us: f64,
+    broker_us: Option<f64>,
+}
+
+/// CPU seconds used so far, read from `/proc` (Linux; `None` elsewhere).
+#[derive(Debug, Clone, Copy)]
+struct CpuSample {
+    own: f64,
+    children: f64,
+    broker: Option<f64>,
+}
+
+/// Linux reports `/proc` CPU times in USER_HZ ticks, 100 per second on
+/// every architecture it supports.
+const USER_HZ: f64 = 100.0;
+
+/// utime+stime and cutime+cstime of a `/proc/<pid>/stat` line, in seconds.
+fn proc_stat_cpu(stat: &str) -> Option<(f64, f64)> {
+    // The command name (field 2) may contain spaces: fields after its ')'.
+    let rest = stat.get(stat.rfind(')')? + 1..)?;
+    let f: Vec<f64> = rest.split_whitespace().skip(11).take(4).map(|v| v.parse().unwrap_or(0.0)).collect();
+    (f.len() == 4).then(|| ((f[0] + f[1]) / USER_HZ, (f[2] + f[3]) / USER_HZ))
+}
+
+/// The local RabbitMQ (Erlang VM) process, if there is one.
+fn broker_pid() -> Option<u32> {
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+        let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+        let comm = std::fs::read_to_string(e.path().join("comm")).ok()?;
+        (comm.trim() == "beam.smp").then_some(pid)
+    })
+}
+
+fn cpu_sample() -> Option<CpuSample> {
+    let (own, children) = proc_stat_cpu(&std::fs::read_to_string("/proc/self/stat").ok()?)?;
+    let broker = broker_pid()
+        .and_then(|p| std::fs::read_to_string(format!("/proc/{p}/stat")).ok())
+        .and_then(|s| proc_stat_cpu(&s))
+        .map(|(b, _)| b);
+    Some(CpuSample { own, children, broker })
+}
+
+/// Started before a measurement; `per_op` after it.
+struct CpuClock(Option<CpuSample>);
+
+impl CpuClock {
+    fn start() -> CpuClock {
+        CpuClock(cpu_sample())
+    }
+
+    fn per_op(&self, ops: u64) -> Option<CpuPerOp> {
+        let (a, b) = (self.0?, cpu_sample()?);
+        let us = |d: f64| 1e6 * d / ops.max(1) as f64;
+        Some(CpuPerOp {
+            hqsync_us: us(b.own - a.own),
+            load_us: us(b.children - a.children),
+            broker_us: a.broker.zip(b.broker).map(|(x, y)| us(y - x)),
+        })
+    }
+}
+
 /// Starts the real HTTP edge in this process and floods it.
-async fn http_ingress(cfg: &Config, dir: &std::path::Path, label: &str, args: &IngressArgs) -> anyhow::Result<Figures> {
+async fn http_ingress(
+    cfg: &Config,
+    dir: &std::path::Path,
+    label: &str,
+    args: &IngressArgs,
+    use_wrk: bool,
+    budget: Budget,
+) -> anyhow::Result<(Figures, Figures)> {
     let store = Store::open(
         &format!("sqlite://{}", dir.join(format!("ingress-{label}.db")).display()),
         10,
@@ -334,29 +484,68 @@ async fn http_ingress(cfg: &Config, dir: &std::path::Path, label: &str, args: &I
             Ok(())
         }
     };
-    drive(format!("ingress {label} warm-up"), args.clients, args.warmup, post.clone()).await?;
-    let use_wrk = match args.load {
-        LoadGenerator::Wrk => true,
-        LoadGenerator::Internal => false,
-        LoadGenerator::Auto => wrk_installed().await,
-    };
+    drive(format!("ingress {label} warm-up"), args.clients, Budget::Ops(args.warmup), post.clone()).await?;
+    let split_before = server_time_split();
+    let cpu = CpuClock::start();
     let figures = if use_wrk {
         let body = notification_body(&tenant, &mailbox, 0);
         wrk(&format!("http://{addr}/v1/notifications/graph"), &body, args.clients, args.seconds, dir, label).await
     } else {
-        drive(format!("ingress {label} (internal load)"), args.clients, args.notifications, post).await
+        drive(format!("ingress {label} (internal load)"), args.clients, Budget::Ops(args.notifications), post).await
     };
+    let figures = figures.map(|mut f| {
+        f.cpu = cpu.per_op(f.count);
+        f
+    });
     shutdown.cancel();
     let _ = server.await;
+    let (request_s, confirm_s) = server_time_split();
+    eprintln!(
+        "  {label}: of the time the server spent on these requests, {:.0}% was waiting for the queue's confirm",
+        100.0 * (confirm_s - split_before.1) / (request_s - split_before.0).max(f64::EPSILON)
+    );
+    // hqsync's own publish path without HTTP: the same topology, message
+    // properties and hints as ingress produces, so the report separates the
+    // broker's cost of our topology from the HTTP edge's cost.
+    // Measured after ingress, so ingress (like the baseline) starts on
+    // empty queues.
+    let cpu = CpuClock::start();
+    let mut direct = {
+        let (queue, tenant, mailbox) = (queue.clone(), tenant.clone(), mailbox.clone());
+        drive(format!("queue.publish {label} (no HTTP)"), args.clients, budget, move |i| {
+            let queue = queue.clone();
+            let hint = bench_hint(&tenant, &mailbox, i);
+            async move { Ok(queue.publish(std::slice::from_ref(&hint)).await?) }
+        })
+        .await?
+    };
+    direct.cpu = cpu.per_op(direct.count);
     if let (Ok(d), Ok(f)) = (queue.depth().await, figures.as_ref()) {
         // Every 202 must have left a hint behind.
-        eprintln!("  {label} queue depth after the run: {} ready (expected {})", d.ready, args.warmup + f.count);
+        eprintln!(
+            "  {label} queue depth after the run: {} ready (expected at least {})",
+            d.ready,
+            direct.count + args.warmup + f.count
+        );
     }
     if let Err(e) = queue.delete_topology().await {
         eprintln!("  warning: could not delete the benchmark's queues: {e}");
     }
     queue.close().await;
-    figures
+    Ok((direct, figures?))
+}
+
+/// Total seconds the server spent on notification requests, and waiting
+/// for publish confirms, so far (from its own Prometheus histograms).
+fn server_time_split() -> (f64, f64) {
+    let text = crate::http::metrics::handle().render();
+    let sum = |prefix: &str| -> f64 {
+        text.lines().filter(|l| l.starts_with(prefix)).filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok()).sum()
+    };
+    (
+        sum("hqsync_http_request_duration_seconds_sum{route=\"/v1/notifications/graph\"}"),
+        sum("hqsync_publish_confirm_seconds_sum"),
+    )
 }
 
 const BENCH_CLIENT_STATE: &str = "bench-client-state";
@@ -414,6 +603,24 @@ async fn seed_bench_subscription(store: &Store) -> anyhow::Result<(TenantId, Mai
         })
         .await?;
     Ok((tenant, mailbox))
+}
+
+/// The hint ingress makes of [`notification_body`] `i`.
+fn bench_hint(tenant: &TenantId, mailbox: &MailboxId, i: u64) -> crate::queue::Hint {
+    use crate::queue::{Change, Hint, Origin, HINT_VERSION};
+    Hint {
+        v: HINT_VERSION,
+        hint_id: Hint::stable_id(tenant, "graph", &format!("{BENCH_SUBSCRIPTION}/n{i}")),
+        tenant: tenant.clone(),
+        mailbox: Some(mailbox.clone()),
+        kind: Some(Kind::Contact),
+        entity: None,
+        origin: Origin::Exchange,
+        resource_id: Some(format!("c{i}")),
+        subscription_id: Some(BENCH_SUBSCRIPTION.into()),
+        change: Change::Updated,
+        received_at: chrono::Utc::now(),
+    }
 }
 
 fn notification_body(_tenant: &TenantId, mailbox: &MailboxId, i: u64) -> String {
@@ -517,6 +724,7 @@ fn parse_wrk(text: &str) -> anyhow::Result<Figures> {
         .and_then(|d| ms(d.trim()))
         .context("no duration")?;
     Ok(Figures {
+        cpu: None,
         count,
         elapsed: Duration::from_secs_f64(secs / 1000.0),
         p50_ms: pct("50%").context("no p50")?,
@@ -556,6 +764,15 @@ Transfer/sec:      1.00MB
     fn a_run_with_refused_requests_is_not_a_measurement() {
         let bad = WRK.replace("Requests/sec", "  Non-2xx or 3xx responses: 12\nRequests/sec");
         assert!(parse_wrk(&bad).is_err());
+    }
+
+    #[test]
+    fn reads_cpu_times_from_a_proc_stat_line_whose_name_has_spaces() {
+        let line = "1234 (tokio rt (x)) S 1 1234 1234 0 -1 4194560 100 0 0 0 250 50 30 20 20 0 9 0 100 0 0";
+        let (own, children) = proc_stat_cpu(line).unwrap();
+        assert!((own - 3.0).abs() < 1e-9, "{own}");
+        assert!((children - 0.5).abs() < 1e-9, "{children}");
+        assert!(proc_stat_cpu("garbage").is_none());
     }
 
     #[test]

@@ -101,7 +101,6 @@ pub async fn lifecycle(
     receive(state, q, headers, body, "graph_lifecycle").await
 }
 
-#[tracing::instrument(skip_all, fields(source))]
 async fn receive(
     state: AppState,
     q: ValidationQuery,

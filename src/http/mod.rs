@@ -36,9 +36,23 @@ pub fn system_clock() -> Clock {
     Arc::new(Utc::now)
 }
 
-/// Everything a request handler may touch.
+/// Everything a request handler may touch. axum clones the state into
+/// every request, so it is one shared pointer: cloning and moving it (and
+/// the futures that hold it) costs a reference count, not a copy of the
+/// store, queue, caches and engine.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<AppContext>);
+
+impl std::ops::Deref for AppState {
+    type Target = AppContext;
+    fn deref(&self) -> &AppContext {
+        &self.0
+    }
+}
+
+/// What [`AppState`] points to.
+#[derive(Clone)]
+pub struct AppContext {
     pub store: Store,
     pub queue: Queue,
     pub publish_timeout: Duration,
@@ -58,7 +72,7 @@ impl AppState {
     pub fn new(store: Store, queue: Queue, publish_timeout: Duration, max_body_bytes: usize) -> Self {
         // Install the recorder before the first request is counted.
         metrics::handle();
-        AppState {
+        AppState(Arc::new(AppContext {
             subscriptions: cache::SubscriptionCache::new(store.clone()),
             webhook_secrets: cache::WebhookSecretCache::new(store.clone()),
             admin: None,
@@ -69,18 +83,19 @@ impl AppState {
             publish_timeout,
             max_body_bytes,
             clock: system_clock(),
-        }
+        }))
     }
 
     /// Enables the admin API and status page with this verifier.
     pub fn with_admin(mut self, auth: Option<admin::AdminAuth>, public_url: impl Into<String>) -> Self {
-        self.admin = auth.map(Arc::new);
-        self.public_url = public_url.into();
+        let ctx = Arc::make_mut(&mut self.0);
+        ctx.admin = auth.map(Arc::new);
+        ctx.public_url = public_url.into();
         self
     }
 
     pub fn with_clock(mut self, clock: Clock) -> Self {
-        self.clock = clock;
+        Arc::make_mut(&mut self.0).clock = clock;
         self
     }
 

@@ -242,7 +242,8 @@ impl Shared {
             return Ok(());
         }
         let mut live = self.live_or_first_attempt().await?;
-        let mut pending: Vec<Outgoing> = msgs.to_vec();
+        // Copied only when something has to be published again.
+        let mut pending: std::borrow::Cow<'_, [Outgoing]> = std::borrow::Cow::Borrowed(msgs);
         let mut same_connection_retried = false;
         let mut reconnected = false;
         loop {
@@ -252,7 +253,7 @@ impl Shared {
                 Err(BatchError::Lost { unconfirmed, why }) => (unconfirmed, why),
             };
             tracing::warn!(error = %why, pending = unconfirmed.len(), "publish interrupted; publishing again");
-            pending = unconfirmed.into_iter().map(|i| pending[i].clone()).collect();
+            pending = std::borrow::Cow::Owned(unconfirmed.into_iter().map(|i| pending[i].clone()).collect());
             if !same_connection_retried && live.connection.status().connected() {
                 same_connection_retried = true;
                 continue;

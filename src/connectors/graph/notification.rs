@@ -92,13 +92,28 @@ struct WireResourceData {
 
 /// Parses a notification body: `Err` when the body as a whole is not a
 /// batch (answer 400), else one result per item in order.
+/// The common case in one pass: every item has the expected shape.
+#[derive(Deserialize)]
+struct TypedBatch {
+    value: Vec<WireItem>,
+}
+
 pub fn parse_batch(body: &[u8]) -> Result<Vec<Result<NotificationItem, NotificationError>>, NotificationError> {
+    if let Ok(batch) = serde_json::from_slice::<TypedBatch>(body) {
+        return Ok(batch.value.into_iter().map(parse_wire_item).collect());
+    }
+    // Some item is malformed (or the body is no batch): item by item, so one
+    // bad item does not cost the others.
     let batch: WireBatch = serde_json::from_slice(body).map_err(|_| NotificationError::NotABatch)?;
     Ok(batch.value.into_iter().map(parse_item).collect())
 }
 
 fn parse_item(v: serde_json::Value) -> Result<NotificationItem, NotificationError> {
     let item: WireItem = serde_json::from_value(v).map_err(|_| NotificationError::UnknownType)?;
+    parse_wire_item(item)
+}
+
+fn parse_wire_item(item: WireItem) -> Result<NotificationItem, NotificationError> {
     let subscription_id = item.subscription_id.filter(|s| !s.is_empty()).ok_or(NotificationError::NoSubscription)?;
     let kind = if let Some(ev) = item.lifecycle_event {
         ItemKind::Lifecycle(match ev.as_str() {
