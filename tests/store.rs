@@ -211,6 +211,7 @@ fn hint(tenant: &str) -> Hint {
         entity: Some(HqEntity::Task),
         origin: Origin::Hellohq,
         resource_id: Some("202".into()),
+        version: None,
         subscription_id: None,
         change: Change::Updated,
         received_at: Utc::now(),
