@@ -587,6 +587,12 @@ impl<'a> Contacts<'a> {
             }
             return Ok(());
         }
+        // helloHQ holds exactly what a merge from this very copy is writing
+        // there (its webhook overtook that merge): the copy is the source and
+        // that merge finishes the pair; nothing to read or write here.
+        if ex.is_none() && l.hq_version.as_deref() == Some(hq_fp.as_str()) {
+            return Ok(());
+        }
         let side = match ex {
             Some(e) => ExSide::Read(e),
             None => match held_exchange(l) {
@@ -655,6 +661,13 @@ impl<'a> Contacts<'a> {
         let merged = Contact::from_fields(&result.merged);
         let mut hq_now = h.contact.clone();
         if !result.to_hellohq.is_empty() {
+            // What helloHQ will hold: its record with the merged fields written.
+            let mut expected = h.contact.to_fields();
+            for f in &result.to_hellohq {
+                expected.insert(f.clone(), result.merged.get(f).cloned().unwrap_or(Value::Null));
+            }
+            let expected = fingerprint(&Contact::from_fields(&expected));
+            self.store.expect_hq_write(self.tenant, &m.id, Kind::Contact, &h.id.to_string(), &expected).await?;
             hq_now = self.write_hq(h.id, h.updated, &merged, &result.to_hellohq).await?;
             self.journal(Some(&m.id), "updated", Some(h.id.to_string()), Some(gid.clone()), json!({"side": "hellohq", "summary": summary(&merged), "fields": result.to_hellohq, "from": m.id.as_str()})).await;
         }
