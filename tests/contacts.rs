@@ -327,22 +327,26 @@ async fn a_hellohq_edit_writes_once_per_mailbox_and_nothing_comes_back() {
 async fn a_hellohq_edit_is_one_conditional_patch_per_mailbox_and_its_echo_reads_nothing() {
     let h = H::start().await;
     h.initial_sync().await;
-    let id = h.hq_id("Strauß").await;
-    h.hq.update_contact_person(id, |c| c.position = Some("Einkauf".into())).await.unwrap();
-    let before = h.graph_requests().await;
-    h.hq_contact_changed(id).await;
-    let after = h.graph_requests().await;
-    assert_eq!(
-        requests_since(&after, &before),
-        BTreeMap::from([(PATCH_CONTACT.to_string(), 4)]),
-        "one PATCH per mailbox and no read"
-    );
-    // Graph notifies each write with the version it made.
+    // Jürgen Größe has a fax: an extended property, which Graph leaves out
+    // of the answer to the create; the link must still know it.
     let mut echoes = Vec::new();
-    for m in ALL {
-        let (_, c) = h.find(m, "Strauß").await.remove(0);
-        assert_eq!(c["jobTitle"], "Einkauf");
-        echoes.push((m, c["id"].as_str().unwrap().to_string(), c["@odata.etag"].as_str().unwrap().to_string()));
+    for name in ["Strauß", "Größe"] {
+        let id = h.hq_id(name).await;
+        h.hq.update_contact_person(id, |c| c.position = Some("Einkauf".into())).await.unwrap();
+        let before = h.graph_requests().await;
+        h.hq_contact_changed(id).await;
+        let after = h.graph_requests().await;
+        assert_eq!(
+            requests_since(&after, &before),
+            BTreeMap::from([(PATCH_CONTACT.to_string(), 4)]),
+            "{name}: one PATCH per mailbox and no read"
+        );
+        // Graph notifies each write with the version it made.
+        for m in ALL {
+            let (_, c) = h.find(m, name).await.remove(0);
+            assert_eq!(c["jobTitle"], "Einkauf");
+            echoes.push((m, c["id"].as_str().unwrap().to_string(), c["@odata.etag"].as_str().unwrap().to_string()));
+        }
     }
     let (before, writes) = (h.graph_requests().await, h.writes().await);
     for (m, gid, etag) in &echoes {
@@ -352,9 +356,10 @@ async fn a_hellohq_edit_is_one_conditional_patch_per_mailbox_and_its_echo_reads_
     assert_eq!(h.writes().await, writes, "an echo was written");
     // A deletion names the version deleted; it is never taken for an echo.
     let (m, gid, etag) = &echoes[0];
+    let strauss = h.hq_id("Strauß").await;
     h.graph.delete(&format!("/users/{m}/contacts/{gid}"), None).await.unwrap();
     h.exchange_changed_to(m, gid, Change::Deleted, etag).await;
-    assert!(h.hq.get_contact_person(id).await.is_err(), "the Outlook deletion reached helloHQ");
+    assert!(h.hq.get_contact_person(strauss).await.is_err(), "the Outlook deletion reached helloHQ");
     h.stop().await;
 }
 

@@ -152,6 +152,18 @@ fn held_exchange(l: &Link) -> Option<ExSide> {
         .then_some(ExSide::Held { contact: Box::new(base), version })
 }
 
+/// A created contact as Exchange holds it: Graph answers a POST without
+/// the extended properties (the fax, the helloHQ tag), so those written are
+/// put back; else the link's Exchange fingerprint would miss the fax.
+fn with_written_properties(mut created: Value, body: &Value) -> Value {
+    if created.get("singleValueExtendedProperties").is_none() {
+        if let Some(props) = body.get("singleValueExtendedProperties") {
+            created["singleValueExtendedProperties"] = props.clone();
+        }
+    }
+    created
+}
+
 impl<'a> Contacts<'a> {
     fn contacts_path(mailbox: &str, folder_id: &str) -> String {
         format!("/users/{}/contactFolders/{}/contacts", seg(mailbox), seg(folder_id))
@@ -334,7 +346,8 @@ impl<'a> Contacts<'a> {
     async fn post_copy(&self, m: &Mailbox, fid: &str, hq: &HqContact) -> Result<Value, EngineError> {
         let hq_id = hq.id.to_string();
         let body = contact::to_graph(&hq.contact, None, Some(&hq_id));
-        self.graph.create_contact(m.id.as_str(), fid, &body).await.map_err(graph_err)
+        let created = self.graph.create_contact(m.id.as_str(), fid, &body).await.map_err(graph_err)?;
+        Ok(with_written_properties(created, &body))
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -542,6 +555,7 @@ impl<'a> Contacts<'a> {
         let fid = Self::folder_id(folders, folder);
         let body = contact::to_graph(&h.contact, None, Some(&h.id.to_string()));
         let created = self.graph.create_contact(m.id.as_str(), fid, &body).await.map_err(graph_err)?;
+        let created = with_written_properties(created, &body);
         if let Some(old) = l.graph_id.as_deref() {
             match self.graph.delete(&format!("/users/{}/contacts/{}", seg(m.id.as_str()), seg(old)), None).await {
                 Ok(()) | Err(GraphError::NotFound { .. }) => {}
