@@ -713,14 +713,26 @@ impl<'a> Contacts<'a> {
                 written["singleValueExtendedProperties"] = Value::Array(props);
             }
             ex_now = Some(written);
-            self.journal(Some(&m.id), "updated", Some(h.id.to_string()), Some(gid.clone()), json!({"side": "exchange", "summary": summary(&merged), "fields": result.to_exchange, "folder": l.folder.as_deref().and_then(Folder::parse).map(Folder::display_name)})).await;
         }
         // The base is what both sides now agree on; blocked fields keep theirs.
         let folder = l.folder.as_deref().and_then(Folder::parse).unwrap_or(Folder::Global);
         match ex_now {
             Some(ex_now) => {
-                self.save_link(m, Some(h.id.to_string()), &ex_now, folder, &merged, Some(fingerprint(&hq_now)), Some(l))
-                    .await?
+                // Saved before journalling: Graph's notification of this write
+                // finds the version written the sooner, and costs no read.
+                self.save_link(
+                    m,
+                    Some(h.id.to_string()),
+                    &ex_now,
+                    folder,
+                    &merged,
+                    Some(fingerprint(&hq_now)),
+                    Some(l),
+                )
+                .await?;
+                if !result.to_exchange.is_empty() {
+                    self.journal(Some(&m.id), "updated", Some(h.id.to_string()), Some(gid.clone()), json!({"side": "exchange", "summary": summary(&merged), "fields": result.to_exchange, "folder": l.folder.as_deref().and_then(Folder::parse).map(Folder::display_name)})).await;
+                }
             }
             // Exchange neither read nor written: it still holds the link's version.
             None => {
