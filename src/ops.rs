@@ -324,6 +324,7 @@ pub async fn resync(app: &App, a: ResyncArgs) -> anyhow::Result<u8> {
             entity: None,
             origin: Origin::Schedule,
             resource_id: None,
+            version: None,
             subscription_id: None,
             change: Change::Resync,
             received_at: Utc::now(),

@@ -355,6 +355,7 @@ async fn the_pilot_rollout_syncs_only_the_pilot_mailbox_until_all() {
         entity: None,
         origin: Origin::Schedule,
         resource_id: None,
+        version: None,
         subscription_id: None,
         change: Change::Resync,
         received_at: Utc::now(),

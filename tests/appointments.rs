@@ -118,6 +118,7 @@ impl H {
             entity: (origin == Origin::Hellohq).then_some(HqEntity::Task),
             origin,
             resource_id: id.map(str::to_string),
+            version: None,
             subscription_id: None,
             change,
             received_at: Utc::now(),

@@ -21,6 +21,11 @@ async fn requests_counts_contacts_both_ways_without_echo_writes() {
         assert!(f.mirrored_writes >= 2 && f.graph_requests > 0, "{f:?}");
         assert_eq!(f.echo_writes, 0, "{f:?}");
     }
+    // Every row measures edits that are mirrored: an edit of a field that
+    // flows only from helloHQ (an event's subject, a task's title) mirrors nothing.
+    for f in &all {
+        assert!(f.mirrored_writes > 0, "{f:?}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

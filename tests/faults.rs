@@ -1070,6 +1070,7 @@ impl Env {
             entity: None,
             origin: Origin::Schedule,
             resource_id: None,
+            version: None,
             subscription_id: None,
             change: Change::Resync,
             received_at: Utc::now(),

@@ -91,6 +91,8 @@ async fn microsofts_sample_notification_is_enqueued_as_one_hint() {
         assert_eq!(h.origin, Origin::Exchange);
         assert_eq!(h.change, Change::Created);
         assert_eq!(h.resource_id.as_deref(), Some("AAMkAGI2TG93AAA="));
+        // The version the change made travels with it, so its echo costs no read.
+        assert_eq!(h.version.as_deref(), Some("W/\"CQAAABYAAADkrWGo7bouTKlsgTZMr9KwAAAUWRHf\""));
         assert_eq!(h.subscription_id.as_deref(), Some(SUBSCRIPTION));
         app.stop().await;
     })

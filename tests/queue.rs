@@ -41,6 +41,7 @@ fn hint(mailbox: &str) -> Hint {
         entity: None,
         origin: Origin::Exchange,
         resource_id: Some(format!("AAMkAD{}", Uuid::new_v4().simple())),
+        version: None,
         subscription_id: Some("sub-1".into()),
         change: Change::Updated,
         received_at: Utc::now(),

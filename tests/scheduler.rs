@@ -339,6 +339,7 @@ async fn reauthorization_required_renews_the_subscription_in_place() {
         entity: None,
         origin: Origin::Exchange,
         resource_id: None,
+        version: None,
         subscription_id: Some(sub.id.clone()),
         change: Change::ReauthorizationRequired,
         received_at: Utc::now(),

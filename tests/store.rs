@@ -98,6 +98,7 @@ contract!(
     mailboxes_upsert_and_list_per_tenant,
     subscriptions_round_trip_with_client_state_digest,
     links_are_found_by_either_id_and_updated_in_place,
+    an_expected_hellohq_write_marks_only_its_link_until_the_next_upsert,
     graph_only_link_is_adopted_when_hq_side_appears,
     graph_item_cannot_be_linked_to_two_hq_records,
     delete_link_matches_every_given_id_and_never_widens,
@@ -211,6 +212,7 @@ fn hint(tenant: &str) -> Hint {
         entity: Some(HqEntity::Task),
         origin: Origin::Hellohq,
         resource_id: Some("202".into()),
+        version: None,
         subscription_id: None,
         change: Change::Updated,
         received_at: Utc::now(),
@@ -461,6 +463,23 @@ async fn links_are_found_by_either_id_and_updated_in_place(store: Store, _url: S
     assert_eq!(got.hq_fingerprint.as_deref(), Some("hq-fp-2"));
     assert_eq!(got.base, next.base);
     assert!(store.get_link_by_graph(&t, &m, Kind::Contact, "AAMk=1").await.unwrap().is_none());
+}
+
+async fn an_expected_hellohq_write_marks_only_its_link_until_the_next_upsert(store: Store, _url: String) {
+    store.upsert_tenant(&tenant("acme")).await.unwrap();
+    let (t, m) = (tid("acme"), mid("anna@acme.example"));
+    let l = link("acme", "anna@acme.example", Kind::Contact, Some("101"), Some("g1"));
+    store.upsert_link(&l).await.unwrap();
+    store.upsert_link(&link("acme", "bert@acme.example", Kind::Contact, Some("101"), Some("g2"))).await.unwrap();
+    let before = store.get_link_by_hq(&t, &m, Kind::Contact, "101").await.unwrap().unwrap();
+    store.expect_hq_write(&t, &m, Kind::Contact, "101", "fp-next").await.unwrap();
+    let marked = store.get_link_by_hq(&t, &m, Kind::Contact, "101").await.unwrap().unwrap();
+    assert_eq!(marked, Link { hq_version: Some("fp-next".into()), ..before }, "only hq_version changes");
+    let other = store.get_link_by_hq(&t, &mid("bert@acme.example"), Kind::Contact, "101").await.unwrap().unwrap();
+    assert_eq!(other.hq_version.as_deref(), Some("3"), "another mailbox's link is not marked");
+    store.upsert_link(&l).await.unwrap();
+    let next = store.get_link_by_hq(&t, &m, Kind::Contact, "101").await.unwrap().unwrap();
+    assert_eq!(next.hq_version.as_deref(), Some("3"), "the next upsert replaces the mark");
 }
 
 async fn graph_only_link_is_adopted_when_hq_side_appears(store: Store, _url: String) {

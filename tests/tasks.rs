@@ -124,6 +124,7 @@ impl H {
             entity,
             origin,
             resource_id: id.map(str::to_string),
+            version: None,
             subscription_id: None,
             change,
             received_at: Utc::now(),

@@ -26,6 +26,7 @@ fn hint(i: u32) -> Hint {
         entity: None,
         origin: Origin::Exchange,
         resource_id: Some(format!("contact-{i}")),
+        version: None,
         subscription_id: Some(SUBSCRIPTION.into()),
         change: Change::Updated,
         received_at: chrono::Utc::now(),

@@ -242,6 +242,7 @@ impl Rig {
             entity: None,
             origin: Origin::Schedule,
             resource_id: None,
+            version: None,
             subscription_id: None,
             change: Change::Resync,
             received_at: chrono::Utc::now(),

@@ -33,7 +33,9 @@ use crate::store::{Link, Mailbox, Store};
 use super::directory::{name_key, Directory, Folder};
 use super::merge::{self, FieldRule, Flow, Side};
 use super::settings::TenantSettings;
-use super::shared::{graph_err, graph_modified, graph_version, hq_deleted, hq_err, mark_hq_deleted, parse_hq_id};
+use super::shared::{
+    graph_err, graph_modified, graph_version, hq_deleted, hq_err, mark_hq_deleted, parse_hq_id, same_graph_version,
+};
 use super::{fingerprint, EngineError};
 
 /// Field rules for contacts: everything both ways, except the company,
@@ -123,6 +125,43 @@ pub struct Contacts<'a> {
 fn summary(c: &Contact) -> String {
     let name = c.display_name();
     format!("contact {}", if name.is_empty() { "(no name)".to_string() } else { name })
+}
+
+/// The Exchange side of a merge.
+enum ExSide {
+    /// Read from Graph just now.
+    Read(Value),
+    /// Not read: the link's version held exactly the base, so the base
+    /// stands for it and a write is conditional on that version.
+    Held { contact: Box<Contact>, version: String },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Merged {
+    Done,
+    /// The held version was stale (`412`); nothing was written.
+    Stale,
+}
+
+/// What the link knows Exchange holds, when it knows it whole: a linked
+/// pair whose Exchange version was seen holding exactly the base.
+fn held_exchange(l: &Link) -> Option<ExSide> {
+    let version = l.graph_version.clone().filter(|_| l.state == LINKED)?;
+    let base: Contact = serde_json::from_value(l.base.clone()).ok()?;
+    (l.graph_fingerprint.as_deref() == Some(fingerprint(&base).as_str()))
+        .then_some(ExSide::Held { contact: Box::new(base), version })
+}
+
+/// A created contact as Exchange holds it: Graph answers a POST without
+/// the extended properties (the fax, the helloHQ tag), so those written are
+/// put back; else the link's Exchange fingerprint would miss the fax.
+fn with_written_properties(mut created: Value, body: &Value) -> Value {
+    if created.get("singleValueExtendedProperties").is_none() {
+        if let Some(props) = body.get("singleValueExtendedProperties") {
+            created["singleValueExtendedProperties"] = props.clone();
+        }
+    }
+    created
 }
 
 impl<'a> Contacts<'a> {
@@ -307,7 +346,8 @@ impl<'a> Contacts<'a> {
     async fn post_copy(&self, m: &Mailbox, fid: &str, hq: &HqContact) -> Result<Value, EngineError> {
         let hq_id = hq.id.to_string();
         let body = contact::to_graph(&hq.contact, None, Some(&hq_id));
-        self.graph.create_contact(m.id.as_str(), fid, &body).await.map_err(graph_err)
+        let created = self.graph.create_contact(m.id.as_str(), fid, &body).await.map_err(graph_err)?;
+        Ok(with_written_properties(created, &body))
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -515,6 +555,7 @@ impl<'a> Contacts<'a> {
         let fid = Self::folder_id(folders, folder);
         let body = contact::to_graph(&h.contact, None, Some(&h.id.to_string()));
         let created = self.graph.create_contact(m.id.as_str(), fid, &body).await.map_err(graph_err)?;
+        let created = with_written_properties(created, &body);
         if let Some(old) = l.graph_id.as_deref() {
             match self.graph.delete(&format!("/users/{}/contacts/{}", seg(m.id.as_str()), seg(old)), None).await {
                 Ok(()) | Err(GraphError::NotFound { .. }) => {}
@@ -536,7 +577,10 @@ impl<'a> Contacts<'a> {
     }
 
     /// Both sides exist and are linked: merge against the base and write
-    /// what changed where it may go.
+    /// what changed where it may go. Without the Exchange item in hand, the
+    /// version the link holds stands for it when that version held exactly
+    /// the base: the write is one PATCH conditional on it, and only a `412`
+    /// (Exchange changed since) costs a read and a second merge.
     async fn update_pair(
         &self,
         m: &Mailbox,
@@ -557,18 +601,53 @@ impl<'a> Contacts<'a> {
             }
             return Ok(());
         }
-        // Something changed: read Exchange if not in hand (needed to merge).
-        let ex = match ex {
-            Some(e) => e,
-            None => match self.read_graph(m.id.as_str(), &gid).await? {
-                Some(e) => e,
-                // Deleted in Exchange meanwhile: its own hint decides.
-                None => return Ok(()),
+        // helloHQ holds exactly what a merge from this very copy is writing
+        // there (its webhook overtook that merge): the copy is the source and
+        // that merge finishes the pair; nothing to read or write here.
+        if ex.is_none() && l.hq_version.as_deref() == Some(hq_fp.as_str()) {
+            return Ok(());
+        }
+        let side = match ex {
+            Some(e) => ExSide::Read(e),
+            None => match held_exchange(l) {
+                Some(held) => held,
+                // Something changed and the link cannot stand for Exchange: read it.
+                None => match self.read_graph(m.id.as_str(), &gid).await? {
+                    Some(e) => ExSide::Read(e),
+                    // Deleted in Exchange meanwhile: its own hint decides.
+                    None => return Ok(()),
+                },
             },
         };
-        let ex_c = contact::from_graph(&ex);
+        if self.merge_pair(m, h, l, side, direction, plan).await? == Merged::Done {
+            return Ok(());
+        }
+        // Exchange changed since the link's version (an edit whose hint has
+        // not been handled yet): read it and merge that, so the edit survives.
+        match self.read_graph(m.id.as_str(), &gid).await? {
+            Some(e) => self.merge_pair(m, h, l, ExSide::Read(e), direction, plan).await.map(|_| ()),
+            None => Ok(()),
+        }
+    }
+
+    /// One three-way merge of `h` and the Exchange side, written out.
+    /// [`Merged::Stale`]: the held version was not current (nothing written).
+    async fn merge_pair(
+        &self,
+        m: &Mailbox,
+        h: &HqContact,
+        l: &Link,
+        side: ExSide,
+        direction: Direction,
+        plan: &mut Option<&mut Plan>,
+    ) -> Result<Merged, EngineError> {
+        let gid = l.graph_id.clone().unwrap_or_default();
+        let (ex_c, version, modified) = match &side {
+            ExSide::Read(e) => (contact::from_graph(e), graph_version(e), graph_modified(e)),
+            ExSide::Held { contact, version } => ((**contact).clone(), Some(version.clone()), None),
+        };
         let base = serde_json::from_value::<Contact>(l.base.clone()).map(|c| c.to_fields()).ok();
-        let newer = match (h.updated, graph_modified(&ex)) {
+        let newer = match (h.updated, modified) {
             (Some(a), Some(b)) if b > a => Side::Exchange,
             _ => Side::Hellohq,
         };
@@ -588,7 +667,7 @@ impl<'a> Contacts<'a> {
         }
         if let Some(p) = plan.as_deref_mut() {
             p.record_merge(&summary(&h.contact), &result);
-            return Ok(());
+            return Ok(Merged::Done);
         }
         for c in &result.conflicts {
             self.journal(Some(&m.id), "conflict", Some(h.id.to_string()), Some(gid.clone()), json!({"side": "both", "summary": summary(&h.contact), "field": c.field, "hellohq": c.hellohq, "exchange": c.exchange, "winner": c.winner})).await;
@@ -596,34 +675,79 @@ impl<'a> Contacts<'a> {
         let merged = Contact::from_fields(&result.merged);
         let mut hq_now = h.contact.clone();
         if !result.to_hellohq.is_empty() {
+            // What helloHQ will hold: its record with the merged fields written.
+            let mut expected = h.contact.to_fields();
+            for f in &result.to_hellohq {
+                expected.insert(f.clone(), result.merged.get(f).cloned().unwrap_or(Value::Null));
+            }
+            let expected = fingerprint(&Contact::from_fields(&expected));
+            self.store.expect_hq_write(self.tenant, &m.id, Kind::Contact, &h.id.to_string(), &expected).await?;
             hq_now = self.write_hq(h.id, h.updated, &merged, &result.to_hellohq).await?;
             self.journal(Some(&m.id), "updated", Some(h.id.to_string()), Some(gid.clone()), json!({"side": "hellohq", "summary": summary(&merged), "fields": result.to_hellohq, "from": m.id.as_str()})).await;
         }
-        let mut ex_now = ex.clone();
+        let held = matches!(side, ExSide::Held { .. });
+        let mut ex_now = match side {
+            ExSide::Read(e) => Some(e),
+            ExSide::Held { .. } => None,
+        };
         if !result.to_exchange.is_empty() {
             let patch = contact::to_graph(&merged, Some(&result.to_exchange), None);
             let path = format!("/users/{}/contacts/{}", seg(m.id.as_str()), seg(&gid));
-            ex_now = match self.graph.patch(&path, &patch, graph_version(&ex).as_deref()).await {
+            let mut written = match self.graph.patch(&path, &patch, version.as_deref()).await {
                 Ok(v) => v,
+                // The held version is not current: nothing was written yet
+                // (a held side has nothing for helloHQ), the caller reads.
+                Err(GraphError::Conflict { .. }) if held => return Ok(Merged::Stale),
                 // Changed again since our read: the next hint merges again.
                 Err(GraphError::Conflict { .. }) => {
                     return Err(EngineError::Transient("Exchange contact changed during the merge".into()))
                 }
-                Err(GraphError::NotFound { .. }) => return Ok(()),
+                Err(GraphError::NotFound { .. }) => return Ok(Merged::Done),
                 Err(e) => return Err(graph_err(e)),
             };
             // PATCH answers without extended properties; keep the fax we wrote.
-            if result.to_exchange.iter().any(|f| f == "fax") || ex_now.get("singleValueExtendedProperties").is_none() {
+            if result.to_exchange.iter().any(|f| f == "fax") || written.get("singleValueExtendedProperties").is_none() {
                 let mut props =
                     vec![json!({"id": contact::FAX_PROPERTY_ID, "value": merged.fax.clone().unwrap_or_default()})];
                 props.push(json!({"id": contact::HQ_ID_PROPERTY_ID, "value": h.id.to_string()}));
-                ex_now["singleValueExtendedProperties"] = Value::Array(props);
+                written["singleValueExtendedProperties"] = Value::Array(props);
             }
-            self.journal(Some(&m.id), "updated", Some(h.id.to_string()), Some(gid.clone()), json!({"side": "exchange", "summary": summary(&merged), "fields": result.to_exchange, "folder": l.folder.as_deref().and_then(Folder::parse).map(Folder::display_name)})).await;
+            ex_now = Some(written);
         }
         // The base is what both sides now agree on; blocked fields keep theirs.
         let folder = l.folder.as_deref().and_then(Folder::parse).unwrap_or(Folder::Global);
-        self.save_link(m, Some(h.id.to_string()), &ex_now, folder, &merged, Some(fingerprint(&hq_now)), Some(l)).await
+        match ex_now {
+            Some(ex_now) => {
+                // Saved before journalling: Graph's notification of this write
+                // finds the version written the sooner, and costs no read.
+                self.save_link(
+                    m,
+                    Some(h.id.to_string()),
+                    &ex_now,
+                    folder,
+                    &merged,
+                    Some(fingerprint(&hq_now)),
+                    Some(l),
+                )
+                .await?;
+                if !result.to_exchange.is_empty() {
+                    self.journal(Some(&m.id), "updated", Some(h.id.to_string()), Some(gid.clone()), json!({"side": "exchange", "summary": summary(&merged), "fields": result.to_exchange, "folder": l.folder.as_deref().and_then(Folder::parse).map(Folder::display_name)})).await;
+                }
+            }
+            // Exchange neither read nor written: it still holds the link's version.
+            None => {
+                let next = Link {
+                    hq_id: Some(h.id.to_string()),
+                    base: serde_json::to_value(&merged).unwrap_or_default(),
+                    hq_fingerprint: Some(fingerprint(&hq_now)),
+                    state: LINKED.into(),
+                    updated_at: Utc::now(),
+                    ..l.clone()
+                };
+                self.store.upsert_link(&next).await?;
+            }
+        }
+        Ok(Merged::Done)
     }
 
     /// Writes `fields` of `c` into helloHQ contact `id` (read-modify-write)
@@ -749,10 +873,24 @@ impl<'a> Contacts<'a> {
         Ok(())
     }
 
-    /// An Exchange contact in `mailbox` changed or was deleted.
-    pub async fn on_exchange_contact(&self, dir: &Directory, m: &Mailbox, graph_id: &str) -> Result<(), EngineError> {
+    /// An Exchange contact in `mailbox` changed or was deleted. `version`:
+    /// the version the change produced, as the notification named it (never
+    /// given for a deletion).
+    pub async fn on_exchange_contact(
+        &self,
+        dir: &Directory,
+        m: &Mailbox,
+        graph_id: &str,
+        version: Option<&str>,
+    ) -> Result<(), EngineError> {
         let direction = self.settings.direction(m, Kind::Contact);
         let link = self.store.get_link_by_graph(self.tenant, &m.id, Kind::Contact, graph_id).await?;
+        if let (Some(v), Some(l)) = (version, &link) {
+            let held = l.graph_version.as_deref().is_some_and(|held| same_graph_version(held, v));
+            if held && l.state == LINKED && l.hq_id.is_some() {
+                return Ok(()); // the version the link holds: our own write's echo, or a duplicate
+            }
+        }
         let ex = self.read_graph(m.id.as_str(), graph_id).await?;
         let Some(ex) = ex else {
             // 404 after a notification: an explicit deletion in Exchange.

@@ -201,11 +201,13 @@ impl Engine {
                 let approved = self.take_approval(&tenant.id, m, Kind::Contact).await?;
                 cx.pass(&dir, &mb, false, approved).await.map(|_| ())
             }
-            (Origin::Exchange, _, Some(m), Some(Kind::Contact)) => {
+            (Origin::Exchange, change, Some(m), Some(Kind::Contact)) => {
                 let Some(id) = hint.resource_id.as_deref() else { return Ok(()) };
                 let Some(mb) = self.active_mailbox(&tenant.id, m).await? else { return Ok(()) };
                 let dir = self.directory(&tenant.id, &clients.hq, false).await?;
-                cx.on_exchange_contact(&dir, &mb, id).await
+                // A deletion names the version deleted: never "nothing new".
+                let version = hint.version.as_deref().filter(|_| change != Change::Deleted);
+                cx.on_exchange_contact(&dir, &mb, id, version).await
             }
             // Tasks (SPEC §4): To Do has no app-only notifications, so the
             // scheduler's periodic resync per mailbox is the To Do poll.

@@ -43,6 +43,17 @@ pub fn graph_version(v: &Value) -> Option<String> {
     v.get("@odata.etag").or_else(|| v.get("changeKey")).and_then(Value::as_str).map(str::to_string)
 }
 
+/// Whether two Graph versions name the same one. A notification's
+/// `@odata.etag` (`W/"CQAA…"`) and an item's `changeKey` (`CQAA…`) are
+/// compared by the key inside.
+pub fn same_graph_version(a: &str, b: &str) -> bool {
+    fn key(v: &str) -> &str {
+        let v = v.trim();
+        v.strip_prefix("W/").unwrap_or(v).trim_matches('"')
+    }
+    !key(a).is_empty() && key(a) == key(b)
+}
+
 /// An RFC 3339 time field of a Graph item (e.g. `lastModifiedDateTime`).
 pub fn graph_time(v: &Value, field: &str) -> Option<DateTime<Utc>> {
     v.get(field).and_then(Value::as_str).and_then(|s| DateTime::parse_from_rfc3339(s).ok()).map(|t| t.to_utc())
@@ -120,4 +131,17 @@ pub async fn mark_hq_deleted(store: &Store, tenant: &TenantId, kind: Kind, id: &
 /// Whether helloHQ record `id` of `kind` is known to be deleted.
 pub async fn hq_deleted(store: &Store, tenant: &TenantId, kind: Kind, id: &str) -> Result<bool, EngineError> {
     Ok(store.get_cursor(tenant, HQ_DELETED, &tombstone_key(kind, id)).await?.is_some())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::same_graph_version;
+
+    #[test]
+    fn a_notification_etag_and_a_change_key_name_the_same_version() {
+        assert!(same_graph_version("W/\"CQAAABYAAAA\"", "W/\"CQAAABYAAAA\""));
+        assert!(same_graph_version("W/\"CQAAABYAAAA\"", "CQAAABYAAAA"));
+        assert!(!same_graph_version("W/\"CQAAABYAAAA\"", "W/\"CQAAABYAAAB\""));
+        assert!(!same_graph_version("W/\"\"", ""));
+    }
 }

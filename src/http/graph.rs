@@ -160,11 +160,11 @@ async fn trust(
             return Ok(Err("tenant_mismatch"));
         }
     }
-    let (change, resource_id) = match item.kind {
-        ItemKind::Change { change, resource_id } => (change, resource_id),
-        ItemKind::Lifecycle(LifecycleEvent::Missed) => (Change::Resync, None),
-        ItemKind::Lifecycle(LifecycleEvent::SubscriptionRemoved) => (Change::SubscriptionRemoved, None),
-        ItemKind::Lifecycle(LifecycleEvent::ReauthorizationRequired) => (Change::ReauthorizationRequired, None),
+    let (change, resource_id, version) = match item.kind {
+        ItemKind::Change { change, resource_id, version } => (change, resource_id, version),
+        ItemKind::Lifecycle(LifecycleEvent::Missed) => (Change::Resync, None, None),
+        ItemKind::Lifecycle(LifecycleEvent::SubscriptionRemoved) => (Change::SubscriptionRemoved, None, None),
+        ItemKind::Lifecycle(LifecycleEvent::ReauthorizationRequired) => (Change::ReauthorizationRequired, None, None),
     };
     let hint_id = match &item.notification_id {
         Some(nid) => Hint::stable_id(&sub.tenant, "graph", &format!("{}/{nid}", sub.id)),
@@ -179,6 +179,7 @@ async fn trust(
         entity: None,
         origin: Origin::Exchange,
         resource_id,
+        version,
         subscription_id: Some(sub.id.clone()),
         change,
         received_at: now,

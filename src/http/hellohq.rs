@@ -81,6 +81,7 @@ pub async fn webhook(
         entity: Some(verified.entity),
         origin: Origin::Hellohq,
         resource_id: Some(verified.hq_id),
+        version: None,
         subscription_id: None,
         change: verified.change,
         received_at: chrono::Utc::now(),

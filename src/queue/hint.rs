@@ -123,6 +123,11 @@ pub struct Hint {
     /// Graph item id or helloHQ id, as the origin names it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resource_id: Option<String>,
+    /// For Graph-origin hints: the item's version after the change
+    /// (`resourceData.@odata.etag`), when Graph sent one. A version the link
+    /// already holds is the echo of our own write and costs no read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
     /// For Graph-origin hints: the subscription that delivered it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subscription_id: Option<String>,
@@ -190,6 +195,7 @@ mod tests {
             entity: None,
             origin: Origin::Exchange,
             resource_id: Some("AAMkAD=".into()),
+            version: None,
             subscription_id: Some("sub-1".into()),
             change: Change::Updated,
             received_at: Utc::now(),
@@ -199,6 +205,17 @@ mod tests {
     #[test]
     fn round_trips_through_bytes() {
         let h = sample();
+        assert_eq!(Hint::from_bytes(&h.to_bytes()).unwrap(), h);
+    }
+
+    #[test]
+    fn the_graph_version_is_optional_on_the_wire() {
+        let mut h = sample();
+        let bytes = h.to_bytes();
+        assert!(!String::from_utf8_lossy(&bytes).contains("\"version\""), "an absent version is not written");
+        // A hint from a build without the field still decodes.
+        assert_eq!(Hint::from_bytes(&bytes).unwrap().version, None);
+        h.version = Some("W/\"CQAAABYAAAA\"".into());
         assert_eq!(Hint::from_bytes(&h.to_bytes()).unwrap(), h);
     }
 

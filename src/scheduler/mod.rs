@@ -472,6 +472,7 @@ impl Scheduler {
             entity: None,
             origin: Origin::Schedule,
             resource_id: None,
+            version: None,
             subscription_id: None,
             change: Change::Resync,
             received_at: (self.clock)(),

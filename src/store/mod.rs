@@ -130,6 +130,9 @@ pub struct Link {
     pub base: serde_json::Value,
     pub hq_fingerprint: Option<String>,
     pub graph_fingerprint: Option<String>,
+    /// helloHQ's version, where a kind has one. Contacts keep here the
+    /// fingerprint helloHQ will hold once a write from this pair's merge,
+    /// under way, has landed (see [`Store::expect_hq_write`]).
     pub hq_version: Option<String>,
     pub graph_version: Option<String>,
     pub state: String,
@@ -501,6 +504,28 @@ impl Store {
             tx.conn().execute(sql, fields()).await?;
         }
         tx.commit().await
+    }
+
+    /// Records on the link of `hq_id` in `mailbox` the `hq_version` a write
+    /// to helloHQ about to be made from it will leave, and nothing else (not
+    /// `updated_at`: the pairing is unchanged). helloHQ's webhook for that
+    /// write may overtake the link's update; with this it is recognised.
+    /// The next [`Store::upsert_link`] of the pair replaces it.
+    pub async fn expect_hq_write(
+        &self,
+        tenant: &TenantId,
+        mailbox: &MailboxId,
+        kind: Kind,
+        hq_id: &str,
+        version: &str,
+    ) -> Result<(), StoreError> {
+        self.pool
+            .execute(
+                "UPDATE links SET hq_version = $1 WHERE tenant = $2 AND mailbox = $3 AND kind = $4 AND hq_id = $5",
+                args![version, tenant.as_str(), mailbox.as_str(), kind.as_str(), hq_id],
+            )
+            .await?;
+        Ok(())
     }
 
     /// Inserts `l` only if no link of its mailbox and kind has its Graph id

@@ -43,6 +43,8 @@ pub enum ItemKind {
         change: Change,
         /// The item's Graph id (from `resourceData.id`, else the `resource` path).
         resource_id: Option<String>,
+        /// The version the change produced (`resourceData.@odata.etag`), when Graph sends it.
+        version: Option<String>,
     },
     Lifecycle(LifecycleEvent),
 }
@@ -88,6 +90,8 @@ struct WireItem {
 struct WireResourceData {
     #[serde(default)]
     id: Option<String>,
+    #[serde(default, rename = "@odata.etag")]
+    etag: Option<String>,
 }
 
 /// Parses a notification body: `Err` when the body as a whole is not a
@@ -129,12 +133,9 @@ fn parse_wire_item(item: WireItem) -> Result<NotificationItem, NotificationError
             Some("deleted") => Change::Deleted,
             _ => return Err(NotificationError::UnknownType),
         };
-        let resource_id = item
-            .resource_data
-            .and_then(|d| d.id)
-            .filter(|s| !s.is_empty())
-            .or_else(|| item.resource.as_deref().and_then(last_segment_id));
-        ItemKind::Change { change, resource_id }
+        let (id, version) = item.resource_data.map(|d| (d.id, d.etag)).unwrap_or_default();
+        let resource_id = id.filter(|s| !s.is_empty()).or_else(|| item.resource.as_deref().and_then(last_segment_id));
+        ItemKind::Change { change, resource_id, version: version.filter(|s| !s.is_empty()) }
     };
     Ok(NotificationItem {
         subscription_id,
@@ -172,7 +173,11 @@ mod tests {
         assert_eq!(item.notification_id.as_deref(), Some("lsgTZMr9KwAAA"));
         assert_eq!(
             item.kind,
-            ItemKind::Change { change: Change::Created, resource_id: Some("{long_id_string}".into()) }
+            ItemKind::Change {
+                change: Change::Created,
+                resource_id: Some("{long_id_string}".into()),
+                version: Some("W/\"CQAAABYAAADkrWGo7bouTKlsgTZMr9KwAAAUWRHf\"".into())
+            }
         );
     }
 
@@ -191,7 +196,7 @@ mod tests {
         assert_eq!(items[0], Err(NotificationError::NoSubscription));
         assert_eq!(
             items[1].as_ref().unwrap().kind,
-            ItemKind::Change { change: Change::Updated, resource_id: Some("AAMk=".into()) }
+            ItemKind::Change { change: Change::Updated, resource_id: Some("AAMk=".into()), version: None }
         );
         assert_eq!(items[2], Err(NotificationError::UnknownType));
         assert_eq!(items[3], Err(NotificationError::UnknownType));

@@ -357,6 +357,7 @@ fn hint(tenant: &TenantId, entity: HqEntity, id: i64, change: Change, message: &
         entity: Some(entity),
         origin: Origin::Hellohq,
         resource_id: Some(id.to_string()),
+        version: None,
         subscription_id: None,
         change,
         received_at: Utc::now(),
