@@ -619,6 +619,7 @@ fn bench_hint(tenant: &TenantId, mailbox: &MailboxId, i: u64) -> crate::queue::H
         resource_id: Some(format!("c{i}")),
         subscription_id: Some(BENCH_SUBSCRIPTION.into()),
         change: Change::Updated,
+        version: Some("W/\"CQAAABYAAAA\"".into()),
         received_at: chrono::Utc::now(),
     }
 }
