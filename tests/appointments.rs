@@ -5,8 +5,13 @@
 //! (numbered → end date, local time across DST, cancelled occurrences both
 //! ways), idempotent creates, and exactly one Exchange write per edit.
 
+mod common;
+
+use std::collections::BTreeMap;
+
 use chrono::{DateTime, Datelike, Duration, NaiveDate, TimeZone, Utc, Weekday};
 use chrono_tz::Europe::Berlin;
+use common::requests_since;
 use hqsync::connectors::graph::{GraphClient, GraphClientConfig};
 use hqsync::connectors::hellohq::client::{HellohqClient, HellohqClientConfig, ListQuery};
 use hqsync::connectors::hellohq::wire::Task;
@@ -149,6 +154,19 @@ impl H {
     async fn exchange_changed(&self, mailbox: &str, graph_id: &str) {
         let h = self.hint(Origin::Exchange, Change::Updated, Some(mailbox), Some(graph_id));
         self.run(&h).await;
+    }
+
+    /// A Graph notification's hint, carrying the version it names (`resourceData.@odata.etag`).
+    async fn exchange_changed_to(&self, mailbox: &str, graph_id: &str, version: &str) {
+        let h = Hint {
+            version: Some(version.to_string()),
+            ..self.hint(Origin::Exchange, Change::Updated, Some(mailbox), Some(graph_id))
+        };
+        self.run(&h).await;
+    }
+
+    async fn graph_requests(&self) -> BTreeMap<String, u64> {
+        common::graph_sim_requests(&self.http, &self.graph_sim.base_url()).await
     }
 
     /// Every event (series as masters) in a mailbox.
@@ -387,6 +405,33 @@ async fn a_hellohq_edit_of_a_meeting_is_one_exchange_write_and_its_echoes_write_
     assert_eq!(h.writes().await, answered, "an accept caused a write");
     let org2 = h.graph.get_event(ANNA, org["id"].as_str().unwrap()).await.unwrap();
     assert_ne!(org2["changeKey"], org["changeKey"], "the answer did change the organizer's event");
+    h.stop().await;
+}
+
+/// Issue #9: Graph names the version each change made. The organizer's
+/// notification of hqsync's own write names the version its link holds and
+/// costs no Graph request; an Outlook edit names a new one and is mirrored.
+#[tokio::test]
+async fn the_echo_of_a_meeting_write_names_the_version_the_link_holds_and_costs_no_request() {
+    let h = H::start().await;
+    h.sync_all().await;
+    let row = h.row("Team-Frühstück").await;
+    h.hq.update_task(row.id, |t| t.place = Some("Dachterrasse".into())).await.unwrap();
+    h.hq_changed(row.id).await;
+    let org = h.event(ANNA, "Team-Frühstück").await;
+    assert_eq!(org["location"]["displayName"], "Dachterrasse");
+    let gid = org["id"].as_str().unwrap().to_string();
+    let version = |e: &Value| e["@odata.etag"].as_str().or(e["changeKey"].as_str()).unwrap().to_string();
+    let (before, writes) = (h.graph_requests().await, h.writes().await);
+    h.exchange_changed_to(ANNA, &gid, &version(&org)).await;
+    assert_eq!(requests_since(&h.graph_requests().await, &before), BTreeMap::new(), "an echo cost a Graph request");
+    assert_eq!(h.writes().await, writes, "an echo was written");
+    // The user's own edit makes a new version: read and mirrored.
+    h.outlook_patch(ANNA, &gid, json!({"location": {"displayName": "Raum Elbe"}})).await;
+    let edited = h.graph.get_event(ANNA, &gid).await.unwrap();
+    assert_ne!(version(&edited), version(&org));
+    h.exchange_changed_to(ANNA, &gid, &version(&edited)).await;
+    assert_eq!(h.hq.get_task(row.id).await.unwrap().place.as_deref(), Some("Raum Elbe"));
     h.stop().await;
 }
 

@@ -6,9 +6,12 @@
 //! membership moves, deletions (held above the threshold), a failed
 //! helloHQ read deleting nothing, and the dry run writing nothing.
 
+mod common;
+
 use std::collections::BTreeMap;
 
 use chrono::Utc;
+use common::requests_since;
 use hqsync::connectors::graph::{GraphClient, GraphClientConfig};
 use hqsync::connectors::hellohq::client::{HellohqClient, HellohqClientConfig};
 use hqsync::engine::{Engine, Outcome};
@@ -195,16 +198,7 @@ impl H {
 
     /// The Graph simulator's requests so far, by `METHOD route`.
     async fn graph_requests(&self) -> BTreeMap<String, u64> {
-        let s: Value = self
-            .http
-            .get(format!("{}/_sim/stats", self.graph_sim.base_url()))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        serde_json::from_value(s["requests"].clone()).unwrap()
+        common::graph_sim_requests(&self.http, &self.graph_sim.base_url()).await
     }
 
     async fn hq_writes(&self) -> u64 {
@@ -236,10 +230,6 @@ impl H {
 }
 
 /// Requests made between two [`H::graph_requests`] snapshots.
-fn requests_since(now: &BTreeMap<String, u64>, before: &BTreeMap<String, u64>) -> BTreeMap<String, u64> {
-    now.iter().map(|(k, n)| (k.clone(), n - before.get(k).copied().unwrap_or(0))).filter(|(_, n)| *n > 0).collect()
-}
-
 const GET_CONTACT: &str = "GET /users/{user}/contacts/{contactId}";
 const PATCH_CONTACT: &str = "PATCH /users/{user}/contacts/{contactId}";
 

@@ -47,7 +47,7 @@ use super::contacts::Plan;
 use super::directory::Directory;
 use super::merge::{self, FieldRule, Flow, Side};
 use super::settings::TenantSettings;
-use super::shared::{graph_err, graph_time, graph_version, hq_err};
+use super::shared::{graph_err, graph_time, graph_version, hq_err, same_graph_version};
 use super::{fingerprint, EngineError};
 
 /// Field rules (SPEC §3): subject and body only from helloHQ.
@@ -1158,12 +1158,28 @@ impl<'a> Appointments<'a> {
     // ---- Exchange → helloHQ ------------------------------------------------------------
 
     /// An event in `mailbox` changed, was created or deleted.
-    pub async fn on_exchange_event(&self, dir: &Directory, m: &Mailbox, graph_id: &str) -> Result<(), EngineError> {
+    /// An Exchange event changed or was deleted. `version`: the version the
+    /// change produced, as the notification named it (never given for a
+    /// deletion); when the event's link already holds it, this is the echo
+    /// of hqsync's own write (or a duplicate) and costs no request.
+    pub async fn on_exchange_event(
+        &self,
+        dir: &Directory,
+        m: &Mailbox,
+        graph_id: &str,
+        version: Option<&str>,
+    ) -> Result<(), EngineError> {
         let direction = self.settings.direction(m, Kind::Appointment);
         if direction == Direction::Off {
             return Ok(());
         }
         let link = self.store.get_link_by_graph(self.tenant, &m.id, Kind::Appointment, graph_id).await?;
+        if let (Some(v), Some(l)) = (version, &link) {
+            let held = l.graph_version.as_deref().is_some_and(|held| same_graph_version(held, v));
+            if held && l.state == LINKED && l.hq_id.is_some() {
+                return Ok(());
+            }
+        }
         let Some(ev) = self.read_graph(m.id.as_str(), graph_id).await? else {
             // 404 after a notification: an explicit deletion in Exchange.
             let Some(l) = link else { return Ok(()) };
@@ -1172,7 +1188,7 @@ impl<'a> Appointments<'a> {
         // An occurrence or exception: its series is what is linked.
         if let Some(master) = str_of(&ev, "seriesMasterId").filter(|s| *s != graph_id) {
             let master = master.to_string();
-            return Box::pin(self.on_exchange_event(dir, m, &master)).await;
+            return Box::pin(self.on_exchange_event(dir, m, &master, None)).await;
         }
         let people = self.people(dir).await?;
         self.settle_exchange(&people, m, ev, link, &mut None).await

@@ -224,11 +224,12 @@ impl Engine {
                 let approved = self.take_approval(&tenant.id, m, Kind::Appointment).await?;
                 cx.appointments().pass(&dir, &mb, false, approved).await.map(|_| ())
             }
-            (Origin::Exchange, _, Some(m), Some(Kind::Appointment)) => {
+            (Origin::Exchange, change, Some(m), Some(Kind::Appointment)) => {
                 let Some(id) = hint.resource_id.as_deref() else { return Ok(()) };
                 let Some(mb) = self.active_mailbox(&tenant.id, m).await? else { return Ok(()) };
                 let dir = self.directory(&tenant.id, &clients.hq, false).await?;
-                cx.appointments().on_exchange_event(&dir, &mb, id).await
+                let version = hint.version.as_deref().filter(|_| change != Change::Deleted);
+                cx.appointments().on_exchange_event(&dir, &mb, id, version).await
             }
             (Origin::Hellohq, _, _, _) => {
                 self.on_hellohq(&cx, &clients.hq, hint.entity, hint.resource_id.as_deref()).await

@@ -266,3 +266,17 @@ pub async fn cleanup_queue(queue: &Queue) {
     }
     queue.close().await;
 }
+
+/// The Graph simulator's request counts by route (`GET /users/{user}/…`).
+pub async fn graph_sim_requests(http: &reqwest::Client, sim_base: &str) -> std::collections::BTreeMap<String, u64> {
+    let s: serde_json::Value = http.get(format!("{sim_base}/_sim/stats")).send().await.unwrap().json().await.unwrap();
+    serde_json::from_value(s["requests"].clone()).unwrap()
+}
+
+/// The requests counted since `before` (routes with none left out).
+pub fn requests_since(
+    now: &std::collections::BTreeMap<String, u64>,
+    before: &std::collections::BTreeMap<String, u64>,
+) -> std::collections::BTreeMap<String, u64> {
+    now.iter().map(|(k, n)| (k.clone(), n - before.get(k).copied().unwrap_or(0))).filter(|(_, n)| *n > 0).collect()
+}
