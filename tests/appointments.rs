@@ -426,6 +426,16 @@ async fn the_echo_of_a_meeting_write_names_the_version_the_link_holds_and_costs_
     h.exchange_changed_to(ANNA, &gid, &version(&org)).await;
     assert_eq!(requests_since(&h.graph_requests().await, &before), BTreeMap::new(), "an echo cost a Graph request");
     assert_eq!(h.writes().await, writes, "an echo was written");
+    // Exchange updated the attendees' copies from the organizer's event:
+    // new versions, but the organizer's event carries the meeting.
+    for m in [BEN, CLARA, DAVID] {
+        let copy = h.event(m, "Team-Frühstück").await;
+        assert_eq!(copy["location"]["displayName"], "Dachterrasse");
+        let before = h.graph_requests().await;
+        h.exchange_changed_to(m, copy["id"].as_str().unwrap(), &version(&copy)).await;
+        assert_eq!(requests_since(&h.graph_requests().await, &before), BTreeMap::new(), "{m}'s copy was read");
+    }
+    assert_eq!(h.writes().await, writes, "an attendee's copy caused a write");
     // The user's own edit makes a new version: read and mirrored.
     h.outlook_patch(ANNA, &gid, json!({"location": {"displayName": "Raum Elbe"}})).await;
     let edited = h.graph.get_event(ANNA, &gid).await.unwrap();

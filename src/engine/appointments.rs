@@ -1179,6 +1179,14 @@ impl<'a> Appointments<'a> {
             if held && l.state == LINKED && l.hq_id.is_some() {
                 return Ok(());
             }
+            // An attendee's copy of a meeting whose organizer is synced
+            // changed (not deleted): Exchange updating it from the
+            // organizer's event, or the attendee's answer. The organizer's
+            // event carries the meeting, its cancellation included, so
+            // reading the copy would change nothing.
+            if l.state == LINKED && l.hq_id.is_some() && l.folder.as_deref() == Some(ATTENDEE) {
+                return Ok(());
+            }
         }
         let Some(ev) = self.read_graph(m.id.as_str(), graph_id).await? else {
             // 404 after a notification: an explicit deletion in Exchange.
