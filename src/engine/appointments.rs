@@ -47,7 +47,7 @@ use super::contacts::Plan;
 use super::directory::Directory;
 use super::merge::{self, FieldRule, Flow, Side};
 use super::settings::TenantSettings;
-use super::shared::{graph_err, graph_time, graph_version, hq_err, same_graph_version};
+use super::shared::{graph_err, graph_time, graph_version, hq_err, link_holds};
 use super::{fingerprint, EngineError};
 
 /// Field rules (SPEC §3): subject and body only from helloHQ.
@@ -1157,8 +1157,7 @@ impl<'a> Appointments<'a> {
 
     // ---- Exchange → helloHQ ------------------------------------------------------------
 
-    /// An event in `mailbox` changed, was created or deleted.
-    /// An Exchange event changed or was deleted. `version`: the version the
+    /// An Exchange event changed, was created or deleted. `version`: the version the
     /// change produced, as the notification named it (never given for a
     /// deletion); when the event's link already holds it, this is the echo
     /// of hqsync's own write (or a duplicate) and costs no request.
@@ -1174,10 +1173,9 @@ impl<'a> Appointments<'a> {
             return Ok(());
         }
         let link = self.store.get_link_by_graph(self.tenant, &m.id, Kind::Appointment, graph_id).await?;
-        if let (Some(v), Some(l)) = (version, &link) {
-            let held = l.graph_version.as_deref().is_some_and(|held| same_graph_version(held, v));
-            if held && l.state == LINKED && l.hq_id.is_some() {
-                return Ok(());
+        if let (Some(_), Some(l)) = (version, &link) {
+            if link_holds(l, version) {
+                return Ok(()); // our own write's echo, or a duplicate
             }
             // An attendee's copy of a meeting whose organizer is synced
             // changed (not deleted): Exchange updating it from the

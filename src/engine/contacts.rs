@@ -34,7 +34,7 @@ use super::directory::{name_key, Directory, Folder};
 use super::merge::{self, FieldRule, Flow, Side};
 use super::settings::TenantSettings;
 use super::shared::{
-    graph_err, graph_modified, graph_version, hq_deleted, hq_err, mark_hq_deleted, parse_hq_id, same_graph_version,
+    graph_err, graph_modified, graph_version, hq_deleted, hq_err, link_holds, mark_hq_deleted, parse_hq_id,
 };
 use super::{fingerprint, EngineError};
 
@@ -885,11 +885,8 @@ impl<'a> Contacts<'a> {
     ) -> Result<(), EngineError> {
         let direction = self.settings.direction(m, Kind::Contact);
         let link = self.store.get_link_by_graph(self.tenant, &m.id, Kind::Contact, graph_id).await?;
-        if let (Some(v), Some(l)) = (version, &link) {
-            let held = l.graph_version.as_deref().is_some_and(|held| same_graph_version(held, v));
-            if held && l.state == LINKED && l.hq_id.is_some() {
-                return Ok(()); // the version the link holds: our own write's echo, or a duplicate
-            }
+        if link.as_ref().is_some_and(|l| link_holds(l, version)) {
+            return Ok(()); // the version the link holds: our own write's echo, or a duplicate
         }
         let ex = self.read_graph(m.id.as_str(), graph_id).await?;
         let Some(ex) = ex else {

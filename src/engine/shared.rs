@@ -10,7 +10,7 @@ use super::EngineError;
 use crate::connectors::graph::GraphError;
 use crate::connectors::hellohq::client::HqError;
 use crate::model::{Kind, MailboxId, TenantId};
-use crate::store::{Mailbox, MailboxState, NewJournalEntry, Store};
+use crate::store::{Link, Mailbox, MailboxState, NewJournalEntry, Store};
 
 /// A Graph failure: retried when it may pass, dead-lettered when not.
 pub fn graph_err(e: GraphError) -> EngineError {
@@ -52,6 +52,16 @@ pub fn same_graph_version(a: &str, b: &str) -> bool {
         v.strip_prefix("W/").unwrap_or(v).trim_matches('"')
     }
     !key(a).is_empty() && key(a) == key(b)
+}
+
+/// Whether a notification naming `version` (a change's, never a
+/// deletion's) is the echo of what `link` already holds: hqsync's own
+/// write coming back, or a duplicate. Such a notification costs no request.
+pub fn link_holds(link: &Link, version: Option<&str>) -> bool {
+    let Some(v) = version else { return false };
+    link.state == "linked"
+        && link.hq_id.is_some()
+        && link.graph_version.as_deref().is_some_and(|held| same_graph_version(held, v))
 }
 
 /// An RFC 3339 time field of a Graph item (e.g. `lastModifiedDateTime`).
