@@ -1323,8 +1323,15 @@ impl<'a> Appointments<'a> {
             .await?
             .filter(|l| l.hq_id.is_none());
         // A live claim of another worker: let it finish.
-        if half.as_ref().is_some_and(|l| super::claimed_elsewhere(l, self.hint_id)) {
+        if half.as_ref().is_some_and(super::claimed_elsewhere) {
             return Err(super::busy("the helloHQ appointment for this event"));
+        }
+        // A claim left by a failed or crashed run: resumed once taken over
+        // atomically (two workers resuming it would create two rows).
+        if let Some(l) = &half {
+            if !super::take_over(self.store, l, self.hint_id).await? {
+                return Err(super::busy("the helloHQ appointment for this event"));
+            }
         }
         let pending = half.is_some();
         if pending {

@@ -448,12 +448,17 @@ impl<'a> Tasks<'a> {
         if pending {
             // Another hint's live claim: it may be posting right now.
             let l = self.store.get_link_by_hq(self.tenant, &m.id, Kind::Task, &h.id.to_string()).await?;
-            if l.as_ref().is_some_and(|l| l.graph_id.is_none() && super::claimed_elsewhere(l, self.hint_id)) {
+            let taken = match &l {
+                Some(l) if l.graph_id.is_none() => {
+                    !super::claimed_elsewhere(l) && super::take_over(self.store, l, self.hint_id).await?
+                }
+                // Completed meanwhile (the copy found above was not there
+                // yet when read), or gone: this hint is retried.
+                _ => false,
+            };
+            if !taken {
                 return Err(super::busy("the To Do copy of this task"));
             }
-            let mut mine = self.pending_link(m, Some(h.id), None);
-            mine.base = json!({ "claim": self.hint_id });
-            self.store.upsert_link(&mine).await?;
         } else {
             match super::claim_create(self.store, &self.pending_link(m, Some(h.id), None), self.hint_id).await? {
                 super::Claim::Mine => {}
@@ -849,7 +854,7 @@ impl<'a> Tasks<'a> {
         // must not both create it; an unfinished claim of a crashed worker
         // is taken over once stale, after looking for what it created.
         let stale = match pending {
-            Some(p) if super::claimed_elsewhere(p, self.hint_id) => {
+            Some(p) if super::claimed_elsewhere(p) || !super::take_over(self.store, p, self.hint_id).await? => {
                 return Err(super::busy("the helloHQ task for this To Do task"))
             }
             Some(_) => true,
