@@ -680,7 +680,9 @@ impl<'a> Contacts<'a> {
 
     /// A helloHQ contact changed (or was deleted): every mailbox follows.
     pub async fn on_hq_contact(&self, dir: &Directory, id: i32) -> Result<(), EngineError> {
-        let hq = self.read_hq(dir, id).await?;
+        // The links first: a link read after the record may hold a base
+        // newer than it (another worker's merge), and the older value
+        // would pass for an edit in helloHQ and overwrite Exchange's.
         let links: HashMap<String, Link> = self
             .store
             .links_of_hq(self.tenant, Kind::Contact, &id.to_string())
@@ -688,6 +690,7 @@ impl<'a> Contacts<'a> {
             .into_iter()
             .map(|l| (l.mailbox.as_str().to_ascii_lowercase(), l))
             .collect();
+        let hq = self.read_hq(dir, id).await?;
         if let Some(h) = &hq {
             if let Some(reason) = dir.excluded(h.company_id, &self.settings.contacts) {
                 if links.is_empty() {
@@ -1118,6 +1121,8 @@ impl<'a> Contacts<'a> {
         if direction == Direction::Off {
             return Ok(plan);
         }
+        // Links written after this instant are newer than the reads below.
+        let read_at = Utc::now();
         let hq_all = self.list_hq(dir).await?;
         let folders = self.folders(m.id.as_str()).await?;
         let mut ex_items: Vec<(Folder, Value)> = Vec::new();
@@ -1277,6 +1282,16 @@ impl<'a> Contacts<'a> {
                 continue;
             }
             let ex = link.as_ref().and_then(|l| l.graph_id.as_ref()).and_then(|g| ex_by_id.remove(g)).map(|(_, v)| v);
+            // Merged by another worker after this pass read both sides: the
+            // link's base is newer than those reads, against which an older
+            // value would pass for an edit and overwrite the newer one.
+            // Both sides are read again.
+            if !dry_run && link.as_ref().is_some_and(|l| l.updated_at > read_at) {
+                if let Some(fresh) = self.read_hq(dir, *hq_id).await? {
+                    self.settle(m, &folders, Some(&fresh), Some(*folder), link, None, &mut plan_ref).await?;
+                }
+                continue;
+            }
             self.settle(m, &folders, Some(h), Some(*folder), link, ex, &mut plan_ref).await?;
             if !dry_run && total_desired >= 200 && (i + 1) % 200 == 0 {
                 tracing::info!(mailbox = %m.id, done = i + 1, total = total_desired, "contact pass progress");
