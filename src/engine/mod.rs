@@ -103,7 +103,20 @@ impl Engine {
             return Ok(Outcome::Duplicate);
         }
         let run = uuid::Uuid::new_v4();
-        if let Err(e) = RUN.scope(run, self.apply(hint)).await {
+        let work = RUN.scope(run, self.apply(hint));
+        tokio::pin!(work);
+        let result = loop {
+            tokio::select! {
+                r = &mut work => break r,
+                // Alive: a crashed worker's claims go stale, this run's never.
+                _ = tokio::time::sleep(CLAIM_HEARTBEAT) => {
+                    if let Err(e) = self.store.touch_claims(&run).await {
+                        tracing::warn!(error = %e, "could not refresh the claims of a running hint");
+                    }
+                }
+            }
+        };
+        if let Err(e) = result {
             // This run is over: its unfinished claims are released, so its
             // retry (or any worker) resumes them at once.
             if let Err(r) = self.store.release_claims(&run).await {
@@ -498,10 +511,14 @@ fn approval_key(m: &MailboxId, kind: Kind) -> String {
     format!("{}/{}", m.as_str(), kind.as_str())
 }
 
-/// How long a claim on a create may stay unfinished before another worker
-/// assumes its holder crashed and takes over (after looking for what the
-/// holder may already have created).
-pub const CLAIM_TIMEOUT: chrono::Duration = chrono::Duration::seconds(60);
+/// How long a claim on a create may go without its run's heartbeat before
+/// another worker assumes the holder crashed and takes over (after looking
+/// for what the holder may already have created). A live run refreshes its
+/// claims every [`CLAIM_HEARTBEAT`], however long its calls take.
+pub const CLAIM_TIMEOUT: chrono::Duration = chrono::Duration::seconds(30);
+
+/// How often a running hint refreshes its unfinished claims.
+pub const CLAIM_HEARTBEAT: Duration = Duration::from_secs(5);
 
 /// The result of claiming the creation of an item's counterpart.
 #[derive(Debug)]

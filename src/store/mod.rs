@@ -651,6 +651,12 @@ impl Store {
         self.pool.execute(sql, args![released, format!("%\"run\":\"{run}\"%")]).await
     }
 
+    /// Refreshes the unfinished claims of the running run `run` (its heartbeat).
+    pub async fn touch_claims(&self, run: &uuid::Uuid) -> Result<u64, StoreError> {
+        let sql = "UPDATE links SET updated_at = $1 WHERE state = 'pending' AND base LIKE $2";
+        self.pool.execute(sql, args![now_ms(), format!("%\"run\":\"{run}\"%")]).await
+    }
+
     pub async fn count_links(
         &self,
         tenant: &TenantId,
