@@ -366,10 +366,13 @@ impl<'a> Tasks<'a> {
             state: LINKED.into(),
             updated_at: Utc::now(),
         };
-        // A half link (graph id only, pending) now known by its hq id, or a
-        // link whose To Do copy was replaced: drop the old row.
+        // A link whose To Do copy was replaced: drop the old row. A half
+        // link (graph id only, pending) of the same task is completed in
+        // place by the upsert: deleted first, neither claim nor link would
+        // exist for a moment, and helloHQ's webhook for the record just
+        // created would mirror it back into this mailbox as a second task.
         if let Some(p) = prior {
-            if p.hq_id.is_none() || (p.graph_id.is_some() && p.graph_id != link.graph_id) {
+            if p.graph_id.is_some() && p.graph_id != link.graph_id {
                 self.store
                     .delete_link(self.tenant, &m.id, Kind::Task, p.hq_id.as_deref(), p.graph_id.as_deref())
                     .await?;
