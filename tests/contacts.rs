@@ -841,8 +841,13 @@ async fn a_hellohq_contact_found_from_an_earlier_attempt_takes_the_users_later_e
     let clara = MailboxId::parse(CLARA).unwrap();
     h.store.delete_link(&h.tenant, &clara, Kind::Contact, Some(&id.to_string()), Some(&gid)).await.unwrap();
     let retry = h.hint(Origin::Exchange, Change::Updated, Some(CLARA), None, Some(&gid));
-    let claim =
-        claim_row(&h, CLARA, None, Some(&gid), json!({"claim": retry.hint_id, "run": uuid::Uuid::new_v4(), "released": true}));
+    let claim = claim_row(
+        &h,
+        CLARA,
+        None,
+        Some(&gid),
+        json!({"claim": retry.hint_id, "run": uuid::Uuid::new_v4(), "released": true}),
+    );
     assert!(h.store.claim_link(&claim).await.unwrap());
     // Meanwhile the user edits the contact in Outlook.
     let edit = json!({"jobTitle": "Chefin", "mobilePhone": "+49 170 1234567"});
@@ -858,7 +863,11 @@ async fn a_hellohq_contact_found_from_an_earlier_attempt_takes_the_users_later_e
         let copies = h.find(m, "Rennen").await;
         assert_eq!(copies.len(), 1, "one contact in {m}");
         let c = &copies[0].1;
-        assert_eq!((c["jobTitle"].as_str(), c["mobilePhone"].as_str()), (Some("Chefin"), Some("+49 170 1234567")), "{m}");
+        assert_eq!(
+            (c["jobTitle"].as_str(), c["mobilePhone"].as_str()),
+            (Some("Chefin"), Some("+49 170 1234567")),
+            "{m}"
+        );
     }
     h.stop().await;
 }
