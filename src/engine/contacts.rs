@@ -680,9 +680,8 @@ impl<'a> Contacts<'a> {
 
     /// A helloHQ contact changed (or was deleted): every mailbox follows.
     pub async fn on_hq_contact(&self, dir: &Directory, id: i32) -> Result<(), EngineError> {
-        // The links first: a link read after the record may hold a base
-        // newer than it (another worker's merge), and the older value
-        // would pass for an edit in helloHQ and overwrite Exchange's.
+        let mut read_at = Utc::now();
+        let mut hq = self.read_hq(dir, id).await?;
         let links: HashMap<String, Link> = self
             .store
             .links_of_hq(self.tenant, Kind::Contact, &id.to_string())
@@ -690,7 +689,6 @@ impl<'a> Contacts<'a> {
             .into_iter()
             .map(|l| (l.mailbox.as_str().to_ascii_lowercase(), l))
             .collect();
-        let hq = self.read_hq(dir, id).await?;
         if let Some(h) = &hq {
             if let Some(reason) = dir.excluded(h.company_id, &self.settings.contacts) {
                 if links.is_empty() {
@@ -706,7 +704,19 @@ impl<'a> Contacts<'a> {
             }
         }
         for m in self.mailboxes().await? {
-            let link = links.get(&m.id.as_str().to_ascii_lowercase()).cloned();
+            // Each mailbox's link read just before its merge (other workers
+            // merge it meanwhile: a base older than the copy makes hqsync's
+            // own write pass for a user's edit), and the record read again
+            // when the link is newer than it (an older value would pass for
+            // a helloHQ edit).
+            let link = match links.get(&m.id.as_str().to_ascii_lowercase()) {
+                Some(_) => self.store.get_link_by_hq(self.tenant, &m.id, Kind::Contact, &id.to_string()).await?,
+                None => None,
+            };
+            if link.as_ref().is_some_and(|l| l.updated_at > read_at) {
+                read_at = Utc::now();
+                hq = self.read_hq(dir, id).await?;
+            }
             let desired = hq
                 .as_ref()
                 .and_then(|h| dir.folder_for(h.id, h.company_id, self.user_of(dir, &m), &self.settings.contacts));
