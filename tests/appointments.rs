@@ -972,3 +972,30 @@ async fn deletions_seen_only_by_a_pass_wait_for_approval_and_a_failed_read_delet
     assert_eq!(h.events_named(ANNA, "Jour fixe Agentur").await.len(), 1);
     h.stop().await;
 }
+
+#[tokio::test]
+async fn a_replayed_create_answered_with_the_older_event_takes_the_newer_hellohq_values() {
+    let h = H::start().await;
+    let david = h.user_id(DAVID).await;
+    let start = berlin(in_days(4), 11, 0);
+    let id = h
+        .create_row(
+            json!({"name": "Steuerberater", "isAppointment": true, "type": "PublicAppointment", "place": "Raum 1",
+            "startOn": start, "endOn": start + Duration::hours(1), "resourceToTasks": [{"userId": david}]}),
+        )
+        .await;
+    h.hq_changed(id).await;
+    // A twin hint created the event from this older read and has not
+    // linked it yet; helloHQ has been edited since.
+    let mb = MailboxId::parse(DAVID).unwrap();
+    let l = h.store.get_link_by_hq(&h.tenant, &mb, Kind::Appointment, &id.to_string()).await.unwrap().unwrap();
+    h.store.delete_link(&h.tenant, &mb, Kind::Appointment, l.hq_id.as_deref(), l.graph_id.as_deref()).await.unwrap();
+    h.hq.update_task(id, |t| t.place = Some("Raum 7".into())).await.unwrap();
+    // The edit's hint creates with the same transactionId and gets the
+    // older event back: the newer place reaches it, now and after a pass.
+    h.hq_changed(id).await;
+    h.pass(DAVID).await;
+    let ev = h.event(DAVID, "Steuerberater").await;
+    assert_eq!(ev["location"]["displayName"], "Raum 7");
+    h.stop().await;
+}

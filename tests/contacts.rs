@@ -877,3 +877,104 @@ async fn a_pass_never_deletes_the_users_contact_behind_a_claim_toward_hellohq() 
     assert_eq!(h.find(BEN, "Rennen").await.len(), 1, "mirrored once the claim is gone");
     h.stop().await;
 }
+
+fn claim_row(h: &H, mailbox: &str, hq_id: Option<&str>, graph_id: Option<&str>, base: Value) -> hqsync::store::Link {
+    hqsync::store::Link {
+        tenant: h.tenant.clone(),
+        mailbox: MailboxId::parse(mailbox).unwrap(),
+        kind: Kind::Contact,
+        hq_id: hq_id.map(str::to_string),
+        graph_id: graph_id.map(str::to_string),
+        folder: Some("global".into()),
+        base,
+        hq_fingerprint: None,
+        graph_fingerprint: None,
+        hq_version: None,
+        graph_version: None,
+        state: "pending".into(),
+        updated_at: Utc::now(),
+    }
+}
+
+#[tokio::test]
+async fn a_duplicated_hint_never_resumes_the_live_claim_of_its_twin() {
+    let h = H::start().await;
+    h.initial_sync().await;
+    let people: Vec<Value> = h.hq.list_v2("/v2/ContactPersons", &Default::default()).await.unwrap().items;
+    let company = people.iter().find_map(|p| p["companyId"].as_i64()).unwrap();
+    let made: Value = h
+        .hq
+        .write(reqwest::Method::POST, "/v2/ContactPersons", &json!({"companyId": company, "firstName": "Rita", "lastName": "Rennen", "salutation": "Frau", "salutationForm": "Formal"}))
+        .await
+        .unwrap();
+    let id = made["id"].as_i64().unwrap().to_string();
+    // helloHQ delivered the webhook twice: both deliveries carry the same
+    // hint id, and the twin is creating Clara's copy right now.
+    let hint = h.hint(Origin::Hellohq, Change::Created, None, Some(HqEntity::ContactPerson), Some(&id));
+    let twin = uuid::Uuid::new_v4();
+    let claim = claim_row(&h, CLARA, Some(&id), None, json!({"claim": hint.hint_id, "run": twin}));
+    assert!(h.store.claim_link(&claim).await.unwrap());
+    let res = h.engine.handle(&hint).await;
+    assert!(matches!(res, Err(hqsync::engine::EngineError::Transient(_))), "waits for its twin: {res:?}");
+    assert_eq!(h.find(CLARA, "Rennen").await.len(), 0, "no copy beside the twin's");
+    // The twin failed before posting: its claim is released and the retry
+    // makes the one copy at once.
+    assert_eq!(h.store.release_claims(&twin).await.unwrap(), 1);
+    h.run(&hint).await;
+    assert_eq!(h.find(CLARA, "Rennen").await.len(), 1, "one copy once the twin is gone");
+    for m in ALL {
+        assert_eq!(h.find(m, "Rennen").await.len(), 1, "one copy in {m}");
+    }
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn a_hellohq_contact_found_from_an_earlier_attempt_takes_the_users_later_edit() {
+    let h = H::start().await;
+    h.initial_sync().await;
+    let folders = h.graph.get(&format!("/users/{CLARA}/contactFolders")).await.unwrap();
+    let global =
+        folders["value"].as_array().unwrap().iter().find(|f| f["displayName"] == "HQ Globale Kontakte").unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+    let body = json!({"givenName": "Rita", "surname": "Rennen", "jobTitle": "Einkauf", "emailAddresses": [{"address": "rita@example.de"}]});
+    let created = h.graph.post(&format!("/users/{CLARA}/contactFolders/{global}/contacts"), &body).await.unwrap();
+    let gid = created["id"].as_str().unwrap().to_string();
+    h.exchange_changed(CLARA, &gid, Change::Created).await;
+    let id = h.hq_id("Rennen").await;
+    // An earlier attempt created the helloHQ contact and failed before
+    // linking it: its claim is left, released.
+    let clara = MailboxId::parse(CLARA).unwrap();
+    h.store.delete_link(&h.tenant, &clara, Kind::Contact, Some(&id.to_string()), Some(&gid)).await.unwrap();
+    let retry = h.hint(Origin::Exchange, Change::Updated, Some(CLARA), None, Some(&gid));
+    let claim = claim_row(
+        &h,
+        CLARA,
+        None,
+        Some(&gid),
+        json!({"claim": retry.hint_id, "run": uuid::Uuid::new_v4(), "released": true}),
+    );
+    assert!(h.store.claim_link(&claim).await.unwrap());
+    // Meanwhile the user edits the contact in Outlook.
+    let edit = json!({"jobTitle": "Chefin", "mobilePhone": "+49 170 1234567"});
+    h.graph.patch(&format!("/users/{CLARA}/contacts/{gid}"), &edit, None).await.unwrap();
+    // The retry finds the earlier helloHQ contact (made from the older
+    // read): the edit reaches it instead of passing for synced.
+    h.run(&retry).await;
+    h.hq_contact_changed(id).await;
+    let people: Vec<Value> = h.hq.list_v2("/v2/ContactPersons", &Default::default()).await.unwrap().items;
+    let p = people.iter().find(|p| p["id"].as_i64() == Some(id as i64)).unwrap();
+    assert_eq!((p["position"].as_str(), p["phoneMobile"].as_str()), (Some("Chefin"), Some("+49 170 1234567")));
+    for m in ALL {
+        let copies = h.find(m, "Rennen").await;
+        assert_eq!(copies.len(), 1, "one contact in {m}");
+        let c = &copies[0].1;
+        assert_eq!(
+            (c["jobTitle"].as_str(), c["mobilePhone"].as_str()),
+            (Some("Chefin"), Some("+49 170 1234567")),
+            "{m}"
+        );
+    }
+    h.stop().await;
+}

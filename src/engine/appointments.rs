@@ -632,7 +632,12 @@ impl<'a> Appointments<'a> {
             Err(_) => hq_fields.clone(),
         };
         self.index_ical(uid.as_deref(), id).await?;
-        let mut base = hq_fields.clone();
+        // The same transactionId answers with the event an earlier attempt
+        // (or a twin hint) created from an older read: linked as what it
+        // holds, then merged, so helloHQ's newer values reach it instead of
+        // passing for synced.
+        let older = ex_fields != hq_fields;
+        let mut base = if older { ex_fields.clone() } else { hq_fields.clone() };
         base.insert("ical_uid".into(), json!(uid));
         self.save_link(
             m,
@@ -640,11 +645,17 @@ impl<'a> Appointments<'a> {
             Some(&gid),
             ORGANIZER,
             &base,
-            Some(fingerprint(&hq_fields)),
+            (!older).then(|| fingerprint(&hq_fields)),
             Some(fingerprint(&ex_fields)),
             graph_version(&created),
         )
         .await?;
+        if older {
+            if let Some(l) = self.store.get_link_by_hq(self.tenant, &m.id, Kind::Appointment, &id.to_string()).await? {
+                let direction = self.settings.direction(m, Kind::Appointment);
+                self.update_pair(people, m, hq, &l, None, direction, &mut None).await?;
+            }
+        }
         self.journal(
             Some(&m.id),
             "created",
@@ -1345,8 +1356,15 @@ impl<'a> Appointments<'a> {
             .await?
             .filter(|l| l.hq_id.is_none());
         // A live claim of another worker: let it finish.
-        if half.as_ref().is_some_and(|l| super::claimed_elsewhere(l, self.hint_id)) {
+        if half.as_ref().is_some_and(super::claimed_elsewhere) {
             return Err(super::busy("the helloHQ appointment for this event"));
+        }
+        // A claim left by a failed or crashed run: resumed once taken over
+        // atomically (two workers resuming it would create two rows).
+        if let Some(l) = &half {
+            if !super::take_over(self.store, l, self.hint_id).await? {
+                return Err(super::busy("the helloHQ appointment for this event"));
+            }
         }
         let pending = half.is_some();
         if pending {

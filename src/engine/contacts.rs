@@ -311,8 +311,9 @@ impl<'a> Contacts<'a> {
         // Claim the create atomically (the same helloHQ contact may be
         // handled twice at once: a duplicated webhook, a webhook beside a
         // pass); an unfinished claim may have created the copy already.
+        // A claim in hand is resumed only once taken over atomically.
         let live_claim = match pending {
-            Some(p) => super::claimed_elsewhere(p, self.hint_id),
+            Some(p) => super::claimed_elsewhere(p) || !super::take_over(self.store, p, self.hint_id).await?,
             None => match super::claim_create(self.store, &claim, self.hint_id).await? {
                 super::Claim::Mine => return self.post_copy(m, fid, hq).await.map(|v| Some((v, false))),
                 super::Claim::Done(_) => return Ok(None),
@@ -337,8 +338,7 @@ impl<'a> Contacts<'a> {
         if live_claim {
             return Err(super::busy("the Exchange copy of this contact"));
         }
-        // The holder crashed before posting: take the claim over.
-        self.store.upsert_link(&claim).await?;
+        // The holder is gone before posting; the claim is this run's now.
         self.post_copy(m, fid, hq).await.map(|v| Some((v, false)))
     }
 
@@ -348,6 +348,33 @@ impl<'a> Contacts<'a> {
         let body = contact::to_graph(&hq.contact, None, Some(&hq_id));
         let created = self.graph.create_contact(m.id.as_str(), fid, &body).await.map_err(graph_err)?;
         Ok(with_written_properties(created, &body))
+    }
+
+    /// The complete link of `graph` to helloHQ contact `hq_id` with `base`.
+    fn link_row(
+        &self,
+        m: &Mailbox,
+        hq_id: Option<String>,
+        graph: &Value,
+        folder: Folder,
+        base: &Contact,
+        hq_fp: Option<String>,
+    ) -> Link {
+        Link {
+            tenant: self.tenant.clone(),
+            mailbox: m.id.clone(),
+            kind: Kind::Contact,
+            hq_id,
+            graph_id: graph.get("id").and_then(Value::as_str).map(str::to_string),
+            folder: Some(folder.as_str().into()),
+            base: serde_json::to_value(base).unwrap_or_default(),
+            hq_fingerprint: hq_fp,
+            graph_fingerprint: Some(fingerprint(&contact::from_graph(graph))),
+            hq_version: None,
+            graph_version: graph_version(graph),
+            state: LINKED.into(),
+            updated_at: Utc::now(),
+        }
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -361,22 +388,7 @@ impl<'a> Contacts<'a> {
         hq_fp: Option<String>,
         prior: Option<&Link>,
     ) -> Result<(), EngineError> {
-        let ex = contact::from_graph(graph);
-        let link = Link {
-            tenant: self.tenant.clone(),
-            mailbox: m.id.clone(),
-            kind: Kind::Contact,
-            hq_id: hq_id.or_else(|| prior.and_then(|l| l.hq_id.clone())),
-            graph_id: graph.get("id").and_then(Value::as_str).map(str::to_string),
-            folder: Some(folder.as_str().into()),
-            base: serde_json::to_value(base).unwrap_or_default(),
-            hq_fingerprint: hq_fp,
-            graph_fingerprint: Some(fingerprint(&ex)),
-            hq_version: None,
-            graph_version: graph_version(graph),
-            state: LINKED.into(),
-            updated_at: Utc::now(),
-        };
+        let link = self.link_row(m, hq_id.or_else(|| prior.and_then(|l| l.hq_id.clone())), graph, folder, base, hq_fp);
         // A link found by graph id (adopted) but now known by hq id: drop the old half.
         if let Some(p) = prior {
             if p.graph_id.is_some() && p.graph_id != link.graph_id {
@@ -792,7 +804,8 @@ impl<'a> Contacts<'a> {
 
     /// A helloHQ contact changed (or was deleted): every mailbox follows.
     pub async fn on_hq_contact(&self, dir: &Directory, id: i32) -> Result<(), EngineError> {
-        let hq = self.read_hq(dir, id).await?;
+        let mut read_at = Utc::now();
+        let mut hq = self.read_hq(dir, id).await?;
         let links: HashMap<String, Link> = self
             .store
             .links_of_hq(self.tenant, Kind::Contact, &id.to_string())
@@ -815,7 +828,19 @@ impl<'a> Contacts<'a> {
             }
         }
         for m in self.mailboxes().await? {
-            let link = links.get(&m.id.as_str().to_ascii_lowercase()).cloned();
+            // Each mailbox's link read just before its merge (other workers
+            // merge it meanwhile: a base older than the copy makes hqsync's
+            // own write pass for a user's edit), and the record read again
+            // when the link is newer than it (an older value would pass for
+            // a helloHQ edit).
+            let link = match links.get(&m.id.as_str().to_ascii_lowercase()) {
+                Some(_) => self.store.get_link_by_hq(self.tenant, &m.id, Kind::Contact, &id.to_string()).await?,
+                None => None,
+            };
+            if link.as_ref().is_some_and(|l| l.updated_at > read_at) {
+                read_at = Utc::now();
+                hq = self.read_hq(dir, id).await?;
+            }
             let desired = hq
                 .as_ref()
                 .and_then(|h| dir.folder_for(h.id, h.company_id, self.user_of(dir, &m), &self.settings.contacts));
@@ -1046,13 +1071,67 @@ impl<'a> Contacts<'a> {
             super::Claim::Stale(_) => self.find_created(&c).await?,
         };
         let created = match earlier {
-            Some(p) => p,
+            Some(p) => return self.resume_hq_create(dir, m, ex, folder, &c, p).await,
             None => self.create_person(dir, m, &c).await?,
         };
         // Link at once: helloHQ's webhook for this very create must find
         // this mailbox's copy instead of mirroring the contact back into it.
         self.save_link(m, Some(created.id.to_string()), ex, folder, &c, None, None).await?;
         self.finish_hq_create(dir, m, ex, folder, &c, created).await
+    }
+
+    /// Links `ex` to `found`, the helloHQ contact an earlier attempt made
+    /// from an older read of it (the user may have edited it since): the
+    /// base is what helloHQ holds, never this read, and the pair is merged
+    /// at once, so newer Exchange values reach helloHQ instead of passing
+    /// for synced, and helloHQ's older ones never overwrite them.
+    async fn resume_hq_create(
+        &self,
+        dir: &Directory,
+        m: &Mailbox,
+        ex: &Value,
+        folder: Folder,
+        c: &Contact,
+        found: ContactPerson,
+    ) -> Result<(), EngineError> {
+        let Some(h) = self.read_hq(dir, found.id).await? else {
+            // Deleted in helloHQ meanwhile: link as made, its hint follows.
+            return self.finish_hq_create(dir, m, ex, folder, c, found).await;
+        };
+        let tagged = self.tag_copy(m, ex, found.id, c.fax.as_deref()).await?;
+        let mut base = h.contact.clone();
+        base.company_name = c.company_name.clone().or(base.company_name);
+        // Neither fingerprint: until the merge below is done, every hint
+        // for this pair (a retry of this one too) merges it again.
+        let mut link = self.link_row(m, Some(found.id.to_string()), &tagged, folder, &base, None);
+        link.graph_fingerprint = None;
+        self.store.upsert_link(&link).await?;
+        self.journal(
+            Some(&m.id),
+            "created",
+            Some(found.id.to_string()),
+            tagged.get("id").and_then(Value::as_str).map(str::to_string),
+            json!({"side": "hellohq", "summary": summary(c), "from": m.id.as_str()}),
+        )
+        .await;
+        let Some(l) = self.store.get_link_by_hq(self.tenant, &m.id, Kind::Contact, &found.id.to_string()).await? else {
+            return Ok(());
+        };
+        let direction = self.settings.direction(m, Kind::Contact);
+        self.update_pair(m, &h, &l, Some(tagged), direction, &mut None).await
+    }
+
+    /// Tags the Exchange contact `ex` with helloHQ id `id` (replays and
+    /// moves find it) and returns it as tagged, with the fax it holds.
+    async fn tag_copy(&self, m: &Mailbox, ex: &Value, id: i32, fax: Option<&str>) -> Result<Value, EngineError> {
+        let graph_id = ex.get("id").and_then(Value::as_str).unwrap_or_default();
+        let tag =
+            json!({"singleValueExtendedProperties": [{"id": contact::HQ_ID_PROPERTY_ID, "value": id.to_string()}]});
+        let path = format!("/users/{}/contacts/{}", seg(m.id.as_str()), seg(graph_id));
+        let mut v = self.graph.patch(&path, &tag, None).await.map_err(graph_err)?;
+        v["singleValueExtendedProperties"] =
+            json!([{"id": contact::FAX_PROPERTY_ID, "value": fax.unwrap_or_default()}]);
+        Ok(v)
     }
 
     /// A helloHQ contact a crashed worker may have created for `c`: same
@@ -1115,16 +1194,7 @@ impl<'a> Contacts<'a> {
             Some(h) => h.contact,
             None => c.clone(),
         };
-        let tag = json!({"singleValueExtendedProperties": [{"id": contact::HQ_ID_PROPERTY_ID, "value": created.id.to_string()}]});
-        let path = format!("/users/{}/contacts/{}", seg(m.id.as_str()), seg(&graph_id));
-        let tagged = match self.graph.patch(&path, &tag, None).await {
-            Ok(mut v) => {
-                v["singleValueExtendedProperties"] =
-                    json!([{"id": contact::FAX_PROPERTY_ID, "value": c.fax.clone().unwrap_or_default()}]);
-                v
-            }
-            Err(e) => return Err(graph_err(e)),
-        };
+        let tagged = self.tag_copy(m, ex, created.id, c.fax.as_deref()).await?;
         let mut base = hq_now.clone();
         base.company_name = c.company_name.clone().or(base.company_name);
         // The link records the Exchange version that was mirrored: when the
@@ -1132,8 +1202,15 @@ impl<'a> Contacts<'a> {
         // the tag's answer carries that newer edit, and linking it would
         // pass it off as synced (the tag's own notification then merges it).
         let linked = if contact::from_graph(&tagged) == *c { &tagged } else { ex };
-        self.save_link(m, Some(created.id.to_string()), linked, folder, &base, Some(fingerprint(&hq_now)), None)
-            .await?;
+        // A merge may have completed the provisional link meanwhile
+        // (helloHQ's webhook for this create, the user's next edit): it
+        // read newer values than this attempt did, so it stays; rewritten
+        // from these reads, its base and fingerprints would step back.
+        let now = self.store.get_link_by_hq(self.tenant, &m.id, Kind::Contact, &created.id.to_string()).await?;
+        if !now.is_some_and(|l| l.hq_fingerprint.is_some() && l.graph_id.as_deref() == Some(graph_id.as_str())) {
+            self.save_link(m, Some(created.id.to_string()), linked, folder, &base, Some(fingerprint(&hq_now)), None)
+                .await?;
+        }
         self.journal(
             Some(&m.id),
             "created",
@@ -1189,6 +1266,8 @@ impl<'a> Contacts<'a> {
         if direction == Direction::Off {
             return Ok(plan);
         }
+        // Links written after this instant are newer than the reads below.
+        let read_at = Utc::now();
         let hq_all = self.list_hq(dir).await?;
         let folders = self.folders(m.id.as_str()).await?;
         let mut ex_items: Vec<(Folder, Value)> = Vec::new();
@@ -1348,6 +1427,16 @@ impl<'a> Contacts<'a> {
                 continue;
             }
             let ex = link.as_ref().and_then(|l| l.graph_id.as_ref()).and_then(|g| ex_by_id.remove(g)).map(|(_, v)| v);
+            // Merged by another worker after this pass read both sides: the
+            // link's base is newer than those reads, against which an older
+            // value would pass for an edit and overwrite the newer one.
+            // Both sides are read again.
+            if !dry_run && link.as_ref().is_some_and(|l| l.updated_at > read_at) {
+                if let Some(fresh) = self.read_hq(dir, *hq_id).await? {
+                    self.settle(m, &folders, Some(&fresh), Some(*folder), link, None, &mut plan_ref).await?;
+                }
+                continue;
+            }
             self.settle(m, &folders, Some(h), Some(*folder), link, ex, &mut plan_ref).await?;
             if !dry_run && total_desired >= 200 && (i + 1) % 200 == 0 {
                 tracing::info!(mailbox = %m.id, done = i + 1, total = total_desired, "contact pass progress");

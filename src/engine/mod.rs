@@ -102,7 +102,26 @@ impl Engine {
             tracing::debug!("hint already handled");
             return Ok(Outcome::Duplicate);
         }
-        if let Err(e) = self.apply(hint).await {
+        let run = uuid::Uuid::new_v4();
+        let work = RUN.scope(run, self.apply(hint));
+        tokio::pin!(work);
+        let result = loop {
+            tokio::select! {
+                r = &mut work => break r,
+                // Alive: a crashed worker's claims go stale, this run's never.
+                _ = tokio::time::sleep(CLAIM_HEARTBEAT) => {
+                    if let Err(e) = self.store.touch_claims(&run).await {
+                        tracing::warn!(error = %e, "could not refresh the claims of a running hint");
+                    }
+                }
+            }
+        };
+        if let Err(e) = result {
+            // This run is over: its unfinished claims are released, so its
+            // retry (or any worker) resumes them at once.
+            if let Err(r) = self.store.release_claims(&run).await {
+                tracing::warn!(error = %r, "could not release the claims of a failed hint");
+            }
             if let EngineError::Permanent(reason) = &e {
                 // "Why did this not sync?" must be answerable from the journal.
                 let entry = NewJournalEntry {
@@ -495,10 +514,14 @@ fn approval_key(m: &MailboxId, kind: Kind) -> String {
     format!("{}/{}", m.as_str(), kind.as_str())
 }
 
-/// How long a claim on a create may stay unfinished before another worker
-/// assumes its holder crashed and takes over (after looking for what the
-/// holder may already have created).
-pub const CLAIM_TIMEOUT: chrono::Duration = chrono::Duration::seconds(60);
+/// How long a claim on a create may go without its run's heartbeat before
+/// another worker assumes the holder crashed and takes over (after looking
+/// for what the holder may already have created). A live run refreshes its
+/// claims every [`CLAIM_HEARTBEAT`], however long its calls take.
+pub const CLAIM_TIMEOUT: chrono::Duration = chrono::Duration::seconds(30);
+
+/// How often a running hint refreshes its unfinished claims.
+pub const CLAIM_HEARTBEAT: Duration = Duration::from_secs(5);
 
 /// The result of claiming the creation of an item's counterpart.
 #[derive(Debug)]
@@ -509,9 +532,24 @@ pub enum Claim {
     Done(store::Link),
     /// Another worker is creating it right now: retry the hint later.
     Busy,
-    /// An unfinished claim older than [`CLAIM_TIMEOUT`]: its holder crashed;
-    /// look for what it may have created, then create.
+    /// An unfinished claim whose holder is gone (its run failed, or it is
+    /// older than [`CLAIM_TIMEOUT`]: crashed), now taken over by this
+    /// worker: look for what the holder may have created, then create.
     Stale(store::Link),
+}
+
+tokio::task_local! {
+    /// The run of the hint being handled ([`Engine::handle`]): claims name
+    /// it, and a run that fails releases its unfinished claims.
+    static RUN: uuid::Uuid;
+}
+
+/// The `base` of a claim row: the hint (for the logs) and the run making it.
+/// A claim is never resumed because it names the same hint: a duplicated
+/// notification runs the same hint twice at once, and the second would
+/// create beside the first; only a finished (failed) run releases its claims.
+pub fn claim_token(hint: Option<uuid::Uuid>) -> serde_json::Value {
+    serde_json::json!({ "claim": hint, "run": RUN.try_with(|r| *r).ok() })
 }
 
 /// Claims, atomically, the creation of the counterpart of `pending`: a
@@ -522,10 +560,8 @@ pub async fn claim_create(
     pending: &store::Link,
     hint: Option<uuid::Uuid>,
 ) -> Result<Claim, EngineError> {
-    // The claim names its hint: a retry of the same hint (after a failure
-    // between claiming and linking) resumes its own claim at once.
     let mut pending = pending.clone();
-    pending.base = serde_json::json!({ "claim": hint });
+    pending.base = claim_token(hint);
     let pending = &pending;
     if store.claim_link(pending).await? {
         return Ok(Claim::Mine);
@@ -542,18 +578,27 @@ pub async fn claim_create(
     if complete {
         return Ok(Claim::Done(existing));
     }
-    if claimed_elsewhere(&existing, hint) {
+    if claimed_elsewhere(&existing) || !take_over(store, &existing, hint).await? {
         Ok(Claim::Busy)
     } else {
         Ok(Claim::Stale(existing))
     }
 }
 
-/// True while an unfinished claim row belongs to another, live hint: younger
-/// than [`CLAIM_TIMEOUT`] and not claimed by `hint` itself.
-pub fn claimed_elsewhere(l: &store::Link, hint: Option<uuid::Uuid>) -> bool {
-    let ours = hint.is_some() && l.base.get("claim").and_then(|v| v.as_str()) == hint.map(|h| h.to_string()).as_deref();
-    !ours && chrono::Utc::now() - l.updated_at <= CLAIM_TIMEOUT
+/// True while an unfinished claim row belongs to another live run: not
+/// this run's, not released by its run (which failed) and younger than
+/// [`CLAIM_TIMEOUT`].
+pub fn claimed_elsewhere(l: &store::Link) -> bool {
+    let run = RUN.try_with(|r| r.to_string()).ok();
+    let ours = run.is_some() && l.base.get("run").and_then(serde_json::Value::as_str) == run.as_deref();
+    let released = l.base.get("released").and_then(serde_json::Value::as_bool) == Some(true);
+    !ours && !released && chrono::Utc::now() - l.updated_at <= CLAIM_TIMEOUT
+}
+
+/// Takes the unfinished claim `l` (not [`claimed_elsewhere`]) over for this
+/// run, atomically; false when another worker took it (or finished it) first.
+pub async fn take_over(store: &Store, l: &store::Link, hint: Option<uuid::Uuid>) -> Result<bool, EngineError> {
+    Ok(store.take_over_claim(l, &claim_token(hint)).await?)
 }
 
 /// Refuses (as a retryable busy error) to create a copy in `mailbox`

@@ -366,10 +366,13 @@ impl<'a> Tasks<'a> {
             state: LINKED.into(),
             updated_at: Utc::now(),
         };
-        // A half link (graph id only, pending) now known by its hq id, or a
-        // link whose To Do copy was replaced: drop the old row.
+        // A link whose To Do copy was replaced: drop the old row. A half
+        // link (graph id only, pending) of the same task is completed in
+        // place by the upsert: deleted first, neither claim nor link would
+        // exist for a moment, and helloHQ's webhook for the record just
+        // created would mirror it back into this mailbox as a second task.
         if let Some(p) = prior {
-            if p.hq_id.is_none() || (p.graph_id.is_some() && p.graph_id != link.graph_id) {
+            if p.graph_id.is_some() && p.graph_id != link.graph_id {
                 self.store
                     .delete_link(self.tenant, &m.id, Kind::Task, p.hq_id.as_deref(), p.graph_id.as_deref())
                     .await?;
@@ -448,12 +451,17 @@ impl<'a> Tasks<'a> {
         if pending {
             // Another hint's live claim: it may be posting right now.
             let l = self.store.get_link_by_hq(self.tenant, &m.id, Kind::Task, &h.id.to_string()).await?;
-            if l.as_ref().is_some_and(|l| l.graph_id.is_none() && super::claimed_elsewhere(l, self.hint_id)) {
+            let taken = match &l {
+                Some(l) if l.graph_id.is_none() => {
+                    !super::claimed_elsewhere(l) && super::take_over(self.store, l, self.hint_id).await?
+                }
+                // Completed meanwhile (the copy found above was not there
+                // yet when read), or gone: this hint is retried.
+                _ => false,
+            };
+            if !taken {
                 return Err(super::busy("the To Do copy of this task"));
             }
-            let mut mine = self.pending_link(m, Some(h.id), None);
-            mine.base = json!({ "claim": self.hint_id });
-            self.store.upsert_link(&mine).await?;
         } else {
             match super::claim_create(self.store, &self.pending_link(m, Some(h.id), None), self.hint_id).await? {
                 super::Claim::Mine => {}
@@ -849,7 +857,7 @@ impl<'a> Tasks<'a> {
         // must not both create it; an unfinished claim of a crashed worker
         // is taken over once stale, after looking for what it created.
         let stale = match pending {
-            Some(p) if super::claimed_elsewhere(p, self.hint_id) => {
+            Some(p) if super::claimed_elsewhere(p) || !super::take_over(self.store, p, self.hint_id).await? => {
                 return Err(super::busy("the helloHQ task for this To Do task"))
             }
             Some(_) => true,

@@ -642,6 +642,46 @@ impl Store {
         count(&self.pool, sql, args![tenant.as_str(), mailbox.as_str(), kind.as_str(), ms(since)]).await
     }
 
+    /// Takes over the unfinished claim `old` (stale, or released by its
+    /// run) with `base`, atomically: of two workers resuming the same claim
+    /// only the first succeeds (the row must still be as `old` was read).
+    pub async fn take_over_claim(&self, old: &Link, base: &serde_json::Value) -> Result<bool, StoreError> {
+        let (column, id) = match (&old.hq_id, &old.graph_id) {
+            (Some(h), None) => ("hq_id", h.as_str()),
+            (None, Some(g)) => ("graph_id", g.as_str()),
+            _ => return Ok(false),
+        };
+        let sql = format!(
+            "UPDATE links SET base = $1, updated_at = $2 WHERE tenant = $3 AND mailbox = $4 AND kind = $5 \
+             AND state = 'pending' AND updated_at = $6 AND {column} = $7"
+        );
+        let args = args![
+            base.to_string(),
+            now_ms(),
+            old.tenant.as_str(),
+            old.mailbox.as_str(),
+            old.kind.as_str(),
+            ms(old.updated_at),
+            id,
+        ];
+        Ok(self.pool.execute(&sql, args).await? > 0)
+    }
+
+    /// Marks the unfinished claims made by the run `run` as released: that
+    /// run is over (it failed), so its retry, or any worker, may resume them
+    /// at once instead of waiting for them to go stale.
+    pub async fn release_claims(&self, run: &uuid::Uuid) -> Result<u64, StoreError> {
+        let released = serde_json::json!({"released": true, "run": run}).to_string();
+        let sql = "UPDATE links SET base = $1 WHERE state = 'pending' AND base LIKE $2";
+        self.pool.execute(sql, args![released, format!("%\"run\":\"{run}\"%")]).await
+    }
+
+    /// Refreshes the unfinished claims of the running run `run` (its heartbeat).
+    pub async fn touch_claims(&self, run: &uuid::Uuid) -> Result<u64, StoreError> {
+        let sql = "UPDATE links SET updated_at = $1 WHERE state = 'pending' AND base LIKE $2";
+        self.pool.execute(sql, args![now_ms(), format!("%\"run\":\"{run}\"%")]).await
+    }
+
     pub async fn count_links(
         &self,
         tenant: &TenantId,
