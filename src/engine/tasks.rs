@@ -49,7 +49,7 @@ use super::contacts::{Contacts, Plan};
 use super::directory::Directory;
 use super::merge::{self, FieldRule, Flow, Side};
 use super::settings::TenantSettings;
-use super::shared::{graph_err, graph_modified, graph_version, hq_err};
+use super::shared::{graph_err, graph_modified, graph_version, hq_deleted, hq_err, mark_hq_deleted};
 use super::{fingerprint, EngineError};
 
 /// Field rules for tasks (SPEC §4): subject and body belong to helloHQ.
@@ -279,7 +279,12 @@ impl<'a> Tasks<'a> {
     async fn read_hq(&self, id: i32) -> Result<HqRead, EngineError> {
         match self.hq.get_task(id).await {
             Ok(row) => Ok(classify(row)),
-            Err(HqError::NotFound { .. }) => Ok(HqRead::Gone),
+            // Remembered: a copy another worker is making from an earlier
+            // read finds it once linked, and removes itself.
+            Err(HqError::NotFound { .. }) => {
+                mark_hq_deleted(self.store, self.tenant, Kind::Task, &id.to_string()).await?;
+                Ok(HqRead::Gone)
+            }
             Err(e) => Err(hq_err(e)),
         }
     }
@@ -506,6 +511,9 @@ impl<'a> Tasks<'a> {
                     // as what it holds, then merged, so the newer helloHQ
                     // values reach it instead of being taken as synced.
                     self.save_link(m, h.id, &created, &held, String::new(), prior).await?;
+                    if self.undo_if_deleted(m, list, h).await? {
+                        return Ok(());
+                    }
                     let l = self.store.get_link_by_hq(self.tenant, &m.id, Kind::Task, &h.id.to_string()).await?;
                     let Some(l) = l else { return Ok(()) };
                     let direction = self.settings.direction(m, Kind::Task);
@@ -514,6 +522,9 @@ impl<'a> Tasks<'a> {
             }
         }
         self.save_link(m, h.id, &created, &h.item, print_of(&h.item), prior).await?;
+        if self.undo_if_deleted(m, list, h).await? {
+            return Ok(());
+        }
         self.journal(
             Some(&m.id),
             "created",
@@ -523,6 +534,18 @@ impl<'a> Tasks<'a> {
         )
         .await;
         Ok(())
+    }
+
+    /// A copy just linked for a helloHQ task deleted while it was being made
+    /// (after the deletion's handler had listed the links) is removed here.
+    async fn undo_if_deleted(&self, m: &Mailbox, list: &str, h: &HqTask) -> Result<bool, EngineError> {
+        if !hq_deleted(self.store, self.tenant, Kind::Task, &h.id.to_string()).await? {
+            return Ok(false);
+        }
+        if let Some(l) = self.store.get_link_by_hq(self.tenant, &m.id, Kind::Task, &h.id.to_string()).await? {
+            self.remove_copy(m, list, None, &l).await?;
+        }
+        Ok(true)
     }
 
     /// Removes the To Do copy of a link whose helloHQ task is gone or no
