@@ -195,7 +195,7 @@ fn report(backend: &str, baseline: &str, raw: &Figures, direct: &Figures, http: 
             "hqsync {:.0} + load generator {:.0} + broker {} µs",
             c.hqsync_us,
             c.load_us,
-            c.broker_us.map_or("n/a".to_string(), |b| format!("{b:.0}"))
+            c.broker_us.filter(|_| backend == "amqp").map_or("n/a".to_string(), |b| format!("{b:.0}"))
         ),
         None => "n/a".to_string(),
     };
@@ -205,7 +205,7 @@ fn report(backend: &str, baseline: &str, raw: &Figures, direct: &Figures, http: 
     // On a machine whose cores the broker, the load generator and hqsync
     // share, the cores bound both rates: what would ingress reach if the
     // HTTP edge cost nothing beyond the baseline's own client?
-    if let (Some(r), Some(h)) = (raw.cpu, http.cpu) {
+    if let (Some(r), Some(h), "amqp") = (raw.cpu, http.cpu, backend) {
         if let (Some(rb), Some(hb)) = (r.broker_us, h.broker_us) {
             let ceiling = (r.hqsync_us + rb) / (r.hqsync_us + h.load_us + hb);
             println!(
