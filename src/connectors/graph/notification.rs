@@ -94,14 +94,14 @@ struct WireResourceData {
     etag: Option<String>,
 }
 
-/// Parses a notification body: `Err` when the body as a whole is not a
-/// batch (answer 400), else one result per item in order.
 /// The common case in one pass: every item has the expected shape.
 #[derive(Deserialize)]
 struct TypedBatch {
     value: Vec<WireItem>,
 }
 
+/// Parses a notification body: `Err` when the body as a whole is not a
+/// batch (answer 400), else one result per item in order.
 pub fn parse_batch(body: &[u8]) -> Result<Vec<Result<NotificationItem, NotificationError>>, NotificationError> {
     if let Ok(batch) = serde_json::from_slice::<TypedBatch>(body) {
         return Ok(batch.value.into_iter().map(parse_wire_item).collect());
