@@ -1575,6 +1575,8 @@ async fn scenario(size: Size) -> Option<(String, bool)> {
                 .collect();
             let _ = std::fs::write(k.join("journal.jsonl"), lines.join("\n"));
             let _ = std::fs::write(k.join("actions.log"), env.actions.lock().unwrap().join("\n"));
+            // The report with its findings, so the folder alone tells the story.
+            let _ = std::fs::write(k.join("report.txt"), &r);
             r.push_str(&format!("logs and journal kept in {}\n", k.display()));
         }
         env.stop().await;
