@@ -168,6 +168,13 @@ impl H {
         out
     }
 
+    /// The id of the mailbox's "HQ Globale Kontakte" folder.
+    async fn global_folder(&self, mailbox: &str) -> String {
+        let folders = self.graph.get(&format!("/users/{mailbox}/contactFolders")).await.unwrap();
+        let global = folders["value"].as_array().unwrap().iter().find(|f| f["displayName"] == "HQ Globale Kontakte");
+        global.unwrap()["id"].as_str().unwrap().to_string()
+    }
+
     async fn find(&self, mailbox: &str, surname: &str) -> Vec<(String, Value)> {
         self.exchange_contacts(mailbox).await.into_iter().filter(|(_, c)| c["surname"] == surname).collect()
     }
@@ -517,12 +524,7 @@ async fn initial_sync_into_a_mailbox_that_already_holds_the_contacts_creates_no_
 async fn an_outlook_contact_becomes_a_hellohq_contact_of_the_named_company() {
     let h = H::start().await;
     h.initial_sync().await;
-    let folders = h.graph.get(&format!("/users/{CLARA}/contactFolders")).await.unwrap();
-    let global =
-        folders["value"].as_array().unwrap().iter().find(|f| f["displayName"] == "HQ Globale Kontakte").unwrap()["id"]
-            .as_str()
-            .unwrap()
-            .to_string();
+    let global = h.global_folder(CLARA).await;
     let mk = |given: &str, sur: &str, company: Option<&str>| json!({"givenName": given, "surname": sur, "companyName": company, "emailAddresses": [{"address": format!("{}@example.de", given.to_lowercase())}]});
     for (c, _) in [
         (mk("Paula", "Meyer", Some("Druckerei Weiß GmbH")), ()),
@@ -553,12 +555,7 @@ async fn an_outlook_contact_becomes_a_hellohq_contact_of_the_named_company() {
 async fn an_outlook_contact_notified_twice_at_once_becomes_one_hellohq_contact_mirrored_once() {
     let h = H::start().await;
     h.initial_sync().await;
-    let folders = h.graph.get(&format!("/users/{CLARA}/contactFolders")).await.unwrap();
-    let global =
-        folders["value"].as_array().unwrap().iter().find(|f| f["displayName"] == "HQ Globale Kontakte").unwrap()["id"]
-            .as_str()
-            .unwrap()
-            .to_string();
+    let global = h.global_folder(CLARA).await;
     let c = json!({"givenName": "Dora", "surname": "Doppel", "companyName": "Druckerei Weiß GmbH",
                    "emailAddresses": [{"address": "dora.doppel@example.de"}]});
     let created = h.graph.post(&format!("/users/{CLARA}/contactFolders/{global}/contacts"), &c).await.unwrap();
@@ -737,12 +734,7 @@ async fn my_contacts_only_keeps_subsystems_apart() {
 async fn two_workers_on_a_new_outlook_contact_create_one_hellohq_contact() {
     let h = H::start().await;
     h.initial_sync().await;
-    let folders = h.graph.get(&format!("/users/{BEN}/contactFolders")).await.unwrap();
-    let global =
-        folders["value"].as_array().unwrap().iter().find(|f| f["displayName"] == "HQ Globale Kontakte").unwrap()["id"]
-            .as_str()
-            .unwrap()
-            .to_string();
+    let global = h.global_folder(BEN).await;
     let created = h
         .graph
         .post(
@@ -827,31 +819,12 @@ async fn one_hellohq_contact_handled_twice_at_once_is_mirrored_once_per_mailbox(
 async fn a_pass_never_deletes_the_users_contact_behind_a_claim_toward_hellohq() {
     let h = H::start().await;
     h.initial_sync().await;
-    let folders = h.graph.get(&format!("/users/{CLARA}/contactFolders")).await.unwrap();
-    let global =
-        folders["value"].as_array().unwrap().iter().find(|f| f["displayName"] == "HQ Globale Kontakte").unwrap()["id"]
-            .as_str()
-            .unwrap()
-            .to_string();
+    let global = h.global_folder(CLARA).await;
     let body = json!({"givenName": "Rita", "surname": "Rennen", "emailAddresses": [{"address": "rita@example.de"}]});
     let created = h.graph.post(&format!("/users/{CLARA}/contactFolders/{global}/contacts"), &body).await.unwrap();
     let gid = created["id"].as_str().unwrap().to_string();
     // Another worker has claimed the create toward helloHQ and not finished.
-    let claim = hqsync::store::Link {
-        tenant: h.tenant.clone(),
-        mailbox: MailboxId::parse(CLARA).unwrap(),
-        kind: Kind::Contact,
-        hq_id: None,
-        graph_id: Some(gid.clone()),
-        folder: Some("global".into()),
-        base: json!({"claim": uuid::Uuid::new_v4()}),
-        hq_fingerprint: None,
-        graph_fingerprint: None,
-        hq_version: None,
-        graph_version: None,
-        state: "pending".into(),
-        updated_at: chrono::Utc::now(),
-    };
+    let claim = claim_row(&h, CLARA, None, Some(&gid), json!({"claim": uuid::Uuid::new_v4()}));
     assert!(h.store.claim_link(&claim).await.unwrap());
     // The pass meets the live claim (it retries later), deleting nothing.
     let pass = h.hint(Origin::Schedule, Change::Resync, Some(CLARA), None, None);
@@ -932,12 +905,7 @@ async fn a_duplicated_hint_never_resumes_the_live_claim_of_its_twin() {
 async fn a_hellohq_contact_found_from_an_earlier_attempt_takes_the_users_later_edit() {
     let h = H::start().await;
     h.initial_sync().await;
-    let folders = h.graph.get(&format!("/users/{CLARA}/contactFolders")).await.unwrap();
-    let global =
-        folders["value"].as_array().unwrap().iter().find(|f| f["displayName"] == "HQ Globale Kontakte").unwrap()["id"]
-            .as_str()
-            .unwrap()
-            .to_string();
+    let global = h.global_folder(CLARA).await;
     let body = json!({"givenName": "Rita", "surname": "Rennen", "jobTitle": "Einkauf", "emailAddresses": [{"address": "rita@example.de"}]});
     let created = h.graph.post(&format!("/users/{CLARA}/contactFolders/{global}/contacts"), &body).await.unwrap();
     let gid = created["id"].as_str().unwrap().to_string();
