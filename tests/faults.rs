@@ -76,6 +76,14 @@ struct Size {
     kinds: Vec<RKind>,
 }
 
+/// `HQSYNC_FAULTS_SEED=N` replays another stream (default: the run's own seed).
+fn seed_from_env(default: u64) -> u64 {
+    match std::env::var("HQSYNC_FAULTS_SEED") {
+        Ok(s) => s.trim().parse().unwrap_or_else(|_| panic!("HQSYNC_FAULTS_SEED={s:?} is not a number; give e.g. 7")),
+        Err(_) => default,
+    }
+}
+
 /// `HQSYNC_FAULTS_KINDS=contact,task,appointment` (default: all).
 fn kinds_from_env() -> Vec<RKind> {
     let wanted = std::env::var("HQSYNC_FAULTS_KINDS").unwrap_or_default();
@@ -1606,7 +1614,7 @@ async fn faults_smoke() {
         drop_rate: 0.1,
         duplicate_rate: 0.1,
         settle: Duration::from_secs(60),
-        seed: 9,
+        seed: seed_from_env(9),
         kinds: kinds_from_env(),
     };
     let Some((report, passed)) = scenario(size).await else { return };
@@ -1630,7 +1638,7 @@ async fn faults_full() {
         drop_rate: 0.1,
         duplicate_rate: 0.1,
         settle: Duration::from_secs(300),
-        seed: 2026,
+        seed: seed_from_env(2026),
         kinds: kinds_from_env(),
     };
     let Some((report, passed)) = scenario(size).await else { return };

@@ -606,8 +606,14 @@ impl<'a> Appointments<'a> {
             self.hint_id,
         )
         .await?;
-        if let super::Claim::Done(_) = claim {
-            return Ok(());
+        if let super::Claim::Done(l) = claim {
+            // Linked by another worker meanwhile, maybe from an older read
+            // than this one: merged into, not taken as synced.
+            if l.state != LINKED || l.graph_id.is_none() {
+                return Err(super::linked_meanwhile("the organizer's event of this appointment"));
+            }
+            let direction = self.settings.direction(m, Kind::Appointment);
+            return Box::pin(self.update_pair(people, m, hq, &l, None, direction, &mut None)).await;
         }
         // Mine, or another worker's live or crashed claim: the POST is
         // idempotent through the transactionId, so both end at one event.
@@ -688,6 +694,39 @@ impl<'a> Appointments<'a> {
     /// against the base, write only what changed where it may go.
     #[allow(clippy::too_many_arguments)]
     async fn update_pair(
+        &self,
+        people: &People,
+        m: &Mailbox,
+        hq: &HqAppointment,
+        l: &Link,
+        ev: Option<Value>,
+        direction: Direction,
+        plan: &mut Option<&mut Plan>,
+    ) -> Result<(), EngineError> {
+        if plan.is_none() && super::newer_than_reads(l) {
+            // Merged by another worker since this hint read the sides: the
+            // link first, then both sides again, so the base is never newer.
+            let id = hq.task.id.to_string();
+            let fresh = self.store.get_link_by_hq(self.tenant, &m.id, Kind::Appointment, &id).await?;
+            let Some(fresh) = fresh.filter(|f| f.state == LINKED && f.graph_id.is_some() && f.folder == l.folder)
+            else {
+                return Err(super::relinked_meanwhile());
+            };
+            let Some(task) = self.read_hq(hq.task.id).await? else {
+                return Ok(()); // deleted in helloHQ meanwhile: its hint follows
+            };
+            let Ok(appt) = Appointment::from_hq(&task, people) else {
+                return Ok(()); // no longer an appointment hqsync can hold: its hint journals why
+            };
+            let hq = HqAppointment { task, appt };
+            return self.merge_linked(people, m, &hq, &fresh, None, direction, plan).await;
+        }
+        self.merge_linked(people, m, hq, l, ev, direction, plan).await
+    }
+
+    /// [`Appointments::update_pair`] on reads no older than the link's base.
+    #[allow(clippy::too_many_arguments)]
+    async fn merge_linked(
         &self,
         people: &People,
         m: &Mailbox,
@@ -1200,6 +1239,7 @@ impl<'a> Appointments<'a> {
         let Some(ev) = self.read_graph(m.id.as_str(), graph_id).await? else {
             // 404 after a notification: an explicit deletion in Exchange.
             let Some(l) = link else { return Ok(()) };
+            super::not_while_created(&l, "the helloHQ appointment of this deleted event")?;
             return self.exchange_deleted(m, &l, direction).await;
         };
         // An occurrence or exception: its series is what is linked.
@@ -1404,7 +1444,7 @@ impl<'a> Appointments<'a> {
             .await?;
             match claim {
                 super::Claim::Mine => {}
-                super::Claim::Done(_) => return Ok(()),
+                super::Claim::Done(_) => return Err(super::linked_meanwhile("the event")),
                 super::Claim::Busy | super::Claim::Stale(_) => {
                     return Err(super::busy("the helloHQ appointment for this event"))
                 }

@@ -411,6 +411,7 @@ impl<'a> Contacts<'a> {
     #[allow(clippy::too_many_arguments)]
     pub async fn settle(
         &self,
+        dir: &Directory,
         m: &Mailbox,
         folders: &ContactFolders,
         hq: Option<&HqContact>,
@@ -461,7 +462,7 @@ impl<'a> Contacts<'a> {
                     p.create_in_exchange.push(format!("{} ({})", summary(&h.contact), folder.display_name()));
                     return Ok(());
                 }
-                self.create_and_link(m, folders, folder, h, None).await
+                self.create_and_link(dir, m, folders, folder, h, None).await
             }
             (Some(h), Some(folder), Some(l)) => {
                 if l.state == PENDING || l.graph_id.is_none() {
@@ -472,7 +473,7 @@ impl<'a> Contacts<'a> {
                         p.create_in_exchange.push(format!("{} ({})", summary(&h.contact), folder.display_name()));
                         return Ok(());
                     }
-                    return self.create_and_link(m, folders, folder, h, Some(&l)).await;
+                    return self.create_and_link(dir, m, folders, folder, h, Some(&l)).await;
                 }
                 let current = l.folder.as_deref().and_then(Folder::parse);
                 if current != Some(folder) && to_ex {
@@ -482,7 +483,7 @@ impl<'a> Contacts<'a> {
                     }
                     return self.move_folder(m, folders, folder, h, &l).await;
                 }
-                self.update_pair(m, h, &l, ex, direction, plan).await
+                self.update_pair(dir, m, h, &l, ex, direction, plan).await
             }
         }
     }
@@ -511,6 +512,7 @@ impl<'a> Contacts<'a> {
 
     async fn create_and_link(
         &self,
+        dir: &Directory,
         m: &Mailbox,
         folders: &ContactFolders,
         folder: Folder,
@@ -518,7 +520,14 @@ impl<'a> Contacts<'a> {
         prior: Option<&Link>,
     ) -> Result<(), EngineError> {
         let Some((created, found)) = self.create_in_exchange(m, folders, folder, h, prior).await? else {
-            return Ok(()); // another worker created and linked it
+            // Another worker created and linked it meanwhile, maybe from an
+            // older read than this one: merged into, not taken as synced.
+            let l = self.store.get_link_by_hq(self.tenant, &m.id, Kind::Contact, &h.id.to_string()).await?;
+            let Some(l) = l.filter(|l| l.state == LINKED && l.graph_id.is_some()) else {
+                return Err(super::linked_meanwhile("the Exchange copy of this contact"));
+            };
+            let direction = self.settings.direction(m, Kind::Contact);
+            return self.update_pair(dir, m, h, &l, None, direction, &mut None).await;
         };
         let held = contact::from_graph(&created);
         if found && held != h.contact {
@@ -533,7 +542,7 @@ impl<'a> Contacts<'a> {
             let l = self.store.get_link_by_hq(self.tenant, &m.id, Kind::Contact, &h.id.to_string()).await?;
             let Some(l) = l else { return Ok(()) };
             let direction = self.settings.direction(m, Kind::Contact);
-            return self.update_pair(m, h, &l, Some(created), direction, &mut None).await;
+            return self.update_pair(dir, m, h, &l, Some(created), direction, &mut None).await;
         }
         self.save_link(m, Some(h.id.to_string()), &created, folder, &h.contact, Some(fingerprint(&h.contact)), prior)
             .await?;
@@ -593,7 +602,34 @@ impl<'a> Contacts<'a> {
     /// version the link holds stands for it when that version held exactly
     /// the base: the write is one PATCH conditional on it, and only a `412`
     /// (Exchange changed since) costs a read and a second merge.
+    #[allow(clippy::too_many_arguments)]
     async fn update_pair(
+        &self,
+        dir: &Directory,
+        m: &Mailbox,
+        h: &HqContact,
+        l: &Link,
+        ex: Option<Value>,
+        direction: Direction,
+        plan: &mut Option<&mut Plan>,
+    ) -> Result<(), EngineError> {
+        if plan.is_none() && super::newer_than_reads(l) {
+            // Merged by another worker since this hint read the sides: the
+            // link first, then both sides again, so the base is never newer.
+            let fresh = self.store.get_link_by_hq(self.tenant, &m.id, Kind::Contact, &h.id.to_string()).await?;
+            let Some(fresh) = fresh.filter(|f| f.state == LINKED && f.graph_id.is_some()) else {
+                return Err(super::relinked_meanwhile());
+            };
+            let Some(h) = self.read_hq(dir, h.id).await? else {
+                return Ok(()); // deleted in helloHQ meanwhile: its hint removes the copies
+            };
+            return self.merge_linked(m, &h, &fresh, None, direction, plan).await;
+        }
+        self.merge_linked(m, h, l, ex, direction, plan).await
+    }
+
+    /// [`Contacts::update_pair`] on reads no older than the link's base.
+    async fn merge_linked(
         &self,
         m: &Mailbox,
         h: &HqContact,
@@ -848,7 +884,7 @@ impl<'a> Contacts<'a> {
                 continue;
             }
             let folders = self.folders(m.id.as_str()).await?;
-            self.settle(&m, &folders, hq.as_ref(), desired, link, None, &mut None).await?;
+            self.settle(dir, &m, &folders, hq.as_ref(), desired, link, None, &mut None).await?;
         }
         Ok(())
     }
@@ -917,6 +953,7 @@ impl<'a> Contacts<'a> {
         let Some(ex) = ex else {
             // 404 after a notification: an explicit deletion in Exchange.
             let Some(l) = link else { return Ok(()) };
+            super::not_while_created(&l, "the helloHQ contact of this deleted Exchange contact")?;
             return self.exchange_deleted(m, &l, direction).await;
         };
         let folders = self.folders(m.id.as_str()).await?;
@@ -975,7 +1012,7 @@ impl<'a> Contacts<'a> {
                     return Ok(()); // echo of our own write, or a duplicate
                 }
                 match self.read_hq(dir, hq_id).await? {
-                    Some(h) => self.update_pair(m, &h, &l, Some(ex), direction, &mut None).await,
+                    Some(h) => self.update_pair(dir, m, &h, &l, Some(ex), direction, &mut None).await,
                     None => Ok(()), // deleted in helloHQ: its hint removes the copy
                 }
             }
@@ -1061,11 +1098,7 @@ impl<'a> Contacts<'a> {
             super::Claim::Mine => None,
             // Linked meanwhile by another worker, which may have mirrored an
             // older read of this contact: retried, the hint merges as an edit.
-            super::Claim::Done(_) => {
-                return Err(EngineError::Transient(
-                    "the Exchange contact was linked meanwhile; merging it again".into(),
-                ))
-            }
+            super::Claim::Done(_) => return Err(super::linked_meanwhile("the Exchange contact")),
             super::Claim::Busy => return Err(super::busy("the helloHQ contact for this Exchange contact")),
             // The holder crashed, maybe after creating: look before creating.
             super::Claim::Stale(_) => self.find_created(&c).await?,
@@ -1118,7 +1151,7 @@ impl<'a> Contacts<'a> {
             return Ok(());
         };
         let direction = self.settings.direction(m, Kind::Contact);
-        self.update_pair(m, &h, &l, Some(tagged), direction, &mut None).await
+        self.update_pair(dir, m, &h, &l, Some(tagged), direction, &mut None).await
     }
 
     /// Tags the Exchange contact `ex` with helloHQ id `id` (replays and
@@ -1400,7 +1433,7 @@ impl<'a> Contacts<'a> {
                         continue;
                     }
                 }
-                self.settle(m, &folders, hq, None, Some(l.clone()), None, &mut plan_ref).await?;
+                self.settle(dir, m, &folders, hq, None, Some(l.clone()), None, &mut plan_ref).await?;
             }
             for l in &exchange_gone {
                 let base: Contact = serde_json::from_value(l.base.clone()).unwrap_or_default();
@@ -1433,11 +1466,11 @@ impl<'a> Contacts<'a> {
             // Both sides are read again.
             if !dry_run && link.as_ref().is_some_and(|l| l.updated_at > read_at) {
                 if let Some(fresh) = self.read_hq(dir, *hq_id).await? {
-                    self.settle(m, &folders, Some(&fresh), Some(*folder), link, None, &mut plan_ref).await?;
+                    self.settle(dir, m, &folders, Some(&fresh), Some(*folder), link, None, &mut plan_ref).await?;
                 }
                 continue;
             }
-            self.settle(m, &folders, Some(h), Some(*folder), link, ex, &mut plan_ref).await?;
+            self.settle(dir, m, &folders, Some(h), Some(*folder), link, ex, &mut plan_ref).await?;
             if !dry_run && total_desired >= 200 && (i + 1) % 200 == 0 {
                 tracing::info!(mailbox = %m.id, done = i + 1, total = total_desired, "contact pass progress");
             }

@@ -103,7 +103,7 @@ impl Engine {
             return Ok(Outcome::Duplicate);
         }
         let run = uuid::Uuid::new_v4();
-        let work = RUN.scope(run, self.apply(hint));
+        let work = RUN.scope(run, READS_FROM.scope(chrono::Utc::now(), self.apply(hint)));
         tokio::pin!(work);
         let result = loop {
             tokio::select! {
@@ -544,6 +544,36 @@ tokio::task_local! {
     static RUN: uuid::Uuid;
 }
 
+tokio::task_local! {
+    /// When the hint being handled began: every read it makes is younger.
+    static READS_FROM: chrono::DateTime<chrono::Utc>;
+}
+
+/// True when the pair `l` was merged (its link written) after the running
+/// hint began reading, so its reads of either side may be older than the
+/// link's base. A three-way merge of such a read against that base takes
+/// the older value for an edit and writes it back over the newer one (the
+/// fault suite's rolled-back appointments and tasks, and its phantom
+/// "conflicts" between a side and hqsync's own earlier write). The caller
+/// reads the link first and then both sides again before merging. A link
+/// without a base (just matched) and outside a hint (tests driving the
+/// engine directly) is taken as it is. Read in that order (link, then both
+/// sides), the base is never newer than the sides, and a merge running
+/// beside this one is caught by the conditional writes.
+pub fn newer_than_reads(l: &store::Link) -> bool {
+    // A store may keep the time to the millisecond: a write within the same
+    // millisecond as the hint's start counts as newer.
+    let slack = chrono::Duration::milliseconds(1);
+    !l.base.is_null() && l.state == "linked" && READS_FROM.try_with(|t| l.updated_at + slack > *t).unwrap_or(false)
+}
+
+/// The error when a pair re-read for [`newer_than_reads`] is no longer a
+/// complete link (moved, unlinked or being re-created meanwhile): the hint
+/// runs again and decides afresh.
+pub fn relinked_meanwhile() -> EngineError {
+    EngineError::Transient("the pair was relinked by another worker while this hint read it; reading again".into())
+}
+
 /// The `base` of a claim row: the hint (for the logs) and the run making it.
 /// A claim is never resumed because it names the same hint: a duplicated
 /// notification runs the same hint twice at once, and the second would
@@ -616,6 +646,25 @@ pub async fn no_create_in_flight(
         return Err(busy(&format!("a {kind} created in {mailbox} that is on its way to helloHQ")));
     }
     Ok(())
+}
+
+/// Refuses (as a retryable busy error) to act on the deletion of an item
+/// whose create toward helloHQ another live run is making: dropping its
+/// claim row now would let that run link the record it is creating after
+/// the deletion was handled, and the helloHQ record would outlive the item
+/// it came from. Once the create is linked, the retry deletes it.
+pub fn not_while_created(l: &store::Link, what: &str) -> Result<(), EngineError> {
+    if l.state == "pending" && l.hq_id.is_none() && claimed_elsewhere(l) {
+        return Err(busy(what));
+    }
+    Ok(())
+}
+
+/// The error for [`Claim::Done`] met by a create: another worker linked the
+/// pair meanwhile, maybe from an older read than this hint's. Retried, the
+/// hint merges its read into that pair instead of taking it as synced.
+pub fn linked_meanwhile(what: &str) -> EngineError {
+    EngineError::Transient(format!("{what} was linked by another worker meanwhile; merging into it"))
 }
 
 /// The error for [`Claim::Busy`].

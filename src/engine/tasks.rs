@@ -502,7 +502,14 @@ impl<'a> Tasks<'a> {
         prior: Option<&Link>,
     ) -> Result<(), EngineError> {
         let Some((created, found)) = self.create_in_exchange(m, list, h, pending).await? else {
-            return Ok(()); // linked by another worker meanwhile
+            // Linked by another worker meanwhile, maybe from an older read
+            // than this one: merged into, not taken as synced.
+            let l = self.store.get_link_by_hq(self.tenant, &m.id, Kind::Task, &h.id.to_string()).await?;
+            let Some(l) = l.filter(|l| l.state == LINKED && l.graph_id.is_some()) else {
+                return Err(super::linked_meanwhile("the To Do copy of this task"));
+            };
+            let direction = self.settings.direction(m, Kind::Task);
+            return self.update_pair(m, list, h, &l, None, direction, &mut None).await;
         };
         if found {
             if let Ok(held) = TaskItem::from_graph(&created) {
@@ -641,6 +648,33 @@ impl<'a> Tasks<'a> {
     /// what changed where it may go.
     #[allow(clippy::too_many_arguments)]
     async fn update_pair(
+        &self,
+        m: &Mailbox,
+        list: &str,
+        h: &HqTask,
+        l: &Link,
+        ex: Option<Value>,
+        direction: Direction,
+        plan: &mut Option<&mut Plan>,
+    ) -> Result<(), EngineError> {
+        if plan.is_none() && super::newer_than_reads(l) {
+            // Merged by another worker since this hint read the sides: the
+            // link first, then both sides again, so the base is never newer.
+            let fresh = self.store.get_link_by_hq(self.tenant, &m.id, Kind::Task, &h.id.to_string()).await?;
+            let Some(fresh) = fresh.filter(|f| f.state == LINKED && f.graph_id.is_some()) else {
+                return Err(super::relinked_meanwhile());
+            };
+            let HqRead::Task(h) = self.read_hq(h.id).await? else {
+                return Ok(()); // gone from helloHQ meanwhile: its hint removes the copy
+            };
+            return self.merge_linked(m, list, &h, &fresh, None, direction, plan).await;
+        }
+        self.merge_linked(m, list, h, l, ex, direction, plan).await
+    }
+
+    /// [`Tasks::update_pair`] on reads no older than the link's base.
+    #[allow(clippy::too_many_arguments)]
+    async fn merge_linked(
         &self,
         m: &Mailbox,
         list: &str,
@@ -888,7 +922,7 @@ impl<'a> Tasks<'a> {
                 .await?
             {
                 super::Claim::Mine => false,
-                super::Claim::Done(_) => return Ok(()),
+                super::Claim::Done(_) => return Err(super::linked_meanwhile("the To Do task")),
                 super::Claim::Busy => return Err(super::busy("the helloHQ task for this To Do task")),
                 super::Claim::Stale(_) => true,
             },
@@ -943,6 +977,7 @@ impl<'a> Tasks<'a> {
             return match link {
                 Some(l) if l.state == LINKED => self.exchange_removed(dir, m, &l).await,
                 Some(l) => {
+                    super::not_while_created(&l, "the helloHQ task of this removed To Do task")?;
                     self.store
                         .delete_link(self.tenant, &m.id, Kind::Task, l.hq_id.as_deref(), l.graph_id.as_deref())
                         .await?;
