@@ -567,6 +567,25 @@ pub fn newer_than_reads(l: &store::Link) -> bool {
     !l.base.is_null() && l.state == "linked" && READS_FROM.try_with(|t| l.updated_at + slack > *t).unwrap_or(false)
 }
 
+/// Before a merge writes anything: the link it merged against must still be
+/// the one in the store. Another worker that merged the pair while this
+/// one read the sides (its write to a side seen here, its link not yet)
+/// makes hqsync's own write look like a user's edit, and this merge would
+/// write the older value back; retried, the hint reads the link first.
+pub async fn link_unchanged(store: &Store, l: &store::Link) -> Result<(), EngineError> {
+    let now = match (l.hq_id.as_deref(), l.graph_id.as_deref()) {
+        (Some(h), _) => store.get_link_by_hq(&l.tenant, &l.mailbox, l.kind, h).await?,
+        (None, Some(g)) => store.get_link_by_graph(&l.tenant, &l.mailbox, l.kind, g).await?,
+        (None, None) => return Ok(()),
+    };
+    // A link built in memory carries a finer time than the store keeps.
+    let same = |n: &store::Link| (n.updated_at - l.updated_at).num_milliseconds().abs() < 1 && n.graph_id == l.graph_id;
+    if now.as_ref().is_some_and(same) {
+        return Ok(());
+    }
+    Err(EngineError::Transient("the pair was merged by another worker while this hint read it; merging again".into()))
+}
+
 /// The error when a pair re-read for [`newer_than_reads`] is no longer a
 /// complete link (moved, unlinked or being re-created meanwhile): the hint
 /// runs again and decides afresh.

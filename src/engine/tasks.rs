@@ -730,6 +730,9 @@ impl<'a> Tasks<'a> {
             p.record_merge(&summary(&h.item), &result);
             return Ok(());
         }
+        if !result.to_hellohq.is_empty() || !result.to_exchange.is_empty() {
+            super::link_unchanged(self.store, l).await?;
+        }
         let owned: Vec<&str> =
             result.blocked.iter().filter(|b| b.from == Side::Exchange).map(|b| b.field.as_str()).collect();
         if owned.iter().any(|f| *f == "title" || *f == "body") {
@@ -868,6 +871,19 @@ impl<'a> Tasks<'a> {
         Ok(found.into_iter().next())
     }
 
+    /// Deletes the helloHQ row an unfinished create made for To Do task
+    /// `gid` (found by its `syncId`), now that the To Do task is gone.
+    async fn drop_unlinked_create(&self, m: &Mailbox, gid: &str) -> Result<(), EngineError> {
+        let Some(row) = self.find_created_for(gid).await? else { return Ok(()) };
+        match self.hq.delete_task(row.id).await {
+            Ok(()) | Err(HqError::NotFound { .. }) => {}
+            Err(e) => return Err(hq_err(e)),
+        }
+        let what = TaskItem::from_hq(&row).map(|t| summary(&t)).unwrap_or_else(|_| format!("task #{}", row.id));
+        self.journal(Some(&m.id), "deleted", Some(row.id.to_string()), Some(gid.to_string()), json!({"side": "hellohq", "summary": what, "from": m.id.as_str(), "reason": "removed from the To Do list while its helloHQ task was being created"})).await;
+        Ok(())
+    }
+
     /// A task created in the To Do list becomes a helloHQ task in the
     /// configured inbox project, assigned to this mailbox's user; without
     /// an inbox project it is journalled as not synchronised.
@@ -978,6 +994,12 @@ impl<'a> Tasks<'a> {
                 Some(l) if l.state == LINKED => self.exchange_removed(dir, m, &l).await,
                 Some(l) => {
                     super::not_while_created(&l, "the helloHQ task of this removed To Do task")?;
+                    if l.hq_id.is_none() && matches!(direction, Direction::Both | Direction::ToHellohq) {
+                        // An unfinished create toward helloHQ (its run failed
+                        // or crashed after creating the row, before linking):
+                        // the row it may have made mirrors a removed task.
+                        self.drop_unlinked_create(m, gid).await?;
+                    }
                     self.store
                         .delete_link(self.tenant, &m.id, Kind::Task, l.hq_id.as_deref(), l.graph_id.as_deref())
                         .await?;
