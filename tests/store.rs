@@ -99,6 +99,7 @@ contract!(
     subscriptions_round_trip_with_client_state_digest,
     links_are_found_by_either_id_and_updated_in_place,
     an_expected_hellohq_write_marks_only_its_link_until_the_next_upsert,
+    claims_are_refreshed_and_released_only_for_their_own_run_and_never_once_complete,
     graph_only_link_is_adopted_when_hq_side_appears,
     graph_item_cannot_be_linked_to_two_hq_records,
     delete_link_matches_every_given_id_and_never_widens,
@@ -480,6 +481,43 @@ async fn an_expected_hellohq_write_marks_only_its_link_until_the_next_upsert(sto
     store.upsert_link(&l).await.unwrap();
     let next = store.get_link_by_hq(&t, &m, Kind::Contact, "101").await.unwrap().unwrap();
     assert_eq!(next.hq_version.as_deref(), Some("3"), "the next upsert replaces the mark");
+}
+
+async fn claims_are_refreshed_and_released_only_for_their_own_run_and_never_once_complete(store: Store, _url: String) {
+    store.upsert_tenant(&tenant("acme")).await.unwrap();
+    let (t, m) = (tid("acme"), mid("anna@acme.example"));
+    let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+    let claim = |graph: &str, run: Uuid| Link {
+        hq_id: None,
+        base: serde_json::json!({"claim": null, "run": run}),
+        state: "pending".into(),
+        updated_at: now_ms() - chrono::Duration::seconds(40),
+        ..link("acme", "anna@acme.example", Kind::Contact, None, Some(graph))
+    };
+    assert!(store.claim_link(&claim("g-a1", a)).await.unwrap());
+    store.upsert_link(&claim("g-a2", a)).await.unwrap();
+    assert!(store.claim_link(&claim("g-b", b)).await.unwrap());
+    let at = |g: &'static str| {
+        let (store, t, m) = (store.clone(), t.clone(), m.clone());
+        async move { store.get_link_by_graph(&t, &m, Kind::Contact, g).await.unwrap().unwrap() }
+    };
+    let b_before = at("g-b").await;
+    assert_eq!(store.touch_claims(&a).await.unwrap(), 2, "both of run a's claims are refreshed");
+    assert_eq!(at("g-b").await, b_before, "run b's claim is not touched");
+    // A claim taken over names its new run.
+    let taken = at("g-b").await;
+    assert!(store.take_over_claim(&taken, &serde_json::json!({"claim": null, "run": a})).await.unwrap());
+    assert_eq!(store.touch_claims(&b).await.unwrap(), 0, "run b holds nothing any more");
+    assert_eq!(store.touch_claims(&a).await.unwrap(), 3);
+    // Completed, a link is no claim of anybody's.
+    let done = Link { state: "linked".into(), hq_id: Some("301".into()), ..at("g-a2").await };
+    store.upsert_link(&done).await.unwrap();
+    assert_eq!(store.touch_claims(&a).await.unwrap(), 2);
+    assert_eq!(store.release_claims(&a).await.unwrap(), 2);
+    let released = at("g-a1").await;
+    assert_eq!(released.base["released"], serde_json::json!(true));
+    assert_eq!(store.touch_claims(&a).await.unwrap(), 0, "a released claim is not refreshed by its run");
+    assert_eq!(at("g-a2").await.base, done.base, "the completed link keeps its base");
 }
 
 async fn graph_only_link_is_adopted_when_hq_side_appears(store: Store, _url: String) {

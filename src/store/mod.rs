@@ -251,6 +251,12 @@ const LINK_COLS: &str = "tenant, mailbox, kind, hq_id, graph_id, folder, base, h
      hq_version, graph_version, state, updated_at";
 const JOURNAL_COLS: &str = "id, tenant, mailbox, kind, hint_id, action, hq_id, graph_id, detail, actor, at";
 
+/// The run an unfinished claim names (its `base`), kept in its own indexed
+/// column for the heartbeat and the release; none on a complete link.
+fn claim_run(l: &Link) -> Option<String> {
+    (l.state == "pending").then(|| l.base.get("run").and_then(serde_json::Value::as_str).map(str::to_string)).flatten()
+}
+
 impl Store {
     /// Opens (creating a SQLite file and its folder if needed) and migrates.
     /// `sqlite::memory:` gives a private in-memory store on one connection.
@@ -471,21 +477,22 @@ impl Store {
                 l.graph_version.as_deref(),
                 l.state.as_str(),
                 now_ms(),
+                claim_run(l),
                 t,
                 m,
                 k,
             ]
         };
         const SET: &str = "UPDATE links SET hq_id = $1, graph_id = $2, folder = $3, base = $4, hq_fingerprint = $5, \
-             graph_fingerprint = $6, hq_version = $7, graph_version = $8, state = $9, updated_at = $10 \
-             WHERE tenant = $11 AND mailbox = $12 AND kind = $13";
+             graph_fingerprint = $6, hq_version = $7, graph_version = $8, state = $9, updated_at = $10, \
+             claim_run = $11 WHERE tenant = $12 AND mailbox = $13 AND kind = $14";
         // Every branch writes first, see `Pool::begin`.
         let mut tx = self.pool.begin().await?;
         let mut done = 0;
         if let Some(hq) = &l.hq_id {
             let mut a = fields();
             a.push(hq.as_str().into());
-            done = tx.conn().execute(&format!("{SET} AND hq_id = $14"), a).await?;
+            done = tx.conn().execute(&format!("{SET} AND hq_id = $15"), a).await?;
         }
         if done == 0 {
             if let Some(graph) = &l.graph_id {
@@ -494,13 +501,13 @@ impl Store {
                 // With an hq_id in hand only a half link may be adopted; a
                 // row paired with another hq record is a conflict, not ours.
                 let only_half = if l.hq_id.is_some() { " AND hq_id IS NULL" } else { "" };
-                done = tx.conn().execute(&format!("{SET} AND graph_id = $14{only_half}"), a).await?;
+                done = tx.conn().execute(&format!("{SET} AND graph_id = $15{only_half}"), a).await?;
             }
         }
         if done == 0 {
             let sql = "INSERT INTO links (hq_id, graph_id, folder, base, hq_fingerprint, graph_fingerprint, \
-                       hq_version, graph_version, state, updated_at, tenant, mailbox, kind) \
-                       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)";
+                       hq_version, graph_version, state, updated_at, claim_run, tenant, mailbox, kind) \
+                       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)";
             tx.conn().execute(sql, fields()).await?;
         }
         tx.commit().await
@@ -534,8 +541,8 @@ impl Store {
     /// Returns whether this call inserted it.
     pub async fn claim_link(&self, l: &Link) -> Result<bool, StoreError> {
         let sql = "INSERT INTO links (hq_id, graph_id, folder, base, hq_fingerprint, graph_fingerprint, \
-                   hq_version, graph_version, state, updated_at, tenant, mailbox, kind) \
-                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) ON CONFLICT DO NOTHING";
+                   hq_version, graph_version, state, updated_at, claim_run, tenant, mailbox, kind) \
+                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) ON CONFLICT DO NOTHING";
         let args = args![
             l.hq_id.as_deref(),
             l.graph_id.as_deref(),
@@ -547,6 +554,7 @@ impl Store {
             l.graph_version.as_deref(),
             l.state.as_str(),
             now_ms(),
+            claim_run(l),
             l.tenant.as_str(),
             l.mailbox.as_str(),
             l.kind.as_str(),
@@ -652,8 +660,8 @@ impl Store {
             _ => return Ok(false),
         };
         let sql = format!(
-            "UPDATE links SET base = $1, updated_at = $2 WHERE tenant = $3 AND mailbox = $4 AND kind = $5 \
-             AND state = 'pending' AND updated_at = $6 AND {column} = $7"
+            "UPDATE links SET base = $1, updated_at = $2, claim_run = $8 WHERE tenant = $3 AND mailbox = $4 \
+             AND kind = $5 AND state = 'pending' AND updated_at = $6 AND {column} = $7"
         );
         let args = args![
             base.to_string(),
@@ -663,6 +671,7 @@ impl Store {
             old.kind.as_str(),
             ms(old.updated_at),
             id,
+            base.get("run").and_then(serde_json::Value::as_str),
         ];
         Ok(self.pool.execute(&sql, args).await? > 0)
     }
@@ -672,14 +681,14 @@ impl Store {
     /// at once instead of waiting for them to go stale.
     pub async fn release_claims(&self, run: &uuid::Uuid) -> Result<u64, StoreError> {
         let released = serde_json::json!({"released": true, "run": run}).to_string();
-        let sql = "UPDATE links SET base = $1 WHERE state = 'pending' AND base LIKE $2";
-        self.pool.execute(sql, args![released, format!("%\"run\":\"{run}\"%")]).await
+        let sql = "UPDATE links SET base = $1, claim_run = NULL WHERE claim_run = $2 AND state = 'pending'";
+        self.pool.execute(sql, args![released, run.to_string()]).await
     }
 
     /// Refreshes the unfinished claims of the running run `run` (its heartbeat).
     pub async fn touch_claims(&self, run: &uuid::Uuid) -> Result<u64, StoreError> {
-        let sql = "UPDATE links SET updated_at = $1 WHERE state = 'pending' AND base LIKE $2";
-        self.pool.execute(sql, args![now_ms(), format!("%\"run\":\"{run}\"%")]).await
+        let sql = "UPDATE links SET updated_at = $1 WHERE claim_run = $2 AND state = 'pending'";
+        self.pool.execute(sql, args![now_ms(), run.to_string()]).await
     }
 
     pub async fn count_links(
