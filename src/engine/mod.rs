@@ -105,6 +105,7 @@ impl Engine {
         let run = uuid::Uuid::new_v4();
         let work = RUN.scope(run, READS_FROM.scope(chrono::Utc::now(), self.apply(hint)));
         tokio::pin!(work);
+        let started = Instant::now();
         let result = loop {
             tokio::select! {
                 r = &mut work => break r,
@@ -112,6 +113,19 @@ impl Engine {
                 _ = tokio::time::sleep(CLAIM_HEARTBEAT) => {
                     if let Err(e) = self.store.touch_claims(&run).await {
                         tracing::warn!(error = %e, "could not refresh the claims of a running hint");
+                    }
+                    // A hint this slow holds its claims (and its mailbox's
+                    // creates) all along: the operator must see which one.
+                    let secs = started.elapsed().as_secs();
+                    if secs >= SLOW_HINT.as_secs() && secs % SLOW_HINT.as_secs() < CLAIM_HEARTBEAT.as_secs() {
+                        tracing::warn!(
+                            mailbox = hint.mailbox.as_ref().map(MailboxId::as_str),
+                            kind = hint.kind.map(Kind::as_str),
+                            origin = ?hint.origin,
+                            resource = hint.resource_id.as_deref(),
+                            running_s = secs,
+                            "hint still running"
+                        );
                     }
                 }
             }
@@ -522,6 +536,9 @@ pub const CLAIM_TIMEOUT: chrono::Duration = chrono::Duration::seconds(30);
 
 /// How often a running hint refreshes its unfinished claims.
 pub const CLAIM_HEARTBEAT: Duration = Duration::from_secs(5);
+
+/// A hint running longer than this is logged (again each period) while it runs.
+const SLOW_HINT: Duration = Duration::from_secs(30);
 
 /// The result of claiming the creation of an item's counterpart.
 #[derive(Debug)]

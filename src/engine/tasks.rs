@@ -1271,6 +1271,22 @@ impl<'a> Tasks<'a> {
                     .delete_link(self.tenant, &m.id, Kind::Task, l.hq_id.as_deref(), l.graph_id.as_deref())
                     .await?;
             }
+            // Creates toward helloHQ left unfinished (their run crashed or
+            // failed) for a To Do task that is gone now: no hint will come
+            // for it, so the row such a run may have made goes here.
+            for l in links.iter().filter(|l| l.state == PENDING && l.hq_id.is_none()) {
+                let Some(gid) = l.graph_id.as_deref().filter(|g| !ex_by_id.contains_key(*g)) else { continue };
+                if super::claimed_elsewhere(l) || !matches!(direction, Direction::Both | Direction::ToHellohq) {
+                    continue;
+                }
+                if self.read_todo(m, &list, gid).await?.is_some()
+                    || !super::take_over(self.store, l, self.hint_id).await?
+                {
+                    continue;
+                }
+                self.drop_unlinked_create(m, gid).await?;
+                self.store.delete_link(self.tenant, &m.id, Kind::Task, None, Some(gid)).await?;
+            }
         }
         if !hold {
             for l in &deletions {
