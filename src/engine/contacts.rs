@@ -1490,9 +1490,19 @@ impl<'a> Contacts<'a> {
             if !matches!(direction, Direction::Both | Direction::ToHellohq) {
                 continue;
             }
+            let tag = contact::graph_hq_tag(&v);
             if let Some(p) = plan_ref.as_deref_mut() {
-                p.create_in_hellohq.push(summary(&contact::from_graph(&v)));
-            } else if contact::graph_hq_tag(&v).is_none() {
+                if tag.is_none() {
+                    p.create_in_hellohq.push(summary(&contact::from_graph(&v)));
+                }
+            } else if let Some(tag) = tag {
+                // hqsync's own copy, unlinked (its create was cut off before
+                // the link): of a record deleted in helloHQ it is removed, as
+                // its notification would have done had it not been lost.
+                if hq_deleted(self.store, self.tenant, Kind::Contact, &tag).await? {
+                    self.remove_orphan(m, &tag, &gid, &summary(&contact::from_graph(&v))).await?;
+                }
+            } else {
                 self.create_in_hellohq(dir, m, &v, folder).await?;
             }
         }
