@@ -10,7 +10,7 @@
 
 use std::sync::Arc;
 
-use axum::extract::{FromRef, FromRequestParts, Path, Query, State};
+use axum::extract::{FromRef, FromRequestParts, State};
 use axum::http::request::Parts;
 use axum::http::{header, StatusCode};
 use axum::Json;
@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use utoipa::{IntoParams, ToSchema};
 
+use super::extract::{ApiJson, ApiPath, ApiQuery};
 use super::{ApiError, AppState};
 use crate::config::AdminConfig;
 use crate::connectors::graph::{GraphClient, GraphClientConfig, GraphError};
@@ -363,7 +364,7 @@ pub async fn list_tenants(State(state): State<AppState>, who: Principal) -> Resu
 pub async fn create_tenant(
     State(state): State<AppState>,
     who: Principal,
-    Json(input): Json<TenantInput>,
+    ApiJson(input): ApiJson<TenantInput>,
 ) -> Result<(StatusCode, Json<TenantView>), ApiError> {
     who.require_operator()?;
     let id = input
@@ -418,7 +419,7 @@ pub async fn create_tenant(
 pub async fn get_tenant(
     State(state): State<AppState>,
     who: Principal,
-    Path(tenant): Path<String>,
+    ApiPath(tenant): ApiPath<String>,
 ) -> Result<Json<TenantView>, ApiError> {
     let id = who.tenant(&tenant)?;
     Ok(Json(view(&load_tenant(&state, &id).await?)))
@@ -433,8 +434,8 @@ pub async fn get_tenant(
 pub async fn update_tenant(
     State(state): State<AppState>,
     who: Principal,
-    Path(tenant): Path<String>,
-    Json(input): Json<TenantInput>,
+    ApiPath(tenant): ApiPath<String>,
+    ApiJson(input): ApiJson<TenantInput>,
 ) -> Result<Json<TenantView>, ApiError> {
     let id = who.tenant(&tenant)?;
     let mut t = load_tenant(&state, &id).await?;
@@ -535,7 +536,7 @@ async fn enable_rollout(state: &AppState, id: &TenantId) -> Result<(), ApiError>
 pub async fn delete_tenant(
     State(state): State<AppState>,
     who: Principal,
-    Path(tenant): Path<String>,
+    ApiPath(tenant): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
     let id = who.tenant(&tenant)?;
     who.require_operator()?;
@@ -585,7 +586,7 @@ fn graph_fix(e: &GraphError) -> String {
 pub async fn test_tenant(
     State(state): State<AppState>,
     who: Principal,
-    Path(tenant): Path<String>,
+    ApiPath(tenant): ApiPath<String>,
 ) -> Result<Json<ConnectionReport>, ApiError> {
     let id = who.tenant(&tenant)?;
     let t = load_tenant(&state, &id).await?;
@@ -758,7 +759,7 @@ async fn mailbox_view(state: &AppState, m: &Mailbox) -> Result<MailboxView, ApiE
 pub async fn list_mailboxes(
     State(state): State<AppState>,
     who: Principal,
-    Path(tenant): Path<String>,
+    ApiPath(tenant): ApiPath<String>,
 ) -> Result<Json<Vec<MailboxView>>, ApiError> {
     let id = who.tenant(&tenant)?;
     load_tenant(&state, &id).await?;
@@ -784,8 +785,8 @@ pub struct MailboxInput {
 pub async fn update_mailbox(
     State(state): State<AppState>,
     who: Principal,
-    Path((tenant, mailbox)): Path<(String, String)>,
-    Json(input): Json<MailboxInput>,
+    ApiPath((tenant, mailbox)): ApiPath<(String, String)>,
+    ApiJson(input): ApiJson<MailboxInput>,
 ) -> Result<Json<MailboxView>, ApiError> {
     let id = who.tenant(&tenant)?;
     let mid = MailboxId::parse(mailbox.to_ascii_lowercase())
@@ -854,8 +855,8 @@ pub struct ApproveQuery {
 pub async fn approve(
     State(state): State<AppState>,
     who: Principal,
-    Path((tenant, mailbox)): Path<(String, String)>,
-    Query(q): Query<ApproveQuery>,
+    ApiPath((tenant, mailbox)): ApiPath<(String, String)>,
+    ApiQuery(q): ApiQuery<ApproveQuery>,
 ) -> Result<StatusCode, ApiError> {
     let id = who.tenant(&tenant)?;
     let kind =
@@ -909,8 +910,8 @@ pub struct JournalView {
 pub async fn journal(
     State(state): State<AppState>,
     who: Principal,
-    Path(tenant): Path<String>,
-    Query(q): Query<JournalQuery>,
+    ApiPath(tenant): ApiPath<String>,
+    ApiQuery(q): ApiQuery<JournalQuery>,
 ) -> Result<Json<Vec<JournalView>>, ApiError> {
     let id = who.tenant(&tenant)?;
     let kind = q
@@ -971,8 +972,8 @@ pub struct PlanQuery {
 pub async fn plan(
     State(state): State<AppState>,
     who: Principal,
-    Path(tenant): Path<String>,
-    Query(q): Query<PlanQuery>,
+    ApiPath(tenant): ApiPath<String>,
+    ApiQuery(q): ApiQuery<PlanQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let id = who.tenant(&tenant)?;
     load_tenant(&state, &id).await?;
@@ -1041,7 +1042,7 @@ pub struct ReplayResult {
 pub async fn replay(
     State(state): State<AppState>,
     who: Principal,
-    Json(input): Json<ReplayInput>,
+    ApiJson(input): ApiJson<ReplayInput>,
 ) -> Result<Json<ReplayResult>, ApiError> {
     who.require_operator()?;
     let replayed = state.queue.replay_dead_letters(&input.ids).await.map_err(|e| ApiError::unavailable(&e))?;

@@ -4,8 +4,7 @@
 //! subscription record, never from the payload.
 
 use axum::body::Body;
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
@@ -15,6 +14,7 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use super::error::ErrorBody;
+use super::extract::ApiQuery;
 use super::{metrics, read_body, require_json, ApiError, AppState};
 use crate::connectors::graph::notification::{parse_batch, ItemKind, LifecycleEvent, NotificationItem};
 use crate::queue::{Change, Hint, Origin, HINT_VERSION};
@@ -73,11 +73,10 @@ enum NotificationResponses {
 )]
 pub async fn notifications(
     State(state): State<AppState>,
-    q: Result<Query<ValidationQuery>, QueryRejection>,
+    ApiQuery(q): ApiQuery<ValidationQuery>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let Query(q) = q.map_err(|e| ApiError::bad_request("malformed_query", e.body_text()))?;
     receive(state, q, headers, body, "graph").await
 }
 
@@ -93,11 +92,10 @@ pub async fn notifications(
 )]
 pub async fn lifecycle(
     State(state): State<AppState>,
-    q: Result<Query<ValidationQuery>, QueryRejection>,
+    ApiQuery(q): ApiQuery<ValidationQuery>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let Query(q) = q.map_err(|e| ApiError::bad_request("malformed_query", e.body_text()))?;
     receive(state, q, headers, body, "graph_lifecycle").await
 }
 

@@ -4,9 +4,10 @@
 //! *and* proven by its secret.
 
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 
+use super::extract::ApiPath;
 use super::{metrics, read_body, require_json, ApiError, AppState};
 use crate::connectors::hellohq::webhook::{verify, WebhookError, WebhookHeaders};
 use crate::model::TenantId;
@@ -48,7 +49,7 @@ pub struct HellohqEvent {
 #[tracing::instrument(skip_all, fields(tenant = %tenant))]
 pub async fn webhook(
     State(state): State<AppState>,
-    Path(tenant): Path<String>,
+    ApiPath(tenant): ApiPath<String>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<StatusCode, ApiError> {

@@ -6,6 +6,7 @@
 pub mod admin;
 pub mod cache;
 pub mod error;
+pub mod extract;
 pub mod graph;
 pub mod health;
 pub mod hellohq;

@@ -11,12 +11,12 @@ use std::fmt::Write as _;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Redirect, Response};
-use axum::Form;
 use chrono::{Duration, Utc};
 use serde::Deserialize;
 use utoipa::ToSchema;
 
 use super::admin::{Principal, SESSION_COOKIE};
+use super::extract::ApiForm;
 use super::AppState;
 use crate::engine::settings::TenantSettings;
 use crate::model::Kind;
@@ -76,7 +76,7 @@ pub struct LoginForm {
 /// Checks the token and keeps it in an HttpOnly cookie; back to `/`.
 #[utoipa::path(post, path = "/login", tag = "status", request_body(content = LoginForm, content_type = "application/x-www-form-urlencoded"),
     responses((status = 303, description = "Signed in; see /"), (status = 401, description = "Token refused", content_type = "text/html", body = String)))]
-pub async fn login(State(state): State<AppState>, Form(form): Form<LoginForm>) -> Response {
+pub async fn login(State(state): State<AppState>, ApiForm(form): ApiForm<LoginForm>) -> Response {
     let Some(auth) = state.admin.as_ref() else {
         return (StatusCode::UNAUTHORIZED, login_page(Some("The admin API is not configured (admin.jwt_secret).")))
             .into_response();
