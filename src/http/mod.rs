@@ -129,8 +129,26 @@ impl AppState {
 /// document cannot name a route that does not exist, nor miss one.
 pub fn router_and_spec(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
     let (router, spec) = api_router().split_for_parts();
-    let router = router.with_state(state).layer(axum::middleware::from_fn(metrics::track_requests));
+    let router = router
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(state)
+        .layer(axum::middleware::from_fn(metrics::track_requests));
     (router, spec)
+}
+
+/// Any path the API does not have: the JSON error body, not an empty 404.
+async fn not_found() -> ApiError {
+    ApiError::not_found("no_route", "no such route; see openapi/hqsync.json for the API")
+}
+
+/// A method the route does not take: the JSON error body (axum keeps the `Allow` header).
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this route does not take this method; the Allow header lists the ones it does",
+    )
 }
 
 pub fn router(state: AppState) -> Router {
