@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use utoipa::{IntoParams, ToSchema};
 
+use super::error::{AdminErrors, ErrorBody, JsonBodyErrors};
 use super::extract::{ApiJson, ApiPath, ApiQuery};
 use super::{ApiError, AppState};
 use crate::config::AdminConfig;
@@ -350,7 +351,7 @@ async fn load_tenant(state: &AppState, id: &TenantId) -> Result<Tenant, ApiError
 
 /// Tenants this caller may see.
 #[utoipa::path(get, path = "/v1/admin/tenants", tag = "admin", security(("bearer" = [])),
-    responses((status = 200, body = Vec<TenantView>), (status = 401, body = super::error::ErrorBody)))]
+    responses((status = 200, body = Vec<TenantView>), AdminErrors))]
 pub async fn list_tenants(State(state): State<AppState>, who: Principal) -> Result<Json<Vec<TenantView>>, ApiError> {
     let all = state.store.list_tenants().await.map_err(store_err)?;
     Ok(Json(all.iter().filter(|t| who.tenant(t.id.as_str()).is_ok()).map(view).collect()))
@@ -358,9 +359,9 @@ pub async fn list_tenants(State(state): State<AppState>, who: Principal) -> Resu
 
 /// Creates a tenant (operators only). Secrets are encrypted at rest and never returned.
 #[utoipa::path(post, path = "/v1/admin/tenants", tag = "admin", security(("bearer" = [])), request_body = TenantInput,
-    responses((status = 201, body = TenantView), (status = 400, body = super::error::ErrorBody),
-        (status = 401, body = super::error::ErrorBody), (status = 403, body = super::error::ErrorBody),
-        (status = 409, body = super::error::ErrorBody)))]
+    responses((status = 201, body = TenantView), AdminErrors, (status = 400, description = "A path segment or query parameter does not decode, the body is not JSON, or a value fails validation: the message names it and the fix", body = ErrorBody),
+        JsonBodyErrors, (status = 403, description = "Only an operator may do this", body = ErrorBody),
+        (status = 409, description = "A tenant with this id exists", body = ErrorBody)))]
 pub async fn create_tenant(
     State(state): State<AppState>,
     who: Principal,
@@ -415,7 +416,8 @@ pub async fn create_tenant(
 
 #[utoipa::path(get, path = "/v1/admin/tenants/{tenant}", tag = "admin", security(("bearer" = [])),
     params(("tenant" = String, Path)),
-    responses((status = 200, body = TenantView), (status = 401, body = super::error::ErrorBody), (status = 404, body = super::error::ErrorBody)))]
+    responses((status = 200, body = TenantView), AdminErrors, (status = 400, description = "A path segment or query parameter does not decode, the body is not JSON, or a value fails validation: the message names it and the fix", body = ErrorBody),
+        (status = 404, description = "No such tenant, or one this token may not see", body = ErrorBody)))]
 pub async fn get_tenant(
     State(state): State<AppState>,
     who: Principal,
@@ -429,8 +431,8 @@ pub async fn get_tenant(
 /// (directions, sync switch, pilot mailbox, rollout, folders, room map).
 #[utoipa::path(patch, path = "/v1/admin/tenants/{tenant}", tag = "admin", security(("bearer" = [])),
     params(("tenant" = String, Path)), request_body = TenantInput,
-    responses((status = 200, body = TenantView), (status = 400, body = super::error::ErrorBody),
-        (status = 401, body = super::error::ErrorBody), (status = 404, body = super::error::ErrorBody)))]
+    responses((status = 200, body = TenantView), AdminErrors, (status = 400, description = "A path segment or query parameter does not decode, the body is not JSON, or a value fails validation: the message names it and the fix", body = ErrorBody),
+        JsonBodyErrors, (status = 404, description = "No such tenant, or one this token may not see", body = ErrorBody)))]
 pub async fn update_tenant(
     State(state): State<AppState>,
     who: Principal,
@@ -532,7 +534,8 @@ async fn enable_rollout(state: &AppState, id: &TenantId) -> Result<(), ApiError>
 /// Nothing is deleted in helloHQ or Exchange.
 #[utoipa::path(delete, path = "/v1/admin/tenants/{tenant}", tag = "admin", security(("bearer" = [])),
     params(("tenant" = String, Path)),
-    responses((status = 204), (status = 401, body = super::error::ErrorBody), (status = 403, body = super::error::ErrorBody), (status = 404, body = super::error::ErrorBody)))]
+    responses((status = 204, description = "Deleted"), AdminErrors, (status = 400, description = "A path segment or query parameter does not decode, the body is not JSON, or a value fails validation: the message names it and the fix", body = ErrorBody),
+        (status = 403, description = "Only an operator may do this", body = ErrorBody), (status = 404, description = "No such tenant, or one this token may not see", body = ErrorBody)))]
 pub async fn delete_tenant(
     State(state): State<AppState>,
     who: Principal,
@@ -582,7 +585,8 @@ fn graph_fix(e: &GraphError) -> String {
 /// passes or says why and what to do.
 #[utoipa::path(post, path = "/v1/admin/tenants/{tenant}/test", tag = "admin", security(("bearer" = [])),
     params(("tenant" = String, Path)),
-    responses((status = 200, body = ConnectionReport), (status = 401, body = super::error::ErrorBody), (status = 404, body = super::error::ErrorBody)))]
+    responses((status = 200, body = ConnectionReport), AdminErrors, (status = 400, description = "A path segment or query parameter does not decode, the body is not JSON, or a value fails validation: the message names it and the fix", body = ErrorBody),
+        (status = 404, description = "No such tenant, or one this token may not see", body = ErrorBody)))]
 pub async fn test_tenant(
     State(state): State<AppState>,
     who: Principal,
@@ -755,7 +759,8 @@ async fn mailbox_view(state: &AppState, m: &Mailbox) -> Result<MailboxView, ApiE
 
 #[utoipa::path(get, path = "/v1/admin/tenants/{tenant}/mailboxes", tag = "admin", security(("bearer" = [])),
     params(("tenant" = String, Path)),
-    responses((status = 200, body = Vec<MailboxView>), (status = 401, body = super::error::ErrorBody), (status = 404, body = super::error::ErrorBody)))]
+    responses((status = 200, body = Vec<MailboxView>), AdminErrors, (status = 400, description = "A path segment or query parameter does not decode, the body is not JSON, or a value fails validation: the message names it and the fix", body = ErrorBody),
+        (status = 404, description = "No such tenant, or one this token may not see", body = ErrorBody)))]
 pub async fn list_mailboxes(
     State(state): State<AppState>,
     who: Principal,
@@ -781,7 +786,8 @@ pub struct MailboxInput {
 
 #[utoipa::path(patch, path = "/v1/admin/tenants/{tenant}/mailboxes/{mailbox}", tag = "admin", security(("bearer" = [])),
     params(("tenant" = String, Path), ("mailbox" = String, Path)), request_body = MailboxInput,
-    responses((status = 200, body = MailboxView), (status = 400, body = super::error::ErrorBody), (status = 401, body = super::error::ErrorBody), (status = 404, body = super::error::ErrorBody)))]
+    responses((status = 200, body = MailboxView), AdminErrors, (status = 400, description = "A path segment or query parameter does not decode, the body is not JSON, or a value fails validation: the message names it and the fix", body = ErrorBody),
+        JsonBodyErrors, (status = 404, description = "No such tenant or mailbox, or a tenant this token may not see", body = ErrorBody)))]
 pub async fn update_mailbox(
     State(state): State<AppState>,
     who: Principal,
@@ -841,17 +847,29 @@ pub async fn update_mailbox(
     Ok(Json(mailbox_view(&state, &m).await?))
 }
 
+/// The kinds a query may name (documentation only: the handlers parse [`Kind`]).
+#[derive(ToSchema)]
+#[schema(rename_all = "lowercase")]
+#[allow(dead_code)]
+pub enum KindName {
+    Appointment,
+    Task,
+    Contact,
+}
+
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ApproveQuery {
     /// Only this kind's held deletions (appointment | task | contact); default: every kind.
+    #[param(inline, value_type = Option<KindName>)]
     pub kind: Option<String>,
 }
 
 /// Approves the deletions the last pass held back for this mailbox.
 #[utoipa::path(post, path = "/v1/admin/tenants/{tenant}/mailboxes/{mailbox}/approve", tag = "admin", security(("bearer" = [])),
     params(("tenant" = String, Path), ("mailbox" = String, Path), ApproveQuery),
-    responses((status = 204), (status = 400, body = super::error::ErrorBody), (status = 401, body = super::error::ErrorBody),
-        (status = 404, body = super::error::ErrorBody)))]
+    responses((status = 204, description = "Approved"), AdminErrors, (status = 400, description = "A path segment or query parameter does not decode, the body is not JSON, or a value fails validation: the message names it and the fix", body = ErrorBody),
+        (status = 404, description = "No such tenant or mailbox, or a tenant this token may not see", body = ErrorBody)))]
 pub async fn approve(
     State(state): State<AppState>,
     who: Principal,
@@ -881,9 +899,11 @@ pub async fn approve(
 // ---- journal, plan, dead letters -----------------------------------------------------
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct JournalQuery {
     pub mailbox: Option<String>,
     /// appointment | task | contact
+    #[param(inline, value_type = Option<KindName>)]
     pub kind: Option<String>,
     /// created, updated, deleted, skipped, conflict, held, error, admin, …
     pub action: Option<String>,
@@ -906,7 +926,8 @@ pub struct JournalView {
 /// Why did (or didn't) something sync: newest first.
 #[utoipa::path(get, path = "/v1/admin/tenants/{tenant}/journal", tag = "admin", security(("bearer" = [])),
     params(("tenant" = String, Path), JournalQuery),
-    responses((status = 200, body = Vec<JournalView>), (status = 400, body = super::error::ErrorBody), (status = 401, body = super::error::ErrorBody), (status = 404, body = super::error::ErrorBody)))]
+    responses((status = 200, body = Vec<JournalView>), AdminErrors, (status = 400, description = "A path segment or query parameter does not decode, the body is not JSON, or a value fails validation: the message names it and the fix", body = ErrorBody),
+        (status = 404, description = "No such tenant, or one this token may not see", body = ErrorBody)))]
 pub async fn journal(
     State(state): State<AppState>,
     who: Principal,
@@ -961,6 +982,7 @@ pub async fn journal(
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct PlanQuery {
     pub mailbox: Option<String>,
 }
@@ -968,7 +990,9 @@ pub struct PlanQuery {
 /// The dry run: what a pass would create, update, delete and match, per mailbox.
 #[utoipa::path(get, path = "/v1/admin/tenants/{tenant}/plan", tag = "admin", security(("bearer" = [])),
     params(("tenant" = String, Path), PlanQuery),
-    responses((status = 200, body = Value), (status = 401, body = super::error::ErrorBody), (status = 404, body = super::error::ErrorBody), (status = 502, body = super::error::ErrorBody)))]
+    responses((status = 200, body = Value), AdminErrors, (status = 400, description = "A path segment or query parameter does not decode, the body is not JSON, or a value fails validation: the message names it and the fix", body = ErrorBody),
+        (status = 404, description = "No such tenant, or one this token may not see", body = ErrorBody),
+        (status = 502, description = "Graph or helloHQ could not be read for the plan", body = ErrorBody)))]
 pub async fn plan(
     State(state): State<AppState>,
     who: Principal,
@@ -1004,7 +1028,7 @@ pub struct DeadLetterView {
 
 /// Hints that could not be applied (operators only).
 #[utoipa::path(get, path = "/v1/admin/dead-letters", tag = "admin", security(("bearer" = [])),
-    responses((status = 200, body = Vec<DeadLetterView>), (status = 401, body = super::error::ErrorBody), (status = 403, body = super::error::ErrorBody)))]
+    responses((status = 200, body = Vec<DeadLetterView>), AdminErrors, (status = 403, description = "Only an operator may do this", body = ErrorBody)))]
 pub async fn dead_letters(
     State(state): State<AppState>,
     who: Principal,
@@ -1038,7 +1062,8 @@ pub struct ReplayResult {
 }
 
 #[utoipa::path(post, path = "/v1/admin/dead-letters/replay", tag = "admin", security(("bearer" = [])), request_body = ReplayInput,
-    responses((status = 200, body = ReplayResult), (status = 401, body = super::error::ErrorBody), (status = 403, body = super::error::ErrorBody)))]
+    responses((status = 200, body = ReplayResult), AdminErrors, (status = 400, description = "A path segment or query parameter does not decode, the body is not JSON, or a value fails validation: the message names it and the fix", body = ErrorBody),
+        JsonBodyErrors, (status = 403, description = "Only an operator may do this", body = ErrorBody)))]
 pub async fn replay(
     State(state): State<AppState>,
     who: Principal,

@@ -89,9 +89,9 @@ where
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
         let query = parts.uri.query().unwrap_or("");
-        decode_urlencoded(query.as_bytes())
-            .map(ApiQuery)
-            .map_err(|(path, e)| ApiError::bad_request("malformed_query", urlencoded_message("query parameter", path, e)))
+        decode_urlencoded(query.as_bytes()).map(ApiQuery).map_err(|(path, e)| {
+            ApiError::bad_request("malformed_query", urlencoded_message("query parameter", path, e))
+        })
     }
 }
 

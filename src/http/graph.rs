@@ -48,7 +48,7 @@ enum NotificationResponses {
     /// Every trusted item is durably queued; untrusted items were dropped
     #[response(status = 202)]
     Accepted,
-    /// The body is not a notification batch
+    /// The body is not a notification batch, or the query string does not decode
     #[response(status = 400)]
     Malformed(ErrorBody),
     /// Body over the size limit

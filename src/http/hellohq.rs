@@ -38,7 +38,7 @@ pub struct HellohqEvent {
     request_body(content = HellohqEvent, content_type = "application/json"),
     responses(
         (status = 202, description = "Verified and durably queued"),
-        (status = 400, description = "Signed, but not a helloHQ event", body = super::error::ErrorBody),
+        (status = 400, description = "Signed, but not a helloHQ event (or the tenant segment does not decode)", body = super::error::ErrorBody),
         (status = 401, description = "Missing or wrong signature, or a timestamp outside ±5 minutes", body = super::error::ErrorBody),
         (status = 404, description = "No such tenant (or it has no webhook secret)", body = super::error::ErrorBody),
         (status = 413, description = "Body over the size limit", body = super::error::ErrorBody),
