@@ -278,6 +278,7 @@ pub struct HellohqInput {
 #[serde(deny_unknown_fields)]
 pub struct TenantInput {
     /// Lowercase letters, digits, `-`, `_` (create only).
+    #[schema(pattern = "^[a-z0-9_-]{1,64}$")]
     pub id: Option<String>,
     pub name: Option<String>,
     pub enabled: Option<bool>,
@@ -359,7 +360,16 @@ pub async fn list_tenants(State(state): State<AppState>, who: Principal) -> Resu
 
 /// Creates a tenant (operators only). Secrets are encrypted at rest and never returned.
 #[utoipa::path(post, path = "/v1/admin/tenants", tag = "admin", security(("bearer" = [])), request_body = TenantInput,
-    responses((status = 201, body = TenantView), AdminErrors, (status = 400, description = "A path segment or query parameter does not decode, the body is not JSON, or a value fails validation: the message names it and the fix", body = ErrorBody),
+    responses((status = 201, description = "Created", body = TenantView, links(
+            ("GetTenant" = (operation_id = "get_tenant", parameters(("tenant" = "$response.body#/id")))),
+            ("UpdateTenant" = (operation_id = "update_tenant", parameters(("tenant" = "$response.body#/id")))),
+            ("DeleteTenant" = (operation_id = "delete_tenant", parameters(("tenant" = "$response.body#/id")))),
+            ("TestTenant" = (operation_id = "test_tenant", parameters(("tenant" = "$response.body#/id")))),
+            ("ListMailboxes" = (operation_id = "list_mailboxes", parameters(("tenant" = "$response.body#/id")))),
+            ("Journal" = (operation_id = "journal", parameters(("tenant" = "$response.body#/id")))),
+            ("Plan" = (operation_id = "plan", parameters(("tenant" = "$response.body#/id")))),
+            ("HellohqWebhook" = (operation_id = "webhook", parameters(("tenant" = "$response.body#/id"))))
+        )), AdminErrors, (status = 400, description = "A path segment or query parameter does not decode, the body is not JSON, or a value fails validation: the message names it and the fix", body = ErrorBody),
         JsonBodyErrors, (status = 403, description = "Only an operator may do this", body = ErrorBody),
         (status = 409, description = "A tenant with this id exists", body = ErrorBody)))]
 pub async fn create_tenant(
