@@ -288,6 +288,57 @@ pub struct TenantInput {
     pub settings: Option<Value>,
 }
 
+/// What creating a tenant requires (documentation only: the handler reads
+/// [`TenantInput`], which PATCH shares, and checks these fields itself).
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+pub struct TenantCreate {
+    /// Lowercase letters, digits, `-`, `_`.
+    #[schema(pattern = "^[a-z0-9_-]{1,64}$")]
+    pub id: String,
+    pub name: Option<String>,
+    pub enabled: Option<bool>,
+    pub graph: GraphCreate,
+    pub hellohq: HellohqCreate,
+    /// Directions, switches, rollout, room map (see the README).
+    pub settings: Option<Value>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+pub struct GraphCreate {
+    /// The customer's Entra tenant id.
+    #[schema(pattern = "\\S")]
+    pub tenant_id: String,
+    #[schema(pattern = "\\S")]
+    pub client_id: String,
+    /// Write-only.
+    #[schema(pattern = "\\S")]
+    pub client_secret: String,
+    /// Default `https://graph.microsoft.com/v1.0`.
+    #[schema(pattern = "^https?://")]
+    pub graph_base: Option<String>,
+    /// Default `https://login.microsoftonline.com`.
+    #[schema(pattern = "^https?://")]
+    pub login_base: Option<String>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+pub struct HellohqCreate {
+    /// Default `https://api.hellohq.io`.
+    #[schema(pattern = "^https?://")]
+    pub base_url: Option<String>,
+    /// Write-only.
+    #[schema(pattern = "\\S")]
+    pub token: String,
+    /// Write-only: `whsec_<base64>` values (several while rotating).
+    pub webhook_secrets: Option<Vec<String>>,
+}
+
 fn journal_admin(tenant: &TenantId, who: &Principal, what: &str, detail: Value) -> NewJournalEntry {
     NewJournalEntry {
         tenant: Some(tenant.clone()),
@@ -331,6 +382,32 @@ fn check_settings(v: &Value) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// The checks `hqsync.toml`'s `[[tenants]]` get (see `Config::validate`),
+/// so the API stores no tenant the config file would refuse.
+fn check_tenant(t: &Tenant) -> Result<(), ApiError> {
+    for (key, value) in [
+        ("graph.graph_base", &t.graph.graph_base),
+        ("graph.login_base", &t.graph.login_base),
+        ("hellohq.base_url", &t.hellohq.base_url),
+    ] {
+        if !url::Url::parse(value).is_ok_and(|u| u.scheme() == "https" || u.scheme() == "http") {
+            return Err(ApiError::bad_request(
+                "bad_field",
+                format!("{key} must be an http(s) base URL, e.g. https://graph.microsoft.com/v1.0"),
+            ));
+        }
+    }
+    for (i, s) in t.hellohq.webhook_secrets.iter().enumerate() {
+        if crate::connectors::hellohq::webhook::WebhookSecret::parse(s).is_err() {
+            return Err(ApiError::bad_request(
+                "bad_field",
+                format!("hellohq.webhook_secrets[{i}] is not a Standard Webhooks secret: use the whsec_<base64> value helloHQ shows"),
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn store_err(e: crate::store::StoreError) -> ApiError {
     if e.is_unavailable() {
         ApiError::unavailable(&e)
@@ -359,7 +436,7 @@ pub async fn list_tenants(State(state): State<AppState>, who: Principal) -> Resu
 }
 
 /// Creates a tenant (operators only). Secrets are encrypted at rest and never returned.
-#[utoipa::path(post, path = "/v1/admin/tenants", tag = "admin", security(("bearer" = [])), request_body = TenantInput,
+#[utoipa::path(post, path = "/v1/admin/tenants", tag = "admin", security(("bearer" = [])), request_body = TenantCreate,
     responses((status = 201, description = "Created", body = TenantView, links(
             ("GetTenant" = (operation_id = "get_tenant", parameters(("tenant" = "$response.body#/id")))),
             ("UpdateTenant" = (operation_id = "update_tenant", parameters(("tenant" = "$response.body#/id")))),
@@ -419,6 +496,7 @@ pub async fn create_tenant(
         created_at: now,
         updated_at: now,
     };
+    check_tenant(&t)?;
     state.store.upsert_tenant(&t).await.map_err(store_err)?;
     state.store.append_journal(&journal_admin(&id, &who, "tenant created", json!({}))).await.map_err(store_err)?;
     Ok((StatusCode::CREATED, Json(view(&t))))
@@ -506,6 +584,7 @@ pub async fn update_tenant(
         changed.push("settings");
     }
     t.updated_at = Utc::now();
+    check_tenant(&t)?;
     state.store.upsert_tenant(&t).await.map_err(store_err)?;
     if rollout_all {
         enable_rollout(&state, &id).await?;
