@@ -325,6 +325,15 @@ pub struct GraphCreate {
     pub login_base: Option<String>,
 }
 
+/// A Standard Webhooks secret: `whsec_` and the base64 of at least 16 bytes.
+#[derive(ToSchema)]
+#[schema(
+    value_type = String,
+    pattern = "^whsec_(?:[A-Za-z0-9+/]{4}){5,}(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=|[A-Za-z0-9+/]{4})$"
+)]
+#[allow(dead_code)]
+pub struct WebhookSecretDoc(String);
+
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 #[allow(dead_code)]
@@ -335,7 +344,8 @@ pub struct HellohqCreate {
     /// Write-only.
     #[schema(pattern = "\\S")]
     pub token: String,
-    /// Write-only: `whsec_<base64>` values (several while rotating).
+    /// Write-only: `whsec_<base64>` values of at least 16 bytes (several while rotating).
+    #[schema(inline, value_type = Option<Vec<WebhookSecretDoc>>)]
     pub webhook_secrets: Option<Vec<String>>,
 }
 
@@ -398,10 +408,10 @@ fn check_tenant(t: &Tenant) -> Result<(), ApiError> {
         }
     }
     for (i, s) in t.hellohq.webhook_secrets.iter().enumerate() {
-        if crate::connectors::hellohq::webhook::WebhookSecret::parse(s).is_err() {
+        if let Err(e) = crate::connectors::hellohq::webhook::WebhookSecret::parse(s) {
             return Err(ApiError::bad_request(
                 "bad_field",
-                format!("hellohq.webhook_secrets[{i}] is not a Standard Webhooks secret: use the whsec_<base64> value helloHQ shows"),
+                format!("hellohq.webhook_secrets[{i}]: {e}; use the value helloHQ shows for the endpoint"),
             ));
         }
     }
