@@ -100,6 +100,8 @@ checks.not_a_server_error.expected-statuses = ["2xx", "3xx", "4xx", "502"]
 EOF
 
 seed_args=()
+# Extra schemathesis arguments, e.g. HQSYNC_ST_ARGS="--include-path /v1/admin/tenants".
+read -r -a extra_args <<<"${HQSYNC_ST_ARGS:-}"
 [ -n "${HQSYNC_ST_SEED:-}" ] && seed_args=(--seed "$HQSYNC_ST_SEED")
 
 echo "==> schemathesis run (max $max_examples examples per operation)"
@@ -110,7 +112,8 @@ HQSYNC_ST_TOKEN="$token" "$venv/bin/schemathesis" --config-file "$work/schemathe
     --max-examples "$max_examples" \
     --workers 2 \
     --request-timeout 10 \
-    --report junit --report-dir "$report_dir" \
+    --report "${HQSYNC_ST_REPORT:-junit}" --report-dir "$report_dir" \
+    "${extra_args[@]}" \
     "${seed_args[@]}"
 status=$?
 set -e

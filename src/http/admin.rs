@@ -284,7 +284,8 @@ pub struct TenantInput {
     pub enabled: Option<bool>,
     pub graph: Option<GraphInput>,
     pub hellohq: Option<HellohqInput>,
-    /// Merged key by key into the current settings.
+    /// Merged key by key into the current settings (`null` removes a key).
+    #[schema(value_type = Option<Object>)]
     pub settings: Option<Value>,
 }
 
@@ -302,6 +303,7 @@ pub struct TenantCreate {
     pub graph: GraphCreate,
     pub hellohq: HellohqCreate,
     /// Directions, switches, rollout, room map (see the README).
+    #[schema(value_type = Option<Object>)]
     pub settings: Option<Value>,
 }
 
