@@ -320,10 +320,10 @@ pub struct GraphCreate {
     #[schema(pattern = "\\S")]
     pub client_secret: String,
     /// Default `https://graph.microsoft.com/v1.0`.
-    #[schema(pattern = "^https?://")]
+    #[schema(pattern = "^https?://[^/?#\\s]+")]
     pub graph_base: Option<String>,
     /// Default `https://login.microsoftonline.com`.
-    #[schema(pattern = "^https?://")]
+    #[schema(pattern = "^https?://[^/?#\\s]+")]
     pub login_base: Option<String>,
 }
 
@@ -341,7 +341,7 @@ pub struct WebhookSecretDoc(String);
 #[allow(dead_code)]
 pub struct HellohqCreate {
     /// Default `https://api.hellohq.io`.
-    #[schema(pattern = "^https?://")]
+    #[schema(pattern = "^https?://[^/?#\\s]+")]
     pub base_url: Option<String>,
     /// Write-only.
     #[schema(pattern = "\\S")]
@@ -886,7 +886,7 @@ pub struct MailboxInput {
 }
 
 #[utoipa::path(patch, path = "/v1/admin/tenants/{tenant}/mailboxes/{mailbox}", tag = "admin", security(("bearer" = [])),
-    params(("tenant" = String, Path), ("mailbox" = String, Path)), request_body = MailboxInput,
+    params(("tenant" = String, Path), ("mailbox" = String, Path, pattern = "^[^\\s/\\x00-\\x1f\\x7f-\\x9f]{1,320}$", description = "The mailbox address (user principal name)")), request_body = MailboxInput,
     responses((status = 200, body = MailboxView), AdminErrors, (status = 400, description = "A path segment or query parameter does not decode, the body is not JSON, or a value fails validation: the message names it and the fix", body = ErrorBody),
         JsonBodyErrors, (status = 404, description = "No such tenant or mailbox, or a tenant this token may not see", body = ErrorBody)))]
 pub async fn update_mailbox(
@@ -968,7 +968,7 @@ pub struct ApproveQuery {
 
 /// Approves the deletions the last pass held back for this mailbox.
 #[utoipa::path(post, path = "/v1/admin/tenants/{tenant}/mailboxes/{mailbox}/approve", tag = "admin", security(("bearer" = [])),
-    params(("tenant" = String, Path), ("mailbox" = String, Path), ApproveQuery),
+    params(("tenant" = String, Path), ("mailbox" = String, Path, pattern = "^[^\\s/\\x00-\\x1f\\x7f-\\x9f]{1,320}$", description = "The mailbox address (user principal name)"), ApproveQuery),
     responses((status = 204, description = "Approved"), AdminErrors, (status = 400, description = "A path segment or query parameter does not decode, the body is not JSON, or a value fails validation: the message names it and the fix", body = ErrorBody),
         (status = 404, description = "No such tenant or mailbox, or a tenant this token may not see", body = ErrorBody)))]
 pub async fn approve(
@@ -1002,6 +1002,8 @@ pub async fn approve(
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct JournalQuery {
+    /// The mailbox address (user principal name).
+    #[param(pattern = "^[^\\s/\\x00-\\x1f\\x7f-\\x9f]{1,320}$")]
     pub mailbox: Option<String>,
     /// appointment | task | contact
     #[param(inline, value_type = Option<KindName>)]
@@ -1085,6 +1087,8 @@ pub async fn journal(
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct PlanQuery {
+    /// The mailbox address (user principal name).
+    #[param(pattern = "^[^\\s/\\x00-\\x1f\\x7f-\\x9f]{1,320}$")]
     pub mailbox: Option<String>,
 }
 
