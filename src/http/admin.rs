@@ -320,10 +320,10 @@ pub struct GraphCreate {
     #[schema(pattern = "\\S")]
     pub client_secret: String,
     /// Default `https://graph.microsoft.com/v1.0`.
-    #[schema(pattern = "^https?://[^/?#\\s]+")]
+    #[schema(pattern = "^https?://[A-Za-z0-9._~-]+(?::[1-9][0-9]{0,3})?(?:/[!-~]*)?$")]
     pub graph_base: Option<String>,
     /// Default `https://login.microsoftonline.com`.
-    #[schema(pattern = "^https?://[^/?#\\s]+")]
+    #[schema(pattern = "^https?://[A-Za-z0-9._~-]+(?::[1-9][0-9]{0,3})?(?:/[!-~]*)?$")]
     pub login_base: Option<String>,
 }
 
@@ -341,7 +341,7 @@ pub struct WebhookSecretDoc(String);
 #[allow(dead_code)]
 pub struct HellohqCreate {
     /// Default `https://api.hellohq.io`.
-    #[schema(pattern = "^https?://[^/?#\\s]+")]
+    #[schema(pattern = "^https?://[A-Za-z0-9._~-]+(?::[1-9][0-9]{0,3})?(?:/[!-~]*)?$")]
     pub base_url: Option<String>,
     /// Write-only.
     #[schema(pattern = "\\S")]
@@ -1010,6 +1010,8 @@ pub struct JournalQuery {
     pub kind: Option<String>,
     /// created, updated, deleted, skipped, conflict, held, error, admin, …
     pub action: Option<String>,
+    /// Most entries to return: default 100, at most 1000.
+    #[param(minimum = 0, maximum = 1000)]
     pub limit: Option<usize>,
 }
 

@@ -68,7 +68,7 @@ enum NotificationResponses {
     path = "/v1/notifications/graph",
     tag = "ingress",
     params(ValidationQuery),
-    request_body(content = Option<NotificationBatch>, content_type = "application/json", description = "None with `validationToken` (the handshake)"),
+    request_body(content = NotificationBatch, content_type = "application/json", description = "Not sent with `validationToken` (the handshake)"),
     responses(NotificationResponses)
 )]
 pub async fn notifications(
@@ -87,7 +87,7 @@ pub async fn notifications(
     path = "/v1/notifications/graph/lifecycle",
     tag = "ingress",
     params(ValidationQuery),
-    request_body(content = Option<NotificationBatch>, content_type = "application/json", description = "None with `validationToken` (the handshake)"),
+    request_body(content = NotificationBatch, content_type = "application/json", description = "Not sent with `validationToken` (the handshake)"),
     responses(NotificationResponses)
 )]
 pub async fn lifecycle(
