@@ -93,6 +93,10 @@ cat >"$work/schemathesis.toml" <<EOF
 [headers]
 Authorization = "Bearer \${HQSYNC_ST_TOKEN}"
 
+# Known failures are replayed first on the next run; keep them out of the tree.
+[cache]
+directory = "$report_dir/cache"
+
 [[operations]]
 include-path = "/v1/admin/tenants/{tenant}/plan"
 include-method = "GET"
