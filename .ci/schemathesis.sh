@@ -9,6 +9,8 @@
 #   HQSYNC_ST_VENV   venv location (default: ~/.cache/hqsync-schemathesis)
 #   HQSYNC_PYTHON    interpreter used to create it (default: python3)
 #   HQSYNC_ST_SEED   fixed seed for a reproducible run (default: random)
+#   HQSYNC_ST_ARGS   extra `schemathesis run` arguments (e.g. "--phases fuzzing")
+#   HQSYNC_ST_REPORT report format(s) (default: junit; e.g. "junit,har")
 #
 # It builds hqsync, starts `hqsync run` with the embedded defaults (SQLite,
 # local queue) in a temporary data folder on a free port, with a random
