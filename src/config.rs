@@ -42,7 +42,7 @@ pub struct HttpConfig {
     /// production; Graph accepts plain http only for loopback). Empty =
     /// `http://<listen>`. Subscriptions point at `<public_url>/v1/notifications/graph`.
     pub public_url: String,
-    /// Largest request body accepted on the notification and webhook routes.
+    /// Largest request body accepted (notifications, webhooks, admin JSON, the login form).
     pub max_body_bytes: usize,
 }
 

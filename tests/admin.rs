@@ -398,3 +398,171 @@ async fn the_pilot_rollout_syncs_only_the_pilot_mailbox_until_all() {
     h.graph_sim.shutdown().await;
     h.hq_sim.shutdown().await;
 }
+
+/// The operation's documented statuses in the committed OpenAPI document.
+fn documented(method: &str, path: &str) -> Vec<u16> {
+    let spec: Value = serde_json::from_str(&hqsync::http::openapi::render()).unwrap();
+    let op = &spec["paths"][path][method.to_ascii_lowercase()];
+    assert!(op.is_object(), "{method} {path} is not in the document");
+    op["responses"].as_object().unwrap().keys().map(|k| k.parse().unwrap()).collect()
+}
+
+/// The JSON error body's code and message; panics on anything else (plain text, HTML, empty).
+async fn json_error(resp: reqwest::Response) -> (StatusCode, String, String) {
+    let status = resp.status();
+    let ct = resp.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+    let text = resp.text().await.unwrap();
+    assert!(ct.starts_with("application/json"), "{status}: content-type {ct:?}, body {text:?}");
+    let v: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{status}: not JSON ({e}): {text}"));
+    (status, v["error"]["code"].as_str().unwrap().to_string(), v["error"]["message"].as_str().unwrap().to_string())
+}
+
+#[tokio::test]
+async fn rejected_input_answers_a_documented_status_with_a_json_error_naming_the_problem() {
+    let h = H::start().await;
+    h.create("alpha", GRAPH_SECRET_MARK, HQ_TOKEN_MARK).await;
+    let op = token("operator", None);
+    let url = |p: &str| format!("{}{p}", h.base);
+    let before = h.store.get_tenant(&TenantId::parse("alpha").unwrap()).await.unwrap().unwrap();
+    // (method, route template, request, status, code, a word the message must name)
+    let cases: Vec<(&str, &str, reqwest::RequestBuilder, u16, &str, &str)> = vec![
+        // No Content-Type (axum's own answer was a plain-text 415).
+        (
+            "PATCH",
+            "/v1/admin/tenants/{tenant}",
+            h.http.patch(url("/v1/admin/tenants/alpha")).bearer_auth(&op).body(r#"{"name":"x"}"#),
+            415,
+            "unsupported_media_type",
+            "application/json",
+        ),
+        // Not JSON (axum: plain-text 400).
+        (
+            "POST",
+            "/v1/admin/tenants",
+            h.http
+                .post(url("/v1/admin/tenants"))
+                .bearer_auth(&op)
+                .header("content-type", "application/json")
+                .body("{not json"),
+            400,
+            "malformed_json",
+            "JSON",
+        ),
+        // Trailing bytes after the document.
+        (
+            "POST",
+            "/v1/admin/dead-letters/replay",
+            h.http
+                .post(url("/v1/admin/dead-letters/replay"))
+                .bearer_auth(&op)
+                .header("content-type", "application/json")
+                .body("{} {}"),
+            400,
+            "malformed_json",
+            "trailing",
+        ),
+        // JSON of the wrong shape (axum: plain-text 422 without the field).
+        (
+            "PATCH",
+            "/v1/admin/tenants/{tenant}",
+            h.http.patch(url("/v1/admin/tenants/alpha")).bearer_auth(&op).json(&json!({"enabled": "yes"})),
+            422,
+            "invalid_body",
+            "`enabled`",
+        ),
+        (
+            "PATCH",
+            "/v1/admin/tenants/{tenant}",
+            h.http.patch(url("/v1/admin/tenants/alpha")).bearer_auth(&op).json(&json!({"graph": {"secret": "x"}})),
+            422,
+            "invalid_body",
+            "`graph.secret`",
+        ),
+        (
+            "PATCH",
+            "/v1/admin/tenants/{tenant}/mailboxes/{mailbox}",
+            h.http.patch(url("/v1/admin/tenants/alpha/mailboxes/a@b.de")).bearer_auth(&op).json(&json!("pilot")),
+            422,
+            "invalid_body",
+            "the body",
+        ),
+        // A query value that does not decode (axum: plain-text 400).
+        (
+            "GET",
+            "/v1/admin/tenants/{tenant}/journal",
+            h.http.get(url("/v1/admin/tenants/alpha/journal?limit=ten")).bearer_auth(&op),
+            400,
+            "malformed_query",
+            "`limit`",
+        ),
+        // A path segment that is not UTF-8 (axum: plain-text 400).
+        (
+            "GET",
+            "/v1/admin/tenants/{tenant}",
+            h.http.get(url("/v1/admin/tenants/%FF")).bearer_auth(&op),
+            400,
+            "malformed_path",
+            "UTF-8",
+        ),
+        // Values the config file would refuse are refused here too.
+        (
+            "PATCH",
+            "/v1/admin/tenants/{tenant}",
+            h.http
+                .patch(url("/v1/admin/tenants/alpha"))
+                .bearer_auth(&op)
+                .json(&json!({"graph": {"graph_base": "graph.example"}})),
+            400,
+            "bad_field",
+            "graph.graph_base",
+        ),
+        (
+            "PATCH",
+            "/v1/admin/tenants/{tenant}",
+            h.http
+                .patch(url("/v1/admin/tenants/alpha"))
+                .bearer_auth(&op)
+                .json(&json!({"hellohq": {"webhook_secrets": ["not-a-secret"]}})),
+            400,
+            "bad_field",
+            "webhook_secrets[0]",
+        ),
+        // The login form: a JSON body, and a form without the token.
+        (
+            "POST",
+            "/login",
+            h.http.post(url("/login")).json(&json!({"token": "x"})),
+            415,
+            "unsupported_media_type",
+            "form",
+        ),
+        (
+            "POST",
+            "/login",
+            h.http.post(url("/login")).header("content-type", "application/x-www-form-urlencoded").body("tok=1"),
+            400,
+            "malformed_form",
+            "token",
+        ),
+    ];
+    for (method, route, req, status, code, names) in cases {
+        let (s, c, message) = json_error(req.send().await.unwrap()).await;
+        assert_eq!((s.as_u16(), c.as_str()), (status, code), "{method} {route}: {message}");
+        assert!(message.contains(names), "{method} {route}: the message should name {names:?}: {message}");
+        assert!(documented(method, route).contains(&status), "{method} {route} answers an undocumented {status}");
+    }
+    let after = h.store.get_tenant(&TenantId::parse("alpha").unwrap()).await.unwrap().unwrap();
+    assert_eq!(after.updated_at, before.updated_at, "a refused change was stored");
+    assert_eq!(after.graph.graph_base, before.graph.graph_base);
+
+    // No route, and a method the route does not take: JSON too (axum: empty bodies).
+    let (s, c, _) = json_error(h.http.get(url("/v1/nothing-here")).send().await.unwrap()).await;
+    assert_eq!((s, c.as_str()), (StatusCode::NOT_FOUND, "no_route"));
+    let resp = h.http.put(url("/v1/admin/tenants")).bearer_auth(&op).send().await.unwrap();
+    let allow = resp.headers().get("allow").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+    let (s, c, _) = json_error(resp).await;
+    assert_eq!((s, c.as_str()), (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"));
+    assert!(allow.contains("GET") && allow.contains("POST"), "Allow: {allow:?}");
+    h.graph_sim.shutdown().await;
+    h.hq_sim.shutdown().await;
+}

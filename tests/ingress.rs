@@ -466,3 +466,23 @@ async fn health_readiness_and_metrics_answer() {
     }
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_query_or_path_that_does_not_decode_gets_a_json_400_naming_it() {
+    let app = spawn_app(QueueBackend::Local, "badquery").await.unwrap();
+    for (path, code, names) in [
+        // Two tokens: which one to echo is not ours to guess.
+        ("/v1/notifications/graph?validationToken=a&validationToken=b", "malformed_query", "validationToken"),
+        ("/v1/notifications/graph/lifecycle?validationToken=a&validationToken=b", "malformed_query", "validationToken"),
+        ("/v1/webhooks/hellohq/%FF%FE", "malformed_path", "UTF-8"),
+    ] {
+        let resp = post_json(&app, path, EVENT).await;
+        assert_eq!(resp.status(), StatusCode::BAD_REQUEST, "{path}");
+        assert!(resp.headers()["content-type"].to_str().unwrap().starts_with("application/json"), "{path}");
+        let body: serde_json::Value = resp.json().await.unwrap();
+        assert_eq!(body["error"]["code"], code, "{path}: {body}");
+        assert!(body["error"]["message"].as_str().unwrap().contains(names), "{path}: {body}");
+    }
+    assert!(app.drain(NOTHING_WAIT).await.is_empty());
+    app.stop().await;
+}

@@ -10,7 +10,7 @@
 
 use std::sync::Arc;
 
-use axum::extract::{FromRef, FromRequestParts, Path, Query, State};
+use axum::extract::{FromRef, FromRequestParts, State};
 use axum::http::request::Parts;
 use axum::http::{header, StatusCode};
 use axum::Json;
@@ -21,6 +21,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use utoipa::{IntoParams, ToSchema};
 
+use super::error::{AdminErrors, ErrorBody, JsonBodyErrors};
+use super::extract::{ApiJson, ApiPath, ApiQuery};
 use super::{ApiError, AppState};
 use crate::config::AdminConfig;
 use crate::connectors::graph::{GraphClient, GraphClientConfig, GraphError};
@@ -276,13 +278,77 @@ pub struct HellohqInput {
 #[serde(deny_unknown_fields)]
 pub struct TenantInput {
     /// Lowercase letters, digits, `-`, `_` (create only).
+    #[schema(pattern = "^[a-z0-9_-]{1,64}$")]
     pub id: Option<String>,
     pub name: Option<String>,
     pub enabled: Option<bool>,
     pub graph: Option<GraphInput>,
     pub hellohq: Option<HellohqInput>,
-    /// Merged key by key into the current settings.
+    /// Merged key by key into the current settings (`null` removes a key).
+    #[schema(value_type = Option<Object>)]
     pub settings: Option<Value>,
+}
+
+/// What creating a tenant requires (documentation only: the handler reads
+/// [`TenantInput`], which PATCH shares, and checks these fields itself).
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+pub struct TenantCreate {
+    /// Lowercase letters, digits, `-`, `_`.
+    #[schema(pattern = "^[a-z0-9_-]{1,64}$")]
+    pub id: String,
+    pub name: Option<String>,
+    pub enabled: Option<bool>,
+    pub graph: GraphCreate,
+    pub hellohq: HellohqCreate,
+    /// Directions, switches, rollout, room map (see the README).
+    #[schema(value_type = Option<Object>)]
+    pub settings: Option<Value>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+pub struct GraphCreate {
+    /// The customer's Entra tenant id.
+    #[schema(pattern = "\\S")]
+    pub tenant_id: String,
+    #[schema(pattern = "\\S")]
+    pub client_id: String,
+    /// Write-only.
+    #[schema(pattern = "\\S")]
+    pub client_secret: String,
+    /// Default `https://graph.microsoft.com/v1.0`.
+    #[schema(pattern = "^https?://[A-Za-z0-9._~-]+(?::[1-9][0-9]{0,3})?(?:/[!-~]*)?$")]
+    pub graph_base: Option<String>,
+    /// Default `https://login.microsoftonline.com`.
+    #[schema(pattern = "^https?://[A-Za-z0-9._~-]+(?::[1-9][0-9]{0,3})?(?:/[!-~]*)?$")]
+    pub login_base: Option<String>,
+}
+
+/// A Standard Webhooks secret: `whsec_` and the base64 of at least 16 bytes.
+#[derive(ToSchema)]
+#[schema(
+    value_type = String,
+    pattern = "^whsec_(?:[A-Za-z0-9+/]{4}){5,}(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=|[A-Za-z0-9+/]{4})$"
+)]
+#[allow(dead_code)]
+pub struct WebhookSecretDoc(String);
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+pub struct HellohqCreate {
+    /// Default `https://api.hellohq.io`.
+    #[schema(pattern = "^https?://[A-Za-z0-9._~-]+(?::[1-9][0-9]{0,3})?(?:/[!-~]*)?$")]
+    pub base_url: Option<String>,
+    /// Write-only.
+    #[schema(pattern = "\\S")]
+    pub token: String,
+    /// Write-only: `whsec_<base64>` values of at least 16 bytes (several while rotating).
+    #[schema(inline, value_type = Option<Vec<WebhookSecretDoc>>)]
+    pub webhook_secrets: Option<Vec<String>>,
 }
 
 fn journal_admin(tenant: &TenantId, who: &Principal, what: &str, detail: Value) -> NewJournalEntry {
@@ -328,6 +394,32 @@ fn check_settings(v: &Value) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// The checks `hqsync.toml`'s `[[tenants]]` get (see `Config::validate`),
+/// so the API stores no tenant the config file would refuse.
+fn check_tenant(t: &Tenant) -> Result<(), ApiError> {
+    for (key, value) in [
+        ("graph.graph_base", &t.graph.graph_base),
+        ("graph.login_base", &t.graph.login_base),
+        ("hellohq.base_url", &t.hellohq.base_url),
+    ] {
+        if !url::Url::parse(value).is_ok_and(|u| u.scheme() == "https" || u.scheme() == "http") {
+            return Err(ApiError::bad_request(
+                "bad_field",
+                format!("{key} must be an http(s) base URL, e.g. https://graph.microsoft.com/v1.0"),
+            ));
+        }
+    }
+    for (i, s) in t.hellohq.webhook_secrets.iter().enumerate() {
+        if let Err(e) = crate::connectors::hellohq::webhook::WebhookSecret::parse(s) {
+            return Err(ApiError::bad_request(
+                "bad_field",
+                format!("hellohq.webhook_secrets[{i}]: {e}; use the value helloHQ shows for the endpoint"),
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn store_err(e: crate::store::StoreError) -> ApiError {
     if e.is_unavailable() {
         ApiError::unavailable(&e)
@@ -349,21 +441,30 @@ async fn load_tenant(state: &AppState, id: &TenantId) -> Result<Tenant, ApiError
 
 /// Tenants this caller may see.
 #[utoipa::path(get, path = "/v1/admin/tenants", tag = "admin", security(("bearer" = [])),
-    responses((status = 200, body = Vec<TenantView>), (status = 401, body = super::error::ErrorBody)))]
+    responses((status = 200, body = Vec<TenantView>), AdminErrors))]
 pub async fn list_tenants(State(state): State<AppState>, who: Principal) -> Result<Json<Vec<TenantView>>, ApiError> {
     let all = state.store.list_tenants().await.map_err(store_err)?;
     Ok(Json(all.iter().filter(|t| who.tenant(t.id.as_str()).is_ok()).map(view).collect()))
 }
 
 /// Creates a tenant (operators only). Secrets are encrypted at rest and never returned.
-#[utoipa::path(post, path = "/v1/admin/tenants", tag = "admin", security(("bearer" = [])), request_body = TenantInput,
-    responses((status = 201, body = TenantView), (status = 400, body = super::error::ErrorBody),
-        (status = 401, body = super::error::ErrorBody), (status = 403, body = super::error::ErrorBody),
-        (status = 409, body = super::error::ErrorBody)))]
+#[utoipa::path(post, path = "/v1/admin/tenants", tag = "admin", security(("bearer" = [])), request_body = TenantCreate,
+    responses((status = 201, description = "Created", body = TenantView, links(
+            ("GetTenant" = (operation_id = "get_tenant", parameters(("tenant" = "$response.body#/id")))),
+            ("UpdateTenant" = (operation_id = "update_tenant", parameters(("tenant" = "$response.body#/id")))),
+            ("DeleteTenant" = (operation_id = "delete_tenant", parameters(("tenant" = "$response.body#/id")))),
+            ("TestTenant" = (operation_id = "test_tenant", parameters(("tenant" = "$response.body#/id")))),
+            ("ListMailboxes" = (operation_id = "list_mailboxes", parameters(("tenant" = "$response.body#/id")))),
+            ("Journal" = (operation_id = "journal", parameters(("tenant" = "$response.body#/id")))),
+            ("Plan" = (operation_id = "plan", parameters(("tenant" = "$response.body#/id")))),
+            ("HellohqWebhook" = (operation_id = "webhook", parameters(("tenant" = "$response.body#/id"))))
+        )), AdminErrors, (status = 400, description = "A path segment or query parameter does not decode, the body is not JSON, or a value fails validation: the message names it and the fix", body = ErrorBody),
+        JsonBodyErrors, (status = 403, description = "Only an operator may do this", body = ErrorBody),
+        (status = 409, description = "A tenant with this id exists", body = ErrorBody)))]
 pub async fn create_tenant(
     State(state): State<AppState>,
     who: Principal,
-    Json(input): Json<TenantInput>,
+    ApiJson(input): ApiJson<TenantInput>,
 ) -> Result<(StatusCode, Json<TenantView>), ApiError> {
     who.require_operator()?;
     let id = input
@@ -407,6 +508,7 @@ pub async fn create_tenant(
         created_at: now,
         updated_at: now,
     };
+    check_tenant(&t)?;
     state.store.upsert_tenant(&t).await.map_err(store_err)?;
     state.store.append_journal(&journal_admin(&id, &who, "tenant created", json!({}))).await.map_err(store_err)?;
     Ok((StatusCode::CREATED, Json(view(&t))))
@@ -414,11 +516,12 @@ pub async fn create_tenant(
 
 #[utoipa::path(get, path = "/v1/admin/tenants/{tenant}", tag = "admin", security(("bearer" = [])),
     params(("tenant" = String, Path)),
-    responses((status = 200, body = TenantView), (status = 401, body = super::error::ErrorBody), (status = 404, body = super::error::ErrorBody)))]
+    responses((status = 200, body = TenantView), AdminErrors, (status = 400, description = "A path segment or query parameter does not decode, the body is not JSON, or a value fails validation: the message names it and the fix", body = ErrorBody),
+        (status = 404, description = "No such tenant, or one this token may not see", body = ErrorBody)))]
 pub async fn get_tenant(
     State(state): State<AppState>,
     who: Principal,
-    Path(tenant): Path<String>,
+    ApiPath(tenant): ApiPath<String>,
 ) -> Result<Json<TenantView>, ApiError> {
     let id = who.tenant(&tenant)?;
     Ok(Json(view(&load_tenant(&state, &id).await?)))
@@ -428,13 +531,13 @@ pub async fn get_tenant(
 /// (directions, sync switch, pilot mailbox, rollout, folders, room map).
 #[utoipa::path(patch, path = "/v1/admin/tenants/{tenant}", tag = "admin", security(("bearer" = [])),
     params(("tenant" = String, Path)), request_body = TenantInput,
-    responses((status = 200, body = TenantView), (status = 400, body = super::error::ErrorBody),
-        (status = 401, body = super::error::ErrorBody), (status = 404, body = super::error::ErrorBody)))]
+    responses((status = 200, body = TenantView), AdminErrors, (status = 400, description = "A path segment or query parameter does not decode, the body is not JSON, or a value fails validation: the message names it and the fix", body = ErrorBody),
+        JsonBodyErrors, (status = 404, description = "No such tenant, or one this token may not see", body = ErrorBody)))]
 pub async fn update_tenant(
     State(state): State<AppState>,
     who: Principal,
-    Path(tenant): Path<String>,
-    Json(input): Json<TenantInput>,
+    ApiPath(tenant): ApiPath<String>,
+    ApiJson(input): ApiJson<TenantInput>,
 ) -> Result<Json<TenantView>, ApiError> {
     let id = who.tenant(&tenant)?;
     let mut t = load_tenant(&state, &id).await?;
@@ -493,6 +596,7 @@ pub async fn update_tenant(
         changed.push("settings");
     }
     t.updated_at = Utc::now();
+    check_tenant(&t)?;
     state.store.upsert_tenant(&t).await.map_err(store_err)?;
     if rollout_all {
         enable_rollout(&state, &id).await?;
@@ -531,11 +635,12 @@ async fn enable_rollout(state: &AppState, id: &TenantId) -> Result<(), ApiError>
 /// Nothing is deleted in helloHQ or Exchange.
 #[utoipa::path(delete, path = "/v1/admin/tenants/{tenant}", tag = "admin", security(("bearer" = [])),
     params(("tenant" = String, Path)),
-    responses((status = 204), (status = 401, body = super::error::ErrorBody), (status = 403, body = super::error::ErrorBody), (status = 404, body = super::error::ErrorBody)))]
+    responses((status = 204, description = "Deleted"), AdminErrors, (status = 400, description = "A path segment or query parameter does not decode, the body is not JSON, or a value fails validation: the message names it and the fix", body = ErrorBody),
+        (status = 403, description = "Only an operator may do this", body = ErrorBody), (status = 404, description = "No such tenant, or one this token may not see", body = ErrorBody)))]
 pub async fn delete_tenant(
     State(state): State<AppState>,
     who: Principal,
-    Path(tenant): Path<String>,
+    ApiPath(tenant): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
     let id = who.tenant(&tenant)?;
     who.require_operator()?;
@@ -581,11 +686,12 @@ fn graph_fix(e: &GraphError) -> String {
 /// passes or says why and what to do.
 #[utoipa::path(post, path = "/v1/admin/tenants/{tenant}/test", tag = "admin", security(("bearer" = [])),
     params(("tenant" = String, Path)),
-    responses((status = 200, body = ConnectionReport), (status = 401, body = super::error::ErrorBody), (status = 404, body = super::error::ErrorBody)))]
+    responses((status = 200, body = ConnectionReport), AdminErrors, (status = 400, description = "A path segment or query parameter does not decode, the body is not JSON, or a value fails validation: the message names it and the fix", body = ErrorBody),
+        (status = 404, description = "No such tenant, or one this token may not see", body = ErrorBody)))]
 pub async fn test_tenant(
     State(state): State<AppState>,
     who: Principal,
-    Path(tenant): Path<String>,
+    ApiPath(tenant): ApiPath<String>,
 ) -> Result<Json<ConnectionReport>, ApiError> {
     let id = who.tenant(&tenant)?;
     let t = load_tenant(&state, &id).await?;
@@ -754,11 +860,12 @@ async fn mailbox_view(state: &AppState, m: &Mailbox) -> Result<MailboxView, ApiE
 
 #[utoipa::path(get, path = "/v1/admin/tenants/{tenant}/mailboxes", tag = "admin", security(("bearer" = [])),
     params(("tenant" = String, Path)),
-    responses((status = 200, body = Vec<MailboxView>), (status = 401, body = super::error::ErrorBody), (status = 404, body = super::error::ErrorBody)))]
+    responses((status = 200, body = Vec<MailboxView>), AdminErrors, (status = 400, description = "A path segment or query parameter does not decode, the body is not JSON, or a value fails validation: the message names it and the fix", body = ErrorBody),
+        (status = 404, description = "No such tenant, or one this token may not see", body = ErrorBody)))]
 pub async fn list_mailboxes(
     State(state): State<AppState>,
     who: Principal,
-    Path(tenant): Path<String>,
+    ApiPath(tenant): ApiPath<String>,
 ) -> Result<Json<Vec<MailboxView>>, ApiError> {
     let id = who.tenant(&tenant)?;
     load_tenant(&state, &id).await?;
@@ -779,13 +886,14 @@ pub struct MailboxInput {
 }
 
 #[utoipa::path(patch, path = "/v1/admin/tenants/{tenant}/mailboxes/{mailbox}", tag = "admin", security(("bearer" = [])),
-    params(("tenant" = String, Path), ("mailbox" = String, Path)), request_body = MailboxInput,
-    responses((status = 200, body = MailboxView), (status = 400, body = super::error::ErrorBody), (status = 401, body = super::error::ErrorBody), (status = 404, body = super::error::ErrorBody)))]
+    params(("tenant" = String, Path), ("mailbox" = String, Path, pattern = "^[^\\s/\\x00-\\x1f\\x7f-\\x9f]{1,320}$", description = "The mailbox address (user principal name)")), request_body = MailboxInput,
+    responses((status = 200, body = MailboxView), AdminErrors, (status = 400, description = "A path segment or query parameter does not decode, the body is not JSON, or a value fails validation: the message names it and the fix", body = ErrorBody),
+        JsonBodyErrors, (status = 404, description = "No such tenant or mailbox, or a tenant this token may not see", body = ErrorBody)))]
 pub async fn update_mailbox(
     State(state): State<AppState>,
     who: Principal,
-    Path((tenant, mailbox)): Path<(String, String)>,
-    Json(input): Json<MailboxInput>,
+    ApiPath((tenant, mailbox)): ApiPath<(String, String)>,
+    ApiJson(input): ApiJson<MailboxInput>,
 ) -> Result<Json<MailboxView>, ApiError> {
     let id = who.tenant(&tenant)?;
     let mid = MailboxId::parse(mailbox.to_ascii_lowercase())
@@ -840,22 +948,34 @@ pub async fn update_mailbox(
     Ok(Json(mailbox_view(&state, &m).await?))
 }
 
+/// The kinds a query may name (documentation only: the handlers parse [`Kind`]).
+#[derive(ToSchema)]
+#[schema(rename_all = "lowercase")]
+#[allow(dead_code)]
+pub enum KindName {
+    Appointment,
+    Task,
+    Contact,
+}
+
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ApproveQuery {
     /// Only this kind's held deletions (appointment | task | contact); default: every kind.
+    #[param(inline, value_type = Option<KindName>)]
     pub kind: Option<String>,
 }
 
 /// Approves the deletions the last pass held back for this mailbox.
 #[utoipa::path(post, path = "/v1/admin/tenants/{tenant}/mailboxes/{mailbox}/approve", tag = "admin", security(("bearer" = [])),
-    params(("tenant" = String, Path), ("mailbox" = String, Path), ApproveQuery),
-    responses((status = 204), (status = 400, body = super::error::ErrorBody), (status = 401, body = super::error::ErrorBody),
-        (status = 404, body = super::error::ErrorBody)))]
+    params(("tenant" = String, Path), ("mailbox" = String, Path, pattern = "^[^\\s/\\x00-\\x1f\\x7f-\\x9f]{1,320}$", description = "The mailbox address (user principal name)"), ApproveQuery),
+    responses((status = 204, description = "Approved"), AdminErrors, (status = 400, description = "A path segment or query parameter does not decode, the body is not JSON, or a value fails validation: the message names it and the fix", body = ErrorBody),
+        (status = 404, description = "No such tenant or mailbox, or a tenant this token may not see", body = ErrorBody)))]
 pub async fn approve(
     State(state): State<AppState>,
     who: Principal,
-    Path((tenant, mailbox)): Path<(String, String)>,
-    Query(q): Query<ApproveQuery>,
+    ApiPath((tenant, mailbox)): ApiPath<(String, String)>,
+    ApiQuery(q): ApiQuery<ApproveQuery>,
 ) -> Result<StatusCode, ApiError> {
     let id = who.tenant(&tenant)?;
     let kind =
@@ -880,12 +1000,18 @@ pub async fn approve(
 // ---- journal, plan, dead letters -----------------------------------------------------
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct JournalQuery {
+    /// The mailbox address (user principal name).
+    #[param(pattern = "^[^\\s/\\x00-\\x1f\\x7f-\\x9f]{1,320}$")]
     pub mailbox: Option<String>,
     /// appointment | task | contact
+    #[param(inline, value_type = Option<KindName>)]
     pub kind: Option<String>,
     /// created, updated, deleted, skipped, conflict, held, error, admin, …
     pub action: Option<String>,
+    /// Most entries to return: default 100, at most 1000.
+    #[param(minimum = 0, maximum = 1000)]
     pub limit: Option<usize>,
 }
 
@@ -905,12 +1031,13 @@ pub struct JournalView {
 /// Why did (or didn't) something sync: newest first.
 #[utoipa::path(get, path = "/v1/admin/tenants/{tenant}/journal", tag = "admin", security(("bearer" = [])),
     params(("tenant" = String, Path), JournalQuery),
-    responses((status = 200, body = Vec<JournalView>), (status = 400, body = super::error::ErrorBody), (status = 401, body = super::error::ErrorBody), (status = 404, body = super::error::ErrorBody)))]
+    responses((status = 200, body = Vec<JournalView>), AdminErrors, (status = 400, description = "A path segment or query parameter does not decode, the body is not JSON, or a value fails validation: the message names it and the fix", body = ErrorBody),
+        (status = 404, description = "No such tenant, or one this token may not see", body = ErrorBody)))]
 pub async fn journal(
     State(state): State<AppState>,
     who: Principal,
-    Path(tenant): Path<String>,
-    Query(q): Query<JournalQuery>,
+    ApiPath(tenant): ApiPath<String>,
+    ApiQuery(q): ApiQuery<JournalQuery>,
 ) -> Result<Json<Vec<JournalView>>, ApiError> {
     let id = who.tenant(&tenant)?;
     let kind = q
@@ -960,19 +1087,24 @@ pub async fn journal(
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct PlanQuery {
+    /// The mailbox address (user principal name).
+    #[param(pattern = "^[^\\s/\\x00-\\x1f\\x7f-\\x9f]{1,320}$")]
     pub mailbox: Option<String>,
 }
 
 /// The dry run: what a pass would create, update, delete and match, per mailbox.
 #[utoipa::path(get, path = "/v1/admin/tenants/{tenant}/plan", tag = "admin", security(("bearer" = [])),
     params(("tenant" = String, Path), PlanQuery),
-    responses((status = 200, body = Value), (status = 401, body = super::error::ErrorBody), (status = 404, body = super::error::ErrorBody), (status = 502, body = super::error::ErrorBody)))]
+    responses((status = 200, body = Value), AdminErrors, (status = 400, description = "A path segment or query parameter does not decode, the body is not JSON, or a value fails validation: the message names it and the fix", body = ErrorBody),
+        (status = 404, description = "No such tenant, or one this token may not see", body = ErrorBody),
+        (status = 502, description = "Graph or helloHQ could not be read for the plan", body = ErrorBody)))]
 pub async fn plan(
     State(state): State<AppState>,
     who: Principal,
-    Path(tenant): Path<String>,
-    Query(q): Query<PlanQuery>,
+    ApiPath(tenant): ApiPath<String>,
+    ApiQuery(q): ApiQuery<PlanQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let id = who.tenant(&tenant)?;
     load_tenant(&state, &id).await?;
@@ -1003,7 +1135,7 @@ pub struct DeadLetterView {
 
 /// Hints that could not be applied (operators only).
 #[utoipa::path(get, path = "/v1/admin/dead-letters", tag = "admin", security(("bearer" = [])),
-    responses((status = 200, body = Vec<DeadLetterView>), (status = 401, body = super::error::ErrorBody), (status = 403, body = super::error::ErrorBody)))]
+    responses((status = 200, body = Vec<DeadLetterView>), AdminErrors, (status = 403, description = "Only an operator may do this", body = ErrorBody)))]
 pub async fn dead_letters(
     State(state): State<AppState>,
     who: Principal,
@@ -1037,11 +1169,12 @@ pub struct ReplayResult {
 }
 
 #[utoipa::path(post, path = "/v1/admin/dead-letters/replay", tag = "admin", security(("bearer" = [])), request_body = ReplayInput,
-    responses((status = 200, body = ReplayResult), (status = 401, body = super::error::ErrorBody), (status = 403, body = super::error::ErrorBody)))]
+    responses((status = 200, body = ReplayResult), AdminErrors, (status = 400, description = "A path segment or query parameter does not decode, the body is not JSON, or a value fails validation: the message names it and the fix", body = ErrorBody),
+        JsonBodyErrors, (status = 403, description = "Only an operator may do this", body = ErrorBody)))]
 pub async fn replay(
     State(state): State<AppState>,
     who: Principal,
-    Json(input): Json<ReplayInput>,
+    ApiJson(input): ApiJson<ReplayInput>,
 ) -> Result<Json<ReplayResult>, ApiError> {
     who.require_operator()?;
     let replayed = state.queue.replay_dead_letters(&input.ids).await.map_err(|e| ApiError::unavailable(&e))?;

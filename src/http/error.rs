@@ -69,3 +69,31 @@ impl IntoResponse for ApiError {
         resp
     }
 }
+
+/// Errors every admin route can answer (`responses(AdminErrors, …)`); routes
+/// that take input add their own `400`.
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)]
+pub enum AdminErrors {
+    /// No token, or one that is malformed, expired or signed with another key or algorithm (or the admin API is not configured)
+    #[response(status = 401)]
+    Unauthorized(ErrorBody),
+    /// The store or the queue cannot answer now; retry
+    #[response(status = 503)]
+    Unavailable(ErrorBody),
+}
+
+/// Errors of the routes that take a JSON body, beside [`AdminErrors`].
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)]
+pub enum JsonBodyErrors {
+    /// Body over `http.max_body_bytes`
+    #[response(status = 413)]
+    TooLarge(ErrorBody),
+    /// The body is not sent as `Content-Type: application/json`
+    #[response(status = 415)]
+    NotJson(ErrorBody),
+    /// JSON of the wrong shape: a field of the wrong type, an unknown field or a missing one (the message names it)
+    #[response(status = 422)]
+    InvalidBody(ErrorBody),
+}

@@ -4,8 +4,7 @@
 //! subscription record, never from the payload.
 
 use axum::body::Body;
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
@@ -15,6 +14,7 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use super::error::ErrorBody;
+use super::extract::ApiQuery;
 use super::{metrics, read_body, require_json, ApiError, AppState};
 use crate::connectors::graph::notification::{parse_batch, ItemKind, LifecycleEvent, NotificationItem};
 use crate::queue::{Change, Hint, Origin, HINT_VERSION};
@@ -48,7 +48,7 @@ enum NotificationResponses {
     /// Every trusted item is durably queued; untrusted items were dropped
     #[response(status = 202)]
     Accepted,
-    /// The body is not a notification batch
+    /// The body is not a notification batch, or the query string does not decode
     #[response(status = 400)]
     Malformed(ErrorBody),
     /// Body over the size limit
@@ -68,16 +68,15 @@ enum NotificationResponses {
     path = "/v1/notifications/graph",
     tag = "ingress",
     params(ValidationQuery),
-    request_body(content = NotificationBatch, content_type = "application/json"),
+    request_body(content = NotificationBatch, content_type = "application/json", description = "Not sent with `validationToken` (the handshake)"),
     responses(NotificationResponses)
 )]
 pub async fn notifications(
     State(state): State<AppState>,
-    q: Result<Query<ValidationQuery>, QueryRejection>,
+    ApiQuery(q): ApiQuery<ValidationQuery>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let Query(q) = q.map_err(|e| ApiError::bad_request("malformed_query", e.body_text()))?;
     receive(state, q, headers, body, "graph").await
 }
 
@@ -88,16 +87,15 @@ pub async fn notifications(
     path = "/v1/notifications/graph/lifecycle",
     tag = "ingress",
     params(ValidationQuery),
-    request_body(content = NotificationBatch, content_type = "application/json"),
+    request_body(content = NotificationBatch, content_type = "application/json", description = "Not sent with `validationToken` (the handshake)"),
     responses(NotificationResponses)
 )]
 pub async fn lifecycle(
     State(state): State<AppState>,
-    q: Result<Query<ValidationQuery>, QueryRejection>,
+    ApiQuery(q): ApiQuery<ValidationQuery>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let Query(q) = q.map_err(|e| ApiError::bad_request("malformed_query", e.body_text()))?;
     receive(state, q, headers, body, "graph_lifecycle").await
 }
 

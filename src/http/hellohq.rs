@@ -4,9 +4,10 @@
 //! *and* proven by its secret.
 
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 
+use super::extract::ApiPath;
 use super::{metrics, read_body, require_json, ApiError, AppState};
 use crate::connectors::hellohq::webhook::{verify, WebhookError, WebhookHeaders};
 use crate::model::TenantId;
@@ -37,7 +38,7 @@ pub struct HellohqEvent {
     request_body(content = HellohqEvent, content_type = "application/json"),
     responses(
         (status = 202, description = "Verified and durably queued"),
-        (status = 400, description = "Signed, but not a helloHQ event", body = super::error::ErrorBody),
+        (status = 400, description = "Signed, but not a helloHQ event (or the tenant segment does not decode)", body = super::error::ErrorBody),
         (status = 401, description = "Missing or wrong signature, or a timestamp outside ±5 minutes", body = super::error::ErrorBody),
         (status = 404, description = "No such tenant (or it has no webhook secret)", body = super::error::ErrorBody),
         (status = 413, description = "Body over the size limit", body = super::error::ErrorBody),
@@ -48,7 +49,7 @@ pub struct HellohqEvent {
 #[tracing::instrument(skip_all, fields(tenant = %tenant))]
 pub async fn webhook(
     State(state): State<AppState>,
-    Path(tenant): Path<String>,
+    ApiPath(tenant): ApiPath<String>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<StatusCode, ApiError> {

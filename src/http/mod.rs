@@ -6,6 +6,7 @@
 pub mod admin;
 pub mod cache;
 pub mod error;
+pub mod extract;
 pub mod graph;
 pub mod health;
 pub mod hellohq;
@@ -127,9 +128,28 @@ impl AppState {
 /// The whole HTTP surface and its OpenAPI document, built together so the
 /// document cannot name a route that does not exist, nor miss one.
 pub fn router_and_spec(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
-    let (router, spec) = api_router().split_for_parts();
-    let router = router.with_state(state).layer(axum::middleware::from_fn(metrics::track_requests));
+    let (router, mut spec) = api_router().split_for_parts();
+    finish_spec(&mut spec);
+    let router = router
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(state)
+        .layer(axum::middleware::from_fn(metrics::track_requests));
     (router, spec)
+}
+
+/// Any path the API does not have: the JSON error body, not an empty 404.
+async fn not_found() -> ApiError {
+    ApiError::not_found("no_route", "no such route; see openapi/hqsync.json for the API")
+}
+
+/// A method the route does not take: the JSON error body (axum keeps the `Allow` header).
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this route does not take this method; the Allow header lists the ones it does",
+    )
 }
 
 pub fn router(state: AppState) -> Router {
@@ -138,7 +158,21 @@ pub fn router(state: AppState) -> Router {
 
 /// The OpenAPI document alone (no state needed).
 pub fn openapi_spec() -> utoipa::openapi::OpenApi {
-    api_router::<AppState>().split_for_parts().1
+    let mut spec = api_router::<AppState>().split_for_parts().1;
+    finish_spec(&mut spec);
+    spec
+}
+
+/// What the path annotations cannot say: Graph's notification routes take
+/// no body with the validation handshake, so theirs is optional.
+fn finish_spec(spec: &mut utoipa::openapi::OpenApi) {
+    for path in ["/v1/notifications/graph", "/v1/notifications/graph/lifecycle"] {
+        if let Some(body) =
+            spec.paths.paths.get_mut(path).and_then(|item| item.post.as_mut()).and_then(|op| op.request_body.as_mut())
+        {
+            body.required = Some(utoipa::openapi::Required::False);
+        }
+    }
 }
 
 fn api_router<S>() -> OpenApiRouter<S>

@@ -38,7 +38,11 @@ pub struct ApiDoc;
 pub fn render() -> String {
     let mut spec = super::openapi_spec();
     spec.info.version = env!("CARGO_PKG_VERSION").to_string();
-    let mut s = spec.to_pretty_json().expect("the OpenAPI document serialises");
+    let s = spec.to_pretty_json().expect("the OpenAPI document serialises");
+    // utoipa 5.5 writes a Link's `operationId` in snake case; OpenAPI (and
+    // the tools that follow links, e.g. Schemathesis) read camel case. No
+    // schema here has a property of that name, so the key is only a link's.
+    let mut s = s.replace("\"operation_id\": ", "\"operationId\": ");
     s.push('\n');
     s
 }

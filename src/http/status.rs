@@ -11,12 +11,12 @@ use std::fmt::Write as _;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Redirect, Response};
-use axum::Form;
 use chrono::{Duration, Utc};
 use serde::Deserialize;
 use utoipa::ToSchema;
 
 use super::admin::{Principal, SESSION_COOKIE};
+use super::extract::ApiForm;
 use super::AppState;
 use crate::engine::settings::TenantSettings;
 use crate::model::Kind;
@@ -75,8 +75,11 @@ pub struct LoginForm {
 
 /// Checks the token and keeps it in an HttpOnly cookie; back to `/`.
 #[utoipa::path(post, path = "/login", tag = "status", request_body(content = LoginForm, content_type = "application/x-www-form-urlencoded"),
-    responses((status = 303, description = "Signed in; see /"), (status = 401, description = "Token refused", content_type = "text/html", body = String)))]
-pub async fn login(State(state): State<AppState>, Form(form): Form<LoginForm>) -> Response {
+    responses((status = 303, description = "Signed in; see /"), (status = 401, description = "Token refused", content_type = "text/html", body = String),
+        (status = 400, description = "The form does not decode (e.g. no `token` field)", body = super::error::ErrorBody),
+        (status = 413, description = "Body over `http.max_body_bytes`", body = super::error::ErrorBody),
+        (status = 415, description = "Not sent as application/x-www-form-urlencoded", body = super::error::ErrorBody)))]
+pub async fn login(State(state): State<AppState>, ApiForm(form): ApiForm<LoginForm>) -> Response {
     let Some(auth) = state.admin.as_ref() else {
         return (StatusCode::UNAUTHORIZED, login_page(Some("The admin API is not configured (admin.jwt_secret).")))
             .into_response();
@@ -109,7 +112,10 @@ pub async fn logout() -> Response {
 }
 
 /// The status page (the login form when not signed in).
-#[utoipa::path(get, path = "/", tag = "status", responses((status = 200, description = "Status page or login form", content_type = "text/html", body = String)))]
+#[utoipa::path(get, path = "/", tag = "status", responses(
+    (status = 200, description = "Status page, or the login form without a session", content_type = "text/html", body = String),
+    (status = 401, description = "The session's token is refused: the login form says why", content_type = "text/html", body = String),
+    (status = 503, description = "The store cannot answer now", content_type = "text/html", body = String)))]
 pub async fn page(State(state): State<AppState>, headers: HeaderMap) -> Response {
     let mut req = axum::http::Request::new(());
     *req.headers_mut() = headers;
