@@ -1172,7 +1172,35 @@ impl<'a> Tasks<'a> {
         for l in &gone {
             self.exchange_removed(dir, m, l).await?;
         }
+        // A To Do task created and removed between two rounds may not be in
+        // the delta at all: the unfinished creates are looked at each round.
+        self.sweep_unfinished_creates(m, &list, &links, |g| seen.contains(g)).await?;
         round.commit(self.store, self.tenant).await.map_err(graph_err)?;
+        Ok(())
+    }
+
+    /// Creates toward helloHQ left unfinished (their run crashed or failed)
+    /// for a To Do task that is gone now: no hint will come for that task,
+    /// so the row such a run may have made is removed here, with the claim.
+    /// `present`: To Do tasks known to exist (not read again).
+    async fn sweep_unfinished_creates(
+        &self,
+        m: &Mailbox,
+        list: &str,
+        links: &[Link],
+        present: impl Fn(&str) -> bool,
+    ) -> Result<(), EngineError> {
+        if !matches!(self.settings.direction(m, Kind::Task), Direction::Both | Direction::ToHellohq) {
+            return Ok(());
+        }
+        for l in links.iter().filter(|l| l.state == PENDING && l.hq_id.is_none() && !super::claimed_elsewhere(l)) {
+            let Some(gid) = l.graph_id.as_deref().filter(|g| !present(g)) else { continue };
+            if self.read_todo(m, list, gid).await?.is_some() || !super::take_over(self.store, l, self.hint_id).await? {
+                continue;
+            }
+            self.drop_unlinked_create(m, gid).await?;
+            self.store.delete_link(self.tenant, &m.id, Kind::Task, None, Some(gid)).await?;
+        }
         Ok(())
     }
 
@@ -1271,22 +1299,7 @@ impl<'a> Tasks<'a> {
                     .delete_link(self.tenant, &m.id, Kind::Task, l.hq_id.as_deref(), l.graph_id.as_deref())
                     .await?;
             }
-            // Creates toward helloHQ left unfinished (their run crashed or
-            // failed) for a To Do task that is gone now: no hint will come
-            // for it, so the row such a run may have made goes here.
-            for l in links.iter().filter(|l| l.state == PENDING && l.hq_id.is_none()) {
-                let Some(gid) = l.graph_id.as_deref().filter(|g| !ex_by_id.contains_key(*g)) else { continue };
-                if super::claimed_elsewhere(l) || !matches!(direction, Direction::Both | Direction::ToHellohq) {
-                    continue;
-                }
-                if self.read_todo(m, &list, gid).await?.is_some()
-                    || !super::take_over(self.store, l, self.hint_id).await?
-                {
-                    continue;
-                }
-                self.drop_unlinked_create(m, gid).await?;
-                self.store.delete_link(self.tenant, &m.id, Kind::Task, None, Some(gid)).await?;
-            }
+            self.sweep_unfinished_creates(m, &list, &links, |g| ex_by_id.contains_key(g)).await?;
         }
         if !hold {
             for l in &deletions {
