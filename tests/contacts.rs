@@ -946,3 +946,40 @@ async fn a_hellohq_contact_found_from_an_earlier_attempt_takes_the_users_later_e
     }
     h.stop().await;
 }
+
+/// Issue #9 (fault suite): a copy a pass wrote from its listing, whose
+/// notification arrives before the pass linked it, while helloHQ has
+/// changed since that listing. Linked with helloHQ's current record as its
+/// base, the copy passed for synced and kept the listing's older values for
+/// good; it is linked as what it holds and merged at once.
+#[tokio::test]
+async fn a_copy_seen_before_its_link_that_holds_an_older_read_takes_the_newer_hellohq_values() {
+    let h = H::start().await;
+    h.initial_sync().await;
+    let people: Vec<Value> = h.hq.list_v2("/v2/ContactPersons", &Default::default()).await.unwrap().items;
+    let company = people.iter().find_map(|p| p["companyId"].as_i64()).unwrap();
+    let made: Value = h
+        .hq
+        .write(reqwest::Method::POST, "/v2/ContactPersons", &json!({"companyId": company, "firstName": "Rita", "lastName": "Rennen", "position": "Einkauf", "salutation": "Frau", "salutationForm": "Formal"}))
+        .await
+        .unwrap();
+    let id = made["id"].as_i64().unwrap() as i32;
+    // A pass in Clara's mailbox has claimed the copy and posted it from its
+    // listing (position "Einkauf"); it has not linked it yet.
+    let claim = claim_row(&h, CLARA, Some(&id.to_string()), None, json!({"claim": null, "run": uuid::Uuid::new_v4()}));
+    assert!(h.store.claim_link(&claim).await.unwrap());
+    let global = h.global_folder(CLARA).await;
+    let body = json!({"givenName": "Rita", "surname": "Rennen", "jobTitle": "Einkauf",
+        "singleValueExtendedProperties": [{"id": hqsync::model::contact::HQ_ID_PROPERTY_ID, "value": id.to_string()}]});
+    let copy = h.graph.post(&format!("/users/{CLARA}/contactFolders/{global}/contacts"), &body).await.unwrap();
+    let gid = copy["id"].as_str().unwrap().to_string();
+    // helloHQ changed after that listing.
+    h.hq.update_contact_person(id, |c| c.position = Some("Vertrieb".into())).await.unwrap();
+    // The copy's notification arrives first.
+    h.exchange_changed(CLARA, &gid, Change::Created).await;
+    let (_, c) = h.find(CLARA, "Rennen").await.remove(0);
+    assert_eq!(c["jobTitle"], "Vertrieb", "the copy takes helloHQ's newer value");
+    let hq: Value = h.hq.get_contact_person(id).await.map(|p| serde_json::to_value(p).unwrap()).unwrap();
+    assert_eq!(hq["position"], "Vertrieb", "and helloHQ keeps it");
+    h.stop().await;
+}

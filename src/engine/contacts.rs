@@ -986,12 +986,24 @@ impl<'a> Contacts<'a> {
                 }
                 Some(tag) => match self.store.get_link_by_hq(self.tenant, &m.id, Kind::Contact, &tag).await? {
                     Some(l) if l.graph_id.is_none() || l.graph_id.as_deref() == Some(graph_id) => {
-                        let hq = self.read_hq(dir, parse_hq_id(&tag).unwrap_or(-1)).await?;
-                        if let Some(h) = hq {
-                            self.save_link(m, Some(tag), &ex, folder, &h.contact, Some(fingerprint(&h.contact)), None)
+                        let Some(h) = self.read_hq(dir, parse_hq_id(&tag).unwrap_or(-1)).await? else {
+                            return Ok(());
+                        };
+                        // Linked as what the copy holds: it was written from
+                        // a read of helloHQ that may be older than `h` (a
+                        // pass's listing), and linked with `h` as its base it
+                        // would pass for synced and keep the older values.
+                        let held = contact::from_graph(&ex);
+                        if held == h.contact {
+                            self.save_link(m, Some(tag), &ex, folder, &held, Some(fingerprint(&h.contact)), None)
                                 .await?;
+                            return Ok(());
                         }
-                        return Ok(());
+                        self.save_link(m, Some(tag.clone()), &ex, folder, &held, None, None).await?;
+                        let Some(l) = self.store.get_link_by_hq(self.tenant, &m.id, Kind::Contact, &tag).await? else {
+                            return Ok(());
+                        };
+                        return self.update_pair(dir, m, &h, &l, Some(ex), direction, &mut None).await;
                     }
                     // Tagged for a record linked to another copy: a copy
                     // the user duplicated; treat it as a new contact below.
