@@ -871,6 +871,29 @@ impl<'a> Tasks<'a> {
         Ok(found.into_iter().next())
     }
 
+    /// Removes To Do task `gid`, hqsync's unlinked copy of helloHQ task
+    /// `hq_id` that is gone, with the claim `claim` of its create, if any.
+    async fn remove_unlinked_copy(
+        &self,
+        m: &Mailbox,
+        list: &str,
+        hq_id: i32,
+        gid: &str,
+        claim: Option<&Link>,
+    ) -> Result<(), EngineError> {
+        if matches!(self.settings.direction(m, Kind::Task), Direction::Both | Direction::ToExchange) {
+            match self.graph.delete_task(m.id.as_str(), list, gid).await {
+                Ok(()) | Err(GraphError::NotFound { .. }) => {}
+                Err(e) => return Err(graph_err(e)),
+            }
+            self.journal(Some(&m.id), "deleted", Some(hq_id.to_string()), Some(gid.to_string()), json!({"side": "exchange", "summary": format!("task #{hq_id}"), "reason": "deleted in helloHQ while its copy was being made"})).await;
+        }
+        if let Some(l) = claim {
+            self.store.delete_link(self.tenant, &m.id, Kind::Task, l.hq_id.as_deref(), l.graph_id.as_deref()).await?;
+        }
+        Ok(())
+    }
+
     /// Deletes the helloHQ row an unfinished create made for To Do task
     /// `gid` (found by its `syncId`), now that the To Do task is gone.
     async fn drop_unlinked_create(&self, m: &Mailbox, gid: &str) -> Result<(), EngineError> {
@@ -1051,7 +1074,13 @@ impl<'a> Tasks<'a> {
         if let Some(tag) = tagged_hq_id(ex) {
             let l = self.store.get_link_by_hq(self.tenant, &m.id, Kind::Task, &tag.to_string()).await?;
             if l.as_ref().is_none_or(|l| l.graph_id.is_none() || l.graph_id.as_deref() == Some(gid.as_str())) {
-                if let HqRead::Task(h) = self.read_hq(tag).await? {
+                let hq = self.read_hq(tag).await?;
+                if matches!(hq, HqRead::Gone) {
+                    // hqsync's copy of a task deleted in helloHQ, its create
+                    // cut off before linking: nothing else will remove it.
+                    return self.remove_unlinked_copy(m, list, tag, &gid, l.as_ref()).await;
+                }
+                if let HqRead::Task(h) = hq {
                     // No base: the next change merges both sides afresh.
                     let mut link = self.pending_link(m, Some(tag), Some(gid));
                     link.state = LINKED.into();
