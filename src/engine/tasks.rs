@@ -1180,7 +1180,10 @@ impl<'a> Tasks<'a> {
         let links = self.store.list_links(self.tenant, &m.id, Kind::Task).await?;
         let mut gone: Vec<Link> = Vec::new();
         for id in &removed {
-            let Some(l) = links.iter().find(|l| l.graph_id.as_deref() == Some(id.as_str())) else { continue };
+            // A claim toward helloHQ is no pair yet: the sweep below takes it.
+            let Some(l) = links.iter().find(|l| l.graph_id.as_deref() == Some(id.as_str()) && l.state == LINKED) else {
+                continue;
+            };
             if self.read_todo(m, &list, id).await?.is_none() {
                 gone.push(l.clone());
             }
