@@ -179,6 +179,17 @@ impl H {
         self.exchange_contacts(mailbox).await.into_iter().filter(|(_, c)| c["surname"] == surname).collect()
     }
 
+    /// Creates helloHQ contact Rita Rennen (with `extra` fields) in the
+    /// company of an existing contact, its webhook not handled; its id.
+    async fn new_rita(&self, extra: Value) -> i32 {
+        let people: Vec<Value> = self.hq.list_v2("/v2/ContactPersons", &Default::default()).await.unwrap().items;
+        let company = people.iter().find_map(|p| p["companyId"].as_i64()).unwrap();
+        let mut body = json!({"companyId": company, "firstName": "Rita", "lastName": "Rennen", "salutation": "Frau", "salutationForm": "Formal"});
+        body.as_object_mut().unwrap().extend(extra.as_object().cloned().unwrap_or_default());
+        let made: Value = self.hq.write(reqwest::Method::POST, "/v2/ContactPersons", &body).await.unwrap();
+        made["id"].as_i64().unwrap() as i32
+    }
+
     async fn hq_id(&self, surname: &str) -> i32 {
         let list: Vec<Value> = self.hq.list_v2("/v2/ContactPersons", &Default::default()).await.unwrap().items;
         list.iter()
@@ -833,14 +844,7 @@ async fn a_pass_never_deletes_the_users_contact_behind_a_claim_toward_hellohq() 
     // A new helloHQ contact arriving now (it may be the very one being
     // created from Clara's) waits for the claim instead of risking a second
     // copy in her mailbox; once the claim is gone it is mirrored.
-    let people: Vec<Value> = h.hq.list_v2("/v2/ContactPersons", &Default::default()).await.unwrap().items;
-    let company = people.iter().find_map(|p| p["companyId"].as_i64()).unwrap();
-    let made: Value = h
-        .hq
-        .write(reqwest::Method::POST, "/v2/ContactPersons", &json!({"companyId": company, "firstName": "Rita", "lastName": "Rennen", "salutation": "Frau", "salutationForm": "Formal"}))
-        .await
-        .unwrap();
-    let id = made["id"].as_i64().unwrap().to_string();
+    let id = h.new_rita(json!({})).await.to_string();
     let hint = h.hint(Origin::Hellohq, Change::Created, None, Some(HqEntity::ContactPerson), Some(&id));
     let res = h.engine.handle(&hint).await;
     assert!(matches!(res, Err(hqsync::engine::EngineError::Transient(_))), "waits for the claim: {res:?}");
@@ -873,14 +877,7 @@ fn claim_row(h: &H, mailbox: &str, hq_id: Option<&str>, graph_id: Option<&str>, 
 async fn a_duplicated_hint_never_resumes_the_live_claim_of_its_twin() {
     let h = H::start().await;
     h.initial_sync().await;
-    let people: Vec<Value> = h.hq.list_v2("/v2/ContactPersons", &Default::default()).await.unwrap().items;
-    let company = people.iter().find_map(|p| p["companyId"].as_i64()).unwrap();
-    let made: Value = h
-        .hq
-        .write(reqwest::Method::POST, "/v2/ContactPersons", &json!({"companyId": company, "firstName": "Rita", "lastName": "Rennen", "salutation": "Frau", "salutationForm": "Formal"}))
-        .await
-        .unwrap();
-    let id = made["id"].as_i64().unwrap().to_string();
+    let id = h.new_rita(json!({})).await.to_string();
     // helloHQ delivered the webhook twice: both deliveries carry the same
     // hint id, and the twin is creating Clara's copy right now.
     let hint = h.hint(Origin::Hellohq, Change::Created, None, Some(HqEntity::ContactPerson), Some(&id));
@@ -956,14 +953,7 @@ async fn a_hellohq_contact_found_from_an_earlier_attempt_takes_the_users_later_e
 async fn a_copy_seen_before_its_link_that_holds_an_older_read_takes_the_newer_hellohq_values() {
     let h = H::start().await;
     h.initial_sync().await;
-    let people: Vec<Value> = h.hq.list_v2("/v2/ContactPersons", &Default::default()).await.unwrap().items;
-    let company = people.iter().find_map(|p| p["companyId"].as_i64()).unwrap();
-    let made: Value = h
-        .hq
-        .write(reqwest::Method::POST, "/v2/ContactPersons", &json!({"companyId": company, "firstName": "Rita", "lastName": "Rennen", "position": "Einkauf", "salutation": "Frau", "salutationForm": "Formal"}))
-        .await
-        .unwrap();
-    let id = made["id"].as_i64().unwrap() as i32;
+    let id = h.new_rita(json!({"position": "Einkauf"})).await;
     // A pass in Clara's mailbox has claimed the copy and posted it from its
     // listing (position "Einkauf"); it has not linked it yet.
     let claim = claim_row(&h, CLARA, Some(&id.to_string()), None, json!({"claim": null, "run": uuid::Uuid::new_v4()}));
