@@ -328,6 +328,40 @@ async fn a_hellohq_edit_writes_once_per_mailbox_and_nothing_comes_back() {
     h.stop().await;
 }
 
+/// Issue #9 (fault suite): helloHQ has no conditional write, so two merges
+/// of one pair that read it together both wrote, the later with the older
+/// value, under a link that recorded the newer one. A merge now holds the
+/// pair from its check of the link until the link is saved: while another
+/// worker holds it, the merge writes nothing; once it is free, it goes on,
+/// and a merge that read the pair before the other's link was saved is
+/// refused and read again.
+#[tokio::test]
+async fn a_merge_waits_while_another_worker_holds_the_pair_and_a_stale_one_reads_again() {
+    let h = H::start().await;
+    h.initial_sync().await;
+    let id = h.hq_id("Strauß").await;
+    h.hq.update_contact_person(id, |c| c.position = Some("Einkauf".into())).await.unwrap();
+    let anna = MailboxId::parse(ANNA).unwrap();
+    let link = h.store.get_link_by_hq(&h.tenant, &anna, Kind::Contact, &id.to_string()).await.unwrap().unwrap();
+    let held = hqsync::engine::lock_pair(&h.store, &link).await.expect("a free pair is locked at once");
+    let other_worker = async {
+        tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+        let (_, c) = h.find(ANNA, "Strauß").await.remove(0);
+        drop(held);
+        c
+    };
+    let ((), seen_while_held) = tokio::join!(h.hq_contact_changed(id), other_worker);
+    assert_ne!(seen_while_held["jobTitle"], "Einkauf", "Anna's copy was written while another worker held the pair");
+    for m in ALL {
+        assert_eq!(h.find(m, "Strauß").await.remove(0).1["jobTitle"], "Einkauf", "{m} follows once the pair is free");
+    }
+    // The pair was merged and its link saved since `link` was read: a merge
+    // of that older read is refused (and retried from fresh reads).
+    let stale = hqsync::engine::lock_pair(&h.store, &link).await;
+    assert!(matches!(stale, Err(hqsync::engine::EngineError::Transient(_))), "a stale read was let through");
+    h.stop().await;
+}
+
 /// Issue #9: a helloHQ edit costs one PATCH per mailbox, conditional on
 /// the version the link holds (no read first), and the notification of
 /// each of those writes, naming the version written, costs nothing.

@@ -814,9 +814,12 @@ impl<'a> Appointments<'a> {
             p.record_merge(&summary(&hq.appt), &result);
             return Ok(());
         }
-        if !result.to_hellohq.is_empty() || !result.to_exchange.is_empty() {
-            super::link_unchanged(self.store, l).await?;
-        }
+        // Held until the link is saved (dropped on every way out).
+        let _pair = if result.to_hellohq.is_empty() && result.to_exchange.is_empty() {
+            None
+        } else {
+            Some(super::lock_pair(self.store, l).await?)
+        };
         for c in &result.conflicts {
             self.journal(Some(&m.id), "conflict", Some(hq.task.id.to_string()), Some(gid.clone()), json!({"side": "both", "summary": summary(&hq.appt), "field": c.field, "hellohq": c.hellohq, "exchange": c.exchange, "winner": c.winner})).await;
         }

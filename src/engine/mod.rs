@@ -576,7 +576,7 @@ tokio::task_local! {
 /// without a base (just matched) and outside a hint (tests driving the
 /// engine directly) is taken as it is. Read in that order (link, then both
 /// sides), the base is never newer than the sides, and a merge running
-/// beside this one is caught by the conditional writes.
+/// beside this one is caught by [`lock_pair`].
 pub fn newer_than_reads(l: &store::Link) -> bool {
     // A store may keep the time to the millisecond: a write within the same
     // millisecond as the hint's start counts as newer.
@@ -584,24 +584,102 @@ pub fn newer_than_reads(l: &store::Link) -> bool {
     !l.base.is_null() && l.state == "linked" && READS_FROM.try_with(|t| l.updated_at + slack > *t).unwrap_or(false)
 }
 
-/// Before a merge writes anything: the link it merged against must still be
-/// the one in the store. Another worker that merged the pair while this
-/// one read the sides (its write to a side seen here, its link not yet)
-/// makes hqsync's own write look like a user's edit, and this merge would
-/// write the older value back; retried, the hint reads the link first.
-pub async fn link_unchanged(store: &Store, l: &store::Link) -> Result<(), EngineError> {
+/// How long a pair lock lasts without renewal: a worker killed while
+/// merging holds its pairs at most this long.
+const PAIR_LOCK_TTL: Duration = Duration::from_secs(30);
+
+/// How long a merge waits for another worker's merge of the same pair
+/// before it gives up (the hint is retried later).
+const PAIR_LOCK_WAIT: Duration = Duration::from_secs(10);
+
+/// A merge's hold on one pair (one link), from the moment it decided to
+/// write until its link is saved: a lease row in the store, renewed while
+/// held and released when dropped.
+///
+/// helloHQ has no conditional write (no ETag on PUT), so two merges of the
+/// same pair that read it at the same time would both pass a check of its
+/// `updatedOn` and both write, the later one with the older values, while
+/// their links land in the other order. The fault suite saw exactly that: a
+/// burst of Outlook edits left helloHQ with an older value under a link
+/// whose base was the newest, and the next notification wrote that older
+/// value back over the user's edit. Held for the whole write, the lock
+/// makes the check that the link is unchanged and the writes one step.
+#[must_use = "the pair is unlocked when this is dropped"]
+pub struct PairLock {
+    store: Store,
+    name: String,
+    holder: String,
+    renew: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for PairLock {
+    fn drop(&mut self) {
+        self.renew.abort();
+        let (store, name, holder) = (self.store.clone(), std::mem::take(&mut self.name), std::mem::take(&mut self.holder));
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                if let Err(e) = store.release_lease(&name, &holder).await {
+                    tracing::debug!(lease = %name, error = %e, "pair lock not released; it expires on its own");
+                }
+            });
+        }
+    }
+}
+
+fn pair_lock_name(l: &store::Link) -> String {
+    let id = match (l.hq_id.as_deref(), l.graph_id.as_deref()) {
+        (Some(h), _) => format!("h:{h}"),
+        (None, Some(g)) => format!("g:{g}"),
+        (None, None) => String::new(),
+    };
+    format!("pair/{}/{}/{}/{id}", l.tenant.as_str(), l.mailbox.as_str(), l.kind.as_str())
+}
+
+/// Before a merge writes anything: locks the pair ([`PairLock`]) and checks
+/// that the link it merged against is still the one in the store. Another
+/// worker that merged the pair while this one read the sides (its write to
+/// a side seen here, its link not yet) makes hqsync's own write look like a
+/// user's edit, and this merge would write the older value back; retried,
+/// the hint reads the link first. Keep the lock until the link is saved.
+pub async fn lock_pair(store: &Store, l: &store::Link) -> Result<PairLock, EngineError> {
+    let name = pair_lock_name(l);
+    let holder = uuid::Uuid::new_v4().to_string();
+    let started = Instant::now();
+    let mut pause = Duration::from_millis(10);
+    while !store.try_acquire_lease(&name, &holder, PAIR_LOCK_TTL).await? {
+        if started.elapsed() >= PAIR_LOCK_WAIT {
+            return Err(EngineError::Transient(
+                "another worker has been writing this pair for a while; trying again later".into(),
+            ));
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(200));
+    }
+    let renew = {
+        let (store, name, holder) = (store.clone(), name.clone(), holder.clone());
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(PAIR_LOCK_TTL / 3).await;
+                if !matches!(store.try_acquire_lease(&name, &holder, PAIR_LOCK_TTL).await, Ok(true)) {
+                    tracing::warn!(lease = %name, "pair lock could not be renewed");
+                }
+            }
+        })
+    };
+    let lock = PairLock { store: store.clone(), name, holder, renew };
     let now = match (l.hq_id.as_deref(), l.graph_id.as_deref()) {
         (Some(h), _) => store.get_link_by_hq(&l.tenant, &l.mailbox, l.kind, h).await?,
         (None, Some(g)) => store.get_link_by_graph(&l.tenant, &l.mailbox, l.kind, g).await?,
-        (None, None) => return Ok(()),
+        (None, None) => return Ok(lock),
     };
     // A link built in memory carries a finer time than the store keeps.
     let same = |n: &store::Link| (n.updated_at - l.updated_at).num_milliseconds().abs() < 1 && n.graph_id == l.graph_id;
     if now.as_ref().is_some_and(same) {
-        return Ok(());
+        return Ok(lock);
     }
     Err(EngineError::Transient("the pair was merged by another worker while this hint read it; merging again".into()))
 }
+
 
 /// The error when a pair re-read for [`newer_than_reads`] is no longer a
 /// complete link (moved, unlinked or being re-created meanwhile): the hint

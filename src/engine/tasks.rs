@@ -730,9 +730,12 @@ impl<'a> Tasks<'a> {
             p.record_merge(&summary(&h.item), &result);
             return Ok(());
         }
-        if !result.to_hellohq.is_empty() || !result.to_exchange.is_empty() {
-            super::link_unchanged(self.store, l).await?;
-        }
+        // Held until the link is saved (dropped on every way out).
+        let _pair = if result.to_hellohq.is_empty() && result.to_exchange.is_empty() {
+            None
+        } else {
+            Some(super::lock_pair(self.store, l).await?)
+        };
         let owned: Vec<&str> =
             result.blocked.iter().filter(|b| b.from == Side::Exchange).map(|b| b.field.as_str()).collect();
         if owned.iter().any(|f| *f == "title" || *f == "body") {
