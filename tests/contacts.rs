@@ -978,6 +978,56 @@ async fn a_hellohq_contact_found_from_an_earlier_attempt_takes_the_users_later_e
     h.stop().await;
 }
 
+/// Issue #9 (fault suite): a worker killed after creating the helloHQ
+/// contact of an Outlook contact, before linking it. Its claim went stale,
+/// so helloHQ's webhook for the new contact did not wait and put hqsync's
+/// own copy into that very mailbox; the retry then could not link the
+/// user's contact (its helloHQ id was taken by the copy) and tagged it
+/// again on every attempt, each write a new notification. The copy goes,
+/// the user's contact is linked, and nothing is doubled.
+#[tokio::test]
+async fn a_copy_made_while_a_crashed_create_was_unlinked_is_removed_and_the_original_linked() {
+    let h = H::start().await;
+    h.initial_sync().await;
+    let global = h.global_folder(CLARA).await;
+    let body = json!({"givenName": "Rita", "surname": "Rennen", "jobTitle": "Einkauf", "emailAddresses": [{"address": "rita@example.de"}]});
+    let created = h.graph.post(&format!("/users/{CLARA}/contactFolders/{global}/contacts"), &body).await.unwrap();
+    let gid = created["id"].as_str().unwrap().to_string();
+    h.exchange_changed(CLARA, &gid, Change::Created).await;
+    let id = h.hq_id("Rennen").await;
+    let clara = MailboxId::parse(CLARA).unwrap();
+    h.store.delete_link(&h.tenant, &clara, Kind::Contact, Some(&id.to_string()), Some(&gid)).await.unwrap();
+    // helloHQ's webhook for the new contact, handled while it was unlinked.
+    h.hq_contact_changed(id).await;
+    assert_eq!(h.find(CLARA, "Rennen").await.len(), 2, "the webhook put a copy beside the original");
+    // The crashed attempt's claim, now stale, and the retry of its hint.
+    let retry = h.hint(Origin::Exchange, Change::Updated, Some(CLARA), None, Some(&gid));
+    let claim = claim_row(
+        &h,
+        CLARA,
+        None,
+        Some(&gid),
+        json!({"claim": retry.hint_id, "run": uuid::Uuid::new_v4(), "released": true}),
+    );
+    assert!(h.store.claim_link(&claim).await.unwrap());
+    let (g0, q0) = h.writes().await;
+    h.run(&retry).await;
+    let (g1, q1) = h.writes().await;
+    assert_eq!((g1 - g0, q1 - q0), (1, 0), "only the copy's removal (the original already carries its tag)");
+    let copies = h.find(CLARA, "Rennen").await;
+    assert_eq!(copies.iter().map(|(_, c)| c["id"].as_str().unwrap()).collect::<Vec<_>>(), [gid.as_str()]);
+    let link = h.store.get_link_by_hq(&h.tenant, &clara, Kind::Contact, &id.to_string()).await.unwrap().unwrap();
+    assert_eq!((link.graph_id.as_deref(), link.state.as_str()), (Some(gid.as_str()), "linked"));
+    // Replayed, the retry writes nothing (no tag written again).
+    let before = h.writes().await;
+    h.run(&h.hint(Origin::Exchange, Change::Updated, Some(CLARA), None, Some(&gid))).await;
+    assert_eq!(h.writes().await, before, "a replay wrote again");
+    for m in ALL {
+        assert_eq!(h.find(m, "Rennen").await.len(), 1, "one contact in {m}");
+    }
+    h.stop().await;
+}
+
 /// Issue #9 (fault suite): a copy a pass wrote from its listing, whose
 /// notification arrives before the pass linked it, while helloHQ has
 /// changed since that listing. Linked with helloHQ's current record as its

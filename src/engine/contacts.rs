@@ -1149,6 +1149,7 @@ impl<'a> Contacts<'a> {
             // Deleted in helloHQ meanwhile: link as made, its hint follows.
             return self.finish_hq_create(dir, m, ex, folder, c, found).await;
         };
+        self.drop_copy_beside_original(m, ex, found.id, c).await?;
         let tagged = self.tag_copy(m, ex, found.id, c.fax.as_deref()).await?;
         let mut base = h.contact.clone();
         base.company_name = c.company_name.clone().or(base.company_name);
@@ -1172,10 +1173,51 @@ impl<'a> Contacts<'a> {
         self.update_pair(dir, m, &h, &l, Some(tagged), direction, &mut None).await
     }
 
+    /// The claim on `ex` was stale (its holder crashed after creating
+    /// helloHQ contact `id`), so helloHQ's webhook for `id` did not wait for
+    /// it and may have put hqsync's own copy of `id` into this very mailbox,
+    /// beside the user's contact it came from. That copy is redundant: it
+    /// is removed with its link, and the user's contact is linked instead.
+    async fn drop_copy_beside_original(
+        &self,
+        m: &Mailbox,
+        ex: &Value,
+        id: i32,
+        c: &Contact,
+    ) -> Result<(), EngineError> {
+        let graph_id = ex.get("id").and_then(Value::as_str).unwrap_or_default();
+        let hq_id = id.to_string();
+        let Some(other) = self.store.get_link_by_hq(self.tenant, &m.id, Kind::Contact, &hq_id).await? else {
+            return Ok(());
+        };
+        let Some(copy) = other.graph_id.as_deref().filter(|g| *g != graph_id) else { return Ok(()) };
+        // Only hqsync's own copy (tagged with this helloHQ id) is removed.
+        if let Some(item) = self.read_graph(m.id.as_str(), copy).await? {
+            if contact::graph_hq_tag(&item).as_deref() != Some(hq_id.as_str()) {
+                return Err(super::linked_meanwhile("the helloHQ contact made from this Exchange contact"));
+            }
+            match self.graph.delete(&format!("/users/{}/contacts/{}", seg(m.id.as_str()), seg(copy)), None).await {
+                Ok(()) | Err(GraphError::NotFound { .. }) => {}
+                Err(e) => return Err(graph_err(e)),
+            }
+            self.journal(Some(&m.id), "deleted", Some(hq_id.clone()), Some(copy.to_string()), json!({"side": "exchange", "summary": summary(c), "reason": "a second copy beside the Outlook contact this helloHQ contact was made from"})).await;
+        }
+        self.store.delete_link(self.tenant, &m.id, Kind::Contact, None, Some(copy)).await?;
+        Ok(())
+    }
+
     /// Tags the Exchange contact `ex` with helloHQ id `id` (replays and
     /// moves find it) and returns it as tagged, with the fax it holds.
+    /// Already tagged with `id` (a retry), it is not written again: each
+    /// write is a notification, and a retry loop would feed itself.
     async fn tag_copy(&self, m: &Mailbox, ex: &Value, id: i32, fax: Option<&str>) -> Result<Value, EngineError> {
         let graph_id = ex.get("id").and_then(Value::as_str).unwrap_or_default();
+        if contact::graph_hq_tag(ex).as_deref() == Some(id.to_string().as_str()) {
+            let mut v = ex.clone();
+            v["singleValueExtendedProperties"] =
+                json!([{"id": contact::FAX_PROPERTY_ID, "value": fax.unwrap_or_default()}]);
+            return Ok(v);
+        }
         let tag =
             json!({"singleValueExtendedProperties": [{"id": contact::HQ_ID_PROPERTY_ID, "value": id.to_string()}]});
         let path = format!("/users/{}/contacts/{}", seg(m.id.as_str()), seg(graph_id));

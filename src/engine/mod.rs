@@ -615,7 +615,8 @@ pub struct PairLock {
 impl Drop for PairLock {
     fn drop(&mut self) {
         self.renew.abort();
-        let (store, name, holder) = (self.store.clone(), std::mem::take(&mut self.name), std::mem::take(&mut self.holder));
+        let (store, name, holder) =
+            (self.store.clone(), std::mem::take(&mut self.name), std::mem::take(&mut self.holder));
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
             rt.spawn(async move {
                 if let Err(e) = store.release_lease(&name, &holder).await {
@@ -679,7 +680,6 @@ pub async fn lock_pair(store: &Store, l: &store::Link) -> Result<PairLock, Engin
     }
     Err(EngineError::Transient("the pair was merged by another worker while this hint read it; merging again".into()))
 }
-
 
 /// The error when a pair re-read for [`newer_than_reads`] is no longer a
 /// complete link (moved, unlinked or being re-created meanwhile): the hint
