@@ -577,6 +577,89 @@ async fn an_outlook_event_becomes_one_appointment_and_never_an_absence() {
     h.stop().await;
 }
 
+/// Issue #9 (fault suite): a worker killed after creating the helloHQ row
+/// of Clara's new Outlook event `subject`, before linking it. Only its
+/// claim is left, aged past the claim timeout, and helloHQ's webhook for
+/// the row, which therefore no longer waited, has mirrored the row into
+/// Clara's calendar beside the event. Returns the event's id and the row.
+async fn an_event_whose_create_was_cut_off(h: &H, subject: &str) -> (String, Task) {
+    let d = in_days(12);
+    let ev = h
+        .outlook_create(
+            CLARA,
+            json!({"subject": subject,
+                "start": {"dateTime": format!("{d}T10:00:00"), "timeZone": "W. Europe Standard Time"},
+                "end": {"dateTime": format!("{d}T12:00:00"), "timeZone": "W. Europe Standard Time"}}),
+        )
+        .await;
+    let gid = ev["id"].as_str().unwrap().to_string();
+    h.exchange_changed(CLARA, &gid).await;
+    let row = h.row(subject).await;
+    let mb = MailboxId::parse(CLARA).unwrap();
+    h.store.delete_link(&h.tenant, &mb, Kind::Appointment, Some(&row.id.to_string()), None).await.unwrap();
+    h.store.set_cursor(&h.tenant, "appointment.ical_uid", ev["iCalUId"].as_str().unwrap(), "").await.unwrap();
+    h.store
+        .upsert_link(&hqsync::store::Link {
+            tenant: h.tenant.clone(),
+            mailbox: mb.clone(),
+            kind: Kind::Appointment,
+            hq_id: None,
+            graph_id: Some(gid.clone()),
+            folder: Some("organizer".into()),
+            base: json!({}),
+            hq_fingerprint: None,
+            graph_fingerprint: None,
+            hq_version: None,
+            graph_version: None,
+            state: "pending".into(),
+            updated_at: Utc::now(),
+        })
+        .await
+        .unwrap();
+    let db = h._dir.path().join("hqsync.db");
+    let mut conn =
+        <sqlx::SqliteConnection as sqlx::Connection>::connect(&format!("sqlite://{}", db.display())).await.unwrap();
+    sqlx::query("UPDATE links SET updated_at = 0 WHERE graph_id = ?").bind(&gid).execute(&mut conn).await.unwrap();
+    h.hq_changed(row.id).await;
+    assert_eq!(h.events_named(CLARA, subject).await.len(), 2, "the webhook mirrored the row beside the event");
+    (gid, row)
+}
+
+/// The user then deleted the event: the deletion met only the dead
+/// worker's claim and dropped it, so the row and its copy stayed for good.
+/// The row carries the event's id (`syncId`): both go.
+#[tokio::test]
+async fn an_outlook_event_deleted_while_its_create_was_cut_off_takes_the_hellohq_row_and_its_copies_along() {
+    let h = H::start().await;
+    let (gid, row) = an_event_whose_create_was_cut_off(&h, "Workshop Nord").await;
+    h.graph.delete_event(CLARA, &gid, None).await.unwrap();
+    h.exchange_changed(CLARA, &gid).await;
+    assert!(h.rows_named("Workshop Nord").await.is_empty(), "the row of the deleted event stayed in helloHQ");
+    for m in ALL {
+        assert!(h.events_named(m, "Workshop Nord").await.is_empty(), "a copy stayed in {m}");
+    }
+    assert!(h.links_of(row.id).await.is_empty());
+    let mb = MailboxId::parse(CLARA).unwrap();
+    let claim = h.store.get_link_by_graph(&h.tenant, &mb, Kind::Appointment, &gid).await.unwrap();
+    assert!(claim.is_none(), "the claim stayed");
+    h.stop().await;
+}
+
+/// The event's next notification resumes the create: it links the row to
+/// the event, and hqsync's copy beside it (a second meeting) goes.
+#[tokio::test]
+async fn a_create_resumed_after_a_crash_removes_the_copy_made_beside_the_outlook_event() {
+    let h = H::start().await;
+    let (gid, row) = an_event_whose_create_was_cut_off(&h, "Workshop Süd").await;
+    h.exchange_changed(CLARA, &gid).await;
+    let left = h.events_named(CLARA, "Workshop Süd").await;
+    assert_eq!(left.iter().map(|e| e["id"].as_str().unwrap()).collect::<Vec<_>>(), [gid.as_str()]);
+    let links = h.links_of(row.id).await;
+    assert_eq!(links.iter().map(|l| l.graph_id.as_deref()).collect::<Vec<_>>(), [Some(gid.as_str())]);
+    assert_eq!(h.rows_named("Workshop Süd").await.len(), 1);
+    h.stop().await;
+}
+
 #[tokio::test]
 async fn a_meeting_among_three_synced_users_is_one_appointment_with_one_organizer_copy() {
     let h = H::start().await;

@@ -462,7 +462,7 @@ impl<'a> Appointments<'a> {
             if links.is_empty() {
                 return Ok(false);
             }
-            self.hq_deleted(id, &links).await?;
+            self.hq_deleted(id, &links, "deleted in helloHQ").await?;
             return Ok(true);
         };
         if !is_ours(&task) {
@@ -476,7 +476,7 @@ impl<'a> Appointments<'a> {
 
     /// Deleted in helloHQ: the organizer's event is deleted (Exchange sends
     /// the cancellations); attendee and invitee copies are only unlinked.
-    async fn hq_deleted(&self, id: i32, links: &[Link]) -> Result<(), EngineError> {
+    async fn hq_deleted(&self, id: i32, links: &[Link], reason: &str) -> Result<(), EngineError> {
         let all = self.mailboxes().await?;
         for l in links {
             let m = all.iter().find(|m| m.id == l.mailbox);
@@ -488,7 +488,14 @@ impl<'a> Appointments<'a> {
                     Ok(()) | Err(GraphError::NotFound { .. }) => {}
                     Err(e) => return Err(graph_err(e)),
                 }
-                self.journal(Some(&l.mailbox), "deleted", Some(id.to_string()), Some(gid.to_string()), json!({"side": "exchange", "summary": format!("appointment #{id}"), "reason": "deleted in helloHQ"})).await;
+                self.journal(
+                    Some(&l.mailbox),
+                    "deleted",
+                    Some(id.to_string()),
+                    Some(gid.to_string()),
+                    json!({"side": "exchange", "summary": format!("appointment #{id}"), "reason": reason}),
+                )
+                .await;
             }
             self.drop_link(&l.mailbox, l).await?;
         }
@@ -1246,6 +1253,9 @@ impl<'a> Appointments<'a> {
             // 404 after a notification: an explicit deletion in Exchange.
             let Some(l) = link else { return Ok(()) };
             super::not_while_created(&l, "the helloHQ appointment of this deleted event")?;
+            if l.hq_id.is_none() && l.state == PENDING {
+                return self.drop_unlinked_create(m, &l, direction).await;
+            }
             return self.exchange_deleted(m, &l, direction).await;
         };
         // An occurrence or exception: its series is what is linked.
@@ -1418,6 +1428,22 @@ impl<'a> Appointments<'a> {
                 let q = ListQuery::filter(format!("iCalUId eq '{}'", uid.replace('\'', "''")));
                 let found: Vec<wire::Task> = self.hq.list_v2("/v2/Projects/Tasks", &q).await.map_err(hq_err)?.items;
                 if let Some(row) = found.first() {
+                    // helloHQ's webhook for the row, no longer waiting for the
+                    // claim, may have put hqsync's own copy of it beside this
+                    // event: that copy is a second meeting and goes.
+                    let beside: Vec<Link> = self
+                        .store
+                        .links_of_hq(self.tenant, Kind::Appointment, &row.id.to_string())
+                        .await?
+                        .into_iter()
+                        .filter(|o| o.mailbox == m.id && o.graph_id.as_deref() != Some(gid.as_str()))
+                        .collect();
+                    self.hq_deleted(
+                        row.id,
+                        &beside,
+                        "a second copy beside the Outlook event this helloHQ appointment was made from",
+                    )
+                    .await?;
                     self.index_ical(Some(uid), row.id).await?;
                     // No base: the first merge settles any difference.
                     return self
@@ -1458,6 +1484,9 @@ impl<'a> Appointments<'a> {
         }
         let mut row = appt.to_hq(None, people);
         row.project_id = None;
+        // Tagged with the event: a create cut off before its link is found
+        // again (`drop_unlinked_create`) instead of staying behind.
+        row.extra.insert("syncId".into(), json!(gid));
         // The mailbox's user first: the creator of the meeting in helloHQ.
         if let Some(u) = people.user_by_email(m.id.as_str()) {
             let mut list: Vec<TaskAssignment> =
@@ -1497,6 +1526,35 @@ impl<'a> Appointments<'a> {
         )
         .await;
         Ok(())
+    }
+
+    /// Deleted in Exchange while its helloHQ appointment was being created
+    /// by a run that failed or was killed (its claim `l` is left, no longer
+    /// live): that run may have made the row (tagged with the event's id in
+    /// `syncId`), and helloHQ's webhook, which no longer waited for the
+    /// claim, may have mirrored the row into mailboxes meanwhile. The row
+    /// and those copies go, like the event.
+    async fn drop_unlinked_create(&self, m: &Mailbox, l: &Link, direction: Direction) -> Result<(), EngineError> {
+        if !super::take_over(self.store, l, self.hint_id).await? {
+            return Err(super::busy("the helloHQ appointment of this deleted event"));
+        }
+        let gid = l.graph_id.clone().unwrap_or_default();
+        if matches!(direction, Direction::Both | Direction::ToHellohq) {
+            let q = ListQuery::filter(format!("isAppointment eq true and syncId eq '{}'", gid.replace('\'', "''")));
+            let found: Vec<wire::Task> = self.hq.list_v2("/v2/Projects/Tasks", &q).await.map_err(hq_err)?.items;
+            for row in found.iter().filter(|t| is_ours(t)) {
+                let copies = self.store.links_of_hq(self.tenant, Kind::Appointment, &row.id.to_string()).await?;
+                match self.hq.delete_task(row.id).await {
+                    Ok(()) | Err(HqError::NotFound { .. }) => {}
+                    Err(e) => return Err(hq_err(e)),
+                }
+                self.hq_deleted(row.id, &copies, "deleted in Exchange while its helloHQ appointment was being created")
+                    .await?;
+                let what = row.name.clone().unwrap_or_else(|| format!("appointment #{}", row.id));
+                self.journal(Some(&m.id), "deleted", Some(row.id.to_string()), Some(gid.clone()), json!({"side": "hellohq", "summary": what, "from": m.id.as_str(), "reason": "deleted in Exchange while its helloHQ appointment was being created"})).await;
+            }
+        }
+        self.drop_link(&m.id, l).await
     }
 
     /// Deleted (or cancelled) in Exchange. The organizer's deletion deletes
@@ -1753,7 +1811,7 @@ impl<'a> Appointments<'a> {
                     }
                 } else {
                     let id = l.hq_id.as_deref().and_then(|s| s.parse::<i32>().ok()).unwrap_or_default();
-                    self.hq_deleted(id, std::slice::from_ref(l)).await?;
+                    self.hq_deleted(id, std::slice::from_ref(l), "deleted in helloHQ").await?;
                 }
             }
             for l in &ex_gone {
