@@ -726,7 +726,13 @@ impl<'a> Appointments<'a> {
                 return Ok(()); // no longer an appointment hqsync can hold: its hint journals why
             };
             let hq = HqAppointment { task, appt };
-            return self.merge_linked(people, m, &hq, &fresh, None, direction, plan).await;
+            // Read, not skipped when helloHQ is unchanged: the edit this
+            // hint may carry is newer than that link.
+            let gid = fresh.graph_id.clone().unwrap_or_default();
+            let Some(ev) = self.read_graph(m.id.as_str(), &gid).await? else {
+                return Ok(()); // deleted in Exchange meanwhile: its own hint decides
+            };
+            return self.merge_linked(people, m, &hq, &fresh, Some(ev), direction, plan).await;
         }
         self.merge_linked(people, m, hq, l, ev, direction, plan).await
     }

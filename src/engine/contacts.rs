@@ -623,7 +623,13 @@ impl<'a> Contacts<'a> {
             let Some(h) = self.read_hq(dir, h.id).await? else {
                 return Ok(()); // deleted in helloHQ meanwhile: its hint removes the copies
             };
-            return self.merge_linked(m, &h, &fresh, None, direction, plan).await;
+            // Read, not taken as the version the link holds: the edit this
+            // hint may carry is newer than that link.
+            let gid = fresh.graph_id.clone().unwrap_or_default();
+            let Some(ex) = self.read_graph(m.id.as_str(), &gid).await? else {
+                return Ok(()); // deleted in Exchange meanwhile: its own hint decides
+            };
+            return self.merge_linked(m, &h, &fresh, Some(ex), direction, plan).await;
         }
         self.merge_linked(m, h, l, ex, direction, plan).await
     }
@@ -988,7 +994,14 @@ impl<'a> Contacts<'a> {
                     return self.remove_orphan(m, &tag, graph_id, &what).await;
                 }
                 Some(tag) => match self.store.get_link_by_hq(self.tenant, &m.id, Kind::Contact, &tag).await? {
-                    Some(l) if l.graph_id.is_none() || l.graph_id.as_deref() == Some(graph_id) => {
+                    // Linked to this very item since the lookup above (a
+                    // create toward helloHQ finished meanwhile, and its tag
+                    // is what this read saw): merged as linked. Re-based on
+                    // this read, a user's edit made while the create ran
+                    // passed for synced and helloHQ's older values were
+                    // written over it (fault suite, seed 12).
+                    Some(l) if l.graph_id.as_deref() == Some(graph_id) => Some(l),
+                    Some(l) if l.graph_id.is_none() => {
                         let Some(h) = self.read_hq(dir, parse_hq_id(&tag).unwrap_or(-1)).await? else {
                             return Ok(());
                         };

@@ -667,7 +667,13 @@ impl<'a> Tasks<'a> {
             let HqRead::Task(h) = self.read_hq(h.id).await? else {
                 return Ok(()); // gone from helloHQ meanwhile: its hint removes the copy
             };
-            return self.merge_linked(m, list, &h, &fresh, None, direction, plan).await;
+            // Read, not skipped when helloHQ is unchanged: the edit this
+            // hint may carry is newer than that link.
+            let gid = fresh.graph_id.clone().unwrap_or_default();
+            let Some(ex) = self.read_todo(m, list, &gid).await? else {
+                return Ok(()); // removed from the list meanwhile: the To Do poll decides
+            };
+            return self.merge_linked(m, list, &h, &fresh, Some(ex), direction, plan).await;
         }
         self.merge_linked(m, list, h, l, ex, direction, plan).await
     }
