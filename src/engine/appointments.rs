@@ -1320,6 +1320,15 @@ impl<'a> Appointments<'a> {
         if cancelled {
             return Ok(());
         }
+        // Linked since the lookup above (the create that made this very
+        // event finished meanwhile): merged as linked. Linked again below
+        // without a base, every field would count as changed on both sides
+        // and the conflict rule could take the event's older values.
+        if plan.is_none() {
+            if let Some(l) = self.store.get_link_by_graph(self.tenant, &m.id, Kind::Appointment, &gid).await? {
+                return Box::pin(self.settle_exchange(people, m, ev, Some(l), plan)).await;
+            }
+        }
         // Our own create, seen before its link was completed.
         if let Some(tx) = str_of(&ev, "transactionId") {
             for l in self.store.list_links(self.tenant, &m.id, Kind::Appointment).await? {
@@ -1346,6 +1355,10 @@ impl<'a> Appointments<'a> {
             // This mailbox already holds the meeting as another event: never re-point that link.
             if others.iter().any(|o| o.mailbox == m.id && o.graph_id.is_some() && o.graph_id.as_deref() != Some(&gid)) {
                 return Ok(());
+            }
+            // Linked to this very event meanwhile (fault suite, seed 19): as above.
+            if let Some(l) = others.into_iter().find(|o| o.mailbox == m.id && o.graph_id.as_deref() == Some(&gid)) {
+                return Box::pin(self.settle_exchange(people, m, ev, Some(l), plan)).await;
             }
             self.save_link(m, hq_id, Some(&gid), role, &Map::new(), None, None, graph_version(&ev)).await?;
             self.journal(
