@@ -45,7 +45,13 @@ impl App {
             Duration::from_millis(self.config.queue.publish_timeout_ms),
             self.config.http.max_body_bytes,
         )
-        .with_admin(admin, self.config.public_url()))
+        .with_admin(admin, self.config.public_url())
+        .with_engine(self.engine()))
+    }
+
+    /// The sync engine with the configured Graph settings.
+    pub fn engine(&self) -> Engine {
+        Engine::new(self.store.clone()).with_graph_config(self.config.graph.client_config())
     }
 
     /// The scheduler of this deployment (only the lease holder acts on ticks;
@@ -59,6 +65,7 @@ impl App {
             tasks_poll_interval: Duration::from_secs(c.tasks.poll_interval_secs),
             reconcile_interval: Duration::from_secs(c.reconcile.interval_secs),
             hellohq_poll_interval: Duration::from_secs(c.hellohq.poll_interval_secs),
+            graph: c.graph.client_config(),
             ..SchedulerSettings::default()
         };
         Scheduler::new(self.store.clone(), self.queue.clone(), &c.public_url(), settings, scheduler::system_clock())
@@ -83,7 +90,7 @@ impl App {
         Worker {
             queue: self.queue.clone(),
             lifecycle: Some(std::sync::Arc::new(self.scheduler())),
-            engine: Engine::new(self.store.clone()),
+            engine: self.engine(),
             concurrency: self.config.worker.concurrency,
             drain_timeout: Duration::from_secs(self.config.worker.drain_timeout_secs),
             retry_delays: self.config.queue.retry_delays_secs.iter().map(|s| Duration::from_secs(*s)).collect(),

@@ -196,7 +196,7 @@ async fn dispatch_roles(command: Command, config: Config) -> anyhow::Result<()> 
         }
         Command::Approve(args) => {
             let app = App::open(config).await?;
-            let engine = crate::engine::Engine::new(app.store.clone());
+            let engine = app.engine();
             let actor = std::env::var("USER").map(|u| format!("cli:{u}")).unwrap_or_else(|_| "cli".into());
             engine.approve(&args.tenant, &args.mailbox, args.kind, &actor).await.map_err(|e| anyhow::anyhow!("{e}"))?;
             let what = args.kind.map_or_else(|| "every kind".to_string(), |k| format!("{k}s"));
@@ -245,7 +245,7 @@ async fn plan(app: &App, args: PlanArgs) -> anyhow::Result<()> {
         Some(k) => vec![k],
         None => Kind::ALL.to_vec(),
     };
-    let engine = crate::engine::Engine::new(app.store.clone());
+    let engine = app.engine();
     let mut plans = Vec::new();
     for kind in kinds {
         let found =

@@ -28,6 +28,7 @@ pub struct Config {
     pub tasks: TasksConfig,
     pub reconcile: ReconcileConfig,
     pub hellohq: HellohqConfig,
+    pub graph: GraphConfig,
     pub admin: AdminConfig,
     /// Tenants declared in the file; reconciled into the store at start.
     #[serde(default)]
@@ -137,6 +138,32 @@ pub struct ReconcileConfig {
 pub struct HellohqConfig {
     /// helloHQ change poll (updatedOn + deletions log) per tenant this often.
     pub poll_interval_secs: u64,
+}
+
+/// How this process addresses Microsoft Graph (every tenant alike).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct GraphConfig {
+    /// Requests per mailbox this app sends within `mailbox_window_ms`
+    /// (Outlook allows 10,000 per 10 minutes per app and mailbox). A request
+    /// beyond it waits for a slot instead of drawing a 429. Lower it when
+    /// other processes or apps share the quota of the same app registration.
+    pub mailbox_requests: u32,
+    /// The sliding window of `mailbox_requests`, in milliseconds.
+    pub mailbox_window_ms: u64,
+}
+
+impl GraphConfig {
+    /// The Graph client's settings from this section.
+    pub fn client_config(&self) -> crate::connectors::graph::GraphClientConfig {
+        crate::connectors::graph::GraphClientConfig {
+            mailbox_quota: crate::connectors::graph::MailboxQuota {
+                requests: self.mailbox_requests,
+                window: std::time::Duration::from_millis(self.mailbox_window_ms),
+            },
+            ..Default::default()
+        }
+    }
 }
 
 /// Who may use the admin API and the status page: bearer JWTs signed with
@@ -253,6 +280,10 @@ impl Default for Config {
             tasks: TasksConfig { poll_interval_secs: 60 },
             reconcile: ReconcileConfig { interval_secs: 900 },
             hellohq: HellohqConfig { poll_interval_secs: 60 },
+            graph: GraphConfig {
+                mailbox_requests: crate::connectors::graph::MailboxQuota::OUTLOOK.requests,
+                mailbox_window_ms: crate::connectors::graph::MailboxQuota::OUTLOOK.window.as_millis() as u64,
+            },
             admin: AdminConfig { jwt_algorithm: default_jwt_algorithm(), jwt_secret: None, jwt_public_key_file: None },
             tenants: Vec::new(),
         }
@@ -421,6 +452,21 @@ impl Config {
                 return Err(bad(key, "must be at least 1".into()));
             }
         }
+        if self.graph.mailbox_requests == 0 {
+            return Err(bad(
+                "graph.mailbox_requests",
+                "must be at least 1 (Outlook allows 10000 per 10 minutes)".into(),
+            ));
+        }
+        if !(1..=86_400_000).contains(&self.graph.mailbox_window_ms) {
+            return Err(bad(
+                "graph.mailbox_window_ms",
+                format!(
+                    "{} is outside 1..=86400000 (Outlook's window is 600000, 10 minutes)",
+                    self.graph.mailbox_window_ms
+                ),
+            ));
+        }
         if self.worker.concurrency == 0 {
             return Err(bad("worker.concurrency", "must be at least 1".into()));
         }
@@ -560,6 +606,21 @@ mod tests {
     fn environment_overrides_file() {
         let cfg = load("[worker]\nconcurrency = 3\n", &[("WORKER__CONCURRENCY", "7")]).unwrap();
         assert_eq!(cfg.worker.concurrency, 7);
+    }
+
+    #[test]
+    fn the_mailbox_quota_defaults_to_outlooks_and_is_validated() {
+        let cfg = load("", &[]).unwrap();
+        let q = cfg.graph.client_config().mailbox_quota;
+        assert_eq!((q.requests, q.window.as_secs()), (10_000, 600));
+        let cfg = load("[graph]\nmailbox_requests = 20\n", &[("GRAPH__MAILBOX_WINDOW_MS", "1000")]).unwrap();
+        let q = cfg.graph.client_config().mailbox_quota;
+        assert_eq!((q.requests, q.window.as_millis()), (20, 1000));
+        let err = load("[graph]\nmailbox_requests = 0\n", &[]).unwrap_err();
+        assert_eq!(err.key, "graph.mailbox_requests");
+        assert!(err.fix.contains("HQSYNC_GRAPH__MAILBOX_REQUESTS"), "{err}");
+        let err = load("[graph]\nmailbox_window_ms = 0\n", &[]).unwrap_err();
+        assert_eq!(err.key, "graph.mailbox_window_ms");
     }
 
     #[test]

@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 use axum::extract::State;
 use axum::response::Response;
 use hqsync::connectors::graph::{
-    BatchRequest, DeltaItem, DeltaTarget, GraphClient, GraphClientConfig, GraphError, RetryPolicy, DEFAULT_TODO_LIST,
-    GLOBAL_CONTACTS_FOLDER, MY_CONTACTS_FOLDER,
+    BatchRequest, DeltaItem, DeltaTarget, GraphClient, GraphClientConfig, GraphError, MailboxQuota, RetryPolicy,
+    DEFAULT_TODO_LIST, GLOBAL_CONTACTS_FOLDER, MY_CONTACTS_FOLDER,
 };
 use hqsync::model::TenantId;
 use hqsync::sim::graph::{GraphSim, GraphSimConfig, SeedProfile};
@@ -130,9 +130,13 @@ struct Harness {
 
 impl Harness {
     async fn start(mailboxes: Value) -> Harness {
+        Harness::start_with(mailboxes, GraphSimConfig::default()).await
+    }
+
+    async fn start_with(mailboxes: Value, cfg: GraphSimConfig) -> Harness {
         // The simulator's own concurrency limit is raised so that it does not
         // hide a client that sends more than 4 at once: the stats then show it.
-        let cfg = GraphSimConfig { seed: SeedProfile::Empty, throttle_max_concurrent: 64, ..Default::default() };
+        let cfg = GraphSimConfig { seed: SeedProfile::Empty, throttle_max_concurrent: 64, ..cfg };
         let sim = GraphSim::start(tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(), cfg).await.unwrap();
         let http = reqwest::Client::new();
         let seed: Value = http
@@ -371,6 +375,94 @@ async fn a_throttling_storm_completes_honouring_retry_after_and_four_per_mailbox
     assert!(h.proxy_max_in_flight(MAILBOX) <= 4, "more than 4 in flight: {}", h.proxy_max_in_flight(MAILBOX));
     let sim_max = h.stats().await["maxConcurrent"][MAILBOX].as_u64().unwrap();
     assert!((1..=4).contains(&sim_max), "simulator saw {sim_max} concurrent requests");
+    h.sim.shutdown().await;
+}
+
+/// Arrival times (at the proxy) of the answered requests to `mailbox`, oldest first.
+fn arrivals(log: &[Rec], mailbox: &str) -> Vec<Instant> {
+    let mut at: Vec<Instant> =
+        log.iter().filter(|r| mailbox_in(&r.path).as_deref() == Some(mailbox)).map(|r| r.arrived).collect();
+    at.sort();
+    at
+}
+
+#[tokio::test]
+async fn with_the_mailbox_quota_configured_a_burst_waits_for_slots_and_draws_no_429() {
+    const QUOTA: u32 = 5;
+    const WINDOW: Duration = Duration::from_millis(300);
+    const OTHER: &str = "bernd@agentur.example";
+    let sim = GraphSimConfig { throttle_requests_per_window: QUOTA, throttle_window: WINDOW, ..Default::default() };
+    let h = Harness::start_with(json!([with_folder(MAILBOX, "Kunden", 0), with_folder(OTHER, "Kunden", 0)]), sim).await;
+    let burst = |client: GraphClient, upn: &'static str, folder: String| async move {
+        let calls = contacts(4 * QUOTA as usize).into_iter().map(|c| {
+            let (client, folder) = (client.clone(), folder.clone());
+            tokio::spawn(async move { client.create_contact(upn, &folder, &c).await })
+        });
+        for r in futures::future::join_all(calls).await {
+            r.unwrap().expect("every create completes");
+        }
+    };
+
+    // Without the budget the same burst is refused (and retried): the quota is real.
+    let unbudgeted = h.client(quick_retries());
+    let other_folder = folder_id(&unbudgeted, OTHER, "Kunden").await;
+    burst(unbudgeted, OTHER, other_folder).await;
+    let refused = h.stats().await["throttled"].as_u64().unwrap();
+    assert!(refused > 0, "the burst without a budget drew no 429; the test proves nothing");
+
+    let budgeted = h.client(GraphClientConfig {
+        mailbox_quota: MailboxQuota { requests: QUOTA, window: WINDOW },
+        ..quick_retries()
+    });
+    let folder = folder_id(&budgeted, MAILBOX, "Kunden").await;
+    burst(budgeted, MAILBOX, folder).await;
+    let stats = h.stats().await;
+    assert_eq!(stats["throttled"].as_u64().unwrap(), refused, "the budgeted client drew a 429");
+    assert_eq!(stats["items"][MAILBOX]["contacts"].as_u64(), Some(4 * QUOTA as u64));
+    let peak = stats["peakRequestsPerWindow"][MAILBOX].as_u64().unwrap();
+    assert!(peak <= QUOTA as u64, "the simulator saw {peak} requests within one window");
+    let at = arrivals(&h.log(), MAILBOX);
+    assert_eq!(at.len(), 4 * QUOTA as usize + 1, "one folder listing and the creates, none sent twice");
+    for (i, pair) in at.windows(QUOTA as usize + 1).enumerate() {
+        let span = pair[QUOTA as usize] - pair[0];
+        assert!(span >= WINDOW, "requests {i}..={} arrived within {span:?}", i + QUOTA as usize);
+    }
+    h.sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_batch_counts_each_item_against_the_mailbox_quota() {
+    const QUOTA: u32 = 6;
+    const WINDOW: Duration = Duration::from_millis(300);
+    let sim = GraphSimConfig { throttle_requests_per_window: QUOTA, throttle_window: WINDOW, ..Default::default() };
+    let h = Harness::start_with(json!([with_folder(MAILBOX, "Kunden", 4)]), sim).await;
+    let client = h.client(GraphClientConfig {
+        mailbox_quota: MailboxQuota { requests: QUOTA, window: WINDOW },
+        ..quick_retries()
+    });
+    let folder = folder_id(&client, MAILBOX, "Kunden").await;
+    let ids: Vec<String> = client
+        .list_contacts(MAILBOX, &folder)
+        .await
+        .unwrap()
+        .iter()
+        .map(|c| c["id"].as_str().unwrap().to_string())
+        .collect();
+    // Two requests are counted; four more items fit, a fifth would not.
+    for round in 0..3 {
+        let requests: Vec<BatchRequest> = ids
+            .iter()
+            .enumerate()
+            .map(|(i, id)| BatchRequest::get(format!("r{i}"), format!("/users/{MAILBOX}/contacts/{id}")))
+            .collect();
+        for r in client.batch(requests).await.unwrap() {
+            assert_eq!(r.status, 200, "round {round}: item {} refused: {:?}", r.id, r.body);
+        }
+    }
+    let stats = h.stats().await;
+    assert_eq!(stats["throttled"].as_u64(), Some(0), "a batch item drew a 429");
+    let peak = stats["peakRequestsPerWindow"][MAILBOX].as_u64().unwrap();
+    assert!(peak <= QUOTA as u64, "the simulator saw {peak} requests within one window");
     h.sim.shutdown().await;
 }
 

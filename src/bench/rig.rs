@@ -17,7 +17,7 @@ use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
 use crate::app::App;
-use crate::connectors::graph::{GraphClient, GraphClientConfig};
+use crate::connectors::graph::{GraphClient, GraphClientConfig, MailboxQuota};
 use crate::demo::SimFacts;
 use crate::model::{MailboxId, TenantId};
 use crate::queue::{Change, Hint, Origin, HINT_VERSION};
@@ -43,6 +43,8 @@ pub struct RigOptions {
     /// long, so that a measurement counts the changes and not the safety net.
     pub periodic_secs: u64,
     pub worker_concurrency: usize,
+    /// hqsync's per-mailbox Graph request budget (`graph.mailbox_*`); None = the product default.
+    pub mailbox_quota: Option<MailboxQuota>,
     /// Run the scheduler role (subscriptions, first passes).
     pub scheduler: bool,
     /// Run the worker role.
@@ -60,6 +62,7 @@ impl RigOptions {
             tick_secs: 1,
             periodic_secs: 3600,
             worker_concurrency: 16,
+            mailbox_quota: None,
             scheduler: true,
             worker: true,
         }
@@ -106,6 +109,10 @@ impl Rig {
         config.secrets.master_key = Some(crate::store::Cipher::generate_key_base64());
         config.scheduler.tick_secs = opts.tick_secs;
         config.worker.concurrency = opts.worker_concurrency;
+        if let Some(q) = opts.mailbox_quota {
+            config.graph.mailbox_requests = q.requests;
+            config.graph.mailbox_window_ms = q.window.as_millis() as u64;
+        }
         config.hellohq.poll_interval_secs = opts.periodic_secs;
         config.reconcile.interval_secs = opts.periodic_secs;
         config.tasks.poll_interval_secs = opts.periodic_secs;

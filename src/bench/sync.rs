@@ -796,8 +796,11 @@ pub async fn initial_sync(mut args: InitialSyncArgs) -> anyhow::Result<InitialSy
     }
     anyhow::ensure!(args.mailboxes > 0 && args.contacts > 0 && args.quota > 0, "sizes and --quota must be above 0");
     let window = Duration::from_millis(args.window_ms.max(1));
+    // hqsync is told the quota (graph.mailbox_requests / mailbox_window_ms),
+    // as an operator tells it Outlook's, and runs a hint per mailbox at once.
+    let worker_concurrency = RigOptions::demo().worker_concurrency.max(args.mailboxes);
     println!(
-        "hqsync bench initial-sync: {} mailboxes × {} contacts, Graph quota {} requests per {} ms per mailbox (4 concurrent)",
+        "hqsync bench initial-sync: {} mailboxes × {} contacts, Graph quota {} requests per {} ms per mailbox (4 concurrent); hqsync: the same budget configured, worker concurrency {worker_concurrency}",
         args.mailboxes, args.contacts, args.quota, args.window_ms
     );
     let opts = RigOptions {
@@ -812,6 +815,8 @@ pub async fn initial_sync(mut args: InitialSyncArgs) -> anyhow::Result<InitialSy
             ..RigOptions::demo().hellohq
         },
         tick_secs: 1,
+        worker_concurrency,
+        mailbox_quota: Some(crate::connectors::graph::MailboxQuota { requests: args.quota, window }),
         ..RigOptions::demo()
     };
     let t = Instant::now();

@@ -92,6 +92,13 @@ impl Engine {
         Engine { store, graph_config: GraphClientConfig::default(), caches: Arc::default() }
     }
 
+    /// With these Graph client settings (the configured request budget) instead of the defaults.
+    pub fn with_graph_config(mut self, graph_config: GraphClientConfig) -> Self {
+        self.graph_config = graph_config;
+        self.caches = Arc::default();
+        self
+    }
+
     pub fn store(&self) -> &Store {
         &self.store
     }

@@ -95,6 +95,12 @@ impl AppState {
         self
     }
 
+    /// Plans, approvals and connection tests with this engine (the configured Graph settings).
+    pub fn with_engine(mut self, engine: crate::engine::Engine) -> Self {
+        Arc::make_mut(&mut self.0).engine = engine;
+        self
+    }
+
     pub fn with_clock(mut self, clock: Clock) -> Self {
         Arc::make_mut(&mut self.0).clock = clock;
         self

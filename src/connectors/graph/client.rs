@@ -3,7 +3,8 @@
 //! through (429 waits `Retry-After` before the next attempt to that mailbox;
 //! 5xx and timeouts back off with jitter; everything bounded), plus a
 //! per-mailbox semaphore (Outlook allows 4 concurrent requests per app and
-//! mailbox). It owns HTTP to Graph only: it never sends the bearer token to
+//! mailbox) and the per-mailbox request budget of [`super::quota`] (a
+//! request waits for a slot rather than drawing a 429). It owns HTTP to Graph only: it never sends the bearer token to
 //! a host outside the configured Graph base, never logs secrets or tokens,
 //! and never maps wire JSON to the canonical model.
 
@@ -20,6 +21,7 @@ use serde_json::Value;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::error::{classify, GraphError, Verdict};
+use super::quota::{self, MailboxQuota, Slots};
 use super::token::TokenCache;
 use crate::store::GraphCredentials;
 
@@ -53,6 +55,10 @@ pub struct GraphClientConfig {
     pub retry: RetryPolicy,
     /// Concurrent requests per mailbox in this process (Outlook's limit is 4).
     pub per_mailbox_concurrency: u32,
+    /// Requests per mailbox and sliding window this app sends (every `$batch`
+    /// item counts); Outlook's limit is 10,000 per 10 minutes. Shared by
+    /// every client of the same app in this process.
+    pub mailbox_quota: MailboxQuota,
     /// Whole-request timeout (a timeout counts as transient).
     pub request_timeout: Duration,
     pub connect_timeout: Duration,
@@ -69,6 +75,7 @@ impl Default for GraphClientConfig {
         GraphClientConfig {
             retry: RetryPolicy::default(),
             per_mailbox_concurrency: 4,
+            mailbox_quota: MailboxQuota::OUTLOOK,
             request_timeout: Duration::from_secs(60),
             connect_timeout: Duration::from_secs(10),
             token_margin: Duration::from_secs(300),
@@ -249,14 +256,18 @@ impl GraphClient {
     }
 
     /// Waits until every mailbox in `holds` may be addressed again, then
-    /// takes the permits (sorted by mailbox so two batches cannot deadlock).
-    async fn acquire(&self, holds: &Holds) -> Vec<OwnedSemaphorePermit> {
-        let max = self.inner.cfg.per_mailbox_concurrency.max(1);
+    /// takes the concurrency permits and the request-budget slots (sorted by
+    /// mailbox so two batches cannot deadlock). Both are held until the
+    /// answer is in.
+    async fn acquire(&self, holds: &Holds) -> (Vec<OwnedSemaphorePermit>, Vec<Slots>) {
+        let cfg = &self.inner.cfg;
+        let max = cfg.per_mailbox_concurrency.max(1);
         let mut sorted: BTreeMap<&str, u32> = BTreeMap::new();
         for (mb, n) in holds {
             *sorted.entry(mb.as_str()).or_default() += n;
         }
         let mut permits = Vec::new();
+        let mut slots = Vec::new();
         for (mb, n) in sorted {
             self.wait_gate(mb).await;
             let sem = self.semaphore(mb);
@@ -264,10 +275,13 @@ impl GraphClient {
             if let Ok(p) = sem.acquire_many_owned(n.clamp(1, max)).await {
                 permits.push(p);
             }
+            // Every request counts, a batch item as one.
+            let window = quota::window(&self.inner.graph_base, &self.inner.client_id, mb);
+            slots.push(window.take(n.max(1), cfg.mailbox_quota).await);
             // A 429 may have arrived while waiting for the permit.
             self.wait_gate(mb).await;
         }
-        permits
+        (permits, slots)
     }
 
     async fn wait_gate(&self, mailbox: &str) {
@@ -358,6 +372,7 @@ impl GraphClient {
                     let status = resp.status().as_u16();
                     let resp_headers = resp.headers().clone();
                     let bytes = resp.bytes().await;
+                    // Answered: the budget counts this request from now.
                     drop(permits);
                     let request_id = resp_headers.get("request-id").and_then(|v| v.to_str().ok()).map(str::to_string);
                     tracing::debug!(%method, status, %client_request_id, request_id = ?request_id, attempt, "graph request");

@@ -1,5 +1,5 @@
 //! Microsoft Graph: notification payloads and the API client (token cache,
-//! one retry policy, per-mailbox concurrency, `$batch`, delta rounds,
+//! one retry policy, per-mailbox concurrency and request budget, `$batch`, delta rounds,
 //! folder/list bootstrap and thin resource calls).
 pub mod batch;
 pub mod bootstrap;
@@ -7,6 +7,7 @@ pub mod client;
 pub mod delta;
 pub mod error;
 pub mod notification;
+pub mod quota;
 pub mod resources;
 mod token;
 
@@ -15,3 +16,4 @@ pub use bootstrap::{ContactFolders, DEFAULT_TODO_LIST, GLOBAL_CONTACTS_FOLDER, M
 pub use client::{GraphClient, GraphClientConfig, GraphResponse, RetryPolicy};
 pub use delta::{CalendarWindow, DeltaItem, DeltaRound, DeltaTarget};
 pub use error::{parse_retry_after, GraphError};
+pub use quota::MailboxQuota;

@@ -89,11 +89,15 @@ fn control_error(status: StatusCode, message: &str) -> Response {
 }
 
 pub(crate) async fn stats(State(shared): State<Arc<Shared>>) -> Json<Value> {
-    let max_concurrent = lock(&shared.throttle).max_concurrent();
-    let (items, concurrency, subs) = {
+    let (max_concurrent, peaks) = {
+        let t = lock(&shared.throttle);
+        (t.max_concurrent(), t.peak_per_window())
+    };
+    let (items, concurrency, peak_per_window, subs) = {
         let w = lock(&shared.world);
         let mut items = serde_json::Map::new();
         let mut conc = serde_json::Map::new();
+        let mut peak = serde_json::Map::new();
         for mb in &w.mailboxes {
             let mut c = contacts::counts(mb);
             c["events"] = json!(events::counts(mb));
@@ -103,8 +107,9 @@ pub(crate) async fn stats(State(shared): State<Arc<Shared>>) -> Json<Value> {
             c["subscriptions"] = json!(w.subscriptions.values().filter(|s| s.mailbox_id == mb.id).count());
             items.insert(mb.upn.clone(), c);
             conc.insert(mb.upn.clone(), json!(max_concurrent.get(&mb.id).copied().unwrap_or(0)));
+            peak.insert(mb.upn.clone(), json!(peaks.get(&mb.id).copied().unwrap_or(0)));
         }
-        (items, conc, w.subscriptions.len())
+        (items, conc, peak, w.subscriptions.len())
     };
     let st = lock(&shared.stats);
     Json(json!({
@@ -122,6 +127,7 @@ pub(crate) async fn stats(State(shared): State<Arc<Shared>>) -> Json<Value> {
         "subscriptions": subs,
         "items": items,
         "maxConcurrent": concurrency,
+        "peakRequestsPerWindow": peak_per_window,
     }))
 }
 

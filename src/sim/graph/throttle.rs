@@ -1,8 +1,9 @@
 //! Outlook's throttling per (app, mailbox): a sliding request window, a
 //! concurrency limit and an upload budget (POST/PATCH/PUT body bytes per
 //! window), each answered with `429 TooManyRequests` and a fractional
-//! `Retry-After`. Also records the highest concurrency seen per
-//! mailbox for `/_sim/stats`.
+//! `Retry-After`. Also records, per mailbox for `/_sim/stats`, the highest
+//! concurrency seen and the most requests that arrived within one window
+//! (refused ones included: what a client tried, not what it was granted).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -18,6 +19,9 @@ struct Bucket {
     uploads: VecDeque<(Instant, u64)>,
     in_flight: u32,
     max_in_flight: u32,
+    /// Arrivals within the last window, refused ones included.
+    arrivals: VecDeque<Instant>,
+    peak_arrivals: u32,
 }
 
 /// Counters per mailbox id (the simulator has one app, so mailbox = key).
@@ -29,6 +33,10 @@ pub(crate) struct Throttle {
 impl Throttle {
     pub fn max_concurrent(&self) -> HashMap<String, u32> {
         self.buckets.iter().map(|(k, b)| (k.clone(), b.max_in_flight)).collect()
+    }
+    /// The most requests per mailbox that arrived within one window.
+    pub fn peak_per_window(&self) -> HashMap<String, u32> {
+        self.buckets.iter().map(|(k, b)| (k.clone(), b.peak_arrivals)).collect()
     }
     pub fn clear(&mut self) {
         self.buckets.clear();
@@ -58,6 +66,11 @@ pub(crate) fn acquire(shared: &Arc<Shared>, mailbox: &str) -> Result<Permit, Gra
     while b.recent.front().is_some_and(|&at| now.duration_since(at) >= cfg.throttle_window) {
         b.recent.pop_front();
     }
+    while b.arrivals.front().is_some_and(|&at| now.duration_since(at) >= cfg.throttle_window) {
+        b.arrivals.pop_front();
+    }
+    b.arrivals.push_back(now);
+    b.peak_arrivals = b.peak_arrivals.max(b.arrivals.len() as u32);
     if b.recent.len() >= cfg.throttle_requests_per_window as usize {
         let oldest = b.recent.front().copied().unwrap_or(now);
         let wait = cfg.throttle_window.saturating_sub(now.duration_since(oldest)).as_secs_f64().max(0.001);
