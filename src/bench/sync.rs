@@ -6,6 +6,7 @@
 //! Request counts come from the simulators' `/_sim/stats`, minus the
 //! requests the bench itself made as the "user".
 
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -823,6 +824,9 @@ pub async fn initial_sync(mut args: InitialSyncArgs) -> anyhow::Result<InitialSy
     let rig = Rig::start(opts).await?;
     let target = args.contacts as u64;
     let total = (args.mailboxes * args.contacts) as u64;
+    let ready_s = t.elapsed().as_secs_f64();
+    // Per mailbox: when its first contact and its last one were seen (to the 100 ms poll).
+    let (mut first_seen, mut done_seen) = (BTreeMap::<String, f64>::new(), BTreeMap::<String, f64>::new());
     let mut last_report = Instant::now();
     loop {
         let s = rig.graph_stats().await?;
@@ -830,6 +834,16 @@ pub async fn initial_sync(mut args: InitialSyncArgs) -> anyhow::Result<InitialSy
             .as_object()
             .map(|m| m.values().map(|v| v["contacts"].as_u64().unwrap_or(0)).collect())
             .unwrap_or_default();
+        for (mb, v) in s["items"].as_object().into_iter().flatten() {
+            let n = v["contacts"].as_u64().unwrap_or(0);
+            let now = t.elapsed().as_secs_f64();
+            if n > 0 {
+                first_seen.entry(mb.clone()).or_insert(now);
+            }
+            if n >= target {
+                done_seen.entry(mb.clone()).or_insert(now);
+            }
+        }
         let done: u64 = per.iter().map(|&n| n.min(target)).sum();
         if per.len() == args.mailboxes && per.iter().all(|&n| n >= target) {
             break;
@@ -869,6 +883,16 @@ pub async fn initial_sync(mut args: InitialSyncArgs) -> anyhow::Result<InitialSy
     println!(
         "initial sync   {total} contacts written in {:.1} s (from start, subscriptions and folders included)",
         r.elapsed_s
+    );
+    let span = |m: &BTreeMap<String, f64>| {
+        let v: Vec<f64> = m.values().copied().collect();
+        let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
+        let hi = v.iter().copied().fold(0.0, f64::max);
+        (lo, hi)
+    };
+    let ((first_lo, first_hi), (done_lo, done_hi)) = (span(&first_seen), span(&done_seen));
+    println!(
+        "timeline       bench ready at {ready_s:.1} s; first contact per mailbox at {first_lo:.1}–{first_hi:.1} s; mailboxes complete at {done_lo:.1}–{done_hi:.1} s"
     );
     println!(
         "ceiling        creates alone at the quota: {:.1} s → {:.0}% of the ceiling (target ≥ 85%)",
