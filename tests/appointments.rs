@@ -251,6 +251,39 @@ impl H {
         self.hq.create_task(&t).await.unwrap().id
     }
 
+    /// A worker that made helloHQ row `row_id` for event `ev` in `mailbox`
+    /// and was cut off before completing its link: only the half link it
+    /// wrote first (its claim) is left, aged past the claim timeout (a live
+    /// claim makes other workers wait instead).
+    async fn leave_an_aged_claim(&self, mailbox: &str, ev: &Value, row_id: i32) {
+        let mb = MailboxId::parse(mailbox).unwrap();
+        let gid = ev["id"].as_str().unwrap();
+        self.store.delete_link(&self.tenant, &mb, Kind::Appointment, Some(&row_id.to_string()), None).await.unwrap();
+        self.store.set_cursor(&self.tenant, "appointment.ical_uid", ev["iCalUId"].as_str().unwrap(), "").await.unwrap();
+        self.store
+            .upsert_link(&hqsync::store::Link {
+                tenant: self.tenant.clone(),
+                mailbox: mb,
+                kind: Kind::Appointment,
+                hq_id: None,
+                graph_id: Some(gid.to_string()),
+                folder: Some("organizer".into()),
+                base: json!({}),
+                hq_fingerprint: None,
+                graph_fingerprint: None,
+                hq_version: None,
+                graph_version: None,
+                state: "pending".into(),
+                updated_at: Utc::now(),
+            })
+            .await
+            .unwrap();
+        let db = self._dir.path().join("hqsync.db");
+        let mut conn =
+            <sqlx::SqliteConnection as sqlx::Connection>::connect(&format!("sqlite://{}", db.display())).await.unwrap();
+        sqlx::query("UPDATE links SET updated_at = 0 WHERE graph_id = ?").bind(gid).execute(&mut conn).await.unwrap();
+    }
+
     async fn stop(self) {
         self.graph_sim.shutdown().await;
         self.hq_sim.shutdown().await;
@@ -541,32 +574,7 @@ async fn an_outlook_event_becomes_one_appointment_and_never_an_absence() {
     // A worker that crashed after creating the row, before completing its
     // link (only the half link it wrote first is left): the replay finds the row.
     let mb = MailboxId::parse(CLARA).unwrap();
-    h.store.delete_link(&h.tenant, &mb, Kind::Appointment, Some(&row.id.to_string()), None).await.unwrap();
-    h.store.set_cursor(&h.tenant, "appointment.ical_uid", ev["iCalUId"].as_str().unwrap(), "").await.unwrap();
-    h.store
-        .upsert_link(&hqsync::store::Link {
-            tenant: h.tenant.clone(),
-            mailbox: mb.clone(),
-            kind: Kind::Appointment,
-            hq_id: None,
-            graph_id: Some(gid.to_string()),
-            folder: Some("organizer".into()),
-            base: json!({}),
-            hq_fingerprint: None,
-            graph_fingerprint: None,
-            hq_version: None,
-            graph_version: None,
-            state: "pending".into(),
-            updated_at: Utc::now(),
-        })
-        .await
-        .unwrap();
-    // The crashed worker's claim has aged past the claim timeout (a live
-    // claim makes other workers wait instead).
-    let db = h._dir.path().join("hqsync.db");
-    let mut conn =
-        <sqlx::SqliteConnection as sqlx::Connection>::connect(&format!("sqlite://{}", db.display())).await.unwrap();
-    sqlx::query("UPDATE links SET updated_at = 0 WHERE graph_id = ?").bind(gid).execute(&mut conn).await.unwrap();
+    h.leave_an_aged_claim(CLARA, &ev, row.id).await;
     let (g0, q0) = h.writes().await;
     h.exchange_changed(CLARA, gid).await;
     assert_eq!(h.rows_named("Urlaub Mallorca").await.len(), 1, "a replayed create made a second row");
@@ -595,31 +603,7 @@ async fn an_event_whose_create_was_cut_off(h: &H, subject: &str) -> (String, Tas
     let gid = ev["id"].as_str().unwrap().to_string();
     h.exchange_changed(CLARA, &gid).await;
     let row = h.row(subject).await;
-    let mb = MailboxId::parse(CLARA).unwrap();
-    h.store.delete_link(&h.tenant, &mb, Kind::Appointment, Some(&row.id.to_string()), None).await.unwrap();
-    h.store.set_cursor(&h.tenant, "appointment.ical_uid", ev["iCalUId"].as_str().unwrap(), "").await.unwrap();
-    h.store
-        .upsert_link(&hqsync::store::Link {
-            tenant: h.tenant.clone(),
-            mailbox: mb.clone(),
-            kind: Kind::Appointment,
-            hq_id: None,
-            graph_id: Some(gid.clone()),
-            folder: Some("organizer".into()),
-            base: json!({}),
-            hq_fingerprint: None,
-            graph_fingerprint: None,
-            hq_version: None,
-            graph_version: None,
-            state: "pending".into(),
-            updated_at: Utc::now(),
-        })
-        .await
-        .unwrap();
-    let db = h._dir.path().join("hqsync.db");
-    let mut conn =
-        <sqlx::SqliteConnection as sqlx::Connection>::connect(&format!("sqlite://{}", db.display())).await.unwrap();
-    sqlx::query("UPDATE links SET updated_at = 0 WHERE graph_id = ?").bind(&gid).execute(&mut conn).await.unwrap();
+    h.leave_an_aged_claim(CLARA, &ev, row.id).await;
     h.hq_changed(row.id).await;
     assert_eq!(h.events_named(CLARA, subject).await.len(), 2, "the webhook mirrored the row beside the event");
     (gid, row)

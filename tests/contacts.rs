@@ -750,6 +750,22 @@ async fn the_dry_run_lists_the_initial_sync_and_writes_nothing() {
 }
 
 impl H {
+    /// Clara creates Rita Rennen in Outlook and hqsync makes her helloHQ
+    /// contact; then the link is removed, as if the worker had been cut off
+    /// before linking. Returns the Outlook contact's id and the helloHQ id.
+    async fn rita_from_outlook_unlinked(&self) -> (String, i32) {
+        let global = self.global_folder(CLARA).await;
+        let body = json!({"givenName": "Rita", "surname": "Rennen", "jobTitle": "Einkauf", "emailAddresses": [{"address": "rita@example.de"}]});
+        let created =
+            self.graph.post(&format!("/users/{CLARA}/contactFolders/{global}/contacts"), &body).await.unwrap();
+        let gid = created["id"].as_str().unwrap().to_string();
+        self.exchange_changed(CLARA, &gid, Change::Created).await;
+        let id = self.hq_id("Rennen").await;
+        let clara = MailboxId::parse(CLARA).unwrap();
+        self.store.delete_link(&self.tenant, &clara, Kind::Contact, Some(&id.to_string()), Some(&gid)).await.unwrap();
+        (gid, id)
+    }
+
     async fn hq_id_exists(&self, surname: &str) -> Option<i32> {
         let list: Vec<Value> = self.hq.list_v2("/v2/ContactPersons", &Default::default()).await.unwrap().items;
         list.iter().find(|c| c["lastName"] == surname).and_then(|c| c["id"].as_i64()).map(|i| i as i32)
@@ -907,6 +923,21 @@ fn claim_row(h: &H, mailbox: &str, hq_id: Option<&str>, graph_id: Option<&str>, 
     }
 }
 
+/// The claim an earlier attempt on Clara's Outlook contact `gid` left,
+/// released by its failed run, and the retry of that attempt's hint.
+async fn released_claim_and_its_retry(h: &H, gid: &str) -> Hint {
+    let retry = h.hint(Origin::Exchange, Change::Updated, Some(CLARA), None, Some(gid));
+    let claim = claim_row(
+        h,
+        CLARA,
+        None,
+        Some(gid),
+        json!({"claim": retry.hint_id, "run": uuid::Uuid::new_v4(), "released": true}),
+    );
+    assert!(h.store.claim_link(&claim).await.unwrap());
+    retry
+}
+
 #[tokio::test]
 async fn a_duplicated_hint_never_resumes_the_live_claim_of_its_twin() {
     let h = H::start().await;
@@ -936,25 +967,10 @@ async fn a_duplicated_hint_never_resumes_the_live_claim_of_its_twin() {
 async fn a_hellohq_contact_found_from_an_earlier_attempt_takes_the_users_later_edit() {
     let h = H::start().await;
     h.initial_sync().await;
-    let global = h.global_folder(CLARA).await;
-    let body = json!({"givenName": "Rita", "surname": "Rennen", "jobTitle": "Einkauf", "emailAddresses": [{"address": "rita@example.de"}]});
-    let created = h.graph.post(&format!("/users/{CLARA}/contactFolders/{global}/contacts"), &body).await.unwrap();
-    let gid = created["id"].as_str().unwrap().to_string();
-    h.exchange_changed(CLARA, &gid, Change::Created).await;
-    let id = h.hq_id("Rennen").await;
+    let (gid, id) = h.rita_from_outlook_unlinked().await;
     // An earlier attempt created the helloHQ contact and failed before
     // linking it: its claim is left, released.
-    let clara = MailboxId::parse(CLARA).unwrap();
-    h.store.delete_link(&h.tenant, &clara, Kind::Contact, Some(&id.to_string()), Some(&gid)).await.unwrap();
-    let retry = h.hint(Origin::Exchange, Change::Updated, Some(CLARA), None, Some(&gid));
-    let claim = claim_row(
-        &h,
-        CLARA,
-        None,
-        Some(&gid),
-        json!({"claim": retry.hint_id, "run": uuid::Uuid::new_v4(), "released": true}),
-    );
-    assert!(h.store.claim_link(&claim).await.unwrap());
+    let retry = released_claim_and_its_retry(&h, &gid).await;
     // Meanwhile the user edits the contact in Outlook.
     let edit = json!({"jobTitle": "Chefin", "mobilePhone": "+49 170 1234567"});
     h.graph.patch(&format!("/users/{CLARA}/contacts/{gid}"), &edit, None).await.unwrap();
@@ -989,27 +1005,13 @@ async fn a_hellohq_contact_found_from_an_earlier_attempt_takes_the_users_later_e
 async fn a_copy_made_while_a_crashed_create_was_unlinked_is_removed_and_the_original_linked() {
     let h = H::start().await;
     h.initial_sync().await;
-    let global = h.global_folder(CLARA).await;
-    let body = json!({"givenName": "Rita", "surname": "Rennen", "jobTitle": "Einkauf", "emailAddresses": [{"address": "rita@example.de"}]});
-    let created = h.graph.post(&format!("/users/{CLARA}/contactFolders/{global}/contacts"), &body).await.unwrap();
-    let gid = created["id"].as_str().unwrap().to_string();
-    h.exchange_changed(CLARA, &gid, Change::Created).await;
-    let id = h.hq_id("Rennen").await;
+    let (gid, id) = h.rita_from_outlook_unlinked().await;
     let clara = MailboxId::parse(CLARA).unwrap();
-    h.store.delete_link(&h.tenant, &clara, Kind::Contact, Some(&id.to_string()), Some(&gid)).await.unwrap();
     // helloHQ's webhook for the new contact, handled while it was unlinked.
     h.hq_contact_changed(id).await;
     assert_eq!(h.find(CLARA, "Rennen").await.len(), 2, "the webhook put a copy beside the original");
     // The crashed attempt's claim, now stale, and the retry of its hint.
-    let retry = h.hint(Origin::Exchange, Change::Updated, Some(CLARA), None, Some(&gid));
-    let claim = claim_row(
-        &h,
-        CLARA,
-        None,
-        Some(&gid),
-        json!({"claim": retry.hint_id, "run": uuid::Uuid::new_v4(), "released": true}),
-    );
-    assert!(h.store.claim_link(&claim).await.unwrap());
+    let retry = released_claim_and_its_retry(&h, &gid).await;
     let (g0, q0) = h.writes().await;
     h.run(&retry).await;
     let (g1, q1) = h.writes().await;
