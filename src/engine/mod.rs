@@ -113,29 +113,39 @@ impl Engine {
         let work = RUN.scope(run, READS_FROM.scope(chrono::Utc::now(), self.apply(hint)));
         tokio::pin!(work);
         let started = Instant::now();
-        let result = loop {
-            tokio::select! {
-                r = &mut work => break r,
+        // The heartbeat is its own future, polled beside the work, never
+        // instead of it: awaited in a `select!` arm, its update waited for
+        // the row lock of a transaction the suspended work held open on
+        // its own claim row (upsert_link completing that claim). Neither
+        // could move, PostgreSQL cannot see a deadlock that runs through
+        // the client, and the locked rows stalled every worker (the full
+        // fault run: "idle in transaction" for minutes, then pool timeouts).
+        let heartbeat = async {
+            loop {
+                tokio::time::sleep(CLAIM_HEARTBEAT).await;
                 // Alive: a crashed worker's claims go stale, this run's never.
-                _ = tokio::time::sleep(CLAIM_HEARTBEAT) => {
-                    if let Err(e) = self.store.touch_claims(&run).await {
-                        tracing::warn!(error = %e, "could not refresh the claims of a running hint");
-                    }
-                    // A hint this slow holds its claims (and its mailbox's
-                    // creates) all along: the operator must see which one.
-                    let secs = started.elapsed().as_secs();
-                    if secs >= SLOW_HINT.as_secs() && secs % SLOW_HINT.as_secs() < CLAIM_HEARTBEAT.as_secs() {
-                        tracing::warn!(
-                            mailbox = hint.mailbox.as_ref().map(MailboxId::as_str),
-                            kind = hint.kind.map(Kind::as_str),
-                            origin = ?hint.origin,
-                            resource = hint.resource_id.as_deref(),
-                            running_s = secs,
-                            "hint still running"
-                        );
-                    }
+                if let Err(e) = self.store.touch_claims(&run).await {
+                    tracing::warn!(error = %e, "could not refresh the claims of a running hint");
+                }
+                // A hint this slow holds its claims (and its mailbox's
+                // creates) all along: the operator must see which one.
+                let secs = started.elapsed().as_secs();
+                if secs >= SLOW_HINT.as_secs() && secs % SLOW_HINT.as_secs() < CLAIM_HEARTBEAT.as_secs() {
+                    tracing::warn!(
+                        mailbox = hint.mailbox.as_ref().map(MailboxId::as_str),
+                        kind = hint.kind.map(Kind::as_str),
+                        origin = ?hint.origin,
+                        resource = hint.resource_id.as_deref(),
+                        running_s = secs,
+                        "hint still running"
+                    );
                 }
             }
+        };
+        tokio::pin!(heartbeat);
+        let result = tokio::select! {
+            r = &mut work => r,
+            never = &mut heartbeat => never,
         };
         if let Err(e) = result {
             // This run is over: its unfinished claims are released, so its
