@@ -828,11 +828,7 @@ impl<'a> Appointments<'a> {
             return Ok(());
         }
         // Held until the link is saved (dropped on every way out).
-        let _pair = if result.to_hellohq.is_empty() && result.to_exchange.is_empty() {
-            None
-        } else {
-            Some(super::lock_pair(self.store, l).await?)
-        };
+        let _pair = super::lock_pair_to_write(self.store, l, &result).await?;
         for c in &result.conflicts {
             self.journal(Some(&m.id), "conflict", Some(hq.task.id.to_string()), Some(gid.clone()), json!({"side": "both", "summary": summary(&hq.appt), "field": c.field, "hellohq": c.hellohq, "exchange": c.exchange, "winner": c.winner})).await;
         }

@@ -698,6 +698,19 @@ pub async fn lock_pair(store: &Store, l: &store::Link) -> Result<PairLock, Engin
     Err(EngineError::Transient("the pair was merged by another worker while this hint read it; merging again".into()))
 }
 
+/// [`lock_pair`] when the merge `result` writes to either side; a merge
+/// that writes nothing needs no lock.
+pub async fn lock_pair_to_write(
+    store: &Store,
+    l: &store::Link,
+    result: &merge::Merge,
+) -> Result<Option<PairLock>, EngineError> {
+    if result.to_hellohq.is_empty() && result.to_exchange.is_empty() {
+        return Ok(None);
+    }
+    lock_pair(store, l).await.map(Some)
+}
+
 /// The error when a pair re-read for [`newer_than_reads`] is no longer a
 /// complete link (moved, unlinked or being re-created meanwhile): the hint
 /// runs again and decides afresh.

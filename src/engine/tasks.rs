@@ -737,11 +737,7 @@ impl<'a> Tasks<'a> {
             return Ok(());
         }
         // Held until the link is saved (dropped on every way out).
-        let _pair = if result.to_hellohq.is_empty() && result.to_exchange.is_empty() {
-            None
-        } else {
-            Some(super::lock_pair(self.store, l).await?)
-        };
+        let _pair = super::lock_pair_to_write(self.store, l, &result).await?;
         let owned: Vec<&str> =
             result.blocked.iter().filter(|b| b.from == Side::Exchange).map(|b| b.field.as_str()).collect();
         if owned.iter().any(|f| *f == "title" || *f == "body") {
