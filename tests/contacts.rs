@@ -1030,6 +1030,90 @@ async fn a_copy_made_while_a_crashed_create_was_unlinked_is_removed_and_the_orig
     h.stop().await;
 }
 
+/// A worker cut off between creating the helloHQ contact of Clara's new
+/// Outlook contact Rita Rennen and linking it: its claim (released, noting
+/// what the create was made from and when) and the helloHQ contact it
+/// made. Before it, the user's own older Rita Rennen in helloHQ. Then the
+/// Outlook contact is deleted. Returns (older, orphan, Outlook id).
+async fn a_contact_whose_create_was_cut_off_then_deleted(h: &H) -> (i32, i32, String) {
+    let older = h.new_rita(json!({})).await;
+    // helloHQ's `createdOn` has a few seconds' slack against the claim.
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    let made_from = hqsync::model::contact::Contact {
+        given_name: Some("Rita".into()),
+        surname: Some("Rennen".into()),
+        ..Default::default()
+    };
+    let note = json!({"contact": made_from, "since": Utc::now()});
+    let global = h.global_folder(CLARA).await;
+    let body = json!({"givenName": "Rita", "surname": "Rennen"});
+    let created = h.graph.post(&format!("/users/{CLARA}/contactFolders/{global}/contacts"), &body).await.unwrap();
+    let gid = created["id"].as_str().unwrap().to_string();
+    let run = uuid::Uuid::new_v4();
+    let claim = claim_row(h, CLARA, None, Some(&gid), json!({"claim": null, "run": run, "note": note}));
+    assert!(h.store.claim_link(&claim).await.unwrap());
+    let orphan = h.new_rita(json!({})).await;
+    assert_eq!(h.store.release_claims(&run).await.unwrap(), 1);
+    h.graph.delete(&format!("/users/{CLARA}/contacts/{gid}"), None).await.unwrap();
+    (older, orphan, gid)
+}
+
+impl H {
+    /// The helloHQ contact persons named Rennen, by id.
+    async fn rennen_ids(&self) -> Vec<i32> {
+        let list: Vec<Value> = self.hq.list_v2("/v2/ContactPersons", &Default::default()).await.unwrap().items;
+        let mut ids: Vec<i32> = list
+            .iter()
+            .filter(|c| c["lastName"] == "Rennen")
+            .filter_map(|c| c["id"].as_i64())
+            .map(|i| i as i32)
+            .collect();
+        ids.sort();
+        ids
+    }
+}
+
+/// Issue #9 (fault suite): an Outlook contact deleted while its create
+/// toward helloHQ was cut off found only the claim, and the helloHQ contact
+/// that create had made stayed for good. It is deleted too, found from the
+/// claim's note; the user's own older contact of the same name stays.
+#[tokio::test]
+async fn an_outlook_contact_deleted_while_its_create_was_cut_off_takes_its_hellohq_contact_along() {
+    let h = H::start().await;
+    h.initial_sync().await;
+    let (older, orphan, gid) = a_contact_whose_create_was_cut_off_then_deleted(&h).await;
+    assert_eq!(h.rennen_ids().await, [older, orphan]);
+    h.exchange_changed(CLARA, &gid, Change::Deleted).await;
+    assert_eq!(h.rennen_ids().await, [older], "the cut-off create's contact goes, the user's own stays");
+    let clara = MailboxId::parse(CLARA).unwrap();
+    assert_eq!(h.store.get_link_by_graph(&h.tenant, &clara, Kind::Contact, &gid).await.unwrap(), None);
+    let deleted = h.journal("deleted").await;
+    assert!(deleted.iter().any(|e| e.hq_id.as_deref() == Some(orphan.to_string().as_str())), "journalled");
+    // Replayed, the deletion writes nothing.
+    let before = h.writes().await;
+    h.exchange_changed(CLARA, &gid, Change::Deleted).await;
+    assert_eq!(h.writes().await, before);
+    h.stop().await;
+}
+
+/// The same, its deletion's notification lost: the next pass finds the
+/// claim of an Outlook contact that is gone and does the same.
+#[tokio::test]
+async fn a_pass_removes_the_hellohq_contact_of_a_cut_off_create_whose_outlook_contact_is_gone() {
+    let h = H::start().await;
+    h.initial_sync().await;
+    let (older, orphan, gid) = a_contact_whose_create_was_cut_off_then_deleted(&h).await;
+    assert_eq!(h.rennen_ids().await, [older, orphan]);
+    h.pass(CLARA).await;
+    assert_eq!(h.rennen_ids().await, [older]);
+    let tags: Vec<_> =
+        h.find(CLARA, "Rennen").await.iter().map(|(_, c)| hqsync::model::contact::graph_hq_tag(c)).collect();
+    assert!(!tags.contains(&Some(orphan.to_string())), "no copy of the deleted contact: {tags:?}");
+    let clara = MailboxId::parse(CLARA).unwrap();
+    assert_eq!(h.store.get_link_by_graph(&h.tenant, &clara, Kind::Contact, &gid).await.unwrap(), None);
+    h.stop().await;
+}
+
 /// Issue #9 (fault suite): a copy a pass wrote from its listing, whose
 /// notification arrives before the pass linked it, while helloHQ has
 /// changed since that listing. Linked with helloHQ's current record as its

@@ -494,7 +494,8 @@ async fn claims_are_refreshed_and_released_only_for_their_own_run_and_never_once
         updated_at: now_ms() - chrono::Duration::seconds(40),
         ..link("acme", "anna@acme.example", Kind::Contact, None, Some(graph))
     };
-    assert!(store.claim_link(&claim("g-a1", a)).await.unwrap());
+    let noted = Link { base: serde_json::json!({"claim": null, "run": a, "note": {"since": "x"}}), ..claim("g-a1", a) };
+    assert!(store.claim_link(&noted).await.unwrap());
     store.upsert_link(&claim("g-a2", a)).await.unwrap();
     assert!(store.claim_link(&claim("g-b", b)).await.unwrap());
     let at = |g: &'static str| {
@@ -516,6 +517,7 @@ async fn claims_are_refreshed_and_released_only_for_their_own_run_and_never_once
     assert_eq!(store.release_claims(&a).await.unwrap(), 2);
     let released = at("g-a1").await;
     assert_eq!(released.base["released"], serde_json::json!(true));
+    assert_eq!(released.base["note"], serde_json::json!({"since": "x"}), "a released claim keeps its note");
     assert_eq!(store.touch_claims(&a).await.unwrap(), 0, "a released claim is not refreshed by its run");
     assert_eq!(at("g-a2").await.base, done.base, "the completed link keeps its base");
 }

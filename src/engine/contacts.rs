@@ -143,6 +143,25 @@ enum Merged {
     Stale,
 }
 
+/// What a claim notes of the contact its create is made from: just what
+/// [`Contacts::find_created`] needs to find that create's helloHQ contact.
+fn made_from(c: &Contact) -> Contact {
+    Contact {
+        given_name: c.given_name.clone(),
+        surname: c.surname.clone(),
+        email: c.email.clone(),
+        ..Default::default()
+    }
+}
+
+/// A create claim's note: the contact it is made from, and when it began.
+fn claim_note(l: &Link) -> (Option<Contact>, Option<DateTime<Utc>>) {
+    let note = l.base.get("note");
+    let made_from = note.and_then(|n| serde_json::from_value(n.get("contact")?.clone()).ok());
+    let since = note.and_then(|n| serde_json::from_value(n.get("since")?.clone()).ok());
+    (made_from, since)
+}
+
 /// What the link knows Exchange holds, when it knows it whole: a linked
 /// pair whose Exchange version was seen holding exactly the base.
 fn held_exchange(l: &Link) -> Option<ExSide> {
@@ -962,6 +981,12 @@ impl<'a> Contacts<'a> {
             // 404 after a notification: an explicit deletion in Exchange.
             let Some(l) = link else { return Ok(()) };
             super::not_while_created(&l, "the helloHQ contact of this deleted Exchange contact")?;
+            if l.state == PENDING && l.hq_id.is_none() {
+                return match self.drop_unlinked_create(m, &l).await? {
+                    None => Err(super::busy("the helloHQ contact of this deleted Exchange contact")),
+                    Some(_) => Ok(()),
+                };
+            }
             return self.exchange_deleted(m, &l, direction).await;
         };
         let folders = self.folders(m.id.as_str()).await?;
@@ -1106,7 +1131,7 @@ impl<'a> Contacts<'a> {
         }
         // Claim the creation: Graph often notifies a new contact twice
         // (created, updated), and two workers must not both create it.
-        let pending = Link {
+        let mut pending = Link {
             tenant: self.tenant.clone(),
             mailbox: m.id.clone(),
             kind: Kind::Contact,
@@ -1121,6 +1146,7 @@ impl<'a> Contacts<'a> {
             state: PENDING.into(),
             updated_at: Utc::now(),
         };
+        pending.base = json!({"note": {"contact": made_from(&c), "since": Utc::now()}});
         let earlier = match super::claim_create(self.store, &pending, self.hint_id).await? {
             super::Claim::Mine => None,
             // Linked meanwhile by another worker, which may have mirrored an
@@ -1128,7 +1154,7 @@ impl<'a> Contacts<'a> {
             super::Claim::Done(_) => return Err(super::linked_meanwhile("the Exchange contact")),
             super::Claim::Busy => return Err(super::busy("the helloHQ contact for this Exchange contact")),
             // The holder crashed, maybe after creating: look before creating.
-            super::Claim::Stale(_) => self.find_created(&c).await?,
+            super::Claim::Stale(l) => self.find_created(&c, claim_note(&l).1).await?,
         };
         let created = match earlier {
             Some(p) => return self.resume_hq_create(dir, m, ex, folder, &c, p).await,
@@ -1138,6 +1164,50 @@ impl<'a> Contacts<'a> {
         // this mailbox's copy instead of mirroring the contact back into it.
         self.save_link(m, Some(created.id.to_string()), ex, folder, &c, None, None).await?;
         self.finish_hq_create(dir, m, ex, folder, &c, created).await
+    }
+
+    /// An Exchange contact deleted while its create toward helloHQ was
+    /// unfinished (its worker crashed, or failed, between creating the
+    /// helloHQ contact person and linking it): the contact person that
+    /// create may have made is deleted too, with the claim. It is found
+    /// from the claim's note as [`Self::find_created`] finds it, made no
+    /// earlier than the claim, and linked in this mailbox to nothing but
+    /// hqsync's own copy (helloHQ's webhook may have mirrored it back
+    /// beside the deleted contact; its deletion removes that copy too).
+    /// `Some(the helloHQ id deleted, if any)`; `None` when another worker
+    /// took the claim first (or finished it).
+    async fn drop_unlinked_create(&self, m: &Mailbox, l: &Link) -> Result<Option<Option<i32>>, EngineError> {
+        let Some(gid) = l.graph_id.as_deref() else { return Ok(Some(None)) };
+        if !super::take_over(self.store, l, self.hint_id).await? {
+            return Ok(None);
+        }
+        let mut deleted = None;
+        let allowed = matches!(self.settings.direction(m, Kind::Contact), Direction::Both | Direction::ToHellohq);
+        if let ((Some(c), Some(since)), true) = (claim_note(l), allowed) {
+            if let Some(p) = self.find_created(&c, Some(since)).await? {
+                let hq_id = p.id.to_string();
+                let ours = match self.store.get_link_by_hq(self.tenant, &m.id, Kind::Contact, &hq_id).await? {
+                    None => true,
+                    Some(other) => match other.graph_id.as_deref() {
+                        Some(copy) => self
+                            .read_graph(m.id.as_str(), copy)
+                            .await?
+                            .is_none_or(|item| contact::graph_hq_tag(&item).as_deref() == Some(hq_id.as_str())),
+                        None => false,
+                    },
+                };
+                if ours {
+                    match self.hq.delete_contact_person(p.id).await {
+                        Ok(()) | Err(HqError::NotFound { .. }) => {}
+                        Err(e) => return Err(hq_err(e)),
+                    }
+                    self.journal(Some(&m.id), "deleted", Some(hq_id), Some(gid.to_string()), json!({"side": "hellohq", "summary": summary(&c), "from": m.id.as_str(), "reason": "made from an Exchange contact deleted before its create was linked"})).await;
+                    deleted = Some(p.id);
+                }
+            }
+        }
+        self.store.delete_link(self.tenant, &m.id, Kind::Contact, None, Some(gid)).await?;
+        Ok(Some(deleted))
     }
 
     /// Links `ex` to `found`, the helloHQ contact an earlier attempt made
@@ -1237,12 +1307,21 @@ impl<'a> Contacts<'a> {
     }
 
     /// A helloHQ contact a crashed worker may have created for `c`: same
-    /// last name, and the same email or first name.
-    async fn find_created(&self, c: &Contact) -> Result<Option<ContactPerson>, EngineError> {
+    /// last name, and the same email or first name; made no earlier than
+    /// `since` (the claim's start) when the claim noted it (helloHQ stamps
+    /// `createdOn` by its own clock, maybe to the second: 2 s of slack).
+    async fn find_created(
+        &self,
+        c: &Contact,
+        since: Option<DateTime<Utc>>,
+    ) -> Result<Option<ContactPerson>, EngineError> {
         let Some(last) = c.surname.as_deref().or(c.given_name.as_deref()) else { return Ok(None) };
         let q = ListQuery::filter(format!("lastName eq '{}'", last.replace('\'', "''")));
         let found: Vec<ContactPerson> = self.hq.list_v2("/v2/ContactPersons", &q).await.map_err(hq_err)?.items;
-        Ok(found.into_iter().find(|p| {
+        let made_after = |p: &ContactPerson| {
+            since.is_none_or(|s| p.created_on.is_some_and(|t| t >= s - chrono::Duration::seconds(2)))
+        };
+        Ok(found.into_iter().filter(made_after).find(|p| {
             let mail = p.default_address.as_ref().and_then(|a| a.email.clone()).or(p.e_mail.clone());
             (c.email.is_some() && mail.as_deref().map(str::to_lowercase) == c.email.as_deref().map(str::to_lowercase))
                 || (c.email.is_none() && p.first_name.as_deref().map(str::trim) == c.given_name.as_deref())
@@ -1380,7 +1459,7 @@ impl<'a> Contacts<'a> {
         }
         let mut links = self.store.list_links(self.tenant, &m.id, Kind::Contact).await?;
         let user = self.user_of(dir, m);
-        let desired: BTreeMap<i32, Folder> = hq_all
+        let mut desired: BTreeMap<i32, Folder> = hq_all
             .iter()
             .filter_map(|h| dir.folder_for(h.id, h.company_id, user, &self.settings.contacts).map(|f| (h.id, f)))
             .collect();
@@ -1510,6 +1589,22 @@ impl<'a> Contacts<'a> {
                     p.delete_in_hellohq.push(summary(&base));
                 } else if self.confirmed_gone_from_exchange(m, l).await? {
                     self.exchange_deleted(m, l, direction).await?;
+                }
+            }
+            // Unfinished creates toward helloHQ whose Exchange contact is
+            // gone (its deletion's notification was lost, or came while
+            // the claim was live): what such a create made is removed.
+            if plan_ref.is_none() {
+                for l in links.iter().filter(|l| l.state == PENDING && l.hq_id.is_none()) {
+                    let Some(gid) = l.graph_id.as_deref().filter(|g| !ex_by_id.contains_key(*g)) else { continue };
+                    if super::claimed_elsewhere(l) || self.read_graph(m.id.as_str(), gid).await?.is_some() {
+                        continue;
+                    }
+                    // Taken by another worker meanwhile: its own business.
+                    // A record deleted here gets no copy below.
+                    if let Some(Some(id)) = self.drop_unlinked_create(m, l).await? {
+                        desired.remove(&id);
+                    }
                 }
             }
         } else if !dry_run {

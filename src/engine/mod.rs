@@ -735,7 +735,7 @@ pub async fn claim_create(
     hint: Option<uuid::Uuid>,
 ) -> Result<Claim, EngineError> {
     let mut pending = pending.clone();
-    pending.base = claim_token(hint);
+    pending.base = with_note(claim_token(hint), &pending.base);
     let pending = &pending;
     if store.claim_link(pending).await? {
         return Ok(Claim::Mine);
@@ -772,7 +772,18 @@ pub fn claimed_elsewhere(l: &store::Link) -> bool {
 /// Takes the unfinished claim `l` (not [`claimed_elsewhere`]) over for this
 /// run, atomically; false when another worker took it (or finished it) first.
 pub async fn take_over(store: &Store, l: &store::Link, hint: Option<uuid::Uuid>) -> Result<bool, EngineError> {
-    Ok(store.take_over_claim(l, &claim_token(hint)).await?)
+    Ok(store.take_over_claim(l, &with_note(claim_token(hint), &l.base)).await?)
+}
+
+/// A claim token carrying the `note` of `from` (a pending link or an
+/// earlier claim): what the create was made from, kept across take-overs
+/// and releases, so that an item deleted before its create was linked can
+/// still name the record the create may have made.
+fn with_note(mut token: serde_json::Value, from: &serde_json::Value) -> serde_json::Value {
+    if let Some(note) = from.get("note") {
+        token["note"] = note.clone();
+    }
+    token
 }
 
 /// Refuses (as a retryable busy error) to create a copy in `mailbox`

@@ -679,10 +679,36 @@ impl Store {
     /// Marks the unfinished claims made by the run `run` as released: that
     /// run is over (it failed), so its retry, or any worker, may resume them
     /// at once instead of waiting for them to go stale.
+    /// A claim's `note` (what its create was made from) is kept.
     pub async fn release_claims(&self, run: &uuid::Uuid) -> Result<u64, StoreError> {
-        let released = serde_json::json!({"released": true, "run": run}).to_string();
-        let sql = "UPDATE links SET base = $1, claim_run = NULL WHERE claim_run = $2 AND state = 'pending'";
-        self.pool.execute(sql, args![released, run.to_string()]).await
+        let sql = format!("SELECT {LINK_COLS} FROM links WHERE claim_run = $1 AND state = 'pending'");
+        let claims: Vec<Link> = self
+            .pool
+            .fetch_all(&sql, args![run.to_string()])
+            .await?
+            .iter()
+            .map(link_from_row)
+            .collect::<Result<_, _>>()?;
+        let mut released = 0;
+        for l in claims {
+            let (column, id) = match (&l.hq_id, &l.graph_id) {
+                (Some(h), None) => ("hq_id", h.as_str()),
+                (None, Some(g)) => ("graph_id", g.as_str()),
+                _ => continue,
+            };
+            let mut base = serde_json::json!({"released": true, "run": run});
+            if let Some(note) = l.base.get("note") {
+                base["note"] = note.clone();
+            }
+            let sql = format!(
+                "UPDATE links SET base = $1, claim_run = NULL WHERE claim_run = $2 AND state = 'pending' \
+                 AND tenant = $3 AND mailbox = $4 AND kind = $5 AND {column} = $6"
+            );
+            let args =
+                args![base.to_string(), run.to_string(), l.tenant.as_str(), l.mailbox.as_str(), l.kind.as_str(), id];
+            released += self.pool.execute(&sql, args).await?;
+        }
+        Ok(released)
     }
 
     /// Refreshes the unfinished claims of the running run `run` (its heartbeat).
