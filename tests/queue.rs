@@ -146,6 +146,7 @@ macro_rules! both_backends {
 both_backends!(
     publish_then_consume_then_ack_preserves_the_hint,
     unsettled_delivery_of_a_dropped_consumer_is_redelivered_as_attempt_2,
+    a_delivery_still_being_handled_past_the_visibility_timeout_is_not_handed_out_again,
     two_consumers_receive_each_of_100_hints_exactly_once,
     retry_parks_the_hint_and_redelivers_it_with_a_higher_attempt,
     dead_letter_is_listed_with_reason_and_replay_consumes_it_again,
@@ -206,6 +207,26 @@ async fn unsettled_delivery_of_a_dropped_consumer_is_redelivered_as_attempt_2(h:
     assert_eq!(hint_of(&again), sent);
     assert_eq!(again.attempt, 2);
     again.ack().await.unwrap();
+}
+
+/// A hint that runs longer than the visibility timeout (a first pass over
+/// thousands of contacts) keeps its delivery: no second consumer gets it
+/// meanwhile, which would run the same pass twice at once.
+async fn a_delivery_still_being_handled_past_the_visibility_timeout_is_not_handed_out_again(h: Arc<Harness>) {
+    let q = &h.queue;
+    q.publish(&[hint("clara@acme.example")]).await.unwrap();
+    let mut worker = q.consumer().await.unwrap();
+    let d = next(&mut worker).await;
+    let mut other = q.consumer().await.unwrap();
+    // Three times the local backend's visibility timeout (2 s).
+    let meanwhile = tokio::time::timeout(Duration::from_secs(6), other.next()).await;
+    assert!(
+        meanwhile.is_err(),
+        "handed out again while still being handled: {:?}",
+        meanwhile.map(|r| r.map(|d| d.map(|d| d.attempt)))
+    );
+    d.ack().await.unwrap();
+    eventually("the acked hint is gone", || async { q.depth().await.unwrap().ready == 0 }).await;
 }
 
 async fn two_consumers_receive_each_of_100_hints_exactly_once(h: Arc<Harness>) {

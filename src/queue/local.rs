@@ -164,7 +164,8 @@ impl Consumer for LocalConsumer {
                 continue;
             }
             let hint = Hint::from_bytes(&row.payload).map_err(|e| e.to_string());
-            let acker = LocalAcker { store: self.store.clone(), id: row.id, lease: row.lease };
+            let keepalive = keep_leased(self.store.clone(), row.id, row.lease, self.visibility);
+            let acker = LocalAcker { store: self.store.clone(), id: row.id, lease: row.lease, _keepalive: keepalive };
             return Ok(Some(Delivery::new(hint, row.attempts, Box::new(acker))));
         }
     }
@@ -180,10 +181,50 @@ impl Consumer for LocalConsumer {
     }
 }
 
+/// How long a delivery's lease is kept extended while its hint runs: the
+/// broker's default `consumer_timeout` (30 min). A hint running longer is
+/// taken for stuck, and its row is handed out again.
+const MAX_HOLD: Duration = Duration::from_secs(30 * 60);
+
+/// Extends the lease of a delivery while its hint runs (a tenant's first
+/// pass over thousands of contacts outlives the visibility timeout), every
+/// third of that timeout, until the acker settles or drops it (the task is
+/// aborted) or the lease is lost. A worker that crashes stops extending, so
+/// the row comes back after one visibility timeout, as before.
+fn keep_leased(store: Store, id: i64, lease: Uuid, visibility: Duration) -> AbortOnDrop {
+    let every = (visibility / 3).max(Duration::from_millis(100));
+    AbortOnDrop(tokio::spawn(async move {
+        let started = tokio::time::Instant::now();
+        loop {
+            tokio::time::sleep(every).await;
+            if started.elapsed() + visibility > MAX_HOLD {
+                tracing::warn!(id, "hint still running after 30 min; its local queue lease is no longer extended");
+                return;
+            }
+            match store.local_queue_extend(id, lease, visibility).await {
+                Ok(true) => {}
+                Ok(false) => return, // settled meanwhile, or taken by another consumer
+                // A store hiccup: the lease still has two thirds to run.
+                Err(e) => tracing::debug!(id, error = %e, "could not extend a local queue lease; trying again"),
+            }
+        }
+    }))
+}
+
+/// Aborts its task when dropped (the acker settled, or was dropped unsettled).
+struct AbortOnDrop(JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 struct LocalAcker {
     store: Store,
     id: i64,
     lease: Uuid,
+    _keepalive: AbortOnDrop,
 }
 
 impl LocalAcker {

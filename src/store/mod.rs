@@ -892,6 +892,14 @@ impl Store {
         Ok(Some(LocalQueueRow { id: r.get("id")?, payload: r.get("payload")?, attempts: attempts(&r)?, lease }))
     }
 
+    /// Extends the lease `lease` of row `id` to `visibility` from now; false
+    /// if `lease` no longer owns the row (settled, or expired and taken).
+    pub async fn local_queue_extend(&self, id: i64, lease: Uuid, visibility: Duration) -> Result<bool, StoreError> {
+        let sql = "UPDATE local_queue SET leased_until = $3 WHERE id = $1 AND lease = $2 AND state = 'ready'";
+        let until = now_ms().saturating_add(duration_ms(visibility));
+        Ok(self.pool.execute(sql, args![id, lease.to_string(), until]).await? > 0)
+    }
+
     /// Deletes the row if `lease` still owns it.
     pub async fn local_queue_ack(&self, id: i64, lease: Uuid) -> Result<bool, StoreError> {
         let sql = "DELETE FROM local_queue WHERE id = $1 AND lease = $2 AND state = 'ready'";
