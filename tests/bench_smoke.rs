@@ -2,6 +2,8 @@
 //! function: it must finish and produce figures. Timings are never
 //! asserted (the machine is shared); counts that do not depend on speed are.
 
+mod common;
+
 use hqsync::bench;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -36,11 +38,35 @@ async fn initial_sync_fills_every_mailbox() {
         quota: 1000,
         window_ms: 1000,
         full: false,
+        postgres: None,
     })
     .await
     .unwrap();
     assert_eq!((r.mailboxes, r.contacts, r.failed_items), (2, 5, 0));
     assert!(r.graph_requests >= 10 && r.elapsed_s > 0.0, "{r:?}");
+}
+
+/// `--postgres`: the same on a scratch database, dropped afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn initial_sync_on_postgres_fills_every_mailbox_and_drops_its_scratch_database() {
+    let Some(server) = common::pg_server_url() else { return };
+    let r = bench::initial_sync(bench::InitialSyncArgs {
+        mailboxes: 2,
+        contacts: 5,
+        quota: 1000,
+        window_ms: 1000,
+        full: false,
+        postgres: Some(server.clone()),
+    })
+    .await
+    .unwrap();
+    assert_eq!((r.mailboxes, r.contacts, r.failed_items), (2, 5, 0));
+    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&format!("{server}/postgres")).await.unwrap();
+    let left: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM pg_database WHERE datname LIKE 'hqsync_bench_%'")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(left, 0, "the scratch database is dropped");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

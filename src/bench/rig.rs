@@ -49,6 +49,10 @@ pub struct RigOptions {
     pub scheduler: bool,
     /// Run the worker role.
     pub worker: bool,
+    /// A PostgreSQL server (`postgres://user@host:port`): the store lives
+    /// in a scratch database made there, dropped when the rig stops,
+    /// instead of SQLite in the rig's temp folder.
+    pub postgres: Option<String>,
 }
 
 impl RigOptions {
@@ -65,6 +69,7 @@ impl RigOptions {
             mailbox_quota: None,
             scheduler: true,
             worker: true,
+            postgres: None,
         }
     }
 }
@@ -82,7 +87,47 @@ pub struct Rig {
     shutdown: CancellationToken,
     roles: Vec<std::thread::JoinHandle<()>>,
     scheduler: Option<tokio::task::JoinHandle<()>>,
+    scratch_db: Option<ScratchDb>,
     _dir: tempfile::TempDir,
+}
+
+/// A database the rig made on a PostgreSQL server, for its store.
+struct ScratchDb {
+    admin_url: String,
+    name: String,
+}
+
+impl ScratchDb {
+    /// Makes `hqsync_bench_<random>` on `server`; returns it and its URL.
+    async fn create(server: &str) -> anyhow::Result<(ScratchDb, String)> {
+        let mut url = url::Url::parse(server).context("--postgres is not a URL (postgres://user@host:port)")?;
+        anyhow::ensure!(
+            matches!(url.scheme(), "postgres" | "postgresql"),
+            "--postgres needs a postgres:// URL, not {}://",
+            url.scheme()
+        );
+        let name = format!("hqsync_bench_{}", uuid::Uuid::new_v4().simple());
+        url.set_path("/postgres");
+        let admin_url = url.to_string();
+        let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&admin_url)
+            .await
+            .context("connecting to the PostgreSQL server given by --postgres")?;
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&mut conn)
+            .await
+            .context("creating the bench's scratch database")?;
+        url.set_path(&format!("/{name}"));
+        Ok((ScratchDb { admin_url, name }, url.to_string()))
+    }
+
+    async fn drop_it(self) {
+        if let Ok(mut conn) = <sqlx::PgConnection as sqlx::Connection>::connect(&self.admin_url).await {
+            let sql = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name);
+            if let Err(e) = sqlx::query(&sql).execute(&mut conn).await {
+                eprintln!("could not drop the bench's scratch database {}: {e}", self.name);
+            }
+        }
+    }
 }
 
 impl Rig {
@@ -116,7 +161,23 @@ impl Rig {
         config.hellohq.poll_interval_secs = opts.periodic_secs;
         config.reconcile.interval_secs = opts.periodic_secs;
         config.tasks.poll_interval_secs = opts.periodic_secs;
-        let app = App::open(config).await?;
+        let scratch_db = match &opts.postgres {
+            Some(server) => {
+                let (db, url) = ScratchDb::create(server).await?;
+                config.store.url = url;
+                Some(db)
+            }
+            None => None,
+        };
+        let app = match App::open(config).await {
+            Ok(app) => app,
+            Err(e) => {
+                if let Some(db) = scratch_db {
+                    db.drop_it().await;
+                }
+                return Err(e);
+            }
+        };
         let tenant = TenantId::parse(crate::demo::TENANT)?;
         crate::demo::register_mailboxes(&app.store, &tenant, &facts).await?;
         let hook = crate::demo::webhook_url(&app.config.public_url(), crate::demo::TENANT);
@@ -153,7 +214,20 @@ impl Rig {
             GraphClientConfig::default(),
         )?;
         let scheduler = if opts.scheduler { app.spawn_scheduler(shutdown.clone()) } else { None };
-        Ok(Rig { graph_sim, hq_sim, app, tenant, facts, graph, http, shutdown, roles, scheduler, _dir: dir })
+        Ok(Rig {
+            graph_sim,
+            hq_sim,
+            app,
+            tenant,
+            facts,
+            graph,
+            http,
+            shutdown,
+            roles,
+            scheduler,
+            scratch_db,
+            _dir: dir,
+        })
     }
 
     pub fn store(&self) -> &Store {
@@ -283,6 +357,10 @@ impl Rig {
         self.app.queue.close().await;
         self.graph_sim.shutdown().await;
         self.hq_sim.shutdown().await;
+        if let Some(db) = self.scratch_db {
+            self.app.store.close().await;
+            db.drop_it().await;
+        }
     }
 }
 

@@ -773,6 +773,11 @@ pub struct InitialSyncArgs {
     /// The size: 20 mailboxes × 2,000 contacts.
     #[arg(long)]
     pub full: bool,
+    /// Keep the store on this PostgreSQL server (postgres://user@host:port),
+    /// in a scratch database the bench makes and drops, instead of the
+    /// embedded SQLite: the store a production deployment runs on.
+    #[arg(long, value_name = "URL")]
+    pub postgres: Option<String>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -801,8 +806,12 @@ pub async fn initial_sync(mut args: InitialSyncArgs) -> anyhow::Result<InitialSy
     // as an operator tells it Outlook's, and runs a hint per mailbox at once.
     let worker_concurrency = RigOptions::demo().worker_concurrency.max(args.mailboxes);
     println!(
-        "hqsync bench initial-sync: {} mailboxes × {} contacts, Graph quota {} requests per {} ms per mailbox (4 concurrent); hqsync: the same budget configured, worker concurrency {worker_concurrency}",
-        args.mailboxes, args.contacts, args.quota, args.window_ms
+        "hqsync bench initial-sync: {} mailboxes × {} contacts, Graph quota {} requests per {} ms per mailbox (4 concurrent); hqsync: the same budget configured, worker concurrency {worker_concurrency}, store {}",
+        args.mailboxes,
+        args.contacts,
+        args.quota,
+        args.window_ms,
+        if args.postgres.is_some() { "PostgreSQL (scratch database)" } else { "embedded SQLite" }
     );
     let opts = RigOptions {
         synthetic: Some((args.mailboxes, args.contacts)),
@@ -818,6 +827,7 @@ pub async fn initial_sync(mut args: InitialSyncArgs) -> anyhow::Result<InitialSy
         tick_secs: 1,
         worker_concurrency,
         mailbox_quota: Some(crate::connectors::graph::MailboxQuota { requests: args.quota, window }),
+        postgres: args.postgres.clone(),
         ..RigOptions::demo()
     };
     let t = Instant::now();

@@ -54,9 +54,9 @@ pub struct PgTestDb {
 
 const PG_HOW: &str = "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start";
 
-/// Creates `hqsync_t_<random>` on the test server, or None (after a loud
-/// skip) when PostgreSQL is absent.
-pub async fn fresh_postgres() -> Option<PgTestDb> {
+/// The test PostgreSQL server's URL (no database), or None (after a loud
+/// skip) when it is absent.
+pub fn pg_server_url() -> Option<String> {
     let base = std::env::var("HQSYNC_TEST_PG_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into());
     let host = url::Url::parse(&base)
         .ok()
@@ -65,6 +65,13 @@ pub async fn fresh_postgres() -> Option<PgTestDb> {
         service_missing("PostgreSQL", PG_HOW);
         return None;
     }
+    Some(base)
+}
+
+/// Creates `hqsync_t_<random>` on the test server, or None (after a loud
+/// skip) when PostgreSQL is absent.
+pub async fn fresh_postgres() -> Option<PgTestDb> {
+    let base = pg_server_url()?;
     let name = format!("hqsync_t_{}", uuid::Uuid::new_v4().simple());
     let admin_url = format!("{base}/postgres");
     let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&admin_url)
