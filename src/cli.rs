@@ -144,6 +144,12 @@ impl Cli {
         {
             config.http.listen = *a;
         }
+        if matches!(self.command, Command::Bench(_)) && config.log.level == Config::default().log.level {
+            // A bench prints its own progress and figures; the info logs of
+            // the hqsync it runs would bury them (log.level or RUST_LOG
+            // still shows them).
+            config.log.level = "warn".into();
+        }
         crate::telemetry::init(&config.log);
         let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
             Ok(r) => r,
