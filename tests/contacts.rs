@@ -405,6 +405,47 @@ async fn a_hellohq_edit_is_one_conditional_patch_per_mailbox_and_its_echo_reads_
     h.stop().await;
 }
 
+/// Issue #9 (`bench requests`): the echo of a merge's write that arrives
+/// while that merge still holds its pair (its link not saved yet) waits for
+/// the link instead of reading the copy: no Graph request.
+#[tokio::test]
+async fn an_echo_arriving_while_its_merge_holds_the_pair_waits_for_the_link_instead_of_reading() {
+    let h = H::start().await;
+    h.initial_sync().await;
+    let clara = MailboxId::parse(CLARA).unwrap();
+    let (_, c) = h.find(CLARA, "Weiß").await.remove(0);
+    let gid = c["id"].as_str().unwrap().to_string();
+    let link = h.store.get_link_by_graph(&h.tenant, &clara, Kind::Contact, &gid).await.unwrap().unwrap();
+    // A merge holds the pair and has written the copy; its link follows.
+    let lock = format!("pair/{}/{CLARA}/contact/h:{}", h.tenant.as_str(), link.hq_id.as_deref().unwrap());
+    assert!(h.store.try_acquire_lease(&lock, "a merge", std::time::Duration::from_secs(30)).await.unwrap());
+    let written =
+        h.graph.patch(&format!("/users/{CLARA}/contacts/{gid}"), &json!({"jobTitle": "Setzer"}), None).await.unwrap();
+    let etag = written["@odata.etag"].as_str().unwrap().to_string();
+    let merge = {
+        let (store, lock, etag) = (h.store.clone(), lock.clone(), etag.clone());
+        let mut saved = link.clone();
+        saved.graph_version = Some(etag);
+        saved.updated_at = Utc::now();
+        tokio::spawn(async move {
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+            store.upsert_link(&saved).await.unwrap();
+            store.release_lease(&lock, "a merge").await.unwrap();
+        })
+    };
+    let before = h.graph_requests().await;
+    h.exchange_changed_to(CLARA, &gid, Change::Updated, &etag).await;
+    assert_eq!(requests_since(&h.graph_requests().await, &before), BTreeMap::new(), "the echo read the copy");
+    merge.await.unwrap();
+    // Without a merge holding the pair, a version the link does not hold is read at once.
+    let edited =
+        h.graph.patch(&format!("/users/{CLARA}/contacts/{gid}"), &json!({"jobTitle": "Drucker"}), None).await.unwrap();
+    let before = h.graph_requests().await;
+    h.exchange_changed_to(CLARA, &gid, Change::Updated, edited["@odata.etag"].as_str().unwrap()).await;
+    assert!(!requests_since(&h.graph_requests().await, &before).is_empty(), "a user's edit was not read");
+    h.stop().await;
+}
+
 /// Issue #9: the conditional PATCH meets an Outlook edit whose hint has not
 /// been handled yet: Graph answers 412, hqsync reads the copy, merges it
 /// three ways and writes again, so the Outlook edit reaches helloHQ instead

@@ -1237,7 +1237,13 @@ impl<'a> Appointments<'a> {
         if direction == Direction::Off {
             return Ok(());
         }
-        let link = self.store.get_link_by_graph(self.tenant, &m.id, Kind::Appointment, graph_id).await?;
+        let mut link = self.store.get_link_by_graph(self.tenant, &m.id, Kind::Appointment, graph_id).await?;
+        // Maybe the echo of a merge of this pair still writing: its link.
+        if let (Some(_), Some(l)) = (version, &link) {
+            if !link_holds(l, version) && super::wait_while_pair_locked(self.store, l).await? {
+                link = self.store.get_link_by_graph(self.tenant, &m.id, Kind::Appointment, graph_id).await?;
+            }
+        }
         if let (Some(_), Some(l)) = (version, &link) {
             if link_holds(l, version) {
                 return Ok(()); // our own write's echo, or a duplicate

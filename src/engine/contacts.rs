@@ -972,9 +972,18 @@ impl<'a> Contacts<'a> {
         version: Option<&str>,
     ) -> Result<(), EngineError> {
         let direction = self.settings.direction(m, Kind::Contact);
-        let link = self.store.get_link_by_graph(self.tenant, &m.id, Kind::Contact, graph_id).await?;
+        let mut link = self.store.get_link_by_graph(self.tenant, &m.id, Kind::Contact, graph_id).await?;
         if link.as_ref().is_some_and(|l| link_holds(l, version)) {
             return Ok(()); // the version the link holds: our own write's echo, or a duplicate
+        }
+        // Maybe the echo of a merge of this pair still writing: its link.
+        if let (Some(l), Some(_)) = (&link, version) {
+            if super::wait_while_pair_locked(self.store, l).await? {
+                link = self.store.get_link_by_graph(self.tenant, &m.id, Kind::Contact, graph_id).await?;
+                if link.as_ref().is_some_and(|l| link_holds(l, version)) {
+                    return Ok(());
+                }
+            }
         }
         let ex = self.read_graph(m.id.as_str(), graph_id).await?;
         let Some(ex) = ex else {

@@ -653,6 +653,27 @@ fn pair_lock_name(l: &store::Link) -> String {
     format!("pair/{}/{}/{}/{id}", l.tenant.as_str(), l.mailbox.as_str(), l.kind.as_str())
 }
 
+/// How long a notification waits for a merge of its pair that is writing.
+const ECHO_WAIT: Duration = Duration::from_secs(2);
+
+/// A notification whose version the link `l` does not hold may be the echo
+/// of a merge of that pair writing right now (its write seen, its link not
+/// saved yet), or a second delivery of the change that merge handles.
+/// Waits, up to [`ECHO_WAIT`], while the pair is locked ([`PairLock`]).
+/// True if it waited: the caller reads the link again before it reads the
+/// item, and that link may show the version as handled (one Graph read
+/// fewer; Graph's per-mailbox quota is the scarce resource, the store not).
+pub async fn wait_while_pair_locked(store: &Store, l: &store::Link) -> Result<bool, EngineError> {
+    let name = pair_lock_name(l);
+    let started = Instant::now();
+    let mut waited = false;
+    while started.elapsed() < ECHO_WAIT && store.lease_held(&name).await? {
+        waited = true;
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    Ok(waited)
+}
+
 /// Before a merge writes anything: locks the pair ([`PairLock`]) and checks
 /// that the link it merged against is still the one in the store. Another
 /// worker that merged the pair while this one read the sides (its write to

@@ -845,6 +845,12 @@ impl Store {
         Ok(self.pool.execute(sql, args![name, holder, now.saturating_add(duration_ms(ttl)), now]).await? > 0)
     }
 
+    /// True while someone holds the named lease (it has not expired).
+    pub async fn lease_held(&self, name: &str) -> Result<bool, StoreError> {
+        let sql = "SELECT COUNT(*) AS n FROM leases WHERE name = $1 AND expires_at > $2";
+        Ok(count(&self.pool, sql, args![name, now_ms()]).await? > 0)
+    }
+
     /// Gives the lease up if `holder` still holds it (so a successor can
     /// take it at once instead of waiting for the expiry).
     pub async fn release_lease(&self, name: &str, holder: &str) -> Result<bool, StoreError> {
