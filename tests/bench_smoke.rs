@@ -30,18 +30,14 @@ async fn requests_counts_contacts_both_ways_without_echo_writes() {
     }
 }
 
+/// The initial-sync bench at a tiny size, its store on `postgres` if given.
+fn tiny_initial_sync(postgres: Option<String>) -> bench::InitialSyncArgs {
+    bench::InitialSyncArgs { mailboxes: 2, contacts: 5, quota: 1000, window_ms: 1000, full: false, postgres }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn initial_sync_fills_every_mailbox() {
-    let r = bench::initial_sync(bench::InitialSyncArgs {
-        mailboxes: 2,
-        contacts: 5,
-        quota: 1000,
-        window_ms: 1000,
-        full: false,
-        postgres: None,
-    })
-    .await
-    .unwrap();
+    let r = bench::initial_sync(tiny_initial_sync(None)).await.unwrap();
     assert_eq!((r.mailboxes, r.contacts, r.failed_items), (2, 5, 0));
     assert!(r.graph_requests >= 10 && r.elapsed_s > 0.0, "{r:?}");
 }
@@ -50,16 +46,7 @@ async fn initial_sync_fills_every_mailbox() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn initial_sync_on_postgres_fills_every_mailbox_and_drops_its_scratch_database() {
     let Some(server) = common::pg_server_url() else { return };
-    let r = bench::initial_sync(bench::InitialSyncArgs {
-        mailboxes: 2,
-        contacts: 5,
-        quota: 1000,
-        window_ms: 1000,
-        full: false,
-        postgres: Some(server.clone()),
-    })
-    .await
-    .unwrap();
+    let r = bench::initial_sync(tiny_initial_sync(Some(server.clone()))).await.unwrap();
     assert_eq!((r.mailboxes, r.contacts, r.failed_items), (2, 5, 0));
     let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&format!("{server}/postgres")).await.unwrap();
     let left: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM pg_database WHERE datname LIKE 'hqsync_bench_%'")
