@@ -1237,13 +1237,9 @@ impl<'a> Appointments<'a> {
         if direction == Direction::Off {
             return Ok(());
         }
-        let mut link = self.store.get_link_by_graph(self.tenant, &m.id, Kind::Appointment, graph_id).await?;
+        let link = self.store.get_link_by_graph(self.tenant, &m.id, Kind::Appointment, graph_id).await?;
         // Maybe the echo of a merge of this pair still writing: its link.
-        if let (Some(_), Some(l)) = (version, &link) {
-            if !link_holds(l, version) && super::wait_while_pair_locked(self.store, l).await? {
-                link = self.store.get_link_by_graph(self.tenant, &m.id, Kind::Appointment, graph_id).await?;
-            }
-        }
+        let link = super::link_after_running_merge(self.store, link, version).await?;
         if let (Some(_), Some(l)) = (version, &link) {
             if link_holds(l, version) {
                 return Ok(()); // our own write's echo, or a duplicate

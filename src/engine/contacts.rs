@@ -972,18 +972,11 @@ impl<'a> Contacts<'a> {
         version: Option<&str>,
     ) -> Result<(), EngineError> {
         let direction = self.settings.direction(m, Kind::Contact);
-        let mut link = self.store.get_link_by_graph(self.tenant, &m.id, Kind::Contact, graph_id).await?;
+        let link = self.store.get_link_by_graph(self.tenant, &m.id, Kind::Contact, graph_id).await?;
+        // Maybe the echo of a merge of this pair still writing: its link.
+        let link = super::link_after_running_merge(self.store, link, version).await?;
         if link.as_ref().is_some_and(|l| link_holds(l, version)) {
             return Ok(()); // the version the link holds: our own write's echo, or a duplicate
-        }
-        // Maybe the echo of a merge of this pair still writing: its link.
-        if let (Some(l), Some(_)) = (&link, version) {
-            if super::wait_while_pair_locked(self.store, l).await? {
-                link = self.store.get_link_by_graph(self.tenant, &m.id, Kind::Contact, graph_id).await?;
-                if link.as_ref().is_some_and(|l| link_holds(l, version)) {
-                    return Ok(());
-                }
-            }
         }
         let ex = self.read_graph(m.id.as_str(), graph_id).await?;
         let Some(ex) = ex else {
@@ -1140,14 +1133,16 @@ impl<'a> Contacts<'a> {
         }
         // Claim the creation: Graph often notifies a new contact twice
         // (created, updated), and two workers must not both create it.
-        let mut pending = Link {
+        let pending = Link {
             tenant: self.tenant.clone(),
             mailbox: m.id.clone(),
             kind: Kind::Contact,
             hq_id: None,
             graph_id: Some(graph_id.clone()),
             folder: Some(folder.as_str().into()),
-            base: json!({}),
+            // What the create is made from, kept with the claim (see
+            // `drop_unlinked_create`).
+            base: json!({"note": {"contact": made_from(&c), "since": Utc::now()}}),
             hq_fingerprint: None,
             graph_fingerprint: None,
             hq_version: None,
@@ -1155,7 +1150,6 @@ impl<'a> Contacts<'a> {
             state: PENDING.into(),
             updated_at: Utc::now(),
         };
-        pending.base = json!({"note": {"contact": made_from(&c), "since": Utc::now()}});
         let earlier = match super::claim_create(self.store, &pending, self.hint_id).await? {
             super::Claim::Mine => None,
             // Linked meanwhile by another worker, which may have mirrored an

@@ -663,7 +663,7 @@ const ECHO_WAIT: Duration = Duration::from_secs(2);
 /// True if it waited: the caller reads the link again before it reads the
 /// item, and that link may show the version as handled (one Graph read
 /// fewer; Graph's per-mailbox quota is the scarce resource, the store not).
-pub async fn wait_while_pair_locked(store: &Store, l: &store::Link) -> Result<bool, EngineError> {
+async fn wait_while_pair_locked(store: &Store, l: &store::Link) -> Result<bool, EngineError> {
     let name = pair_lock_name(l);
     let started = Instant::now();
     let mut waited = false;
@@ -672,6 +672,24 @@ pub async fn wait_while_pair_locked(store: &Store, l: &store::Link) -> Result<bo
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     Ok(waited)
+}
+
+/// The link of a Graph notification naming `version`, found by its Graph
+/// id as `link`: read again after [`wait_while_pair_locked`] when it does
+/// not hold that version and a merge of its pair was writing.
+pub async fn link_after_running_merge(
+    store: &Store,
+    link: Option<store::Link>,
+    version: Option<&str>,
+) -> Result<Option<store::Link>, EngineError> {
+    let Some(l) = link.as_ref().filter(|l| version.is_some() && !shared::link_holds(l, version)) else {
+        return Ok(link);
+    };
+    let Some(gid) = l.graph_id.as_deref() else { return Ok(link) };
+    if !wait_while_pair_locked(store, l).await? {
+        return Ok(link);
+    }
+    Ok(store.get_link_by_graph(&l.tenant, &l.mailbox, l.kind, gid).await?)
 }
 
 /// Before a merge writes anything: locks the pair ([`PairLock`]) and checks

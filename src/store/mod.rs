@@ -253,6 +253,16 @@ const JOURNAL_COLS: &str = "id, tenant, mailbox, kind, hint_id, action, hq_id, g
 
 /// The run an unfinished claim names (its `base`), kept in its own indexed
 /// column for the heartbeat and the release; none on a complete link.
+/// The column and value that identify an unfinished claim: its one id
+/// (a claim has a helloHQ id or a Graph id, never both).
+fn claim_key(l: &Link) -> Option<(&'static str, &str)> {
+    match (&l.hq_id, &l.graph_id) {
+        (Some(h), None) => Some(("hq_id", h.as_str())),
+        (None, Some(g)) => Some(("graph_id", g.as_str())),
+        _ => None,
+    }
+}
+
 fn claim_run(l: &Link) -> Option<String> {
     (l.state == "pending").then(|| l.base.get("run").and_then(serde_json::Value::as_str).map(str::to_string)).flatten()
 }
@@ -654,11 +664,7 @@ impl Store {
     /// run) with `base`, atomically: of two workers resuming the same claim
     /// only the first succeeds (the row must still be as `old` was read).
     pub async fn take_over_claim(&self, old: &Link, base: &serde_json::Value) -> Result<bool, StoreError> {
-        let (column, id) = match (&old.hq_id, &old.graph_id) {
-            (Some(h), None) => ("hq_id", h.as_str()),
-            (None, Some(g)) => ("graph_id", g.as_str()),
-            _ => return Ok(false),
-        };
+        let Some((column, id)) = claim_key(old) else { return Ok(false) };
         let sql = format!(
             "UPDATE links SET base = $1, updated_at = $2, claim_run = $8 WHERE tenant = $3 AND mailbox = $4 \
              AND kind = $5 AND state = 'pending' AND updated_at = $6 AND {column} = $7"
@@ -691,11 +697,7 @@ impl Store {
             .collect::<Result<_, _>>()?;
         let mut released = 0;
         for l in claims {
-            let (column, id) = match (&l.hq_id, &l.graph_id) {
-                (Some(h), None) => ("hq_id", h.as_str()),
-                (None, Some(g)) => ("graph_id", g.as_str()),
-                _ => continue,
-            };
+            let Some((column, id)) = claim_key(&l) else { continue };
             let mut base = serde_json::json!({"released": true, "run": run});
             if let Some(note) = l.base.get("note") {
                 base["note"] = note.clone();
