@@ -260,24 +260,9 @@ impl H {
         let gid = ev["id"].as_str().unwrap();
         self.store.delete_link(&self.tenant, &mb, Kind::Appointment, Some(&row_id.to_string()), None).await.unwrap();
         self.store.set_cursor(&self.tenant, "appointment.ical_uid", ev["iCalUId"].as_str().unwrap(), "").await.unwrap();
-        self.store
-            .upsert_link(&hqsync::store::Link {
-                tenant: self.tenant.clone(),
-                mailbox: mb,
-                kind: Kind::Appointment,
-                hq_id: None,
-                graph_id: Some(gid.to_string()),
-                folder: Some("organizer".into()),
-                base: json!({}),
-                hq_fingerprint: None,
-                graph_fingerprint: None,
-                hq_version: None,
-                graph_version: None,
-                state: "pending".into(),
-                updated_at: Utc::now(),
-            })
-            .await
-            .unwrap();
+        let claim =
+            common::pending_link(&self.tenant, mailbox, Kind::Appointment, (None, Some(gid)), "organizer", json!({}));
+        self.store.upsert_link(&claim).await.unwrap();
         let db = self._dir.path().join("hqsync.db");
         let mut conn =
             <sqlx::SqliteConnection as sqlx::Connection>::connect(&format!("sqlite://{}", db.display())).await.unwrap();

@@ -947,21 +947,7 @@ async fn a_pass_never_deletes_the_users_contact_behind_a_claim_toward_hellohq() 
 }
 
 fn claim_row(h: &H, mailbox: &str, hq_id: Option<&str>, graph_id: Option<&str>, base: Value) -> hqsync::store::Link {
-    hqsync::store::Link {
-        tenant: h.tenant.clone(),
-        mailbox: MailboxId::parse(mailbox).unwrap(),
-        kind: Kind::Contact,
-        hq_id: hq_id.map(str::to_string),
-        graph_id: graph_id.map(str::to_string),
-        folder: Some("global".into()),
-        base,
-        hq_fingerprint: None,
-        graph_fingerprint: None,
-        hq_version: None,
-        graph_version: None,
-        state: "pending".into(),
-        updated_at: Utc::now(),
-    }
+    common::pending_link(&h.tenant, mailbox, Kind::Contact, (hq_id, graph_id), "global", base)
 }
 
 /// The claim an earlier attempt on Clara's Outlook contact `gid` left,

@@ -257,6 +257,12 @@ async fn folder_id(client: &GraphClient, upn: &str, name: &str) -> String {
     all.iter().find(|f| f["displayName"] == name).unwrap()["id"].as_str().unwrap().to_string()
 }
 
+/// The ids of the contacts in `upn`'s folder `folder_id`.
+async fn contact_ids(client: &GraphClient, upn: &str, folder_id: &str) -> Vec<String> {
+    let contacts = client.list_contacts(upn, folder_id).await.unwrap();
+    contacts.iter().map(|c| c["id"].as_str().unwrap().to_string()).collect()
+}
+
 // ---------------------------------------------------------------- token
 
 #[tokio::test]
@@ -441,13 +447,7 @@ async fn a_batch_counts_each_item_against_the_mailbox_quota() {
         ..quick_retries()
     });
     let folder = folder_id(&client, MAILBOX, "Kunden").await;
-    let ids: Vec<String> = client
-        .list_contacts(MAILBOX, &folder)
-        .await
-        .unwrap()
-        .iter()
-        .map(|c| c["id"].as_str().unwrap().to_string())
-        .collect();
+    let ids = contact_ids(&client, MAILBOX, &folder).await;
     // Two requests are counted; four more items fit, a fifth would not.
     for round in 0..3 {
         let requests: Vec<BatchRequest> = ids
@@ -471,13 +471,7 @@ async fn a_batch_of_45_reads_goes_out_in_envelopes_of_20_and_retries_throttled_i
     let h = Harness::start(json!([with_folder(MAILBOX, "Kunden", 45)])).await;
     let client = h.client(quick_retries());
     let folder = folder_id(&client, MAILBOX, "Kunden").await;
-    let ids: Vec<String> = client
-        .list_contacts(MAILBOX, &folder)
-        .await
-        .unwrap()
-        .iter()
-        .map(|c| c["id"].as_str().unwrap().to_string())
-        .collect();
+    let ids = contact_ids(&client, MAILBOX, &folder).await;
     assert_eq!(ids.len(), 45);
     h.control("faults", json!({"throttle_rate": 0.25})).await;
     let requests: Vec<BatchRequest> = ids

@@ -287,3 +287,30 @@ pub fn requests_since(
 ) -> std::collections::BTreeMap<String, u64> {
     now.iter().map(|(k, n)| (k.clone(), n - before.get(k).copied().unwrap_or(0))).filter(|(_, n)| *n > 0).collect()
 }
+
+/// An unfinished claim row (state `pending`), as a create writes it before
+/// it makes the counterpart: one of the two ids, and `base` as its token.
+pub fn pending_link(
+    tenant: &TenantId,
+    mailbox: &str,
+    kind: Kind,
+    (hq_id, graph_id): (Option<&str>, Option<&str>),
+    folder: &str,
+    base: serde_json::Value,
+) -> hqsync::store::Link {
+    hqsync::store::Link {
+        tenant: tenant.clone(),
+        mailbox: MailboxId::parse(mailbox).unwrap(),
+        kind,
+        hq_id: hq_id.map(str::to_string),
+        graph_id: graph_id.map(str::to_string),
+        folder: Some(folder.into()),
+        base,
+        hq_fingerprint: None,
+        graph_fingerprint: None,
+        hq_version: None,
+        graph_version: None,
+        state: "pending".into(),
+        updated_at: chrono::Utc::now(),
+    }
+}
