@@ -144,6 +144,12 @@ impl Cli {
         {
             config.http.listen = *a;
         }
+        if matches!(self.command, Command::Serve(_) | Command::Run(_)) {
+            if let Err(e) = config.check_public_url_for_serving() {
+                eprintln!("{e}");
+                return ExitCode::from(2);
+            }
+        }
         if matches!(self.command, Command::Bench(_)) && config.log.level == Config::default().log.level {
             // A bench prints its own progress and figures; the info logs of
             // the hqsync it runs would bury them (log.level or RUST_LOG

@@ -290,6 +290,45 @@ impl Default for Config {
     }
 }
 
+/// `http.public_url`: an absolute `https://` URL, or plain `http://` only on
+/// a loopback host (`localhost`, 127.0.0.0/8, `[::1]`: the demo and tests,
+/// where the simulators stand in for Graph). Real Graph refuses a
+/// subscription whose `notificationUrl` is not HTTPS (GRAPH.md §4.1;
+/// https://learn.microsoft.com/graph/change-notifications-delivery-webhooks).
+pub fn check_public_url(value: &str) -> Result<(), ConfigError> {
+    let key = "http.public_url";
+    let fix = "use the https:// address a reverse proxy terminates TLS on in front of hqsync, e.g. \
+               `public_url = \"https://hqsync.example.com\"` under [http] in hqsync.toml or HQSYNC_HTTP__PUBLIC_URL \
+               (plain http:// is accepted only for localhost / 127.0.0.1 / [::1]; see docs/onboarding.md)";
+    let parsed = match url::Url::parse(value) {
+        Ok(u) if u.scheme() == "https" || u.scheme() == "http" => u,
+        _ => return Err(ConfigError::new(key, format!("{value:?} is not an absolute http(s) URL"), fix)),
+    };
+    if parsed.host().is_none() || !parsed.username().is_empty() || parsed.password().is_some() {
+        return Err(ConfigError::new(key, format!("{value:?} needs a host and no user or password"), fix));
+    }
+    if parsed.scheme() == "https" || is_loopback_host(&parsed) {
+        return Ok(());
+    }
+    Err(ConfigError::new(
+        key,
+        format!(
+            "{value:?} is plain HTTP on a non-loopback host; Microsoft Graph refuses subscriptions whose \
+             notification URL is not HTTPS, so every scheduler tick would fail"
+        ),
+        fix,
+    ))
+}
+
+fn is_loopback_host(u: &url::Url) -> bool {
+    match u.host() {
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    }
+}
+
 /// A configuration problem, said in one line: the key, what is wrong, the fix.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("config error: `{key}`: {problem}; fix: {fix}")]
@@ -322,6 +361,30 @@ impl Config {
         } else {
             self.http.public_url.trim_end_matches('/').to_string()
         }
+    }
+
+    /// The roles that hand `public_url()` to Graph and helloHQ (`serve`,
+    /// `run`) call this at start: an unset `http.public_url` stands for
+    /// `http://<listen>`, acceptable only when that is a loopback address
+    /// (demo, tests). Graph creates subscriptions only for HTTPS
+    /// notification URLs, so anything else would fail every scheduler tick.
+    /// Roles that never publish the URL (`worker`, `migrate`, operator
+    /// commands) may run without it.
+    pub fn check_public_url_for_serving(&self) -> Result<(), ConfigError> {
+        if self.http.public_url.is_empty() && !self.http.listen.ip().is_loopback() {
+            return Err(ConfigError::new(
+                "http.public_url",
+                format!(
+                    "is not set, and the address it defaults to (http://{}) is plain HTTP on a non-loopback \
+                     address; Microsoft Graph refuses subscriptions whose notification URL is not HTTPS",
+                    self.http.listen
+                ),
+                "set it to the https:// address a reverse proxy terminates TLS on in front of this port, e.g. \
+                 `public_url = \"https://hqsync.example.com\"` under [http] in hqsync.toml or \
+                 HQSYNC_HTTP__PUBLIC_URL (see docs/onboarding.md)",
+            ));
+        }
+        check_public_url(&self.public_url())
     }
 
     /// Loads defaults ← file ← environment, then validates. `file` = None
@@ -429,10 +492,7 @@ impl Config {
             return Err(bad("queue.publish_timeout_ms", "must be at least 1".into()));
         }
         if !self.http.public_url.is_empty() {
-            match url::Url::parse(&self.http.public_url) {
-                Ok(u) if u.scheme() == "https" || u.scheme() == "http" => {}
-                _ => return Err(bad("http.public_url", format!("{:?} is not an http(s) URL", self.http.public_url))),
-            }
+            check_public_url(&self.http.public_url)?;
         }
         if self.scheduler.tick_secs == 0 {
             return Err(bad("scheduler.tick_secs", "must be at least 1".into()));
@@ -634,6 +694,50 @@ mod tests {
     fn bad_listen_address_names_the_key() {
         let err = load("[http]\nlisten = \"localhost\"\n", &[]).unwrap_err();
         assert_eq!(err.key, "http.listen");
+    }
+
+    #[test]
+    fn public_url_must_be_https_unless_loopback() {
+        for ok in [
+            "https://hqsync.example.com",
+            "https://hqsync.example.com:8443/base/",
+            "http://127.0.0.1:8080",
+            "http://127.8.9.10",
+            "http://localhost:8080",
+            "http://LOCALHOST",
+            "http://[::1]:8080",
+        ] {
+            assert!(load("", &[("HTTP__PUBLIC_URL", ok)]).is_ok(), "{ok} refused");
+        }
+        for bad in [
+            "http://hqsync.example.com",
+            "http://10.0.0.5:8080",
+            "http://0.0.0.0:8080",
+            "http://localhost.example.com",
+            "ftp://hqsync.example.com",
+            "hqsync.example.com",
+            "https://user:pw@hqsync.example.com",
+        ] {
+            let err = load("", &[("HTTP__PUBLIC_URL", bad)]).unwrap_err();
+            assert_eq!(err.key, "http.public_url", "{bad}");
+            assert!(err.fix.contains("https://") && err.fix.contains("HQSYNC_HTTP__PUBLIC_URL"), "{err}");
+        }
+        let err = load("", &[("HTTP__PUBLIC_URL", "http://hqsync.example.com")]).unwrap_err();
+        assert!(err.to_string().contains("not HTTPS"), "{err}");
+    }
+
+    #[test]
+    fn serving_without_public_url_needs_a_loopback_listen_address() {
+        let c = load("", &[]).unwrap();
+        c.check_public_url_for_serving().expect("default listen is loopback");
+        let c = load("", &[("HTTP__LISTEN", "0.0.0.0:8080")]).unwrap();
+        let err = c.check_public_url_for_serving().unwrap_err();
+        assert_eq!(err.key, "http.public_url");
+        assert!(err.problem.contains("http://0.0.0.0:8080"), "{err}");
+        assert!(err.fix.contains("HQSYNC_HTTP__PUBLIC_URL"), "{err}");
+        let c =
+            load("", &[("HTTP__LISTEN", "0.0.0.0:8080"), ("HTTP__PUBLIC_URL", "https://hqsync.example.com")]).unwrap();
+        c.check_public_url_for_serving().unwrap();
     }
 
     #[test]

@@ -47,6 +47,32 @@ fn a_bad_config_value_is_one_line_naming_the_key_and_exits_2_changing_nothing() 
 }
 
 #[test]
+fn serve_refuses_a_public_url_graph_would_refuse_naming_the_field_and_the_fix() {
+    let dir = tempfile::tempdir().unwrap();
+    // Plain http on a public host: Graph refuses such notification URLs.
+    let out = hqsync()
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .current_dir(dir.path())
+        .env("HQSYNC_HTTP__PUBLIC_URL", "http://hqsync.example.com")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+    assert!(
+        err.contains("http.public_url") && err.contains("https://") && err.contains("HQSYNC_HTTP__PUBLIC_URL"),
+        "{err}"
+    );
+    assert!(!dir.path().join("data").exists(), "a refused start must not create state");
+    // Unset, with a non-loopback listen address: the derived http:// URL would be refused too.
+    let out = hqsync().args(["run", "--listen", "0.0.0.0:0"]).current_dir(dir.path()).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("http.public_url") && err.contains("is not set"), "{err}");
+    assert!(!dir.path().join("data").exists(), "a refused start must not create state");
+}
+
+#[test]
 fn an_unknown_flag_is_a_usage_error() {
     let out = hqsync().args(["run", "--lisen", "x"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
