@@ -8,6 +8,7 @@ pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod connectors;
+pub mod conntest;
 pub mod demo;
 pub mod engine;
 #[doc(hidden)]

@@ -236,11 +236,20 @@ pub async fn tenant(app: &App, cmd: TenantCommand) -> anyhow::Result<u8> {
 }
 
 async fn print_test(app: &App, t: &Tenant) -> bool {
-    let report = crate::http::admin::run_connection_test(&app.store, &app.config.public_url(), t).await;
+    let report = crate::conntest::run(&app.store, &app.config.public_url(), t).await;
     for c in &report.checks {
         println!("{} {:<22} {}", if c.ok { "ok  " } else { "FAIL" }, c.name, c.detail);
         if let Some(f) = c.fix.as_deref().filter(|_| !c.ok) {
             println!("     fix: {f}");
+        }
+    }
+    // What the probes found, one line each (`graph.if_match = enforced`).
+    if let Ok(serde_json::Value::Object(sections)) = serde_json::to_value(&report.capabilities) {
+        for (section, fields) in sections.iter().filter(|(k, _)| *k != "tested_at") {
+            for (name, value) in fields.as_object().into_iter().flatten() {
+                let shown = value.as_str().map(str::to_string).unwrap_or_else(|| value.to_string());
+                println!("capability {:<34} {shown}", format!("{section}.{name}"));
+            }
         }
     }
     report.ok

@@ -295,6 +295,15 @@ async fn the_connection_test_names_each_failure_and_its_fix() {
     assert_eq!(s, StatusCode::OK, "{text}");
     let r = report(text);
     assert_eq!(r["ok"], true, "{r:#}");
+    // The probes' answers are stored as the tenant's capability record and
+    // shown with the tenant.
+    let tested_at = r["capabilities"]["tested_at"].as_str().expect("the test stamps its capabilities").to_string();
+    let (_, t) = h.call(M::GET, "/v1/admin/tenants/good", Some(&op), None).await;
+    let t: Value = serde_json::from_str(&t).unwrap();
+    assert_eq!(t["capabilities"], r["capabilities"], "{t:#}");
+    assert!(t["capabilities"]["tested_at"].as_str() == Some(tested_at.as_str()));
+    let (_, other) = h.call(M::GET, "/v1/admin/tenants", Some(&op), None).await;
+    assert!(other.contains(&tested_at), "the list shows each tenant's record: {other}");
     // Access policy: the pilot mailbox is outside the app's scope.
     h.http
         .post(format!("{}/_sim/policy", h.graph_sim.base_url()))

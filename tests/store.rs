@@ -9,6 +9,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use hqsync::model::capabilities::Capabilities;
 use hqsync::model::{Kind, MailboxId, TenantId};
 use hqsync::queue::{Change, Hint, HqEntity, Origin, HINT_VERSION};
 use hqsync::store::{
@@ -94,6 +95,7 @@ contract!(
     ping_and_backend_name_match_the_url,
     tenant_round_trips_with_decrypted_secrets,
     tenant_secrets_are_ciphertext_in_the_row_and_bound_to_key_and_tenant,
+    capabilities_are_kept_apart_from_the_tenants_own_updates,
     tenants_list_in_order_and_delete_cascades_but_keeps_journal,
     mailboxes_upsert_and_list_per_tenant,
     subscriptions_round_trip_with_client_state_digest,
@@ -320,6 +322,29 @@ async fn tenant_round_trips_with_decrypted_secrets(store: Store, _url: String) {
     assert_eq!(back.created_at, t.created_at);
 
     assert!(store.get_tenant(&tid("nobody")).await.unwrap().is_none());
+}
+
+async fn capabilities_are_kept_apart_from_the_tenants_own_updates(store: Store, _url: String) {
+    let t = tenant("acme");
+    assert_eq!(store.get_capabilities(&t.id).await.unwrap(), Capabilities::default(), "no tenant: defaults");
+    assert!(!store.set_capabilities(&t.id, &Capabilities::default()).await.unwrap(), "no tenant, nothing set");
+    store.upsert_tenant(&t).await.unwrap();
+    assert_eq!(store.get_capabilities(&t.id).await.unwrap(), Capabilities::default(), "never tested: defaults");
+    let before = store.get_tenant(&t.id).await.unwrap().unwrap().updated_at;
+
+    let tested = Capabilities { tested_at: Some(now_ms()), ..Default::default() };
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    assert!(store.set_capabilities(&t.id, &tested).await.unwrap());
+    assert_eq!(store.get_capabilities(&t.id).await.unwrap(), tested);
+    let after = store.get_tenant(&t.id).await.unwrap().unwrap().updated_at;
+    assert!(after > before, "a new record renews the tenant's cached clients ({before} -> {after})");
+
+    // The tenant's own update (a PATCH, the CLI) leaves the record alone.
+    let mut renamed = tenant("acme");
+    renamed.name = "Acme AG".into();
+    store.upsert_tenant(&renamed).await.unwrap();
+    assert_eq!(store.get_capabilities(&t.id).await.unwrap(), tested);
+    assert_eq!(store.get_capabilities(&tid("other")).await.unwrap(), Capabilities::default());
 }
 
 async fn tenant_secrets_are_ciphertext_in_the_row_and_bound_to_key_and_tenant(store: Store, url: String) {

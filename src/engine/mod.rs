@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 use crate::connectors::graph::{GraphClient, GraphClientConfig};
 use crate::connectors::hellohq::client::{HellohqClient, HellohqClientConfig};
 use crate::connectors::hellohq::poll::{ChangePoller, CURSOR_SCOPE};
+use crate::model::capabilities::Capabilities;
 use crate::model::{Kind, MailboxId, TenantId};
 use crate::queue::{Change, Hint, HqEntity, Origin};
 use crate::store::{self, Mailbox, MailboxState, NewJournalEntry, Store, StoreError, Tenant};
@@ -72,6 +73,10 @@ struct Clients {
     updated: chrono::DateTime<chrono::Utc>,
     graph: GraphClient,
     hq: HellohqClient,
+    /// What the tenant's last connection test found (the clients above are
+    /// built for it; a new record bumps the tenant's `updated_at`).
+    #[allow(dead_code)] // read by the connectors' capability-dependent paths as they land
+    capabilities: Capabilities,
 }
 
 #[derive(Default)]
@@ -189,11 +194,12 @@ impl Engine {
         if let Some(c) = self.caches.clients.lock().get(id).filter(|c| c.updated == t.updated_at).cloned() {
             return Ok(Some((t, c)));
         }
+        let capabilities = self.store.get_capabilities(id).await?;
         let graph = GraphClient::new(&t.graph, self.graph_config.clone())
             .map_err(|e| EngineError::Permanent(format!("tenant {}: Graph client: {e}", t.id)))?;
         let hq = HellohqClient::new(HellohqClientConfig::new(t.hellohq.base_url.clone(), t.hellohq.token.clone()))
             .map_err(|e| EngineError::Permanent(format!("tenant {}: helloHQ client: {e}", t.id)))?;
-        let c = Arc::new(Clients { updated: t.updated_at, graph, hq });
+        let c = Arc::new(Clients { updated: t.updated_at, graph, hq, capabilities });
         self.caches.clients.lock().insert(id.clone(), c.clone());
         Ok(Some((t, c)))
     }

@@ -25,9 +25,9 @@ use super::error::{AdminErrors, ErrorBody, JsonBodyErrors};
 use super::extract::{ApiJson, ApiPath, ApiQuery};
 use super::{ApiError, AppState};
 use crate::config::AdminConfig;
-use crate::connectors::graph::{GraphClient, GraphClientConfig, GraphError};
-use crate::connectors::hellohq::client::{HellohqClient, HellohqClientConfig, HqError};
+use crate::conntest::ConnectionReport;
 use crate::engine::settings::TenantSettings;
+use crate::model::capabilities::Capabilities;
 use crate::model::{Kind, MailboxId, TenantId};
 use crate::store::{
     GraphCredentials, HellohqCredentials, JournalFilter, Mailbox, MailboxState, NewJournalEntry, Tenant,
@@ -206,6 +206,9 @@ pub struct TenantView {
     pub hellohq: HellohqView,
     /// Directions, switches, rollout, room map (see the README).
     pub settings: Value,
+    /// What the last connection test found the tenant's services to do
+    /// (safe defaults until it has run).
+    pub capabilities: Capabilities,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -226,8 +229,9 @@ pub struct HellohqView {
     pub webhook_secrets: usize,
 }
 
-fn view(t: &Tenant) -> TenantView {
-    TenantView {
+async fn view(state: &AppState, t: &Tenant) -> Result<TenantView, ApiError> {
+    let capabilities = state.store.get_capabilities(&t.id).await.map_err(store_err)?;
+    Ok(TenantView {
         id: t.id.to_string(),
         name: t.name.clone(),
         enabled: t.enabled,
@@ -244,9 +248,10 @@ fn view(t: &Tenant) -> TenantView {
             webhook_secrets: t.hellohq.webhook_secrets.len(),
         },
         settings: t.settings.clone(),
+        capabilities,
         created_at: t.created_at,
         updated_at: t.updated_at,
-    }
+    })
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -444,7 +449,11 @@ async fn load_tenant(state: &AppState, id: &TenantId) -> Result<Tenant, ApiError
     responses((status = 200, body = Vec<TenantView>), AdminErrors))]
 pub async fn list_tenants(State(state): State<AppState>, who: Principal) -> Result<Json<Vec<TenantView>>, ApiError> {
     let all = state.store.list_tenants().await.map_err(store_err)?;
-    Ok(Json(all.iter().filter(|t| who.tenant(t.id.as_str()).is_ok()).map(view).collect()))
+    let mut out = Vec::new();
+    for t in all.iter().filter(|t| who.tenant(t.id.as_str()).is_ok()) {
+        out.push(view(&state, t).await?);
+    }
+    Ok(Json(out))
 }
 
 /// Creates a tenant (operators only). Secrets are encrypted at rest and never returned.
@@ -511,7 +520,7 @@ pub async fn create_tenant(
     check_tenant(&t)?;
     state.store.upsert_tenant(&t).await.map_err(store_err)?;
     state.store.append_journal(&journal_admin(&id, &who, "tenant created", json!({}))).await.map_err(store_err)?;
-    Ok((StatusCode::CREATED, Json(view(&t))))
+    Ok((StatusCode::CREATED, Json(view(&state, &t).await?)))
 }
 
 #[utoipa::path(get, path = "/v1/admin/tenants/{tenant}", tag = "admin", security(("bearer" = [])),
@@ -524,7 +533,8 @@ pub async fn get_tenant(
     ApiPath(tenant): ApiPath<String>,
 ) -> Result<Json<TenantView>, ApiError> {
     let id = who.tenant(&tenant)?;
-    Ok(Json(view(&load_tenant(&state, &id).await?)))
+    let t = load_tenant(&state, &id).await?;
+    Ok(Json(view(&state, &t).await?))
 }
 
 /// Changes credentials (write-only), name, the enabled switch or settings
@@ -612,7 +622,7 @@ pub async fn update_tenant(
         ))
         .await
         .map_err(store_err)?;
-    Ok(Json(view(&t)))
+    Ok(Json(view(&state, &t).await?))
 }
 
 /// Rollout `all`: the mailboxes held back for the pilot start syncing.
@@ -656,31 +666,6 @@ pub async fn delete_tenant(
 
 // ---- connection test -------------------------------------------------------------
 
-/// One check of the connection test.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct Check {
-    pub name: String,
-    pub ok: bool,
-    pub detail: String,
-    /// What to do when it failed.
-    pub fix: Option<String>,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct ConnectionReport {
-    pub ok: bool,
-    pub mailbox: Option<String>,
-    pub checks: Vec<Check>,
-}
-
-fn graph_fix(e: &GraphError) -> String {
-    match e {
-        GraphError::Auth { fix, .. } | GraphError::MailboxDenied { fix, .. } => fix.clone(),
-        GraphError::NotFound { .. } => "check that the mailbox exists in Exchange Online and is licensed".into(),
-        _ => "check graph_base/login_base and the network path to Microsoft Graph; try again".into(),
-    }
-}
-
 /// "Test & enable": token, the pilot mailbox's calendar, contacts and To Do,
 /// the helloHQ token and whether hqsync's public URL answers. Each check
 /// passes or says why and what to do.
@@ -695,128 +680,13 @@ pub async fn test_tenant(
 ) -> Result<Json<ConnectionReport>, ApiError> {
     let id = who.tenant(&tenant)?;
     let t = load_tenant(&state, &id).await?;
-    let report = connection_test(&state, &t).await;
+    let report = crate::conntest::run(&state.store, &state.public_url, &t).await;
     state
         .store
         .append_journal(&journal_admin(&id, &who, "connection tested", json!({"ok": report.ok})))
         .await
         .map_err(store_err)?;
     Ok(Json(report))
-}
-
-/// The connection test of tenant `t` (also `hqsync tenant test`).
-pub async fn connection_test(state: &AppState, t: &Tenant) -> ConnectionReport {
-    run_connection_test(&state.store, &state.public_url, t).await
-}
-
-pub async fn run_connection_test(store: &crate::store::Store, public_url: &str, t: &Tenant) -> ConnectionReport {
-    let mut checks = Vec::new();
-    let pilot = t.settings.get("pilot_mailbox").and_then(Value::as_str).map(str::to_ascii_lowercase);
-    let mailbox = match pilot {
-        Some(p) => Some(p),
-        None => store.list_mailboxes(&t.id).await.ok().and_then(|ms| ms.first().map(|m| m.id.to_string())),
-    };
-    match GraphClient::new(&t.graph, GraphClientConfig::default()) {
-        Err(e) => checks.push(Check {
-            name: "graph_token".into(),
-            ok: false,
-            detail: e.to_string(),
-            fix: Some(graph_fix(&e)),
-        }),
-        Ok(g) => {
-            let token = g.check_credentials().await;
-            let token_ok = token.is_ok();
-            checks.push(match token {
-                Ok(()) => Check { name: "graph_token".into(), ok: true, detail: "token acquired".into(), fix: None },
-                Err(e) => {
-                    Check { name: "graph_token".into(), ok: false, detail: e.to_string(), fix: Some(graph_fix(&e)) }
-                }
-            });
-            match (&mailbox, token_ok) {
-                (Some(m), true) => {
-                    let seg = crate::connectors::graph::client::seg(m);
-                    for (name, path) in [
-                        ("calendar", format!("/users/{seg}/events?$top=1&$select=id")),
-                        ("contacts", format!("/users/{seg}/contactFolders?$top=1")),
-                        ("todo", format!("/users/{seg}/todo/lists?$top=1")),
-                    ] {
-                        checks.push(match g.get(&path).await {
-                            Ok(_) => Check { name: name.into(), ok: true, detail: format!("{m}: readable"), fix: None },
-                            Err(e) => {
-                                Check { name: name.into(), ok: false, detail: e.to_string(), fix: Some(graph_fix(&e)) }
-                            }
-                        });
-                    }
-                }
-                (None, _) => checks.push(Check {
-                    name: "mailbox".into(),
-                    ok: false,
-                    detail: "no pilot mailbox set and no mailbox known".into(),
-                    fix: Some("set settings.pilot_mailbox to the test user's address".into()),
-                }),
-                (Some(_), false) => {}
-            }
-        }
-    }
-    let hq = HellohqClient::new(HellohqClientConfig::new(t.hellohq.base_url.clone(), t.hellohq.token.clone()));
-    checks.push(match hq {
-        Err(e) => Check {
-            name: "hellohq_token".into(),
-            ok: false,
-            detail: e.to_string(),
-            fix: Some("check hellohq.base_url".into()),
-        },
-        Ok(c) => match c.get::<Value>("/v2/Users", &[("top".into(), "1".into())]).await {
-            Ok(_) => Check { name: "hellohq_token".into(), ok: true, detail: "token accepted".into(), fix: None },
-            Err(e @ HqError::Unauthorized { .. }) => Check {
-                name: "hellohq_token".into(),
-                ok: false,
-                detail: e.to_string(),
-                fix: Some("create a new API token for the sync user in helloHQ and set hellohq.token".into()),
-            },
-            Err(e) => Check {
-                name: "hellohq_token".into(),
-                ok: false,
-                detail: e.to_string(),
-                fix: Some("check hellohq.base_url and that helloHQ is reachable".into()),
-            },
-        },
-    });
-    checks.push(webhook_check(public_url).await);
-    ConnectionReport { ok: checks.iter().all(|c| c.ok), mailbox, checks }
-}
-
-/// Whether hqsync's public URL answers (Graph and helloHQ deliver there).
-async fn webhook_check(public_url: &str) -> Check {
-    let name = "webhook_reachability".to_string();
-    if public_url.is_empty() {
-        return Check {
-            name,
-            ok: false,
-            detail: "http.public_url is not set".into(),
-            fix: Some("set http.public_url".into()),
-        };
-    }
-    let url = format!("{}/healthz", public_url.trim_end_matches('/'));
-    let client = reqwest::Client::builder().timeout(std::time::Duration::from_secs(5)).build();
-    match client.map(|c| c.get(&url)) {
-        Ok(req) => match req.send().await {
-            Ok(r) if r.status().is_success() => Check { name, ok: true, detail: format!("{url} answers"), fix: None },
-            Ok(r) => Check {
-                name,
-                ok: false,
-                detail: format!("{url} answered {}", r.status()),
-                fix: Some("route http.public_url to this service".into()),
-            },
-            Err(e) => Check {
-                name,
-                ok: false,
-                detail: format!("{url}: {e}"),
-                fix: Some("make http.public_url reachable (DNS, TLS, firewall, reverse proxy)".into()),
-            },
-        },
-        Err(e) => Check { name, ok: false, detail: e.to_string(), fix: None },
-    }
 }
 
 // ---- mailboxes -------------------------------------------------------------------

@@ -5,6 +5,7 @@
 //! each, so the engine only ever compares canonical values.
 
 pub mod appointment;
+pub mod capabilities;
 pub mod contact;
 pub mod fingerprint;
 pub mod recurrence;

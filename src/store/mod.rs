@@ -21,6 +21,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use uuid::Uuid;
 
+use crate::model::capabilities::Capabilities;
 use crate::model::{IdError, Kind, MailboxId, TenantId};
 use crate::queue::Hint;
 use db::{args, Arg, Conn, Pool, Row};
@@ -347,6 +348,32 @@ impl Store {
     pub async fn list_tenants(&self) -> Result<Vec<Tenant>, StoreError> {
         let sql = format!("SELECT {TENANT_COLS} FROM tenants ORDER BY id");
         self.pool.fetch_all(&sql, args![]).await?.iter().map(|r| self.tenant_from_row(r)).collect()
+    }
+
+    /// The tenant's capability record (defaults when never tested, or when
+    /// there is no such tenant).
+    pub async fn get_capabilities(&self, id: &TenantId) -> Result<Capabilities, StoreError> {
+        let row =
+            self.pool.fetch_optional("SELECT capabilities FROM tenants WHERE id = $1", args![id.as_str()]).await?;
+        Ok(match row {
+            Some(r) => Capabilities::from_json(&r.get::<String>("capabilities")?),
+            None => Capabilities::default(),
+        })
+    }
+
+    /// Stores the tenant's capability record and bumps its `updated_at`, so
+    /// that every cached client of the tenant is rebuilt with it. A tenant's
+    /// own upsert never touches the record. `false`: no such tenant.
+    pub async fn set_capabilities(&self, id: &TenantId, c: &Capabilities) -> Result<bool, StoreError> {
+        let json = serde_json::to_string(c).expect("the capability record serialises");
+        let n = self
+            .pool
+            .execute(
+                "UPDATE tenants SET capabilities = $2, updated_at = $3 WHERE id = $1",
+                args![id.as_str(), json.as_str(), now_ms()],
+            )
+            .await?;
+        Ok(n > 0)
     }
 
     /// Deletes the tenant with its mailboxes, subscriptions, links and

@@ -1,0 +1,70 @@
+//! What a tenant's real services were found to do, as the connection test
+//! (`tenant test`, `POST …/test`) probed them. Where a fact about helloHQ or
+//! Exchange Online is not published, hqsync does not guess: the connection
+//! test asks the customer's own system, and the answer is kept here, per
+//! tenant, for the connectors to follow.
+//!
+//! Every field's default is the **safe** choice, the one that is correct
+//! whatever the real service does (at the price of more requests): a tenant
+//! never tested, or one whose probe could not run, gets the defaults.
+//! The record is stored as JSON with the tenant (`Store::set_capabilities`);
+//! unknown fields are ignored and missing ones take their defaults, so a
+//! newer or older hqsync reads it either way.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+/// The capability record of one tenant.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(default)]
+pub struct Capabilities {
+    /// When the connection test last probed; `null`: never (every field then
+    /// holds its safe default).
+    pub tested_at: Option<DateTime<Utc>>,
+    /// What the tenant's helloHQ system was found to do.
+    pub hellohq: HellohqCapabilities,
+    /// What the tenant's Exchange Online (Microsoft Graph) was found to do.
+    pub graph: GraphCapabilities,
+}
+
+/// helloHQ's answers to the connection test's probes (see
+/// `docs/hellohq-api.md` for each assumption and its provenance).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(default)]
+pub struct HellohqCapabilities {}
+
+/// Microsoft Graph's answers to the connection test's probes.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(default)]
+pub struct GraphCapabilities {}
+
+impl Capabilities {
+    /// Reads a stored record; anything unreadable is the safe defaults.
+    pub fn from_json(s: &str) -> Capabilities {
+        serde_json::from_str(s).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_or_unreadable_record_is_the_safe_defaults() {
+        assert_eq!(Capabilities::from_json(""), Capabilities::default());
+        assert_eq!(Capabilities::from_json("{}"), Capabilities::default());
+        assert_eq!(Capabilities::from_json("[1]"), Capabilities::default());
+        // Fields a newer hqsync wrote are ignored, not an error.
+        assert_eq!(
+            Capabilities::from_json(r#"{"hellohq": {"unknown_probe": true}, "later": 1}"#),
+            Capabilities::default()
+        );
+    }
+
+    #[test]
+    fn the_record_round_trips() {
+        let c = Capabilities { tested_at: Some(Utc::now()), ..Default::default() };
+        let back = Capabilities::from_json(&serde_json::to_string(&c).unwrap());
+        assert_eq!(back, c);
+    }
+}
