@@ -22,6 +22,8 @@ pub struct App {
     pub config: Config,
     pub store: Store,
     pub queue: Queue,
+    /// Passes of the scheduler this process runs, for `/readyz`.
+    pub scheduler_health: scheduler::SchedulerHealth,
 }
 
 impl App {
@@ -33,7 +35,7 @@ impl App {
             .with_context(|| format!("opening the store at {}", crate::config::redact_url(&config.store.url)))?;
         reconcile_tenants(&store, &config.tenants).await?;
         let queue = Queue::open(&config.queue, &store).await.context("opening the queue")?;
-        Ok(App { config, store, queue })
+        Ok(App { config, store, queue, scheduler_health: Default::default() })
     }
 
     /// The HTTP edge's state; fails when the admin key is unreadable.
@@ -46,7 +48,8 @@ impl App {
             self.config.http.max_body_bytes,
         )
         .with_admin(admin, self.config.public_url())
-        .with_engine(self.engine()))
+        .with_engine(self.engine())
+        .with_scheduler_health(self.scheduler_health.clone()))
     }
 
     /// The sync engine with the configured Graph settings.
@@ -83,7 +86,7 @@ impl App {
                 "http.public_url is not HTTPS: real Graph will refuse to create subscriptions (fine for the simulators)"
             );
         }
-        Some(tokio::spawn(self.scheduler().run(shutdown)))
+        Some(tokio::spawn(self.scheduler().with_health(self.scheduler_health.clone()).run(shutdown)))
     }
 
     pub fn worker(&self) -> Worker {

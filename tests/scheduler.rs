@@ -14,7 +14,7 @@ use hqsync::config::Config;
 use hqsync::connectors::graph::{GraphClient, GraphClientConfig};
 use hqsync::model::{Kind, MailboxId, TenantId};
 use hqsync::queue::{Change, Hint, Origin, Queue};
-use hqsync::scheduler::{Clock, LifecycleOutcome, Scheduler, SchedulerSettings};
+use hqsync::scheduler::{Clock, LifecycleOutcome, Scheduler, SchedulerHealth, SchedulerSettings};
 use hqsync::sim::graph::{GraphSim, GraphSimConfig, SeedProfile};
 use hqsync::store::{
     Cipher, GraphCredentials, HellohqCredentials, JournalFilter, Mailbox, MailboxState, Store, Tenant,
@@ -91,6 +91,10 @@ impl Harness {
     }
 
     async fn add_tenant(&self, id: &str, secret: Option<&str>, mailboxes: &[&str]) -> TenantId {
+        self.add_tenant_with(id, self.credentials(secret), mailboxes).await
+    }
+
+    async fn add_tenant_with(&self, id: &str, graph: GraphCredentials, mailboxes: &[&str]) -> TenantId {
         let tenant = TenantId::parse(id).unwrap();
         let now = Utc::now();
         self.store
@@ -98,7 +102,7 @@ impl Harness {
                 id: tenant.clone(),
                 name: id.into(),
                 enabled: true,
-                graph: self.credentials(secret),
+                graph,
                 hellohq: HellohqCredentials {
                     base_url: "http://127.0.0.1:9".into(),
                     token: SecretString::from("unused"),
@@ -561,4 +565,106 @@ async fn a_worker_hands_a_subscription_removed_hint_to_the_scheduler() {
     assert_eq!(at_graph.len(), 3, "{at_graph:?}");
     assert!(at_graph.iter().all(|s| s["id"] != json!(victim.id)));
     h.stop().await;
+}
+
+/// A Graph that hands out tokens and answers every GET with an empty page
+/// whose `@odata.nextLink` holds a multi-byte character exactly where the
+/// configured base (`{base}/v1.0`) ends.
+async fn graph_with_a_multi_byte_next_link() -> String {
+    use axum::routing::{get, post};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    // `{base}/v1.0` is one byte longer than `{base}/v1.`: '€' starts inside it.
+    let link = format!("{base}/v1.\u{20ac}/users?$skiptoken=1");
+    let app = axum::Router::new()
+        .route(
+            "/{tenant}/oauth2/v2.0/token",
+            post(|| async { axum::Json(json!({"access_token": "t", "expires_in": 3600, "token_type": "Bearer"})) }),
+        )
+        .fallback(get(move || {
+            let link = link.clone();
+            async move { axum::Json(json!({"value": [], "@odata.nextLink": link})) }
+        }));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    base
+}
+
+/// Issue #20, finding 2: one tenant's Graph answering with such a nextLink
+/// panicked inside the tick; the scheduler task died and no tenant was
+/// served again. Now the link is refused, the tenant's error recorded, the
+/// other tenant served, and the scheduler keeps coming round.
+#[tokio::test]
+async fn a_multi_byte_next_link_from_one_tenants_graph_does_not_stop_the_scheduler() {
+    let h = Harness::start(&[ANNA]).await;
+    let evil = graph_with_a_multi_byte_next_link().await;
+    let creds = GraphCredentials { graph_base: format!("{evil}/v1.0"), login_base: evil, ..h.credentials(None) };
+    // "aaa" sorts first, so it is ticked before the good tenant.
+    h.add_tenant_with("aaa-evil", creds, &[CARL]).await;
+    let good = h.add_tenant("good", None, &[ANNA]).await;
+
+    let health = SchedulerHealth::default();
+    let settings = SchedulerSettings { tick: Duration::from_millis(100), ..SchedulerSettings::default() };
+    let scheduler = Scheduler::new(h.store.clone(), h.queue.clone(), &h.ingress_base, settings, h.clock())
+        .with_health(health.clone());
+    let stop = tokio_util::sync::CancellationToken::new();
+    let task = tokio::spawn(scheduler.run(stop.clone()));
+    for _ in 0..200 {
+        if h.store.list_subscriptions(&good).await.unwrap().len() == 3 || task.is_finished() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(!task.is_finished(), "the scheduler task ended: {:?}", task.await);
+    assert_eq!(h.store.list_subscriptions(&good).await.unwrap().len(), 3);
+    let evil = TenantId::parse("aaa-evil").unwrap();
+    let carl = h.store.get_mailbox(&evil, &MailboxId::parse(CARL).unwrap()).await.unwrap().unwrap();
+    let error = carl.last_error.unwrap_or_default();
+    assert!(error.contains("refusing to follow a link outside the Graph base"), "{error}");
+    assert_eq!(health.check(Utc::now()), Some(Ok(())));
+    stop.cancel();
+    task.await.unwrap();
+    h.stop().await;
+}
+
+/// `/readyz` says 503 when the scheduler of the process has not completed a
+/// pass for three tick intervals (a stuck tick or a dead task), 200 before.
+#[tokio::test]
+async fn readyz_reports_a_scheduler_that_has_not_ticked_for_three_intervals() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("hqsync.db").display());
+    let store = Store::open(&url, 5, Cipher::from_base64(&Cipher::generate_key_base64()).unwrap()).await.unwrap();
+    let queue = Queue::open(&Config::default().queue, &store).await.unwrap();
+    let health = SchedulerHealth::default();
+    let now = Arc::new(Mutex::new(Utc::now()));
+    let clock_now = now.clone();
+    let state = hqsync::http::AppState::new(store, queue, Duration::from_secs(2), 1024)
+        .with_scheduler_health(health.clone())
+        .with_clock(Arc::new(move || *clock_now.lock().unwrap()));
+    let app = hqsync::http::router(state);
+    let ready = |app: axum::Router| async move {
+        use tower::ServiceExt;
+        let r =
+            app.oneshot(axum::http::Request::get("/readyz").body(axum::body::Body::empty()).unwrap()).await.unwrap();
+        let status = r.status().as_u16();
+        let body: Value = serde_json::from_slice(&axum::body::to_bytes(r.into_body(), 1 << 16).await.unwrap()).unwrap();
+        (status, body)
+    };
+    // No scheduler in this process: not reported.
+    let (status, body) = ready(app.clone()).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.get("scheduler").is_none(), "{body}");
+
+    let start = *now.lock().unwrap();
+    health.start(Duration::from_secs(30), start);
+    *now.lock().unwrap() = start + chrono::Duration::seconds(89);
+    let (status, body) = ready(app.clone()).await;
+    assert_eq!((status, body["scheduler"].as_str()), (200, Some("ok")), "{body}");
+
+    *now.lock().unwrap() = start + chrono::Duration::seconds(91);
+    let (status, body) = ready(app.clone()).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body["scheduler"].as_str().unwrap().contains("no scheduler pass for 91 s"), "{body}");
+
+    health.passed(start + chrono::Duration::seconds(91));
+    assert_eq!(ready(app).await.0, 200);
 }

@@ -18,6 +18,10 @@ const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 pub struct Readiness {
     pub store: String,
     pub queue: String,
+    /// Present when this process runs the scheduler: `ok`, or how long it
+    /// has not completed a pass (not ready after three tick intervals).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scheduler: Option<String>,
 }
 
 /// The process is up.
@@ -26,14 +30,15 @@ pub async fn healthz() -> &'static str {
     "ok"
 }
 
-/// The store and the queue are reachable.
+/// The store and the queue are reachable, and the scheduler (when this
+/// process runs it) has completed a pass within three tick intervals.
 #[utoipa::path(
     get,
     path = "/readyz",
     tag = "ops",
     responses(
         (status = 200, description = "Ready", body = Readiness),
-        (status = 503, description = "A dependency is unreachable", body = Readiness),
+        (status = 503, description = "A dependency is unreachable, or the scheduler is stuck", body = Readiness),
     )
 )]
 pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Readiness>) {
@@ -49,9 +54,13 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Readines
     let body = Readiness {
         store: say(store.map(|r| r.map_err(|e| e.to_string()))),
         queue: say(queue.map(|r| r.map_err(|e| e.to_string()))),
+        scheduler: state.scheduler.check((state.clock)()).map(|r| r.err().unwrap_or_else(|| "ok".into())),
     };
-    let status =
-        if body.store == "ok" && body.queue == "ok" { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let status = if body.store == "ok" && body.queue == "ok" && body.scheduler.as_deref().is_none_or(|s| s == "ok") {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     (status, Json(body))
 }
 

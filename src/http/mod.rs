@@ -67,6 +67,8 @@ pub struct AppContext {
     pub engine: crate::engine::Engine,
     /// Where Graph and helloHQ reach this service (connection test).
     pub public_url: String,
+    /// The scheduler of this process, if it runs one (`/readyz`).
+    pub scheduler: crate::scheduler::SchedulerHealth,
 }
 
 impl AppState {
@@ -79,6 +81,7 @@ impl AppState {
             admin: None,
             engine: crate::engine::Engine::new(store.clone()),
             public_url: String::new(),
+            scheduler: Default::default(),
             store,
             queue,
             publish_timeout,
@@ -98,6 +101,12 @@ impl AppState {
     /// Plans, approvals and connection tests with this engine (the configured Graph settings).
     pub fn with_engine(mut self, engine: crate::engine::Engine) -> Self {
         Arc::make_mut(&mut self.0).engine = engine;
+        self
+    }
+
+    /// `/readyz` reports this scheduler (when it runs in this process).
+    pub fn with_scheduler_health(mut self, health: crate::scheduler::SchedulerHealth) -> Self {
+        Arc::make_mut(&mut self.0).scheduler = health;
         self
     }
 

@@ -21,12 +21,15 @@
 //!   ingress): hand to [`Scheduler::handle_lifecycle`].
 
 use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use chrono::{DateTime, SecondsFormat, Utc};
+use futures::FutureExt;
 use rand::RngCore;
 use secrecy::ExposeSecret;
 use serde_json::{json, Value};
@@ -55,6 +58,61 @@ pub fn system_clock() -> Clock {
     Arc::new(Utc::now)
 }
 
+/// When the scheduler loop last completed a pass (as leader or as a
+/// follower checking the lease), for `/readyz`: a scheduler that has not
+/// come round for three tick intervals is reported not ready (stuck in a
+/// tick, or its task gone). Cheap to clone; clones share the state.
+#[derive(Debug, Clone, Default)]
+pub struct SchedulerHealth(Arc<HealthInner>);
+
+#[derive(Debug, Default)]
+struct HealthInner {
+    running: AtomicBool,
+    /// Unix milliseconds of the last completed pass (or of the start).
+    last_pass_ms: AtomicI64,
+    tick_ms: AtomicI64,
+}
+
+impl SchedulerHealth {
+    /// Marks the scheduler as running in this process with this tick interval.
+    pub fn start(&self, tick: Duration, now: DateTime<Utc>) {
+        self.0.tick_ms.store(tick.as_millis().min(i64::MAX as u128) as i64, Ordering::Relaxed);
+        self.0.last_pass_ms.store(now.timestamp_millis(), Ordering::Relaxed);
+        self.0.running.store(true, Ordering::Relaxed);
+    }
+
+    pub fn passed(&self, now: DateTime<Utc>) {
+        self.0.last_pass_ms.store(now.timestamp_millis(), Ordering::Relaxed);
+    }
+
+    /// `None` when no scheduler runs in this process; `Some(Ok(()))` while it
+    /// comes round; `Some(Err(reason))` after three tick intervals without a pass.
+    pub fn check(&self, now: DateTime<Utc>) -> Option<Result<(), String>> {
+        if !self.0.running.load(Ordering::Relaxed) {
+            return None;
+        }
+        let tick = self.0.tick_ms.load(Ordering::Relaxed).max(1);
+        let since = now.timestamp_millis().saturating_sub(self.0.last_pass_ms.load(Ordering::Relaxed));
+        if since > tick.saturating_mul(3) {
+            Some(Err(format!(
+                "no scheduler pass for {} s (tick every {} s); see the log for `scheduler tick`",
+                since / 1000,
+                tick / 1000
+            )))
+        } else {
+            Some(Ok(()))
+        }
+    }
+}
+
+/// The text of a caught panic's payload.
+fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
+    p.downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".into())
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum SchedulerError {
     #[error(transparent)]
@@ -65,6 +123,9 @@ pub enum SchedulerError {
     Queue(#[from] QueueError),
     #[error("unknown tenant {0}")]
     UnknownTenant(TenantId),
+    /// A bug met on this tenant's data; caught so the other tenants go on.
+    #[error("internal error (a panic, caught): {0}")]
+    Panicked(String),
 }
 
 /// Timing of the scheduler; every field has a sensible default.
@@ -150,6 +211,7 @@ pub struct Scheduler {
     clients: parking_lot::Mutex<HashMap<TenantId, (String, GraphClient)>>,
     /// Last tenant-level error journaled, so a broken tenant is journaled once, not every tick.
     tenant_errors: parking_lot::Mutex<HashMap<TenantId, String>>,
+    health: SchedulerHealth,
 }
 
 impl std::fmt::Debug for Scheduler {
@@ -175,7 +237,14 @@ impl Scheduler {
             holder: format!("scheduler-{}", Uuid::new_v4()),
             clients: Default::default(),
             tenant_errors: Default::default(),
+            health: SchedulerHealth::default(),
         }
+    }
+
+    /// Reports this scheduler's passes to `health` (read by `/readyz`).
+    pub fn with_health(mut self, health: SchedulerHealth) -> Self {
+        self.health = health;
+        self
     }
 
     /// This instance's lease holder name.
@@ -196,24 +265,24 @@ impl Scheduler {
 
     /// Until `shutdown`: take or renew the lease; while holding it, one
     /// [`tick`](Self::tick) per `settings.tick`. A second instance waits.
+    ///
+    /// Supervised: a tick that fails or panics is logged, counted
+    /// (`hqsync_scheduler_ticks_total{outcome}`) and simply tried again on
+    /// the next interval; a panic on one tenant's data is caught inside the
+    /// tick so the other tenants are still served. Every completed pass is
+    /// reported to the [`SchedulerHealth`] that `/readyz` reads.
     pub async fn run(self, shutdown: CancellationToken) {
+        self.health.start(self.settings.tick, (self.clock)());
         loop {
-            match self.try_lead().await {
-                Ok(true) => {
-                    let r = self.tick().await;
-                    tracing::info!(
-                        created = r.created,
-                        renewed = r.renewed,
-                        recreated = r.recreated,
-                        deleted = r.deleted,
-                        hints = r.hints_published,
-                        errors = r.errors.len(),
-                        "scheduler tick"
-                    );
+            let pass = AssertUnwindSafe(self.pass()).catch_unwind().await;
+            match pass {
+                Ok(outcome) => metrics::counter!("hqsync_scheduler_ticks_total", "outcome" => outcome).increment(1),
+                Err(p) => {
+                    metrics::counter!("hqsync_scheduler_ticks_total", "outcome" => "panicked").increment(1);
+                    tracing::error!(panic = %panic_message(p.as_ref()), "scheduler tick panicked; trying again next tick");
                 }
-                Ok(false) => tracing::debug!("another scheduler holds the lease; waiting"),
-                Err(e) => tracing::warn!(error = %e, "scheduler lease unavailable"),
             }
+            self.health.passed((self.clock)());
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 _ = tokio::time::sleep(self.settings.tick) => {}
@@ -224,9 +293,41 @@ impl Scheduler {
         }
     }
 
+    /// One turn of [`run`](Self::run); the outcome label of the tick counter.
+    async fn pass(&self) -> &'static str {
+        match self.try_lead().await {
+            Ok(true) => {
+                let r = self.tick().await;
+                tracing::info!(
+                    created = r.created,
+                    renewed = r.renewed,
+                    recreated = r.recreated,
+                    deleted = r.deleted,
+                    hints = r.hints_published,
+                    errors = r.errors.len(),
+                    "scheduler tick"
+                );
+                if r.errors.is_empty() {
+                    "ok"
+                } else {
+                    "errors"
+                }
+            }
+            Ok(false) => {
+                tracing::debug!("another scheduler holds the lease; waiting");
+                "follower"
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "scheduler lease unavailable");
+                "lease_failed"
+            }
+        }
+    }
+
     /// One pass over every tenant: subscriptions brought to the wanted state
     /// and due catch-up passes enqueued. Does not check the lease (callers
-    /// that are not [`run`](Self::run) must hold it).
+    /// that are not [`run`](Self::run) must hold it). Each tenant is
+    /// isolated: its error or panic is recorded and the next tenant goes on.
     pub async fn tick(&self) -> TickReport {
         let mut report = TickReport::default();
         let tenants = match self.store.list_tenants().await {
@@ -237,7 +338,13 @@ impl Scheduler {
             }
         };
         for tenant in tenants {
-            if let Err(e) = self.tick_tenant(&tenant, &mut report).await {
+            let outcome = AssertUnwindSafe(self.tick_tenant(&tenant, &mut report))
+                .catch_unwind()
+                .await
+                .unwrap_or_else(|p| Err(SchedulerError::Panicked(panic_message(p.as_ref()))));
+            if let Err(e) = outcome {
+                let reason = if matches!(e, SchedulerError::Panicked(_)) { "panic" } else { "error" };
+                metrics::counter!("hqsync_scheduler_tenant_failures_total", "reason" => reason).increment(1);
                 report.errors.push(format!("{}: {e}", tenant.id));
                 self.record_tenant_error(&tenant.id, &e).await;
             } else {

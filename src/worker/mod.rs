@@ -179,6 +179,6 @@ fn lifecycle_transient(e: &SchedulerError) -> bool {
         SchedulerError::Graph(g) => g.is_transient(),
         SchedulerError::Store(s) => s.is_unavailable(),
         SchedulerError::Queue(_) => true,
-        SchedulerError::UnknownTenant(_) => false,
+        SchedulerError::UnknownTenant(_) | SchedulerError::Panicked(_) => false,
     }
 }

@@ -229,21 +229,30 @@ impl GraphClient {
         headers: &[(&str, &str)],
     ) -> Result<GraphResponse, GraphError> {
         let url = self.resolve(path)?;
-        let relative = &url[self.inner.graph_base.len()..];
+        let relative = url.get(self.inner.graph_base.len()..).unwrap_or_default();
         let holds: Holds = mailbox_of(relative).map(|m| vec![(m, 1)]).unwrap_or_default();
         self.execute(method, &url, body, headers, &holds).await
     }
 
-    /// Absolute URL for `path`; absolute links are accepted only under the Graph base.
+    /// Absolute URL for `path`; absolute links (nextLink, deltaLink) are
+    /// accepted only under the Graph base: same prefix, case-insensitive,
+    /// followed by `/`, `?` or nothing (so `https://graph.example.evil` is
+    /// not "under" `https://graph.example`). Never slices the link at a byte
+    /// index that may fall inside a character: the link came over the wire.
     fn resolve(&self, path: &str) -> Result<String, GraphError> {
         let base = &self.inner.graph_base;
         if path.starts_with("http://") || path.starts_with("https://") {
-            if path.len() > base.len() && path[..base.len()].eq_ignore_ascii_case(base) {
-                return Ok(format!("{base}{}", &path[base.len()..]));
+            let rest = path
+                .get(..base.len())
+                .filter(|head| head.eq_ignore_ascii_case(base))
+                .and_then(|_| path.get(base.len()..))
+                .filter(|rest| rest.is_empty() || rest.starts_with('/') || rest.starts_with('?'));
+            if let Some(rest) = rest {
+                return Ok(format!("{base}{rest}"));
             }
             return Err(GraphError::Decode(format!(
                 "refusing to follow a link outside the Graph base {base}: {}",
-                path.split('?').next().unwrap_or_default()
+                path.split('?').next().unwrap_or_default().escape_debug()
             )));
         }
         let sep = if path.starts_with('/') { "" } else { "/" };
@@ -494,6 +503,42 @@ mod tests {
         assert_eq!(mailbox_of("users/anna%40x.de/events").as_deref(), Some("anna@x.de"));
         assert_eq!(mailbox_of("/subscriptions/abc"), None);
         assert_eq!(mailbox_of("/$batch"), None);
+    }
+
+    fn client(graph_base: &str) -> GraphClient {
+        let creds = GraphCredentials {
+            entra_tenant_id: "contoso".into(),
+            client_id: "app".into(),
+            client_secret: secrecy::SecretString::from("s".to_string()),
+            graph_base: graph_base.into(),
+            login_base: "https://login.example".into(),
+        };
+        GraphClient::new(&creds, GraphClientConfig::default()).unwrap()
+    }
+
+    /// Finding 2 of issue #20: a nextLink whose byte at the base's length
+    /// falls inside a multi-byte character panicked (and stopped the scheduler).
+    #[test]
+    fn a_next_link_with_a_multi_byte_character_at_the_base_length_is_refused_not_a_panic() {
+        let c = client("https://graph.microsoft.com/v1.0");
+        // '€' (3 bytes) starts one byte before the base's length.
+        let link = "https://graph.microsoft.com/v1.\u{20ac}/users?$skiptoken=x";
+        assert!(matches!(c.resolve(link), Err(GraphError::Decode(_))));
+        let link = "https://graph.microsoft.com/v1\u{e9}";
+        assert!(matches!(c.resolve(link), Err(GraphError::Decode(_))));
+        // A link under the base (any case) is followed, with the configured base.
+        assert_eq!(
+            c.resolve("https://GRAPH.microsoft.com/v1.0/users?$skiptoken=\u{20ac}").unwrap(),
+            "https://graph.microsoft.com/v1.0/users?$skiptoken=\u{20ac}"
+        );
+    }
+
+    #[test]
+    fn a_link_whose_host_only_starts_like_the_base_is_refused() {
+        let c = client("https://graph.microsoft.com");
+        assert!(c.resolve("https://graph.microsoft.com.evil.example/v1.0/users").is_err());
+        assert!(c.resolve("https://graph.microsoft.com:8443/users").is_err());
+        assert!(c.resolve("https://graph.microsoft.com/users").is_ok());
     }
 
     #[test]
