@@ -358,7 +358,7 @@ async fn a_merge_waits_while_another_worker_holds_the_pair_and_a_stale_one_reads
     // The pair was merged and its link saved since `link` was read: a merge
     // of that older read is refused (and retried from fresh reads).
     let stale = hqsync::engine::lock_pair(&h.store, &link).await;
-    assert!(matches!(stale, Err(hqsync::engine::EngineError::Transient(_))), "a stale read was let through");
+    assert!(matches!(stale, Err(hqsync::engine::EngineError::Waiting(_))), "a stale read was let through");
     h.stop().await;
 }
 
@@ -558,7 +558,7 @@ async fn replaying_every_hint_twice_and_concurrent_workers_change_nothing() {
         for _ in 0..5 {
             match engine.handle(&hint).await {
                 Ok(_) => return,
-                Err(hqsync::engine::EngineError::Transient(_)) => continue,
+                Err(e) if e.is_retryable() => continue,
                 Err(e) => panic!("{e}"),
             }
         }
@@ -856,9 +856,7 @@ async fn two_workers_on_a_new_outlook_contact_create_one_hellohq_contact() {
             match engine.handle(&hint).await {
                 Ok(_) => return,
                 // The loser of the claim retries, as the queue would.
-                Err(hqsync::engine::EngineError::Transient(_)) => {
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await
-                }
+                Err(e) if e.is_retryable() => tokio::time::sleep(std::time::Duration::from_millis(50)).await,
                 Err(e) => panic!("{e}"),
             }
         }
@@ -938,7 +936,7 @@ async fn a_pass_never_deletes_the_users_contact_behind_a_claim_toward_hellohq() 
     let id = h.new_rita(json!({})).await.to_string();
     let hint = h.hint(Origin::Hellohq, Change::Created, None, Some(HqEntity::ContactPerson), Some(&id));
     let res = h.engine.handle(&hint).await;
-    assert!(matches!(res, Err(hqsync::engine::EngineError::Transient(_))), "waits for the claim: {res:?}");
+    assert!(matches!(res, Err(hqsync::engine::EngineError::Waiting(_))), "waits for the claim: {res:?}");
     assert_eq!(h.find(CLARA, "Rennen").await.len(), 1, "no second copy while the claim is open");
     h.store.delete_link(&h.tenant, &MailboxId::parse(CLARA).unwrap(), Kind::Contact, None, Some(&gid)).await.unwrap();
     h.run(&hint).await;
@@ -977,13 +975,172 @@ async fn a_duplicated_hint_never_resumes_the_live_claim_of_its_twin() {
     let claim = claim_row(&h, CLARA, Some(&id), None, json!({"claim": hint.hint_id, "run": twin}));
     assert!(h.store.claim_link(&claim).await.unwrap());
     let res = h.engine.handle(&hint).await;
-    assert!(matches!(res, Err(hqsync::engine::EngineError::Transient(_))), "waits for its twin: {res:?}");
+    assert!(matches!(res, Err(hqsync::engine::EngineError::Waiting(_))), "waits for its twin: {res:?}");
     assert_eq!(h.find(CLARA, "Rennen").await.len(), 0, "no copy beside the twin's");
     // The twin failed before posting: its claim is released and the retry
     // makes the one copy at once.
     assert_eq!(h.store.release_claims(&twin).await.unwrap(), 1);
     h.run(&hint).await;
     assert_eq!(h.find(CLARA, "Rennen").await.len(), 1, "one copy once the twin is gone");
+    for m in ALL {
+        assert_eq!(h.find(m, "Rennen").await.len(), 1, "one copy in {m}");
+    }
+    h.stop().await;
+}
+
+/// A queue backend that records how each delivery was settled (attempt
+/// number, settlement) before passing it on to the real one.
+struct Recording {
+    inner: hqsync::queue::Queue,
+    settled: std::sync::Arc<std::sync::Mutex<Vec<(u32, &'static str)>>>,
+}
+
+struct RecordingConsumer {
+    inner: Box<dyn hqsync::queue::Consumer>,
+    settled: std::sync::Arc<std::sync::Mutex<Vec<(u32, &'static str)>>>,
+}
+
+struct RecordingAcker {
+    inner: hqsync::queue::Delivery,
+    settled: std::sync::Arc<std::sync::Mutex<Vec<(u32, &'static str)>>>,
+}
+
+impl RecordingAcker {
+    fn note(&self, how: &'static str) {
+        self.settled.lock().unwrap().push((self.inner.attempt, how));
+    }
+}
+
+#[async_trait::async_trait]
+impl hqsync::queue::Acker for RecordingAcker {
+    async fn ack(self: Box<Self>) -> Result<(), hqsync::queue::QueueError> {
+        self.note("ack");
+        self.inner.ack().await
+    }
+    async fn retry(self: Box<Self>, delay: std::time::Duration) -> Result<(), hqsync::queue::QueueError> {
+        self.note("retry");
+        self.inner.retry(delay).await
+    }
+    async fn defer(self: Box<Self>, delay: std::time::Duration) -> Result<(), hqsync::queue::QueueError> {
+        self.note("defer");
+        self.inner.defer(delay).await
+    }
+    async fn dead_letter(self: Box<Self>, reason: &str) -> Result<(), hqsync::queue::QueueError> {
+        self.note("dead_letter");
+        self.inner.dead_letter(reason).await
+    }
+}
+
+#[async_trait::async_trait]
+impl hqsync::queue::Consumer for RecordingConsumer {
+    async fn next(&mut self) -> Result<Option<hqsync::queue::Delivery>, hqsync::queue::QueueError> {
+        let Some(d) = self.inner.next().await? else { return Ok(None) };
+        let (hint, attempt) = (d.hint.clone(), d.attempt);
+        let acker = RecordingAcker { inner: d, settled: self.settled.clone() };
+        Ok(Some(hqsync::queue::Delivery::new(hint, attempt, Box::new(acker))))
+    }
+    async fn close(&mut self) {
+        self.inner.close().await
+    }
+}
+
+#[async_trait::async_trait]
+impl hqsync::queue::Backend for Recording {
+    async fn publish(&self, hints: &[Hint]) -> Result<(), hqsync::queue::QueueError> {
+        self.inner.publish(hints).await
+    }
+    async fn consumer(&self) -> Result<Box<dyn hqsync::queue::Consumer>, hqsync::queue::QueueError> {
+        Ok(Box::new(RecordingConsumer { inner: self.inner.consumer().await?, settled: self.settled.clone() }))
+    }
+    async fn ready(&self) -> Result<(), hqsync::queue::QueueError> {
+        self.inner.ready().await
+    }
+    async fn depth(&self) -> Result<hqsync::queue::QueueDepth, hqsync::queue::QueueError> {
+        self.inner.depth().await
+    }
+    async fn dead_letters(&self, limit: usize) -> Result<Vec<hqsync::queue::DeadLetter>, hqsync::queue::QueueError> {
+        self.inner.dead_letters(limit).await
+    }
+    async fn replay_dead_letters(&self, ids: &[String]) -> Result<usize, hqsync::queue::QueueError> {
+        self.inner.replay_dead_letters(ids).await
+    }
+    async fn close(&self) {
+        self.inner.close().await
+    }
+}
+
+/// Issue 21: a hint that only waits for another worker's claim must never
+/// burn its delivery attempts and be dead-lettered. Here the twin holds
+/// its claim across more deliveries than the delivery limit allows
+/// failures; the worker defers each one without counting it, and the hint
+/// makes the one copy once the claim is gone.
+#[tokio::test]
+async fn a_hint_waiting_for_a_claim_keeps_its_attempts_and_is_never_dead_lettered() {
+    use hqsync::config::{Config, QueueBackend, QueueConfig};
+    use std::time::Duration;
+    let h = H::start().await;
+    h.initial_sync().await;
+    let id = h.new_rita(json!({})).await.to_string();
+    let hint = h.hint(Origin::Hellohq, Change::Created, None, Some(HqEntity::ContactPerson), Some(&id));
+    let twin = uuid::Uuid::new_v4();
+    let claim = claim_row(&h, CLARA, Some(&id), None, json!({"claim": hint.hint_id, "run": twin}));
+    assert!(h.store.claim_link(&claim).await.unwrap());
+    // One delivery allowed: a single counted retry would dead-letter it.
+    let cfg = QueueConfig {
+        backend: QueueBackend::Local,
+        delivery_limit: 1,
+        retry_delays_secs: vec![1],
+        visibility_timeout_secs: 10,
+        ..Config::default().queue
+    };
+    let local = hqsync::queue::Queue::open(&cfg, &h.store).await.unwrap();
+    let settled = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let queue = hqsync::queue::Queue::from_backend(
+        std::sync::Arc::new(Recording { inner: local.clone(), settled: settled.clone() }),
+        QueueBackend::Local,
+    );
+    queue.publish(std::slice::from_ref(&hint)).await.unwrap();
+    let worker = hqsync::worker::Worker {
+        queue: queue.clone(),
+        lifecycle: None,
+        engine: h.engine.clone(),
+        concurrency: 1,
+        drain_timeout: Duration::from_secs(10),
+        retry_delays: vec![Duration::from_secs(1)],
+    };
+    let stop = tokio_util::sync::CancellationToken::new();
+    let running = tokio::spawn(worker.run(stop.clone()));
+    let waits = 3;
+    let guard = std::time::Instant::now();
+    loop {
+        // The twin is alive: its claim stays fresh.
+        h.store.touch_claims(&twin).await.unwrap();
+        let dead = local.dead_letters(10).await.unwrap();
+        assert!(dead.is_empty(), "a hint waiting for a claim was dead-lettered: {:?}", dead[0].reason);
+        if settled.lock().unwrap().len() >= waits {
+            break;
+        }
+        assert!(guard.elapsed() < Duration::from_secs(120), "the worker never settled the hint: {settled:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        settled.lock().unwrap().iter().all(|s| *s == (1, "defer")),
+        "each wait deferred, the attempt untouched: {settled:?}"
+    );
+    assert_eq!(h.find(CLARA, "Rennen").await.len(), 0, "no copy beside the twin's claim");
+    // The twin failed before posting: its claim is released, and the
+    // waiting hint makes the one copy.
+    assert_eq!(h.store.release_claims(&twin).await.unwrap(), 1);
+    loop {
+        if settled.lock().unwrap().last() == Some(&(1, "ack")) {
+            break;
+        }
+        assert!(guard.elapsed() < Duration::from_secs(180), "the hint never completed: {settled:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    stop.cancel();
+    running.await.unwrap();
+    assert!(local.dead_letters(10).await.unwrap().is_empty());
     for m in ALL {
         assert_eq!(h.find(m, "Rennen").await.len(), 1, "one copy in {m}");
     }

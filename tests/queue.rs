@@ -149,6 +149,7 @@ both_backends!(
     a_delivery_still_being_handled_past_the_visibility_timeout_is_not_handed_out_again,
     two_consumers_receive_each_of_100_hints_exactly_once,
     retry_parks_the_hint_and_redelivers_it_with_a_higher_attempt,
+    defer_redelivers_the_hint_with_its_attempt_untouched_past_the_delivery_limit,
     dead_letter_is_listed_with_reason_and_replay_consumes_it_again,
     exceeding_the_delivery_limit_dead_letters_without_delivering,
     undecodable_body_is_delivered_as_an_error,
@@ -281,6 +282,28 @@ async fn retry_parks_the_hint_and_redelivers_it_with_a_higher_attempt(h: Arc<Har
     let again = next(&mut c).await;
     assert_eq!(hint_of(&again), sent);
     assert_eq!(again.attempt, 2);
+    again.ack().await.unwrap();
+    let depth = q.depth().await.unwrap();
+    assert_eq!((depth.ready, depth.retrying, depth.dead), (0, 0, 0));
+}
+
+async fn defer_redelivers_the_hint_with_its_attempt_untouched_past_the_delivery_limit(h: Arc<Harness>) {
+    let q = &h.queue;
+    let sent = hint("gerd@acme.example");
+    q.publish(std::slice::from_ref(&sent)).await.unwrap();
+    let mut c = q.consumer().await.unwrap();
+    // delivery_limit = 3: five waits for another worker, none of them counted.
+    for _ in 0..5 {
+        let d = next(&mut c).await;
+        assert_eq!((hint_of(&d), d.attempt), (sent.clone(), 1), "a deferred hint keeps its attempt number");
+        d.defer(Duration::from_millis(1)).await.unwrap();
+    }
+    // A real failure still counts.
+    let d = next(&mut c).await;
+    assert_eq!(d.attempt, 1);
+    d.retry(Duration::from_millis(1)).await.unwrap();
+    let again = next(&mut c).await;
+    assert_eq!((hint_of(&again), again.attempt), (sent, 2));
     again.ack().await.unwrap();
     let depth = q.depth().await.unwrap();
     assert_eq!((depth.ready, depth.retrying, depth.dead), (0, 0, 0));

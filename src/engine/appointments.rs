@@ -919,7 +919,7 @@ impl<'a> Appointments<'a> {
             {
                 Ok(v) => v,
                 Err(GraphError::Conflict { .. }) => {
-                    return Err(EngineError::Transient("Exchange event changed during the merge".into()))
+                    return Err(EngineError::Waiting("Exchange event changed during the merge".into()))
                 }
                 Err(GraphError::NotFound { .. }) => return Ok(None),
                 Err(e) => return Err(graph_err(e)),

@@ -775,7 +775,7 @@ impl<'a> Contacts<'a> {
                 Err(GraphError::Conflict { .. }) if held => return Ok(Merged::Stale),
                 // Changed again since our read: the next hint merges again.
                 Err(GraphError::Conflict { .. }) => {
-                    return Err(EngineError::Transient("Exchange contact changed during the merge".into()))
+                    return Err(EngineError::Waiting("Exchange contact changed during the merge".into()))
                 }
                 Err(GraphError::NotFound { .. }) => return Ok(Merged::Done),
                 Err(e) => return Err(graph_err(e)),

@@ -47,9 +47,25 @@ pub enum EngineError {
     /// Worth retrying later (store or remote unavailable, throttled).
     #[error("transient: {0}")]
     Transient(String),
+    /// Nothing failed: another worker holds what this hint needs (a create's
+    /// claim, the pair lock) or moved it meanwhile (a merge or link that
+    /// landed while this hint read), or the item changed under the merge.
+    /// The hint runs again shortly, and this run does not count as a failed
+    /// delivery: a hint waiting for someone else's work must never burn its
+    /// delivery attempts and be dead-lettered (issue 21).
+    #[error("waiting: {0}")]
+    Waiting(String),
     /// Retrying cannot help; the hint goes to the dead-letter queue.
     #[error("permanent: {0}")]
     Permanent(String),
+}
+
+impl EngineError {
+    /// Running the hint again may succeed ([`Transient`](Self::Transient) or
+    /// [`Waiting`](Self::Waiting)).
+    pub fn is_retryable(&self) -> bool {
+        !matches!(self, EngineError::Permanent(_))
+    }
 }
 
 impl From<StoreError> for EngineError {
@@ -711,7 +727,7 @@ pub async fn lock_pair(store: &Store, l: &store::Link) -> Result<PairLock, Engin
     let mut pause = Duration::from_millis(10);
     while !store.try_acquire_lease(&name, &holder, PAIR_LOCK_TTL).await? {
         if started.elapsed() >= PAIR_LOCK_WAIT {
-            return Err(EngineError::Transient(
+            return Err(EngineError::Waiting(
                 "another worker has been writing this pair for a while; trying again later".into(),
             ));
         }
@@ -740,7 +756,7 @@ pub async fn lock_pair(store: &Store, l: &store::Link) -> Result<PairLock, Engin
     if now.as_ref().is_some_and(same) {
         return Ok(lock);
     }
-    Err(EngineError::Transient("the pair was merged by another worker while this hint read it; merging again".into()))
+    Err(EngineError::Waiting("the pair was merged by another worker while this hint read it; merging again".into()))
 }
 
 /// [`lock_pair`] when the merge `result` writes to either side; a merge
@@ -760,7 +776,7 @@ pub async fn lock_pair_to_write(
 /// complete link (moved, unlinked or being re-created meanwhile): the hint
 /// runs again and decides afresh.
 pub fn relinked_meanwhile() -> EngineError {
-    EngineError::Transient("the pair was relinked by another worker while this hint read it; reading again".into())
+    EngineError::Waiting("the pair was relinked by another worker while this hint read it; reading again".into())
 }
 
 /// The `base` of a claim row: the hint (for the logs) and the run making it.
@@ -864,12 +880,12 @@ pub fn not_while_created(l: &store::Link, what: &str) -> Result<(), EngineError>
 /// pair meanwhile, maybe from an older read than this hint's. Retried, the
 /// hint merges its read into that pair instead of taking it as synced.
 pub fn linked_meanwhile(what: &str) -> EngineError {
-    EngineError::Transient(format!("{what} was linked by another worker meanwhile; merging into it"))
+    EngineError::Waiting(format!("{what} was linked by another worker meanwhile; merging into it"))
 }
 
 /// The error for [`Claim::Busy`].
 pub fn busy(what: &str) -> EngineError {
-    EngineError::Transient(format!("{what} is being created by another worker right now"))
+    EngineError::Waiting(format!("{what} is being created by another worker right now"))
 }
 
 /// A helloHQ task row: appointments (and absences, which are never synced)

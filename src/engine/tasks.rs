@@ -790,7 +790,7 @@ impl<'a> Tasks<'a> {
             Ok(v) => v,
             // Changed again since our read: the next round merges again.
             Err(GraphError::Conflict { .. }) => {
-                return Err(EngineError::Transient("To Do task changed during the merge".into()))
+                return Err(EngineError::Waiting("To Do task changed during the merge".into()))
             }
             Err(GraphError::NotFound { .. }) => return Ok(None),
             Err(e) => return Err(graph_err(e)),

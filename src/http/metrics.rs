@@ -75,7 +75,7 @@ pub fn queue_depth(d: &QueueDepth) {
     }
 }
 
-/// Worker outcomes (`processed`, `duplicate`, `retried`, `dead_lettered`).
+/// Worker outcomes (`processed`, `duplicate`, `retried`, `deferred`, `dead_lettered`).
 pub fn worker_outcome(outcome: &'static str) {
     counter!("hqsync_worker_hints_total", "outcome" => outcome).increment(1);
 }

@@ -950,6 +950,22 @@ struct AmqpAcker {
 }
 
 impl AmqpAcker {
+    /// A copy into the retry queue for `delay`, recording `attempts_before`
+    /// deliveries before it; then the original is acked.
+    async fn republish(self: Box<Self>, delay: Duration, attempts_before: u32) -> Result<(), QueueError> {
+        let Some(queue) = self.shared.names.retry_for(delay).map(str::to_owned) else {
+            // No retry queues configured: hand it straight back (the
+            // broker's own redelivery count applies).
+            return self.acker.nack(BasicNackOptions { multiple: false, requeue: true }).await.map_err(lapin_err);
+        };
+        let (properties, _) = copy_of(&self.properties, &self.body, attempts_before, None);
+        let copy =
+            Outgoing { exchange: queue, routing_key: self.routing_key.clone(), body: self.body.clone(), properties };
+        // The copy must be safe before the original goes (DESIGN §5).
+        bounded("publishing a retry", self.shared.publish_confirmed(std::slice::from_ref(&copy))).await?;
+        self.acker.ack(BasicAckOptions::default()).await.map_err(lapin_err)
+    }
+
     async fn settle_dead(self: Box<Self>, reason: &str) -> Result<(), QueueError> {
         let (properties, _) = copy_of(&self.properties, &self.body, self.attempt, Some(reason));
         let copy = Outgoing {
@@ -970,16 +986,15 @@ impl Acker for AmqpAcker {
     }
 
     async fn retry(self: Box<Self>, delay: Duration) -> Result<(), QueueError> {
-        let Some(queue) = self.shared.names.retry_for(delay).map(str::to_owned) else {
-            // No retry queues configured: hand it straight back.
-            return self.acker.nack(BasicNackOptions { multiple: false, requeue: true }).await.map_err(lapin_err);
-        };
-        let (properties, _) = copy_of(&self.properties, &self.body, self.attempt, None);
-        let copy =
-            Outgoing { exchange: queue, routing_key: self.routing_key.clone(), body: self.body.clone(), properties };
-        // The copy must be safe before the original goes (DESIGN §5).
-        bounded("publishing a retry", self.shared.publish_confirmed(std::slice::from_ref(&copy))).await?;
-        self.acker.ack(BasicAckOptions::default()).await.map_err(lapin_err)
+        let attempts_before_next = self.attempt;
+        self.republish(delay, attempts_before_next).await
+    }
+
+    async fn defer(self: Box<Self>, delay: Duration) -> Result<(), QueueError> {
+        // The copy counts the deliveries before this one only: the next
+        // delivery has this one's number again.
+        let attempts_before_next = self.attempt.saturating_sub(1);
+        self.republish(delay, attempts_before_next).await
     }
 
     async fn dead_letter(self: Box<Self>, reason: &str) -> Result<(), QueueError> {

@@ -251,6 +251,12 @@ impl Acker for LocalAcker {
         Ok(())
     }
 
+    async fn defer(self: Box<Self>, delay: Duration) -> Result<(), QueueError> {
+        let ok = self.store.local_queue_defer(self.id, self.lease, delay).await.map_err(store_err)?;
+        self.note_stale(ok, "defer");
+        Ok(())
+    }
+
     async fn dead_letter(self: Box<Self>, reason: &str) -> Result<(), QueueError> {
         let ok = self.store.local_queue_dead(self.id, self.lease, reason).await.map_err(store_err)?;
         self.note_stale(ok, "dead_letter");

@@ -58,6 +58,13 @@ impl Delivery {
         self.acker.retry(delay).await
     }
 
+    /// Not a failure: the hint waits for another worker's work. Delivered
+    /// again after about `delay`, with its attempt count untouched, so
+    /// waiting never brings it closer to the delivery limit.
+    pub async fn defer(self, delay: Duration) -> Result<(), QueueError> {
+        self.acker.defer(delay).await
+    }
+
     /// A permanent failure: move to the dead-letter queue with `reason`.
     pub async fn dead_letter(self, reason: &str) -> Result<(), QueueError> {
         self.acker.dead_letter(reason).await
@@ -75,6 +82,8 @@ impl std::fmt::Debug for Delivery {
 pub trait Acker: Send + Sync {
     async fn ack(self: Box<Self>) -> Result<(), QueueError>;
     async fn retry(self: Box<Self>, delay: Duration) -> Result<(), QueueError>;
+    /// Like `retry`, but the next delivery carries this one's attempt number.
+    async fn defer(self: Box<Self>, delay: Duration) -> Result<(), QueueError>;
     async fn dead_letter(self: Box<Self>, reason: &str) -> Result<(), QueueError>;
 }
 

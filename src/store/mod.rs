@@ -949,6 +949,16 @@ impl Store {
         Ok(self.pool.execute(sql, args![id, lease.to_string(), available_at]).await? > 0)
     }
 
+    /// [`local_queue_delay`](Self::local_queue_delay) without counting this
+    /// lease as an attempt: the next lease has this one's number again.
+    pub async fn local_queue_defer(&self, id: i64, lease: Uuid, delay: Duration) -> Result<bool, StoreError> {
+        let sql = "UPDATE local_queue SET lease = NULL, leased_until = NULL, available_at = $3, \
+                   attempts = CASE WHEN attempts > 0 THEN attempts - 1 ELSE 0 END \
+                   WHERE id = $1 AND lease = $2 AND state = 'ready'";
+        let available_at = now_ms().saturating_add(duration_ms(delay));
+        Ok(self.pool.execute(sql, args![id, lease.to_string(), available_at]).await? > 0)
+    }
+
     /// Dead-letters the row (if `lease` still owns it) with a reason.
     pub async fn local_queue_dead(&self, id: i64, lease: Uuid, reason: &str) -> Result<bool, StoreError> {
         let sql = "UPDATE local_queue SET state = 'dead', dead_reason = $3, lease = NULL, leased_until = NULL \

@@ -1,6 +1,7 @@
 //! The worker role: consume hints, hand each to the engine, settle it only
-//! after the engine's work is committed (ack), or schedule a retry, or
-//! dead-letter it. On shutdown it stops taking new hints and lets in-flight
+//! after the engine's work is committed (ack), or schedule a retry (a
+//! failed attempt), or defer it (waiting for another worker: no attempt
+//! counted), or dead-letter it. On shutdown it stops taking new hints and lets in-flight
 //! ones finish (bounded by the drain timeout); anything unfinished stays
 //! unacked and is redelivered to another worker.
 
@@ -124,7 +125,25 @@ impl Worker {
         match self.engine.handle(&hint).await {
             Ok(Outcome::Applied) => settle(d.ack().await, "processed"),
             Ok(Outcome::Duplicate) => settle(d.ack().await, "duplicate"),
-            Err(EngineError::Transient(e)) => {
+            Err(EngineError::Waiting(e)) if waits_uncounted(&hint) => {
+                // Another worker's claim, lock or merge: not a failure of
+                // this delivery, so it keeps its attempt number.
+                let delay = self.retry_delays.first().copied().unwrap_or(Duration::from_secs(5));
+                tracing::info!(
+                    hint_id = %hint.hint_id,
+                    origin = ?hint.origin,
+                    change = ?hint.change,
+                    mailbox = hint.mailbox.as_ref().map(|m| m.as_str()),
+                    kind = hint.kind.map(|k| k.as_str()),
+                    resource = hint.resource_id.as_deref(),
+                    attempt = d.attempt,
+                    reason = %e,
+                    retry_in_s = delay.as_secs(),
+                    "waiting for another worker; running again later"
+                );
+                settle(d.defer(delay).await, "deferred");
+            }
+            Err(EngineError::Transient(e) | EngineError::Waiting(e)) => {
                 let idx = (d.attempt.max(1) as usize - 1).min(self.retry_delays.len().saturating_sub(1));
                 let delay = self.retry_delays.get(idx).copied().unwrap_or(Duration::from_secs(5));
                 tracing::warn!(
@@ -156,6 +175,17 @@ impl Worker {
             }
         }
     }
+}
+
+/// How long after it was received a hint may wait for other workers
+/// without its deliveries counting: far beyond any claim's or pair lock's
+/// timeout (30 s), so only a hint stuck behind something that never
+/// finishes ever gets near the delivery limit (and is dead-lettered, seen).
+pub const WAIT_UNCOUNTED: chrono::Duration = chrono::Duration::minutes(30);
+
+/// True while `hint` is young enough for its waits not to count.
+fn waits_uncounted(hint: &crate::queue::Hint) -> bool {
+    chrono::Utc::now() - hint.received_at <= WAIT_UNCOUNTED
 }
 
 fn settle(res: Result<(), crate::queue::QueueError>, outcome: &'static str) {
