@@ -90,6 +90,12 @@ pub struct ApproveArgs {
     /// Only this kind's held deletions (appointment|task|contact; default: every kind).
     #[arg(long)]
     pub kind: Option<crate::model::Kind>,
+    /// Only list the held deletions; approve nothing.
+    #[arg(long)]
+    pub list: bool,
+    /// Approve only this held item (its key as listed, `hq:<id>|graph:<id>`); repeatable. Default: the whole list.
+    #[arg(long = "item", value_name = "KEY")]
+    pub items: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -210,9 +216,30 @@ async fn dispatch_roles(command: Command, config: Config) -> anyhow::Result<()> 
             let app = App::open(config).await?;
             let engine = app.engine();
             let actor = std::env::var("USER").map(|u| format!("cli:{u}")).unwrap_or_else(|_| "cli".into());
-            engine.approve(&args.tenant, &args.mailbox, args.kind, &actor).await.map_err(|e| anyhow::anyhow!("{e}"))?;
-            let what = args.kind.map_or_else(|| "every kind".to_string(), |k| format!("{k}s"));
-            println!("approved ({what}): the next pass of {} deletes what it held back", args.mailbox);
+            let held = engine.held(&args.tenant, &args.mailbox, args.kind).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+            if held.is_empty() {
+                println!("nothing held for {}", args.mailbox);
+                app.queue.close().await;
+                return Ok(());
+            }
+            for h in &held {
+                println!("held {} deletions ({}): {}", h.kind, h.items.len(), h.reason);
+                for i in &h.items {
+                    println!("  {}  delete in {}  {}", i.key, i.delete_in, i.name.escape_debug());
+                }
+            }
+            if !args.list {
+                let only = (!args.items.is_empty()).then_some(args.items.as_slice());
+                let approved = engine
+                    .approve(&args.tenant, &args.mailbox, args.kind, only, &actor)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("{e}"))?;
+                let n: usize = approved.iter().map(|(_, i)| i.len()).sum();
+                println!(
+                    "approved {n} item(s): the next pass of {} deletes those still gone, and holds anything new again",
+                    args.mailbox
+                );
+            }
             app.queue.close().await;
             Ok(())
         }

@@ -168,6 +168,7 @@ async fn tokens_are_checked_and_a_tenant_admin_sees_only_its_tenant() {
         (M::GET, "/v1/admin/tenants/beta/mailboxes".into(), None),
         (M::PATCH, "/v1/admin/tenants/beta/mailboxes/a@b.de".into(), Some(json!({"state": "disabled"}))),
         (M::POST, "/v1/admin/tenants/beta/mailboxes/a@b.de/approve".into(), None),
+        (M::GET, "/v1/admin/tenants/beta/mailboxes/a@b.de/held".into(), None),
         (M::GET, "/v1/admin/tenants/beta/journal".into(), None),
         (M::GET, "/v1/admin/tenants/beta/plan".into(), None),
     ];
@@ -574,4 +575,85 @@ async fn rejected_input_answers_a_documented_status_with_a_json_error_naming_the
     assert!(allow.contains("GET") && allow.contains("POST"), "Allow: {allow:?}");
     h.graph_sim.shutdown().await;
     h.hq_sim.shutdown().await;
+}
+
+/// Issue 21 item 1: the admin API and the status page show the held list
+/// item by item, and an approval approves exactly the items it names.
+#[tokio::test]
+async fn held_deletions_are_listed_and_approved_item_by_item() {
+    use hqsync::engine::approvals::{self, Held, HeldItem};
+    let h = H::start().await;
+    h.create("alpha", GRAPH_SECRET_MARK, HQ_TOKEN_MARK).await;
+    let tenant = hqsync::model::TenantId::parse("alpha").unwrap();
+    let mb = hqsync::model::MailboxId::parse("a@b.de").unwrap();
+    h.store
+        .upsert_mailbox(&hqsync::store::Mailbox {
+            tenant: tenant.clone(),
+            id: mb.clone(),
+            hq_user_id: Some("7".into()),
+            state: hqsync::store::MailboxState::Active,
+            settings: json!({}),
+            last_error: None,
+            updated_at: chrono::Utc::now(),
+        })
+        .await
+        .unwrap();
+    let item = |hq: &str, g: &str, name: &str| HeldItem {
+        key: format!("hq:{hq}|graph:{g}"),
+        hq_id: Some(hq.into()),
+        graph_id: Some(g.into()),
+        name: name.into(),
+        delete_in: "exchange".into(),
+    };
+    let held = Held {
+        kind: hqsync::model::Kind::Contact,
+        at: chrono::Utc::now(),
+        reason: "2 of 3 contact links would be deleted".into(),
+        items: vec![item("11", "AAA", "contact Max <Weiß>"), item("12", "BBB", "contact Erika Muster")],
+    };
+    approvals::record_held(&h.store, &tenant, &mb, hqsync::model::Kind::Contact, Some(&held)).await.unwrap();
+    let op = token("operator", None);
+    let (s, body) =
+        h.call(reqwest::Method::GET, "/v1/admin/tenants/alpha/mailboxes/a@b.de/held", Some(&op), None).await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    let listed: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(listed[0]["items"].as_array().unwrap().len(), 2, "{body}");
+    assert_eq!(listed[0]["kind"], "contact");
+    // The status page lists the same items (escaped).
+    let (s, page) = h.call(reqwest::Method::GET, "/", Some(&op), None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(page.contains("contact Max &lt;Weiß&gt;") && page.contains("contact Erika Muster"), "{page}");
+    assert!(page.contains("data-key=\"hq:12|graph:BBB\""), "{page}");
+    // A body that is not the expected shape: 400, nothing approved.
+    let (s, _) = h
+        .call(
+            reqwest::Method::POST,
+            "/v1/admin/tenants/alpha/mailboxes/a@b.de/approve",
+            Some(&op),
+            Some(json!({"all": true})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert!(approvals::approval(&h.store, &tenant, &mb, hqsync::model::Kind::Contact).await.unwrap().is_empty());
+    // Approving one named item approves exactly it.
+    let (s, body) = h
+        .call(
+            reqwest::Method::POST,
+            "/v1/admin/tenants/alpha/mailboxes/a@b.de/approve?kind=contact",
+            Some(&op),
+            Some(json!({"items": ["hq:12|graph:BBB", "hq:99|graph:ZZZ"]})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    let approved: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(approved[0]["items"].as_array().unwrap().len(), 1, "only held items are approved: {body}");
+    assert_eq!(approved[0]["items"][0]["key"], "hq:12|graph:BBB");
+    let a = approvals::approval(&h.store, &tenant, &mb, hqsync::model::Kind::Contact).await.unwrap();
+    assert_eq!(a.items.len(), 1);
+    // Without a body: the whole held list.
+    let (s, body) =
+        h.call(reqwest::Method::POST, "/v1/admin/tenants/alpha/mailboxes/a@b.de/approve", Some(&op), None).await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    let approved: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(approved[0]["items"].as_array().unwrap().len(), 2, "{body}");
 }

@@ -1016,7 +1016,12 @@ async fn deletions_seen_only_by_a_pass_wait_for_approval_and_a_failed_read_delet
         assert_eq!(h.events_named(ANNA, n).await.len(), 1, "{n} deleted without approval");
     }
     assert!(h.journal("held").await.iter().any(|e| e.kind == Some(Kind::Appointment)));
-    h.engine.approve(&h.tenant, &MailboxId::parse(ANNA).unwrap(), None, "test").await.unwrap();
+    let approved = h.engine.approve(&h.tenant, &MailboxId::parse(ANNA).unwrap(), None, None, "test").await.unwrap();
+    let mut listed: Vec<String> = approved.iter().flat_map(|(_, i)| i.iter().map(|i| i.name.clone())).collect();
+    listed.sort();
+    let mut want: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+    want.sort();
+    assert_eq!(listed, want, "exactly the held meetings are approved, by name");
     h.pass(ANNA).await;
     for n in names {
         assert!(h.events_named(ANNA, n).await.is_empty(), "{n} stayed after approval");

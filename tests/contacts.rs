@@ -737,9 +737,69 @@ async fn deletions_follow_tombstones_and_mass_deletions_wait_for_approval() {
     // Heike's copy (her helloHQ record is gone too) plus the three.
     assert_eq!(h.exchange_contacts(ANNA).await.len(), 4, "deleted without approval");
     assert!(!h.journal("held").await.is_empty());
-    h.engine.approve(&h.tenant, &MailboxId::parse(ANNA).unwrap(), None, "test").await.unwrap();
+    let approved = h.engine.approve(&h.tenant, &MailboxId::parse(ANNA).unwrap(), None, None, "test").await.unwrap();
+    assert_eq!(approved.iter().map(|(_, i)| i.len()).sum::<usize>(), 4, "exactly the held items: {approved:?}");
     h.pass(ANNA).await;
     assert_eq!(h.exchange_contacts(ANNA).await.len(), 0);
+    h.stop().await;
+}
+
+/// Issue 21 item 1: an approval names what it approves. A held pass
+/// records the exact items; approving approves exactly those; the next
+/// pass deletes them and holds a deletion that came since.
+#[tokio::test]
+async fn an_approval_deletes_exactly_the_held_items_and_a_new_deletion_is_held_again() {
+    // Every deletion a pass finds is held.
+    let h = H::start_with(json!({"deletes": {"percent": 0.0, "items": 0}})).await;
+    h.initial_sync().await;
+    let anna = MailboxId::parse(ANNA).unwrap();
+    let names = |held: &[hqsync::engine::approvals::Held]| -> Vec<String> {
+        let mut n: Vec<String> = held.iter().flat_map(|x| x.items.iter().map(|i| i.name.clone())).collect();
+        n.sort();
+        n
+    };
+    assert!(h.engine.held(&h.tenant, &anna, None).await.unwrap().is_empty(), "nothing held yet");
+    for sur in ["Größe", "Çelik"] {
+        h.hq.delete_contact_person(h.hq_id(sur).await).await.unwrap();
+    }
+    h.pass(ANNA).await;
+    let held = h.engine.held(&h.tenant, &anna, Some(Kind::Contact)).await.unwrap();
+    let listed = names(&held);
+    assert_eq!(listed.len(), 2, "the two deletions are listed: {held:?}");
+    assert!(listed[0].contains("Größe") || listed[1].contains("Größe"), "{listed:?}");
+    assert!(listed.iter().any(|n| n.contains("Çelik")), "{listed:?}");
+    assert!(held[0].items.iter().all(|i| i.delete_in == "exchange" && i.graph_id.is_some() && i.hq_id.is_some()));
+    assert_eq!(h.find(ANNA, "Größe").await.len(), 1, "held, not deleted");
+    // Nothing approved: another pass holds the same two again.
+    h.pass(ANNA).await;
+    assert_eq!(names(&h.engine.held(&h.tenant, &anna, None).await.unwrap()), listed);
+    let approved = h.engine.approve(&h.tenant, &anna, None, None, "test").await.unwrap();
+    assert_eq!(approved.len(), 1);
+    assert_eq!(approved[0].1.iter().map(|i| i.name.clone()).collect::<std::collections::BTreeSet<_>>().len(), 2);
+    // A third deletion after the approval: not approved, so held.
+    h.hq.delete_contact_person(h.hq_id("Lehmann").await).await.unwrap();
+    h.pass(ANNA).await;
+    assert!(h.find(ANNA, "Größe").await.is_empty(), "an approved deletion was not carried out");
+    assert!(h.find(ANNA, "Çelik").await.is_empty(), "an approved deletion was not carried out");
+    assert_eq!(h.find(ANNA, "Lehmann").await.len(), 1, "a deletion nobody approved was carried out");
+    let now_held = names(&h.engine.held(&h.tenant, &anna, None).await.unwrap());
+    assert_eq!(now_held.len(), 1);
+    assert!(now_held[0].contains("Lehmann"), "{now_held:?}");
+    // The approval is spent: the next pass still holds Lehmann's.
+    h.pass(ANNA).await;
+    assert_eq!(h.find(ANNA, "Lehmann").await.len(), 1);
+    // Approving only an item that is not held approves nothing.
+    let none = h.engine.approve(&h.tenant, &anna, None, Some(&["hq:1|graph:x".to_string()]), "test").await.unwrap();
+    assert!(none.is_empty());
+    h.pass(ANNA).await;
+    assert_eq!(h.find(ANNA, "Lehmann").await.len(), 1);
+    // Approving it by its key lets it go.
+    let key = h.engine.held(&h.tenant, &anna, None).await.unwrap()[0].items[0].key.clone();
+    let one = h.engine.approve(&h.tenant, &anna, Some(Kind::Contact), Some(&[key]), "test").await.unwrap();
+    assert_eq!(one[0].1.len(), 1);
+    h.pass(ANNA).await;
+    assert!(h.find(ANNA, "Lehmann").await.is_empty());
+    assert!(h.engine.held(&h.tenant, &anna, None).await.unwrap().is_empty(), "nothing held once all went");
     h.stop().await;
 }
 

@@ -1051,7 +1051,7 @@ impl Env {
         }
         let engine = hqsync::engine::Engine::new(self.store.clone());
         for (m, kind) in &todo {
-            engine.approve(&self.tenant, m, *kind, "faults-suite operator").await.expect("approve");
+            engine.approve(&self.tenant, m, *kind, None, "faults-suite operator").await.expect("approve");
         }
         todo.len()
     }

@@ -1669,7 +1669,13 @@ impl<'a> Appointments<'a> {
     /// writes nothing and returns what it would do. Existing events are
     /// matched (iCalUId, then subject + start) before anything is created;
     /// deletions are confirmed one by one and held above the threshold.
-    pub async fn pass(&self, dir: &Directory, m: &Mailbox, dry_run: bool, approved: bool) -> Result<Plan, EngineError> {
+    pub async fn pass(
+        &self,
+        dir: &Directory,
+        m: &Mailbox,
+        dry_run: bool,
+        approved: &super::approvals::Approval,
+    ) -> Result<Plan, EngineError> {
         let mut plan = Plan { mailbox: m.id.to_string(), ..Default::default() };
         let direction = self.settings.direction(m, Kind::Appointment);
         if direction == Direction::Off {
@@ -1810,36 +1816,61 @@ impl<'a> Appointments<'a> {
             }
         }
         let total = links.len() as u64;
-        let n_del = (hq_gone.len() + ex_gone.len()) as u64;
-        if !approved {
-            plan.held =
-                self.settings.deletes.held(n_del, total, Kind::Appointment, self.tenant.as_str(), m.id.as_str());
-        }
+        let candidates: Vec<&Link> = hq_gone.iter().chain(ex_gone.iter()).collect();
+        let (held_now, covered) = super::approvals::decide(approved, &candidates, |n| {
+            self.settings.deletes.held(n, total, Kind::Appointment, self.tenant.as_str(), m.id.as_str())
+        });
+        plan.held = held_now;
         let hold = plan.held.is_some();
-        if hold {
-            if !dry_run {
-                self.journal(Some(&m.id), "held", None, None, json!({"side": "both", "summary": format!("{n_del} appointment deletions"), "count": n_del, "reason": plan.held})).await;
-            }
+        // Held: the approved candidates still go; the others are listed.
+        let n_hq = hq_gone.len();
+        let held_items: Vec<super::approvals::HeldItem> = candidates
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| hold && !covered[*i])
+            .map(|(i, l)| {
+                super::approvals::HeldItem::of(l, held_name(l), if i < n_hq { "exchange" } else { "hellohq" })
+            })
+            .collect();
+        let (hq_gone_now, ex_gone_now): (Vec<Link>, Vec<Link>) = if hold {
+            (
+                hq_gone.iter().zip(&covered).filter(|(_, c)| **c).map(|(l, _)| l.clone()).collect(),
+                ex_gone.iter().zip(&covered[n_hq..]).filter(|(_, c)| **c).map(|(l, _)| l.clone()).collect(),
+            )
         } else {
-            for l in &hq_gone {
-                if dry_run {
-                    if l.folder.as_deref() == Some(ORGANIZER) {
-                        plan.delete_in_exchange.push(format!("appointment #{}", l.hq_id.as_deref().unwrap_or("?")));
-                    }
-                } else {
-                    let id = l.hq_id.as_deref().and_then(|s| s.parse::<i32>().ok()).unwrap_or_default();
-                    self.hq_deleted(id, std::slice::from_ref(l), "deleted in helloHQ").await?;
+            (hq_gone.clone(), ex_gone.clone())
+        };
+        if hold && !dry_run {
+            let n_held = held_items.len();
+            self.journal(Some(&m.id), "held", None, None, json!({"side": "both", "summary": format!("{n_held} appointment deletions"), "count": n_held, "items": held_items, "reason": plan.held})).await;
+        }
+        for l in &hq_gone_now {
+            if dry_run {
+                if l.folder.as_deref() == Some(ORGANIZER) {
+                    plan.delete_in_exchange.push(format!("appointment #{}", l.hq_id.as_deref().unwrap_or("?")));
                 }
+            } else {
+                let id = l.hq_id.as_deref().and_then(|s| s.parse::<i32>().ok()).unwrap_or_default();
+                self.hq_deleted(id, std::slice::from_ref(l), "deleted in helloHQ").await?;
             }
-            for l in &ex_gone {
-                if dry_run {
-                    if l.folder.as_deref() != Some(ATTENDEE) {
-                        plan.delete_in_hellohq.push(format!("appointment #{}", l.hq_id.as_deref().unwrap_or("?")));
-                    }
-                } else {
-                    self.exchange_deleted(m, l, direction).await?;
+        }
+        for l in &ex_gone_now {
+            if dry_run {
+                if l.folder.as_deref() != Some(ATTENDEE) {
+                    plan.delete_in_hellohq.push(format!("appointment #{}", l.hq_id.as_deref().unwrap_or("?")));
                 }
+            } else {
+                self.exchange_deleted(m, l, direction).await?;
             }
+        }
+        if !dry_run {
+            let record = plan.held.clone().map(|reason| super::approvals::Held {
+                kind: Kind::Appointment,
+                at: Utc::now(),
+                reason,
+                items: held_items,
+            });
+            super::approvals::record_held(self.store, self.tenant, &m.id, Kind::Appointment, record.as_ref()).await?;
         }
         let gone: HashSet<String> = hq_gone.iter().chain(ex_gone.iter()).filter_map(|l| l.hq_id.clone()).collect();
 
@@ -1888,6 +1919,17 @@ impl<'a> Appointments<'a> {
         }
         Ok(plan)
     }
+}
+
+/// The name a held appointment deletion is listed under: its subject as
+/// last synced, else its helloHQ id.
+fn held_name(l: &Link) -> String {
+    l.base
+        .get("subject")
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .unwrap_or_else(|| format!("appointment #{}", l.hq_id.as_deref().unwrap_or("?")))
 }
 
 #[cfg(test)]

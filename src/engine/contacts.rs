@@ -1444,7 +1444,13 @@ impl<'a> Contacts<'a> {
     /// Reconciles one mailbox completely. With `dry_run`, writes nothing
     /// and returns what it would do. Any failed read aborts the pass before
     /// anything is deleted.
-    pub async fn pass(&self, dir: &Directory, m: &Mailbox, dry_run: bool, approved: bool) -> Result<Plan, EngineError> {
+    pub async fn pass(
+        &self,
+        dir: &Directory,
+        m: &Mailbox,
+        dry_run: bool,
+        approved: &super::approvals::Approval,
+    ) -> Result<Plan, EngineError> {
         let mut plan = Plan { mailbox: m.id.to_string(), ..Default::default() };
         let direction = self.settings.direction(m, Kind::Contact);
         if direction == Direction::Off {
@@ -1566,34 +1572,54 @@ impl<'a> Contacts<'a> {
             }
         }
         let total = links.len() as u64;
-        let n_del = (deletions.len() + exchange_gone.len()) as u64;
-        if !approved {
-            plan.held = self.settings.deletes.held(n_del, total, Kind::Contact, self.tenant.as_str(), m.id.as_str());
-        }
+        let candidates: Vec<&Link> = deletions.iter().chain(exchange_gone.iter()).collect();
+        let (held_now, covered) = super::approvals::decide(approved, &candidates, |n| {
+            self.settings.deletes.held(n, total, Kind::Contact, self.tenant.as_str(), m.id.as_str())
+        });
+        plan.held = held_now;
         let hold = plan.held.is_some();
         let held_reason = plan.held.clone();
-        let mut plan_ref = if dry_run { Some(&mut plan) } else { None };
-        if !hold {
-            for l in &deletions {
-                let id = l.hq_id.as_deref().and_then(parse_hq_id);
-                let hq = id.and_then(|i| hq_by_id.get(&i).copied());
-                // Missing from the listing is not enough: a contact created
-                // after it was read must not lose its copy. Only a 404 deletes.
-                if let (None, Some(i), None) = (hq, id, plan_ref.as_deref()) {
-                    if self.read_hq(dir, i).await?.is_some() {
-                        continue;
-                    }
-                }
-                self.settle(dir, m, &folders, hq, None, Some(l.clone()), None, &mut plan_ref).await?;
-            }
-            for l in &exchange_gone {
+        // Held: the approved candidates still go; the others are listed.
+        let n_ex = deletions.len();
+        let held_items: Vec<super::approvals::HeldItem> = candidates
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| hold && !covered[*i])
+            .map(|(i, l)| {
                 let base: Contact = serde_json::from_value(l.base.clone()).unwrap_or_default();
-                if let Some(p) = plan_ref.as_deref_mut() {
-                    p.delete_in_hellohq.push(summary(&base));
-                } else if self.confirmed_gone_from_exchange(m, l).await? {
-                    self.exchange_deleted(m, l, direction).await?;
+                super::approvals::HeldItem::of(l, summary(&base), if i < n_ex { "exchange" } else { "hellohq" })
+            })
+            .collect();
+        let (deletions_now, exchange_gone_now): (Vec<Link>, Vec<Link>) = if hold {
+            (
+                deletions.iter().zip(&covered).filter(|(_, c)| **c).map(|(l, _)| l.clone()).collect(),
+                exchange_gone.iter().zip(&covered[n_ex..]).filter(|(_, c)| **c).map(|(l, _)| l.clone()).collect(),
+            )
+        } else {
+            (deletions.clone(), exchange_gone.clone())
+        };
+        let mut plan_ref = if dry_run { Some(&mut plan) } else { None };
+        for l in &deletions_now {
+            let id = l.hq_id.as_deref().and_then(parse_hq_id);
+            let hq = id.and_then(|i| hq_by_id.get(&i).copied());
+            // Missing from the listing is not enough: a contact created
+            // after it was read must not lose its copy. Only a 404 deletes.
+            if let (None, Some(i), None) = (hq, id, plan_ref.as_deref()) {
+                if self.read_hq(dir, i).await?.is_some() {
+                    continue;
                 }
             }
+            self.settle(dir, m, &folders, hq, None, Some(l.clone()), None, &mut plan_ref).await?;
+        }
+        for l in &exchange_gone_now {
+            let base: Contact = serde_json::from_value(l.base.clone()).unwrap_or_default();
+            if let Some(p) = plan_ref.as_deref_mut() {
+                p.delete_in_hellohq.push(summary(&base));
+            } else if self.confirmed_gone_from_exchange(m, l).await? {
+                self.exchange_deleted(m, l, direction).await?;
+            }
+        }
+        if !hold {
             // Unfinished creates toward helloHQ whose Exchange contact is
             // gone (its deletion's notification was lost, or came while
             // the claim was live): what such a create made is removed.
@@ -1611,7 +1637,17 @@ impl<'a> Contacts<'a> {
                 }
             }
         } else if !dry_run {
-            self.journal(Some(&m.id), "held", None, None, json!({"side": "exchange", "summary": format!("{n_del} contact deletions"), "count": n_del, "threshold": {"percent": self.settings.deletes.percent, "items": self.settings.deletes.items}, "reason": held_reason})).await;
+            let n_held = held_items.len();
+            self.journal(Some(&m.id), "held", None, None, json!({"side": "exchange", "summary": format!("{n_held} contact deletions"), "count": n_held, "items": held_items, "threshold": {"percent": self.settings.deletes.percent, "items": self.settings.deletes.items}, "reason": held_reason})).await;
+        }
+        if !dry_run {
+            let record = held_reason.map(|reason| super::approvals::Held {
+                kind: Kind::Contact,
+                at: Utc::now(),
+                reason,
+                items: held_items,
+            });
+            super::approvals::record_held(self.store, self.tenant, &m.id, Kind::Contact, record.as_ref()).await?;
         }
         let gone: HashSet<String> =
             deletions.iter().chain(exchange_gone.iter()).filter_map(|l| l.graph_id.clone()).collect();

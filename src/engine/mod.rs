@@ -8,6 +8,7 @@
 //! what makes two workers on one mailbox converge.
 
 pub mod appointments;
+pub mod approvals;
 pub mod contacts;
 pub mod directory;
 pub mod merge;
@@ -270,8 +271,9 @@ impl Engine {
             (Origin::Schedule | Origin::Exchange, Change::Resync, Some(m), Some(Kind::Contact)) => {
                 let Some(mb) = self.active_mailbox(&tenant.id, m).await? else { return Ok(()) };
                 let dir = self.directory(&tenant.id, &clients.hq, false).await?;
-                let approved = self.take_approval(&tenant.id, m, Kind::Contact).await?;
-                cx.pass(&dir, &mb, false, approved).await.map(|_| ())
+                let approved = self.approval(&tenant.id, m, Kind::Contact).await?;
+                cx.pass(&dir, &mb, false, &approved).await?;
+                self.approval_used(&tenant.id, m, Kind::Contact, &approved).await
             }
             (Origin::Exchange, change, Some(m), Some(Kind::Contact)) => {
                 let Some(id) = hint.resource_id.as_deref() else { return Ok(()) };
@@ -286,15 +288,17 @@ impl Engine {
             (Origin::Schedule | Origin::Exchange, Change::Resync, Some(m), Some(Kind::Task)) => {
                 let Some(mb) = self.active_mailbox(&tenant.id, m).await? else { return Ok(()) };
                 let dir = self.directory(&tenant.id, &clients.hq, false).await?;
-                let approved = self.take_approval(&tenant.id, m, Kind::Task).await?;
-                Tasks::like(&cx).sync(&dir, &mb, approved).await
+                let approved = self.approval(&tenant.id, m, Kind::Task).await?;
+                Tasks::like(&cx).sync(&dir, &mb, &approved).await?;
+                self.approval_used(&tenant.id, m, Kind::Task, &approved).await
             }
             // ---- appointments (engine/appointments.rs)
             (Origin::Schedule | Origin::Exchange, Change::Resync, Some(m), Some(Kind::Appointment)) => {
                 let Some(mb) = self.active_mailbox(&tenant.id, m).await? else { return Ok(()) };
                 let dir = self.directory(&tenant.id, &clients.hq, false).await?;
-                let approved = self.take_approval(&tenant.id, m, Kind::Appointment).await?;
-                cx.appointments().pass(&dir, &mb, false, approved).await.map(|_| ())
+                let approved = self.approval(&tenant.id, m, Kind::Appointment).await?;
+                cx.appointments().pass(&dir, &mb, false, &approved).await?;
+                self.approval_used(&tenant.id, m, Kind::Appointment, &approved).await
             }
             (Origin::Exchange, change, Some(m), Some(Kind::Appointment)) => {
                 let Some(id) = hint.resource_id.as_deref() else { return Ok(()) };
@@ -399,7 +403,7 @@ impl Engine {
                 continue;
             }
             tracing::info!(tenant = %cx.tenant, mailbox = %m.id, "mailbox added from helloHQ users; initial contact sync");
-            cx.pass(dir, &m, false, false).await?;
+            cx.pass(dir, &m, false, &approvals::Approval::none()).await?;
         }
         Ok(())
     }
@@ -460,42 +464,64 @@ impl Engine {
         deletions.commit(&self.store).await?;
         if membership_changed {
             for m in cx.mailboxes().await? {
-                let approved = self.take_approval(cx.tenant, &m.id, Kind::Contact).await?;
-                cx.pass(&dir, &m, false, approved).await?;
+                let approved = self.approval(cx.tenant, &m.id, Kind::Contact).await?;
+                cx.pass(&dir, &m, false, &approved).await?;
+                self.approval_used(cx.tenant, &m.id, Kind::Contact, &approved).await?;
             }
         }
         Ok(())
     }
 
-    /// A one-shot approval of held deletions for a mailbox and kind
-    /// (`hqsync approve`), consumed by that kind's next pass only, so a
-    /// contact pass never uses up an approval given for tasks.
-    async fn take_approval(&self, tenant: &TenantId, m: &MailboxId, kind: Kind) -> Result<bool, EngineError> {
-        let key = approval_key(m, kind);
-        let v = self.store.get_cursor(tenant, APPROVAL_SCOPE, &key).await?;
-        let approved = v.as_deref().is_some_and(|v| !v.is_empty());
-        if approved {
-            self.store.set_cursor(tenant, APPROVAL_SCOPE, &key, "").await?;
-        }
-        Ok(approved)
+    /// The items approved for deletion by the next pass of this mailbox
+    /// and kind ([`approvals`]); read, not taken: a pass that fails keeps
+    /// it for its retry.
+    async fn approval(&self, tenant: &TenantId, m: &MailboxId, kind: Kind) -> Result<approvals::Approval, EngineError> {
+        Ok(approvals::approval(&self.store, tenant, m, kind).await?)
     }
 
-    /// Approves the held deletions of `mailbox` for `kind`, or for every
-    /// kind when `None` (consumed by each kind's next pass).
+    /// The pass that used `approved` completed: the approval is spent.
+    async fn approval_used(
+        &self,
+        tenant: &TenantId,
+        m: &MailboxId,
+        kind: Kind,
+        approved: &approvals::Approval,
+    ) -> Result<(), EngineError> {
+        Ok(approvals::clear_approval(&self.store, tenant, m, kind, approved).await?)
+    }
+
+    /// The deletions held back for `mailbox`, per kind (every kind when `None`).
+    pub async fn held(
+        &self,
+        tenant: &TenantId,
+        mailbox: &MailboxId,
+        kind: Option<Kind>,
+    ) -> Result<Vec<approvals::Held>, EngineError> {
+        let mut out = Vec::new();
+        for k in kind.map_or_else(|| Kind::ALL.to_vec(), |k| vec![k]) {
+            out.extend(approvals::held(&self.store, tenant, mailbox, k).await?);
+        }
+        Ok(out)
+    }
+
+    /// Approves exactly the held deletions of `mailbox` for `kind` (every
+    /// kind when `None`), or with `only` just those of its item keys that
+    /// are held: the next pass deletes those of them still gone, nothing
+    /// else unasked. Returns what was approved, per kind.
     pub async fn approve(
         &self,
         tenant: &TenantId,
         mailbox: &MailboxId,
         kind: Option<Kind>,
+        only: Option<&[String]>,
         actor: &str,
-    ) -> Result<(), EngineError> {
-        let kinds = match kind {
-            Some(k) => vec![k],
-            None => vec![Kind::Contact, Kind::Task, Kind::Appointment],
-        };
-        let now = chrono::Utc::now().to_rfc3339();
-        for k in &kinds {
-            self.store.set_cursor(tenant, APPROVAL_SCOPE, &approval_key(mailbox, *k), &now).await?;
+    ) -> Result<Vec<(Kind, Vec<approvals::HeldItem>)>, EngineError> {
+        let mut out = Vec::new();
+        for k in kind.map_or_else(|| Kind::ALL.to_vec(), |k| vec![k]) {
+            let items = approvals::approve_held(&self.store, tenant, mailbox, k, only, actor).await?;
+            if !items.is_empty() {
+                out.push((k, items));
+            }
         }
         self.store
             .append_journal(&NewJournalEntry {
@@ -504,15 +530,16 @@ impl Engine {
                 kind,
                 action: "admin".into(),
                 detail: serde_json::json!({
-                    "summary": "held deletions approved",
+                    "summary": format!("{} held deletions approved", out.iter().map(|(_, i)| i.len()).sum::<usize>()),
                     "what": "approve",
-                    "kinds": kinds.iter().map(|k| k.as_str()).collect::<Vec<_>>(),
+                    "kinds": out.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>(),
+                    "items": out.iter().flat_map(|(_, i)| i.iter()).collect::<Vec<_>>(),
                 }),
                 actor: Some(actor.to_string()),
                 ..Default::default()
             })
             .await?;
-        Ok(())
+        Ok(out)
     }
 
     /// The dry run (SPEC §6): what a contact pass would do in each mailbox
@@ -552,19 +579,13 @@ impl Engine {
         };
         for m in mailboxes {
             out.push(match kind {
-                Kind::Contact => cx.pass(&dir, &m, true, false).await?,
-                Kind::Task => Tasks::like(&cx).pass(&dir, &m, true, false).await?,
-                Kind::Appointment => cx.appointments().pass(&dir, &m, true, false).await?,
+                Kind::Contact => cx.pass(&dir, &m, true, &approvals::Approval::none()).await?,
+                Kind::Task => Tasks::like(&cx).pass(&dir, &m, true, &approvals::Approval::none()).await?,
+                Kind::Appointment => cx.appointments().pass(&dir, &m, true, &approvals::Approval::none()).await?,
             });
         }
         Ok(out)
     }
-}
-
-const APPROVAL_SCOPE: &str = "approvals";
-
-fn approval_key(m: &MailboxId, kind: Kind) -> String {
-    format!("{}/{}", m.as_str(), kind.as_str())
 }
 
 /// How long a claim on a create may go without its run's heartbeat before

@@ -1151,7 +1151,12 @@ impl<'a> Tasks<'a> {
     /// approval, or more removals than the hold threshold run the full
     /// [`Tasks::pass`] instead (which holds deletions); the delta link moves
     /// only after its round is applied, and not while deletions are held.
-    pub async fn sync(&self, dir: &Directory, m: &Mailbox, approved: bool) -> Result<(), EngineError> {
+    pub async fn sync(
+        &self,
+        dir: &Directory,
+        m: &Mailbox,
+        approved: &super::approvals::Approval,
+    ) -> Result<(), EngineError> {
         if self.settings.direction(m, Kind::Task) == Direction::Off {
             return Ok(());
         }
@@ -1167,7 +1172,7 @@ impl<'a> Tasks<'a> {
             Err(e @ GraphError::NotFound { .. }) => return Err(self.list_gone(m, e).await),
             Err(e) => return Err(graph_err(e)),
         };
-        if first || round.reset || approved {
+        if first || round.reset || !approved.is_empty() {
             let plan = self.pass(dir, m, false, approved).await?;
             if plan.held.is_none() {
                 round.commit(self.store, self.tenant).await.map_err(graph_err)?;
@@ -1196,7 +1201,7 @@ impl<'a> Tasks<'a> {
         if self.settings.deletes.holds(gone.len() as u64, links.len() as u64) {
             // The pass holds and journals them; the round stays uncommitted
             // so the removals are seen again until approved.
-            self.pass(dir, m, false, false).await?;
+            self.pass(dir, m, false, approved).await?;
             return Ok(());
         }
         let gone_ids: HashSet<String> = gone.iter().filter_map(|l| l.graph_id.clone()).collect();
@@ -1244,7 +1249,13 @@ impl<'a> Tasks<'a> {
     /// Reconciles one mailbox completely. With `dry_run`, writes nothing
     /// and returns what it would do. Any failed read aborts the pass before
     /// anything is deleted.
-    pub async fn pass(&self, dir: &Directory, m: &Mailbox, dry_run: bool, approved: bool) -> Result<Plan, EngineError> {
+    pub async fn pass(
+        &self,
+        dir: &Directory,
+        m: &Mailbox,
+        dry_run: bool,
+        approved: &super::approvals::Approval,
+    ) -> Result<Plan, EngineError> {
         let mut plan = Plan { mailbox: m.id.to_string(), ..Default::default() };
         let direction = self.settings.direction(m, Kind::Task);
         if direction == Direction::Off {
@@ -1323,12 +1334,32 @@ impl<'a> Tasks<'a> {
             }
         }
         let total = links.len() as u64;
-        let n_del = (deletions.len() + exchange_gone.len()) as u64;
-        if !approved {
-            plan.held = self.settings.deletes.held(n_del, total, Kind::Task, self.tenant.as_str(), m.id.as_str());
-        }
+        let candidates: Vec<&Link> = deletions.iter().chain(exchange_gone.iter()).collect();
+        let (held_now, covered) = super::approvals::decide(approved, &candidates, |n| {
+            self.settings.deletes.held(n, total, Kind::Task, self.tenant.as_str(), m.id.as_str())
+        });
+        plan.held = held_now;
         let hold = plan.held.is_some();
         let held_reason = plan.held.clone();
+        // Held: the approved candidates still go; the others are listed.
+        let n_ex = deletions.len();
+        let held_items: Vec<super::approvals::HeldItem> = candidates
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| hold && !covered[*i])
+            .map(|(i, l)| {
+                let name = summary(&item_of(l.base.as_object().unwrap_or(&Map::new())));
+                super::approvals::HeldItem::of(l, name, if i < n_ex { "exchange" } else { "hellohq" })
+            })
+            .collect();
+        let (deletions_now, exchange_gone_now): (Vec<Link>, Vec<Link>) = if hold {
+            (
+                deletions.iter().zip(&covered).filter(|(_, c)| **c).map(|(l, _)| l.clone()).collect(),
+                exchange_gone.iter().zip(&covered[n_ex..]).filter(|(_, c)| **c).map(|(l, _)| l.clone()).collect(),
+            )
+        } else {
+            (deletions.clone(), exchange_gone.clone())
+        };
         let mut plan_ref = if dry_run { Some(&mut plan) } else { None };
         if !dry_run {
             for l in &both_gone {
@@ -1338,20 +1369,29 @@ impl<'a> Tasks<'a> {
             }
             self.sweep_unfinished_creates(m, &list, &links, |g| ex_by_id.contains_key(g)).await?;
         }
-        if !hold {
-            for l in &deletions {
-                let hq = l.hq_id.as_deref().and_then(|s| s.parse::<i32>().ok()).and_then(|i| hq_by_id.get(&i).copied());
-                self.settle(m, &list, hq, false, Some(l.clone()), None, &mut plan_ref).await?;
+        for l in &deletions_now {
+            let hq = l.hq_id.as_deref().and_then(|s| s.parse::<i32>().ok()).and_then(|i| hq_by_id.get(&i).copied());
+            self.settle(m, &list, hq, false, Some(l.clone()), None, &mut plan_ref).await?;
+        }
+        for l in &exchange_gone_now {
+            if let Some(p) = plan_ref.as_deref_mut() {
+                p.delete_in_hellohq.push(summary(&item_of(l.base.as_object().unwrap_or(&Map::new()))));
+            } else {
+                self.exchange_removed(dir, m, l).await?;
             }
-            for l in &exchange_gone {
-                if let Some(p) = plan_ref.as_deref_mut() {
-                    p.delete_in_hellohq.push(summary(&item_of(l.base.as_object().unwrap_or(&Map::new()))));
-                } else {
-                    self.exchange_removed(dir, m, l).await?;
-                }
-            }
-        } else if !dry_run {
-            self.journal(Some(&m.id), "held", None, None, json!({"side": "both", "summary": format!("{n_del} task deletions"), "count": n_del, "threshold": {"percent": self.settings.deletes.percent, "items": self.settings.deletes.items}, "reason": held_reason})).await;
+        }
+        if hold && !dry_run {
+            let n_held = held_items.len();
+            self.journal(Some(&m.id), "held", None, None, json!({"side": "both", "summary": format!("{n_held} task deletions"), "count": n_held, "items": held_items, "threshold": {"percent": self.settings.deletes.percent, "items": self.settings.deletes.items}, "reason": held_reason})).await;
+        }
+        if !dry_run {
+            let record = held_reason.map(|reason| super::approvals::Held {
+                kind: Kind::Task,
+                at: Utc::now(),
+                reason,
+                items: held_items,
+            });
+            super::approvals::record_held(self.store, self.tenant, &m.id, Kind::Task, record.as_ref()).await?;
         }
         let gone: HashSet<String> = deletions
             .iter()

@@ -836,35 +836,92 @@ pub struct ApproveQuery {
     pub kind: Option<String>,
 }
 
-/// Approves the deletions the last pass held back for this mailbox.
+/// One kind's approved held deletions.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ApprovedView {
+    pub kind: String,
+    /// Exactly the items approved: the next pass deletes those still gone.
+    pub items: Vec<crate::engine::approvals::HeldItem>,
+}
+
+/// Approve only these held items (their `key`), or, without a body, the
+/// whole held list.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ApproveBody {
+    #[schema(max_items = 10000)]
+    pub items: Option<Vec<String>>,
+}
+
+/// The mailbox the path names, known for the tenant.
+async fn known_mailbox(state: &AppState, id: &TenantId, mailbox: &str) -> Result<MailboxId, ApiError> {
+    let mid = MailboxId::parse(mailbox.to_ascii_lowercase())
+        .map_err(|_| ApiError::not_found("unknown_mailbox", "no such mailbox"))?;
+    state
+        .store
+        .get_mailbox(id, &mid)
+        .await
+        .map_err(store_err)?
+        .ok_or_else(|| ApiError::not_found("unknown_mailbox", "no such mailbox"))?;
+    Ok(mid)
+}
+
+fn kind_param(kind: Option<&str>) -> Result<Option<Kind>, ApiError> {
+    kind.map(|k| {
+        k.parse::<Kind>()
+            .map_err(|_| ApiError::bad_request("invalid_kind", "kind must be one of: appointment, task, contact"))
+    })
+    .transpose()
+}
+
+/// The deletions the last pass held back for this mailbox, item by item, per kind.
+#[utoipa::path(get, path = "/v1/admin/tenants/{tenant}/mailboxes/{mailbox}/held", tag = "admin", security(("bearer" = [])),
+    params(("tenant" = String, Path), ("mailbox" = String, Path, pattern = "^[^\\s/\\x00-\\x1f\\x7f-\\x9f]{1,320}$", description = "The mailbox address (user principal name)"), ApproveQuery),
+    responses((status = 200, body = Vec<crate::engine::approvals::Held>), AdminErrors, (status = 400, description = "A path segment or query parameter does not decode, the body is not JSON, or a value fails validation: the message names it and the fix", body = ErrorBody),
+        (status = 404, description = "No such tenant or mailbox, or a tenant this token may not see", body = ErrorBody)))]
+pub async fn held(
+    State(state): State<AppState>,
+    who: Principal,
+    ApiPath((tenant, mailbox)): ApiPath<(String, String)>,
+    ApiQuery(q): ApiQuery<ApproveQuery>,
+) -> Result<Json<Vec<crate::engine::approvals::Held>>, ApiError> {
+    let id = who.tenant(&tenant)?;
+    let kind = kind_param(q.kind.as_deref())?;
+    let mid = known_mailbox(&state, &id, &mailbox).await?;
+    Ok(Json(state.engine.held(&id, &mid, kind).await.map_err(|e| ApiError::internal(&e))?))
+}
+
+/// Approves exactly the deletions the last pass held back for this mailbox
+/// (or only the listed items of them); returns what was approved.
 #[utoipa::path(post, path = "/v1/admin/tenants/{tenant}/mailboxes/{mailbox}/approve", tag = "admin", security(("bearer" = [])),
     params(("tenant" = String, Path), ("mailbox" = String, Path, pattern = "^[^\\s/\\x00-\\x1f\\x7f-\\x9f]{1,320}$", description = "The mailbox address (user principal name)"), ApproveQuery),
-    responses((status = 204, description = "Approved"), AdminErrors, (status = 400, description = "A path segment or query parameter does not decode, the body is not JSON, or a value fails validation: the message names it and the fix", body = ErrorBody),
+    request_body(content = Option<ApproveBody>, description = "Optional: only these held items"),
+    responses((status = 200, description = "Approved: exactly these items, per kind", body = Vec<ApprovedView>), AdminErrors, (status = 400, description = "A path segment or query parameter does not decode, the body is not JSON, or a value fails validation: the message names it and the fix", body = ErrorBody),
         (status = 404, description = "No such tenant or mailbox, or a tenant this token may not see", body = ErrorBody)))]
 pub async fn approve(
     State(state): State<AppState>,
     who: Principal,
     ApiPath((tenant, mailbox)): ApiPath<(String, String)>,
     ApiQuery(q): ApiQuery<ApproveQuery>,
-) -> Result<StatusCode, ApiError> {
+    body: axum::body::Bytes,
+) -> Result<Json<Vec<ApprovedView>>, ApiError> {
     let id = who.tenant(&tenant)?;
-    let kind =
-        match q.kind.as_deref() {
-            None => None,
-            Some(k) => Some(k.parse::<Kind>().map_err(|_| {
-                ApiError::bad_request("invalid_kind", "kind must be one of: appointment, task, contact")
-            })?),
-        };
-    let mid = MailboxId::parse(mailbox.to_ascii_lowercase())
-        .map_err(|_| ApiError::not_found("unknown_mailbox", "no such mailbox"))?;
-    state
-        .store
-        .get_mailbox(&id, &mid)
+    let kind = kind_param(q.kind.as_deref())?;
+    let only = if body.iter().all(u8::is_ascii_whitespace) {
+        None
+    } else {
+        let b: ApproveBody = serde_json::from_slice(&body).map_err(|e| {
+            ApiError::bad_request("bad_body", format!("the body must be {{\"items\": [\"<key>\", …]}}: {e}"))
+        })?;
+        b.items
+    };
+    let mid = known_mailbox(&state, &id, &mailbox).await?;
+    let approved = state
+        .engine
+        .approve(&id, &mid, kind, only.as_deref(), &who.actor())
         .await
-        .map_err(store_err)?
-        .ok_or_else(|| ApiError::not_found("unknown_mailbox", "no such mailbox"))?;
-    state.engine.approve(&id, &mid, kind, &who.actor()).await.map_err(|e| ApiError::internal(&e))?;
-    Ok(StatusCode::NO_CONTENT)
+        .map_err(|e| ApiError::internal(&e))?;
+    Ok(Json(approved.into_iter().map(|(k, items)| ApprovedView { kind: k.as_str().into(), items }).collect()))
 }
 
 // ---- journal, plan, dead letters -----------------------------------------------------

@@ -208,6 +208,7 @@ where
         .routes(routes!(admin::list_mailboxes))
         .routes(routes!(admin::update_mailbox))
         .routes(routes!(admin::approve))
+        .routes(routes!(admin::held))
         .routes(routes!(admin::journal))
         .routes(routes!(admin::plan))
         .routes(routes!(admin::dead_letters))

@@ -186,8 +186,14 @@ async fn render(state: &AppState, who: &Principal) -> Result<Html<String>, Strin
         b.push_str(&chart(&recent));
         let subs = store.list_subscriptions(&t.id).await.map_err(|e| e.to_string())?;
         b.push_str("<table class=\"mailboxes\"><tr><th>mailbox</th><th>state</th><th>kind</th><th>direction</th><th>last sync</th><th>linked</th><th>errors</th><th>conflicts</th><th>held deletions</th><th>subscription expiry</th></tr>");
+        let mut held_lists = Vec::new();
         for m in store.list_mailboxes(&t.id).await.map_err(|e| e.to_string())? {
             for kind in Kind::ALL {
+                let held = crate::engine::approvals::held(store, &t.id, &m.id, kind).await.ok().flatten();
+                let held_n = held.as_ref().map_or(0, |h| h.items.len());
+                if let Some(h) = held {
+                    held_lists.push((m.id.clone(), h));
+                }
                 let cursor = match kind {
                     Kind::Contact => crate::engine::contacts::LAST_PASS,
                     Kind::Task => crate::engine::tasks::LAST_PASS,
@@ -231,12 +237,37 @@ async fn render(state: &AppState, who: &Principal) -> Result<Html<String>, Strin
                     last = esc(last.as_deref().unwrap_or("never")),
                     err = err_text,
                     conf = of("conflict").len(),
-                    held = of("held").len(),
+                    held = held_n,
                     exp = esc(&expiry),
                 );
             }
         }
-        b.push_str("</table></section>");
+        b.push_str("</table>");
+        if !held_lists.is_empty() {
+            // What `hqsync approve` (or POST …/approve) would approve: exactly these items.
+            b.push_str("<h3>Held deletions awaiting approval</h3>");
+            for (mb, h) in &held_lists {
+                let _ = write!(
+                    b,
+                    "<div class=\"held\" data-mailbox=\"{mb}\" data-kind=\"{kind}\"><p>{mb} · {kind}: {n} held — {reason}</p><ul>",
+                    mb = esc(mb.as_str()),
+                    kind = h.kind.as_str(),
+                    n = h.items.len(),
+                    reason = esc(&h.reason),
+                );
+                for i in &h.items {
+                    let _ = write!(
+                        b,
+                        "<li data-key=\"{key}\">{name} <span class=\"muted\">(delete in {side}; {key})</span></li>",
+                        key = esc(&i.key),
+                        name = esc(&i.name),
+                        side = esc(&i.delete_in),
+                    );
+                }
+                b.push_str("</ul></div>");
+            }
+        }
+        b.push_str("</section>");
     }
     Ok(html_page("hqsync status", &b))
 }
