@@ -171,8 +171,7 @@ pub async fn approve_held(
     actor: &str,
 ) -> Result<Vec<HeldItem>, StoreError> {
     let Some(h) = held(store, tenant, m, kind).await? else { return Ok(Vec::new()) };
-    let items: Vec<HeldItem> =
-        h.items.into_iter().filter(|i| only.is_none_or(|keys| keys.iter().any(|k| *k == i.key))).collect();
+    let items: Vec<HeldItem> = h.items.into_iter().filter(|i| only.is_none_or(|keys| keys.contains(&i.key))).collect();
     if items.is_empty() {
         return Ok(items);
     }
