@@ -54,7 +54,7 @@ impl App {
 
     /// The sync engine with the configured Graph settings.
     pub fn engine(&self) -> Engine {
-        Engine::new(self.store.clone()).with_graph_config(self.config.graph.client_config())
+        Engine::new(self.store.clone()).with_graph_config(self.config.graph_client_config())
     }
 
     /// The scheduler of this deployment (only the lease holder acts on ticks;
@@ -68,7 +68,7 @@ impl App {
             tasks_poll_interval: Duration::from_secs(c.tasks.poll_interval_secs),
             reconcile_interval: Duration::from_secs(c.reconcile.interval_secs),
             hellohq_poll_interval: Duration::from_secs(c.hellohq.poll_interval_secs),
-            graph: c.graph.client_config(),
+            graph: c.graph_client_config(),
             ..SchedulerSettings::default()
         };
         Scheduler::new(self.store.clone(), self.queue.clone(), &c.public_url(), settings, scheduler::system_clock())

@@ -30,6 +30,8 @@ pub struct Config {
     pub hellohq: HellohqConfig,
     pub graph: GraphConfig,
     pub admin: AdminConfig,
+    #[serde(default)]
+    pub remote: RemoteConfig,
     /// Tenants declared in the file; reconciled into the store at start.
     #[serde(default)]
     pub tenants: Vec<TenantConfig>,
@@ -153,6 +155,37 @@ pub struct GraphConfig {
     pub mailbox_window_ms: u64,
 }
 
+impl Config {
+    /// The Graph client's settings: the `[graph]` section and `remote.allow_private_addresses`.
+    pub fn graph_client_config(&self) -> crate::connectors::graph::GraphClientConfig {
+        crate::connectors::graph::GraphClientConfig {
+            allow_private_addresses: self.remote.allow_private_addresses,
+            ..self.graph.client_config()
+        }
+    }
+}
+
+/// A remote service's base URL (`graph.graph_base`, `graph.login_base`,
+/// `hellohq.base_url`): absolute http(s) with a host, no user or password,
+/// no query and no fragment (a base ending in `?q=` would swallow every
+/// path glued to it). Returns the problem, for the caller to name the key.
+pub fn check_base_url(value: &str) -> Result<(), String> {
+    let u = url::Url::parse(value).map_err(|e| format!("{value:?} is not an absolute URL ({e})"))?;
+    if u.scheme() != "https" && u.scheme() != "http" {
+        return Err(format!("{value:?} is not an http(s) URL"));
+    }
+    if u.host().is_none() || u.cannot_be_a_base() {
+        return Err(format!("{value:?} has no host"));
+    }
+    if !u.username().is_empty() || u.password().is_some() {
+        return Err(format!("{value:?} carries a user or password; give credentials in their own fields"));
+    }
+    if u.query().is_some() || u.fragment().is_some() {
+        return Err(format!("{value:?} has a query or fragment; give the base URL only (scheme, host, path)"));
+    }
+    Ok(())
+}
+
 impl GraphConfig {
     /// The Graph client's settings from this section.
     pub fn client_config(&self) -> crate::connectors::graph::GraphClientConfig {
@@ -169,7 +202,7 @@ impl GraphConfig {
 /// Who may use the admin API and the status page: bearer JWTs signed with
 /// an HS256 secret, or verified with an RS256/ES256 public key (PEM).
 /// Without either the admin API answers 401 and says how to enable it.
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct AdminConfig {
     /// `HS256`, `RS256` or `ES256`.
@@ -181,6 +214,48 @@ pub struct AdminConfig {
     /// PEM public key for RS256/ES256.
     #[serde(default)]
     pub jwt_public_key_file: Option<PathBuf>,
+    /// When set, a token's `iss` must equal it.
+    #[serde(default)]
+    pub jwt_issuer: Option<String>,
+    /// When set, a token's `aud` must contain it (without it, a token that
+    /// carries an `aud` is accepted whatever it says).
+    #[serde(default)]
+    pub jwt_audience: Option<String>,
+    /// Longest lifetime a token may claim: `exp - iat` (a token without `iat`
+    /// may expire at most this far from now). Default 12 hours.
+    #[serde(default = "default_jwt_max_lifetime_secs")]
+    pub jwt_max_lifetime_secs: u64,
+}
+
+fn default_jwt_max_lifetime_secs() -> u64 {
+    12 * 3600
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig {
+            jwt_algorithm: default_jwt_algorithm(),
+            jwt_secret: None,
+            jwt_public_key_file: None,
+            jwt_issuer: None,
+            jwt_audience: None,
+            jwt_max_lifetime_secs: default_jwt_max_lifetime_secs(),
+        }
+    }
+}
+
+/// Where hqsync may connect to as a client (Graph, Entra ID, helloHQ).
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RemoteConfig {
+    /// `false` (the default): every outbound request of the connectors
+    /// refuses loopback, private, link-local, unique-local, unspecified and
+    /// multicast addresses, checked after DNS resolution (no call to the
+    /// cloud metadata service or the internal network, whatever a base URL
+    /// or a DNS answer says). `true` for on-premise proxies, the demo, the
+    /// simulators in tests and benches.
+    #[serde(default)]
+    pub allow_private_addresses: bool,
 }
 
 fn default_jwt_algorithm() -> String {
@@ -284,7 +359,8 @@ impl Default for Config {
                 mailbox_requests: crate::connectors::graph::MailboxQuota::OUTLOOK.requests,
                 mailbox_window_ms: crate::connectors::graph::MailboxQuota::OUTLOOK.window.as_millis() as u64,
             },
-            admin: AdminConfig { jwt_algorithm: default_jwt_algorithm(), jwt_secret: None, jwt_public_key_file: None },
+            admin: AdminConfig::default(),
+            remote: RemoteConfig::default(),
             tenants: Vec::new(),
         }
     }
@@ -547,15 +623,12 @@ impl Config {
                 ("graph.login_base", &t.graph.login_base),
                 ("hellohq.base_url", &t.hellohq.base_url),
             ] {
-                match url::Url::parse(value) {
-                    Ok(u) if u.scheme() == "https" || u.scheme() == "http" => {}
-                    _ => {
-                        return Err(ConfigError::new(
-                            &format!("tenants[{i}].{key}"),
-                            format!("{value:?} is not an http(s) URL"),
-                            "give the full base URL, e.g. https://graph.microsoft.com/v1.0",
-                        ))
-                    }
+                if let Err(problem) = check_base_url(value) {
+                    return Err(ConfigError::new(
+                        &format!("tenants[{i}].{key}"),
+                        problem,
+                        "give the full base URL, e.g. https://graph.microsoft.com/v1.0",
+                    ));
                 }
             }
             for (j, s) in t.hellohq.webhook_secrets.iter().enumerate() {

@@ -192,6 +192,8 @@ pub fn demo_config(
     c.http.public_url = public_url(listen);
     c.store.url = format!("sqlite://{}", data_dir.join(STORE_FILE).display());
     c.queue.backend = QueueBackend::Local;
+    // The simulators listen on 127.0.0.1: the outbound address guard must let them through.
+    c.remote.allow_private_addresses = true;
     c.scheduler.enabled = true;
     c.scheduler.tick_secs = TICK_SECS;
     // Ctrl-C should end the demo within seconds, not after the production drain.

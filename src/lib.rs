@@ -15,6 +15,7 @@ pub mod engine;
 pub mod fuzzing;
 pub mod http;
 pub mod model;
+pub mod netguard;
 pub mod ops;
 pub mod queue;
 pub mod scheduler;

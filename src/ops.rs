@@ -236,7 +236,7 @@ pub async fn tenant(app: &App, cmd: TenantCommand) -> anyhow::Result<u8> {
 }
 
 async fn print_test(app: &App, t: &Tenant) -> bool {
-    let report = crate::conntest::run(&app.store, &app.config.public_url(), t).await;
+    let report = crate::conntest::run(&app.store, &app.config.public_url(), t, &app.config.graph_client_config()).await;
     for c in &report.checks {
         println!("{} {:<22} {}", if c.ok { "ok  " } else { "FAIL" }, c.name, c.detail);
         if let Some(f) = c.fix.as_deref().filter(|_| !c.ok) {

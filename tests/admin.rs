@@ -97,9 +97,12 @@ impl H {
             jwt_algorithm: "HS256".into(),
             jwt_secret: Some(SECRET.to_string().into()),
             jwt_public_key_file: None,
+            ..AdminConfig::default()
         };
+        // The simulators listen on 127.0.0.1: the connection test's clients may go there.
         let state = AppState::new(store.clone(), queue, std::time::Duration::from_secs(2), 1 << 20)
-            .with_admin(AdminAuth::from_config(&cfg).unwrap(), base.clone());
+            .with_admin(AdminAuth::from_config(&cfg).unwrap(), base.clone())
+            .with_engine(Engine::new(store.clone()).allowing_private_addresses());
         tokio::spawn(hqsync::http::serve(listener, hqsync::http::router(state), Default::default()));
         H { base, http, store, graph_sim, hq_sim, seed, _dir: dir }
     }
@@ -354,7 +357,7 @@ async fn the_pilot_rollout_syncs_only_the_pilot_mailbox_until_all() {
         )
         .await;
     assert_eq!(s, StatusCode::OK, "{text}");
-    let engine = Engine::new(h.store.clone());
+    let engine = Engine::new(h.store.clone()).allowing_private_addresses();
     let tenant = TenantId::parse("demo").unwrap();
     let pass = |mailbox: Option<&str>| Hint {
         v: HINT_VERSION,

@@ -72,7 +72,7 @@ async fn ingress_and_worker_ride_out_a_broker_restart() {
     let worker = Worker {
         queue: app.queue.clone(),
         lifecycle: None,
-        engine: Engine::new(app.store.clone()),
+        engine: Engine::new(app.store.clone()).allowing_private_addresses(),
         concurrency: 4,
         drain_timeout: Duration::from_secs(5),
         retry_delays: vec![Duration::from_secs(1)],

@@ -213,6 +213,8 @@ async fn operator_commands_test_and_enable_a_tenant_with_exit_codes_scripts_can_
         c.env("HQSYNC_DATA_DIR", &data)
             .env("HQSYNC_LOG__LEVEL", "error")
             .env("HQSYNC_HTTP__PUBLIC_URL", &public_url)
+            // The simulators listen on 127.0.0.1.
+            .env("HQSYNC_REMOTE__ALLOW_PRIVATE_ADDRESSES", "true")
             .args(&args);
         for (k, v) in env {
             c.env(k, v);

@@ -32,7 +32,8 @@ async fn start_sim(seed: SeedProfile) -> HellohqSim {
 }
 
 fn config(base: &str, token: &str) -> HellohqClientConfig {
-    let mut cfg = HellohqClientConfig::new(base, SecretString::from(token.to_string()));
+    // The simulator listens on 127.0.0.1: the address guard is off here.
+    let mut cfg = HellohqClientConfig::new(base, SecretString::from(token.to_string())).allowing_private_addresses();
     cfg.retry = RetryPolicy {
         max_attempts: 30,
         max_total_wait: Duration::from_secs(60),

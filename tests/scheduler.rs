@@ -146,7 +146,7 @@ impl Harness {
     }
 
     fn scheduler_with(&self, clock: Clock) -> Scheduler {
-        Scheduler::new(self.store.clone(), self.queue.clone(), &self.ingress_base, SchedulerSettings::default(), clock)
+        Scheduler::new(self.store.clone(), self.queue.clone(), &self.ingress_base, private_ok_settings(), clock)
     }
 
     async fn control(&self, path: &str, body: Value) -> Value {
@@ -167,7 +167,7 @@ impl Harness {
 
     /// The subscriptions the simulator holds, as Graph lists them.
     async fn graph_subscriptions(&self) -> Vec<Value> {
-        let client = GraphClient::new(&self.credentials(None), GraphClientConfig::default()).unwrap();
+        let client = GraphClient::new(&self.credentials(None), GraphClientConfig::default().allowing_private_addresses()).unwrap();
         client.list_subscriptions().await.unwrap()
     }
 
@@ -372,7 +372,7 @@ async fn a_subscription_graph_lost_is_recreated_on_renewal_with_a_resync() {
     // Graph forgets one subscription without telling anyone.
     let victim =
         h.store.list_subscriptions(&tenant).await.unwrap().into_iter().find(|s| s.kind == Kind::Contact).unwrap();
-    let client = GraphClient::new(&h.credentials(None), GraphClientConfig::default()).unwrap();
+    let client = GraphClient::new(&h.credentials(None), GraphClientConfig::default().allowing_private_addresses()).unwrap();
     client.delete_subscription(&victim.id).await.unwrap();
     h.advance(50 * 60).await; // past the renewal point
     let r = scheduler.tick().await;
@@ -543,7 +543,7 @@ async fn a_worker_hands_a_subscription_removed_hint_to_the_scheduler() {
     let worker = hqsync::worker::Worker {
         queue: h.queue.clone(),
         lifecycle: Some(Arc::new(h.scheduler())),
-        engine: hqsync::engine::Engine::new(h.store.clone()),
+        engine: hqsync::engine::Engine::new(h.store.clone()).allowing_private_addresses(),
         concurrency: 2,
         drain_timeout: std::time::Duration::from_secs(5),
         retry_delays: vec![std::time::Duration::from_secs(1)],
@@ -603,7 +603,7 @@ async fn a_multi_byte_next_link_from_one_tenants_graph_does_not_stop_the_schedul
     let good = h.add_tenant("good", None, &[ANNA]).await;
 
     let health = SchedulerHealth::default();
-    let settings = SchedulerSettings { tick: Duration::from_millis(100), ..SchedulerSettings::default() };
+    let settings = SchedulerSettings { tick: Duration::from_millis(100), ..private_ok_settings() };
     let scheduler = Scheduler::new(h.store.clone(), h.queue.clone(), &h.ingress_base, settings, h.clock())
         .with_health(health.clone());
     let stop = tokio_util::sync::CancellationToken::new();
@@ -667,4 +667,10 @@ async fn readyz_reports_a_scheduler_that_has_not_ticked_for_three_intervals() {
 
     health.passed(start + chrono::Duration::seconds(91));
     assert_eq!(ready(app).await.0, 200);
+}
+
+/// The default settings with the outbound address guard off: the simulator
+/// and the fake Graph listen on 127.0.0.1.
+fn private_ok_settings() -> SchedulerSettings {
+    SchedulerSettings { graph: GraphClientConfig::default().allowing_private_addresses(), ..SchedulerSettings::default() }
 }

@@ -142,6 +142,7 @@ async fn the_status_page_signs_in_and_shows_a_seeded_tenant() {
         jwt_algorithm: "HS256".into(),
         jwt_secret: Some(SECRET.to_string().into()),
         jwt_public_key_file: None,
+        ..AdminConfig::default()
     };
     let state = AppState::new(store.clone(), queue, std::time::Duration::from_secs(2), 1 << 20)
         .with_admin(AdminAuth::from_config(&cfg).unwrap(), base.clone());

@@ -37,7 +37,7 @@ fn worker(queue: &Queue, store: &Store, cfg: &Config) -> Worker {
     Worker {
         queue: queue.clone(),
         lifecycle: None,
-        engine: Engine::new(store.clone()),
+        engine: Engine::new(store.clone()).allowing_private_addresses(),
         concurrency: 8,
         drain_timeout: Duration::from_secs(10),
         retry_delays: cfg.queue.retry_delays_secs.iter().map(|s| Duration::from_secs(*s)).collect(),

@@ -211,7 +211,7 @@ impl Rig {
                 graph_base: format!("{}/v1.0", facts.graph_url),
                 login_base: facts.graph_url.clone(),
             },
-            GraphClientConfig::default(),
+            GraphClientConfig::default().allowing_private_addresses(),
         )?;
         let scheduler = if opts.scheduler { app.spawn_scheduler(shutdown.clone()) } else { None };
         Ok(Rig {

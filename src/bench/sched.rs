@@ -68,6 +68,7 @@ pub async fn scheduler(mut args: SchedulerArgs) -> anyhow::Result<SchedulerRepor
         tasks_poll_interval: Duration::from_secs(365 * 24 * 3600),
         reconcile_interval: Duration::from_secs(365 * 24 * 3600),
         hellohq_poll_interval: Duration::from_secs(365 * 24 * 3600),
+        graph: rig.app.config.graph_client_config(),
         ..SchedulerSettings::default()
     };
     let lifetime_min = settings.subscription_minutes as f64;

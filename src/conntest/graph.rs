@@ -16,9 +16,14 @@ fn fix(e: &GraphError) -> String {
 }
 
 /// Token and pilot-mailbox checks; probes record their answers in `caps`.
-pub(super) async fn checks(t: &Tenant, mailbox: Option<&str>, _caps: &mut GraphCapabilities) -> Vec<Check> {
+pub(super) async fn checks(
+    t: &Tenant,
+    cfg: &GraphClientConfig,
+    mailbox: Option<&str>,
+    _caps: &mut GraphCapabilities,
+) -> Vec<Check> {
     let mut checks = Vec::new();
-    let g = match GraphClient::new(&t.graph, GraphClientConfig::default()) {
+    let g = match GraphClient::new(&t.graph, cfg.clone()) {
         Ok(g) => g,
         Err(e) => {
             checks.push(Check::fail("graph_token", e.to_string(), fix(&e)));

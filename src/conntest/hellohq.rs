@@ -9,9 +9,13 @@ use crate::model::capabilities::HellohqCapabilities;
 use crate::store::Tenant;
 
 /// Token check; probes record their answers in `caps`.
-pub(super) async fn checks(t: &Tenant, _caps: &mut HellohqCapabilities) -> Vec<Check> {
+pub(super) async fn checks(t: &Tenant, allow_private: bool, _caps: &mut HellohqCapabilities) -> Vec<Check> {
     const NAME: &str = "hellohq_token";
-    let c = match HellohqClient::new(HellohqClientConfig::new(t.hellohq.base_url.clone(), t.hellohq.token.clone())) {
+    let cfg = HellohqClientConfig {
+        allow_private_addresses: allow_private,
+        ..HellohqClientConfig::new(t.hellohq.base_url.clone(), t.hellohq.token.clone())
+    };
+    let c = match HellohqClient::new(cfg) {
         Ok(c) => c,
         Err(e) => return vec![Check::fail(NAME, e.to_string(), "check hellohq.base_url")],
     };

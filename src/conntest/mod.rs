@@ -19,6 +19,7 @@ use serde::Serialize;
 use serde_json::Value;
 use utoipa::ToSchema;
 
+use crate::connectors::graph::GraphClientConfig;
 use crate::model::capabilities::Capabilities;
 use crate::store::{Store, Tenant};
 
@@ -56,8 +57,11 @@ pub struct ConnectionReport {
 }
 
 /// Runs the connection test of tenant `t` and stores the capabilities its
-/// probes found (a store failure is reported as a failed check).
-pub async fn run(store: &Store, public_url: &str, t: &Tenant) -> ConnectionReport {
+/// probes found (a store failure is reported as a failed check). `graph`
+/// holds the configured Graph client settings, among them the address
+/// guard's `allow_private_addresses` (used for helloHQ too). A check's
+/// `detail` never carries a remote response body: status, error code, fix.
+pub async fn run(store: &Store, public_url: &str, t: &Tenant, graph: &GraphClientConfig) -> ConnectionReport {
     let pilot = t.settings.get("pilot_mailbox").and_then(Value::as_str).map(str::to_ascii_lowercase);
     let mailbox = match pilot {
         Some(p) => Some(p),
@@ -66,8 +70,8 @@ pub async fn run(store: &Store, public_url: &str, t: &Tenant) -> ConnectionRepor
     // Every probe starts from the safe default: an answer that cannot be
     // had now must not keep an older, possibly wrong, one.
     let mut capabilities = Capabilities::default();
-    let mut checks = graph::checks(t, mailbox.as_deref(), &mut capabilities.graph).await;
-    checks.extend(hellohq::checks(t, &mut capabilities.hellohq).await);
+    let mut checks = graph::checks(t, graph, mailbox.as_deref(), &mut capabilities.graph).await;
+    checks.extend(hellohq::checks(t, graph.allow_private_addresses, &mut capabilities.hellohq).await);
     checks.push(webhook::check(public_url).await);
     capabilities.tested_at = Some(Utc::now());
     if let Err(e) = store.set_capabilities(&t.id, &capabilities).await {

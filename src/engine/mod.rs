@@ -125,6 +125,19 @@ impl Engine {
         &self.store
     }
 
+    /// The Graph client settings this engine's clients are built with.
+    pub fn graph_config(&self) -> &GraphClientConfig {
+        &self.graph_config
+    }
+
+    /// The address guard off (`remote.allow_private_addresses = true`) for
+    /// both connectors: the simulators on 127.0.0.1, on-premise proxies.
+    pub fn allowing_private_addresses(mut self) -> Self {
+        self.graph_config.allow_private_addresses = true;
+        self.caches = Arc::default();
+        self
+    }
+
     #[tracing::instrument(skip_all, fields(hint_id = %hint.hint_id, tenant = %hint.tenant, change = hint.change.as_str()))]
     pub async fn handle(&self, hint: &Hint) -> Result<Outcome, EngineError> {
         if self.store.hint_processed(&hint.hint_id).await? {
@@ -214,7 +227,11 @@ impl Engine {
         let capabilities = self.store.get_capabilities(id).await?;
         let graph = GraphClient::new(&t.graph, self.graph_config.clone())
             .map_err(|e| EngineError::Permanent(format!("tenant {}: Graph client: {e}", t.id)))?;
-        let hq = HellohqClient::new(HellohqClientConfig::new(t.hellohq.base_url.clone(), t.hellohq.token.clone()))
+        let hq_config = HellohqClientConfig {
+            allow_private_addresses: self.graph_config.allow_private_addresses,
+            ..HellohqClientConfig::new(t.hellohq.base_url.clone(), t.hellohq.token.clone())
+        };
+        let hq = HellohqClient::new(hq_config)
             .map_err(|e| EngineError::Permanent(format!("tenant {}: helloHQ client: {e}", t.id)))?;
         let c = Arc::new(Clients { updated: t.updated_at, graph, hq, capabilities });
         self.caches.clients.lock().insert(id.clone(), c.clone());

@@ -42,6 +42,8 @@ pub const SESSION_COOKIE: &str = "hqsync_session";
 pub struct AdminAuth {
     key: DecodingKey,
     validation: Validation,
+    /// Longest `exp - iat` accepted (`admin.jwt_max_lifetime_secs`).
+    max_lifetime_secs: i64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -50,6 +52,9 @@ struct Claims {
     role: String,
     #[serde(default)]
     tenant: Option<String>,
+    exp: i64,
+    #[serde(default)]
+    iat: Option<i64>,
 }
 
 impl AdminAuth {
@@ -79,9 +84,28 @@ impl AdminAuth {
         let mut validation = Validation::new(alg);
         // Only the configured algorithm: a token signed otherwise is refused.
         validation.algorithms = vec![alg];
-        validation.set_required_spec_claims(&["exp", "sub"]);
+        let mut required = vec!["exp", "sub"];
+        if c.jwt_issuer.as_deref().is_some_and(|s| !s.is_empty()) {
+            required.push("iss");
+        }
+        if c.jwt_audience.as_deref().is_some_and(|s| !s.is_empty()) {
+            required.push("aud");
+        }
+        validation.set_required_spec_claims(&required);
         validation.leeway = 30;
-        Ok(Some(AdminAuth { key, validation }))
+        // A token is not good before its `nbf`.
+        validation.validate_nbf = true;
+        match c.jwt_issuer.as_deref().filter(|s| !s.is_empty()) {
+            Some(iss) => validation.set_issuer(&[iss]),
+            None => validation.iss = None,
+        }
+        match c.jwt_audience.as_deref().filter(|s| !s.is_empty()) {
+            Some(aud) => validation.set_audience(&[aud]),
+            // Identity providers put an `aud` in every token: accepted whatever it says when none is configured.
+            None => validation.validate_aud = false,
+        }
+        let max_lifetime_secs = i64::try_from(c.jwt_max_lifetime_secs).unwrap_or(i64::MAX);
+        Ok(Some(AdminAuth { key, validation, max_lifetime_secs }))
     }
 
     /// The principal a token speaks for, or why it is refused.
@@ -92,12 +116,29 @@ impl AdminAuth {
                 ErrorKind::ExpiredSignature => "the token has expired",
                 ErrorKind::InvalidAlgorithm => "the token is signed with another algorithm than the one configured",
                 ErrorKind::InvalidSignature => "the token's signature does not verify",
-                ErrorKind::MissingRequiredClaim(_) => "the token lacks a required claim (sub, exp)",
+                ErrorKind::MissingRequiredClaim(_) => {
+                    "the token lacks a required claim (sub, exp; iss and aud when admin.jwt_issuer / admin.jwt_audience are set)"
+                }
+                ErrorKind::ImmatureSignature => "the token is not valid yet (nbf is in the future)",
+                ErrorKind::InvalidIssuer => "the token's issuer (iss) is not admin.jwt_issuer",
+                ErrorKind::InvalidAudience => "the token's audience (aud) does not name admin.jwt_audience",
                 _ => "the token is malformed",
             };
             ApiError::unauthorized("bad_token", why)
         })?;
         let c = data.claims;
+        // A long-lived token is a standing key: `exp - iat` (or, without
+        // `iat`, `exp - now`) may not exceed the configured maximum.
+        let from = c.iat.unwrap_or_else(|| Utc::now().timestamp());
+        if c.exp.saturating_sub(from) > self.max_lifetime_secs {
+            return Err(ApiError::unauthorized(
+                "bad_token",
+                format!(
+                    "the token's lifetime (exp - iat) exceeds admin.jwt_max_lifetime_secs ({} s); issue a shorter-lived token",
+                    self.max_lifetime_secs
+                ),
+            ));
+        }
         let role = match c.role.as_str() {
             "operator" => Role::Operator,
             "tenant_admin" => {
@@ -407,10 +448,10 @@ fn check_tenant(t: &Tenant) -> Result<(), ApiError> {
         ("graph.login_base", &t.graph.login_base),
         ("hellohq.base_url", &t.hellohq.base_url),
     ] {
-        if !url::Url::parse(value).is_ok_and(|u| u.scheme() == "https" || u.scheme() == "http") {
+        if let Err(problem) = crate::config::check_base_url(value) {
             return Err(ApiError::bad_request(
                 "bad_field",
-                format!("{key} must be an http(s) base URL, e.g. https://graph.microsoft.com/v1.0"),
+                format!("{key}: {problem}; give an http(s) base URL, e.g. https://graph.microsoft.com/v1.0"),
             ));
         }
     }
@@ -539,9 +580,12 @@ pub async fn get_tenant(
 
 /// Changes credentials (write-only), name, the enabled switch or settings
 /// (directions, sync switch, pilot mailbox, rollout, folders, room map).
+/// The base URLs (`graph.graph_base`, `graph.login_base`, `hellohq.base_url`)
+/// are an operator's to change.
 #[utoipa::path(patch, path = "/v1/admin/tenants/{tenant}", tag = "admin", security(("bearer" = [])),
     params(("tenant" = String, Path)), request_body = TenantInput,
     responses((status = 200, body = TenantView), AdminErrors, (status = 400, description = "A path segment or query parameter does not decode, the body is not JSON, or a value fails validation: the message names it and the fix", body = ErrorBody),
+        (status = 403, description = "A tenant admin tried to change a base URL (operator only)", body = ErrorBody),
         JsonBodyErrors, (status = 404, description = "No such tenant, or one this token may not see", body = ErrorBody)))]
 pub async fn update_tenant(
     State(state): State<AppState>,
@@ -553,6 +597,24 @@ pub async fn update_tenant(
     let mut t = load_tenant(&state, &id).await?;
     if input.id.as_deref().is_some_and(|i| i != id.as_str()) {
         return Err(ApiError::bad_request("bad_field", "id cannot change"));
+    }
+    // Where hqsync connects to is the operator's choice: a tenant admin who
+    // could set it would make the service call an address of their choosing.
+    if !who.is_operator() {
+        let g = input.graph.as_ref();
+        for (key, given, current) in [
+            ("graph.graph_base", g.and_then(|g| g.graph_base.as_deref()), t.graph.graph_base.as_str()),
+            ("graph.login_base", g.and_then(|g| g.login_base.as_deref()), t.graph.login_base.as_str()),
+            ("hellohq.base_url", input.hellohq.as_ref().and_then(|h| h.base_url.as_deref()), t.hellohq.base_url.as_str()),
+        ] {
+            if given.is_some_and(|v| v != current) {
+                return Err(ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    "operator_only",
+                    format!("{key} can only be changed by an operator; leave it out (or ask your operator)"),
+                ));
+            }
+        }
     }
     let mut changed: Vec<&str> = Vec::new();
     if let Some(n) = input.name {
@@ -680,7 +742,7 @@ pub async fn test_tenant(
 ) -> Result<Json<ConnectionReport>, ApiError> {
     let id = who.tenant(&tenant)?;
     let t = load_tenant(&state, &id).await?;
-    let report = crate::conntest::run(&state.store, &state.public_url, &t).await;
+    let report = crate::conntest::run(&state.store, &state.public_url, &t, state.engine.graph_config()).await;
     state
         .store
         .append_journal(&journal_admin(&id, &who, "connection tested", json!({"ok": report.ok})))

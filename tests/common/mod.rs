@@ -137,6 +137,8 @@ pub fn test_config(dir: &std::path::Path, backend: QueueBackend, amqp_url: Optio
     cfg.queue.partitions = 2;
     cfg.queue.retry_delays_secs = vec![1, 2];
     cfg.queue.visibility_timeout_secs = 2;
+    // The simulators and fake servers listen on 127.0.0.1.
+    cfg.remote.allow_private_addresses = true;
     if let Some(u) = amqp_url {
         cfg.queue.url = u.to_string();
     }

@@ -68,6 +68,18 @@ pub struct GraphClientConfig {
     pub auth_failure_ttl: Duration,
     /// `Prefer: odata.maxpagesize` for listings and delta rounds.
     pub page_size: u32,
+    /// `remote.allow_private_addresses`: when false (the default) every
+    /// request refuses loopback, private, link-local… addresses (see
+    /// [`crate::netguard`]); the simulators on 127.0.0.1 need true.
+    pub allow_private_addresses: bool,
+}
+
+impl GraphClientConfig {
+    /// These settings with the address guard switched off (simulators,
+    /// on-premise proxies; `remote.allow_private_addresses = true`).
+    pub fn allowing_private_addresses(self) -> Self {
+        GraphClientConfig { allow_private_addresses: true, ..self }
+    }
 }
 
 impl Default for GraphClientConfig {
@@ -81,6 +93,7 @@ impl Default for GraphClientConfig {
             token_margin: Duration::from_secs(300),
             auth_failure_ttl: Duration::from_secs(300),
             page_size: 100,
+            allow_private_addresses: false,
         }
     }
 }
@@ -151,7 +164,7 @@ pub(crate) type Holds = Vec<(String, u32)>;
 
 impl GraphClient {
     pub fn new(creds: &GraphCredentials, cfg: GraphClientConfig) -> Result<GraphClient, GraphError> {
-        let http = reqwest::Client::builder()
+        let http = crate::netguard::client_builder(cfg.allow_private_addresses)
             .timeout(cfg.request_timeout)
             .connect_timeout(cfg.connect_timeout)
             // The bearer token must never follow a redirect to another host.
@@ -166,6 +179,7 @@ impl GraphClient {
             creds.client_secret.clone(),
             cfg.token_margin,
             cfg.auth_failure_ttl,
+            cfg.allow_private_addresses,
         );
         Ok(GraphClient {
             inner: Arc::new(Inner {
@@ -334,6 +348,8 @@ impl GraphClient {
         holds: &Holds,
     ) -> Result<GraphResponse, GraphError> {
         let inner = &self.inner;
+        crate::netguard::check_url_str(url, inner.cfg.allow_private_addresses)
+            .map_err(|r| GraphError::Blocked(r.to_string()))?;
         let policy = &inner.cfg.retry;
         let mailbox = holds.first().map(|(m, _)| m.as_str()).filter(|_| holds.len() == 1);
         // One id per logical request, kept across retries so Graph's logs (and ours) tie them together.
@@ -373,6 +389,9 @@ impl GraphClient {
             let (err, last_retry_after) = match sent {
                 Err(e) => {
                     drop(permits);
+                    if let Some(r) = crate::netguard::refusal_in(&e) {
+                        return Err(GraphError::Blocked(r.to_string()));
+                    }
                     let e = GraphError::Transport(e.without_url().to_string());
                     tracing::debug!(%method, %client_request_id, error = %e, attempt, "graph request failed");
                     (e, None)

@@ -20,11 +20,12 @@ pub enum GraphError {
     /// for Applications). Permanent per mailbox until an Exchange admin acts.
     #[error("access to mailbox {mailbox} is denied to the app; fix: {fix}")]
     MailboxDenied { mailbox: String, fix: String },
-    /// `404`: the item (or user) does not exist.
-    #[error("not found ({code}): {message}")]
+    /// `404`: the item (or user) does not exist. `message` is Graph's own
+    /// text: kept for debugging, never shown (Display names the code only).
+    #[error("not found ({code})")]
     NotFound { code: String, message: String },
     /// `412`: the `If-Match` version is stale; re-read and merge.
-    #[error("version conflict ({code}): {message}")]
+    #[error("version conflict ({code})")]
     Conflict { code: String, message: String },
     /// `410` / `syncStateNotFound` / `resyncRequired`: the delta token is gone.
     #[error("delta state lost ({code}); a fresh round is needed")]
@@ -33,7 +34,7 @@ pub enum GraphError {
     #[error("throttled by Graph; retry budget exhausted (last Retry-After {retry_after:?})")]
     Throttled { retry_after: Option<Duration> },
     /// Any other non-success answer (5xx after retries, 400, other 403…).
-    #[error("Graph answered {status} {code}: {message} (request-id {request_id:?})")]
+    #[error("Graph answered {status} {code} (request-id {request_id:?})")]
     Status { status: u16, code: String, message: String, request_id: Option<String> },
     /// Connection failure or timeout, after retries.
     #[error("transport error talking to Graph: {0}")]
@@ -41,6 +42,11 @@ pub enum GraphError {
     /// The answer could not be understood (bad JSON, missing link…).
     #[error("unexpected answer from Graph: {0}")]
     Decode(String),
+    /// The outbound address guard refused the Graph or login host (it
+    /// resolves to a loopback, private, link-local… address). Permanent
+    /// until an operator changes the base URL or `remote.allow_private_addresses`.
+    #[error("{0}")]
+    Blocked(String),
     /// Persisting a cursor or a bootstrap id failed.
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
@@ -59,7 +65,7 @@ impl GraphError {
 
     /// A configuration problem of the tenant or mailbox: park, don't retry.
     pub fn is_configuration(&self) -> bool {
-        matches!(self, GraphError::Auth { .. } | GraphError::MailboxDenied { .. })
+        matches!(self, GraphError::Auth { .. } | GraphError::MailboxDenied { .. } | GraphError::Blocked(_))
     }
 }
 
@@ -95,11 +101,19 @@ pub fn parse_retry_after(value: &str) -> Option<Duration> {
     Some(delta.to_std().unwrap_or(Duration::ZERO).min(MAX_RETRY_AFTER))
 }
 
-/// `error.code` and `error.message` of a Graph error body (empty when absent).
+/// `error.code` and `error.message` of a Graph error body (empty when
+/// absent). The code is reduced to what a Graph error code is made of
+/// (letters, digits, `_ . -`, at most 64): it is shown to callers, and the
+/// answer may come from anywhere.
 pub(crate) fn error_code(body: &Value) -> (String, String) {
     let e = body.get("error");
     let s = |k: &str| e.and_then(|e| e.get(k)).and_then(Value::as_str).unwrap_or_default().to_string();
-    (s("code"), s("message"))
+    (code_only(&s("code")), s("message"))
+}
+
+/// The characters of a remote error code that are shown (see [`error_code`]).
+pub(crate) fn code_only(raw: &str) -> String {
+    raw.chars().filter(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-')).take(64).collect()
 }
 
 /// Reads one Graph (`/v1.0`) answer. `mailbox` is the mailbox the request
@@ -175,7 +189,25 @@ pub(crate) fn classify_token_error(status: u16, body: &Value, tenant: &str, clie
         ("invalid_scope", _) => "the token request scope must be https://graph.microsoft.com/.default".to_string(),
         _ => format!("check the Entra app registration {client_id} in directory {tenant}"),
     };
-    let message = if description.is_empty() { format!("{error} (HTTP {status})") } else { description.to_string() };
+    // Shown to callers: the AADSTS code and the OAuth error word (one of
+    // RFC 6749 §5.2's, else `unknown_error`), never the answer's own text.
+    const OAUTH_ERRORS: [&str; 8] = [
+        "invalid_request",
+        "invalid_client",
+        "invalid_grant",
+        "unauthorized_client",
+        "unsupported_grant_type",
+        "invalid_scope",
+        "temporarily_unavailable",
+        "server_error",
+    ];
+    let error = OAUTH_ERRORS.iter().find(|e| **e == error).copied().unwrap_or("unknown_error");
+    let aadsts = if aadsts.len() > 6 && aadsts[6..].bytes().all(|b| b.is_ascii_digit()) { aadsts } else { "" };
+    let message = if aadsts.is_empty() {
+        format!("{error} (HTTP {status})")
+    } else {
+        format!("{} {error} (HTTP {status})", code_only(aadsts))
+    };
     Some(GraphError::Auth { tenant: tenant.to_string(), message, fix })
 }
 

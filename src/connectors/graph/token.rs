@@ -31,6 +31,7 @@ enum Cached {
 
 pub(crate) struct TokenCache {
     url: String,
+    allow_private: bool,
     tenant: String,
     client_id: String,
     secret: SecretString,
@@ -47,9 +48,11 @@ impl TokenCache {
         secret: SecretString,
         margin: Duration,
         refusal_ttl: Duration,
+        allow_private: bool,
     ) -> TokenCache {
         TokenCache {
-            url: format!("{}/{}/oauth2/v2.0/token", login_base.trim_end_matches('/'), tenant),
+            url: token_url(login_base, tenant),
+            allow_private,
             tenant: tenant.to_string(),
             client_id: client_id.to_string(),
             secret,
@@ -103,6 +106,8 @@ impl TokenCache {
     }
 
     async fn fetch(&self, http: &reqwest::Client) -> Result<(SecretString, Duration), GraphError> {
+        crate::netguard::check_url_str(&self.url, self.allow_private)
+            .map_err(|r| GraphError::Blocked(r.to_string()))?;
         let form = [
             ("client_id", self.client_id.as_str()),
             ("client_secret", self.secret.expose_secret()),
@@ -115,7 +120,10 @@ impl TokenCache {
             .send()
             .await
             // reqwest errors name the URL, never the form body.
-            .map_err(|e| GraphError::Transport(format!("token request: {}", e.without_url())))?;
+            .map_err(|e| match crate::netguard::refusal_in(&e) {
+                Some(r) => GraphError::Blocked(r.to_string()),
+                None => GraphError::Transport(format!("token request: {}", e.without_url())),
+            })?;
         let status = resp.status().as_u16();
         let bytes = resp.bytes().await.map_err(|e| GraphError::Transport(format!("token answer: {e}")))?;
         let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
@@ -139,5 +147,44 @@ impl TokenCache {
             .and_then(|v| v.as_u64().or_else(|| v.as_str().and_then(|s| s.parse().ok())))
             .unwrap_or(3599);
         Ok((SecretString::from(token.to_string()), Duration::from_secs(expires_in)))
+    }
+}
+
+/// `{login_base}/{tenant}/oauth2/v2.0/token`, the tenant as one path
+/// segment (a `/`, `?` or `#` in it cannot change the path or add a query).
+/// A login base that is not a URL is kept as text; the request then fails
+/// with the HTTP client's own error.
+fn token_url(login_base: &str, tenant: &str) -> String {
+    match url::Url::parse(login_base) {
+        Ok(mut u) if !u.cannot_be_a_base() => {
+            u.set_query(None);
+            u.set_fragment(None);
+            if let Ok(mut segs) = u.path_segments_mut() {
+                segs.pop_if_empty().push(tenant).extend(["oauth2", "v2.0", "token"]);
+            }
+            u.to_string()
+        }
+        _ => format!("{}/oauth2/v2.0/token", login_base.trim_end_matches('/')),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::token_url;
+
+    /// Issue #20, finding 1: the Entra tenant id was glued into the token
+    /// path, so `../x?` or `a/b#` moved the request elsewhere on the host.
+    #[test]
+    fn the_tenant_is_one_path_segment_of_the_token_url() {
+        assert_eq!(
+            token_url("https://login.microsoftonline.com", "contoso.onmicrosoft.com"),
+            "https://login.microsoftonline.com/contoso.onmicrosoft.com/oauth2/v2.0/token"
+        );
+        assert_eq!(token_url("https://login.example/base/", "t"), "https://login.example/base/t/oauth2/v2.0/token");
+        assert_eq!(
+            token_url("https://login.example", "../admin?x=1#"),
+            "https://login.example/..%2Fadmin%3Fx=1%23/oauth2/v2.0/token"
+        );
+        assert_eq!(token_url("https://login.example/?q=", "t"), "https://login.example/t/oauth2/v2.0/token");
     }
 }

@@ -102,6 +102,10 @@ pub struct HellohqClientConfig {
     /// Where to register a webhook endpoint, if anywhere (see
     /// [`HellohqClient::register_webhook`]).
     pub webhook_registration_url: Option<String>,
+    /// `remote.allow_private_addresses`: when false (the default) every
+    /// request refuses loopback, private, link-local… addresses (see
+    /// [`crate::netguard`]); the simulator on 127.0.0.1 needs true.
+    pub allow_private_addresses: bool,
 }
 
 impl HellohqClientConfig {
@@ -114,7 +118,13 @@ impl HellohqClientConfig {
             spelling: QuerySpelling::Bare,
             spelling_overrides: BTreeMap::new(),
             webhook_registration_url: None,
+            allow_private_addresses: false,
         }
+    }
+
+    /// This configuration with the address guard switched off.
+    pub fn allowing_private_addresses(self) -> Self {
+        HellohqClientConfig { allow_private_addresses: true, ..self }
     }
 }
 
@@ -169,27 +179,30 @@ impl fmt::Display for ErrorBody {
 
 /// Why a helloHQ call failed. Every variant keeps what the server said.
 #[derive(Debug, thiserror::Error)]
+///
+/// Display never shows the response body (callers, the CLI and the admin
+/// API see status and kind only); [`HqError::body`] keeps it for the journal.
 pub enum HqError {
     /// 401: the token is wrong, expired or revoked. Never retried.
-    #[error("helloHQ refused the token (401): {body}")]
+    #[error("helloHQ refused the token (401)")]
     Unauthorized { body: ErrorBody },
     /// 404: the record does not exist (or is not visible to this token).
-    #[error("helloHQ has no such record (404): {body}")]
+    #[error("helloHQ has no such record (404)")]
     NotFound { body: ErrorBody },
     /// Any other 4xx (400 validation, 403, 409…). Never retried.
-    #[error("helloHQ rejected the request ({status}): {body}")]
+    #[error("helloHQ rejected the request ({status})")]
     Validation { status: StatusCode, body: ErrorBody },
     /// 429 beyond the retry budget; `retry_after` is the server's last hint.
-    #[error("helloHQ kept throttling after {attempts} attempts: {body}")]
+    #[error("helloHQ kept throttling after {attempts} attempts")]
     Throttled { attempts: u32, retry_after: Option<Duration>, body: ErrorBody },
     /// 5xx (after the retry budget for 502/503/504).
-    #[error("helloHQ failed ({status}): {body}")]
+    #[error("helloHQ failed ({status})")]
     Server { status: StatusCode, body: ErrorBody },
     /// No usable response: connect failure, timeout, broken body.
     #[error("helloHQ unreachable: {message}")]
     Transport { message: String },
     /// A 2xx whose body is not what the API promises.
-    #[error("unexpected helloHQ response: {message}: {body}")]
+    #[error("unexpected helloHQ response: {message}")]
     Decode { message: String, body: ErrorBody },
     /// The client itself is misconfigured (bad base URL, bad TLS setup).
     #[error("helloHQ client configuration: {0}")]
@@ -342,6 +355,7 @@ pub struct HellohqClient {
     spelling: QuerySpelling,
     spelling_overrides: BTreeMap<String, QuerySpelling>,
     webhook_registration: Option<Url>,
+    allow_private: bool,
 }
 
 impl fmt::Debug for HellohqClient {
@@ -372,7 +386,11 @@ fn stale_check(
 }
 
 fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, HqError> {
-    serde_json::from_slice(bytes).map_err(|e| HqError::Decode { message: e.to_string(), body: ErrorBody::new(bytes) })
+    // serde's message may quote the answer; callers get the kind and position only.
+    serde_json::from_slice(bytes).map_err(|e| HqError::Decode {
+        message: format!("{:?} error at line {} column {}", e.classify(), e.line(), e.column()),
+        body: ErrorBody::new(bytes),
+    })
 }
 
 fn to_value<T: Serialize>(v: &T) -> Result<Value, HqError> {
@@ -400,7 +418,7 @@ impl HellohqClient {
             None | Some("") => None,
             Some(u) => Some(Url::parse(u).map_err(|e| HqError::Config(format!("webhook_registration_url: {e}")))?),
         };
-        let http = reqwest::Client::builder()
+        let http = crate::netguard::client_builder(cfg.allow_private_addresses)
             .timeout(cfg.timeout)
             .connect_timeout(cfg.timeout.min(Duration::from_secs(10)))
             // A redirect would carry the bearer token to wherever it points.
@@ -416,6 +434,7 @@ impl HellohqClient {
             spelling: cfg.spelling,
             spelling_overrides: cfg.spelling_overrides,
             webhook_registration,
+            allow_private: cfg.allow_private_addresses,
         })
     }
 
@@ -485,6 +504,7 @@ impl HellohqClient {
     /// have been applied, so the error goes back to the caller, whose
     /// re-read decides (a blind resend could create the record twice).
     async fn execute(&self, method: Method, url: Url, body: Option<Bytes>, auth: bool) -> Result<Reply, HqError> {
+        crate::netguard::check_url(&url, self.allow_private).map_err(|r| HqError::Config(r.to_string()))?;
         let resend_unsure = method != Method::POST;
         let mut attempt = 0u32;
         let mut waited = Duration::ZERO;
@@ -528,6 +548,10 @@ impl HellohqClient {
                         }
                         _ => return Err(HqError::from_status(status, &bytes)),
                     }
+                }
+                Err(e) if e.is_connect() && crate::netguard::refusal_in(&e).is_some() => {
+                    let r = crate::netguard::refusal_in(&e).map(|r| r.to_string()).unwrap_or_default();
+                    return Err(HqError::Config(r));
                 }
                 Err(e) if e.is_connect() || (e.is_timeout() && resend_unsure) => {
                     metrics::counter!("hqsync_hellohq_retries_total", "reason" => "transport").increment(1);
