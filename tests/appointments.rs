@@ -93,9 +93,11 @@ impl H {
             .await
             .unwrap();
         let graph = GraphClient::new(&creds, GraphClientConfig::default().allowing_private_addresses()).unwrap();
-        let hq =
-            HellohqClient::new(HellohqClientConfig::new(hq_sim.base_url(), SecretString::from(hq_sim.sync_token())).allowing_private_addresses())
-                .unwrap();
+        let hq = HellohqClient::new(
+            HellohqClientConfig::new(hq_sim.base_url(), SecretString::from(hq_sim.sync_token()))
+                .allowing_private_addresses(),
+        )
+        .unwrap();
         for u in hq.list_users().await.unwrap() {
             store
                 .upsert_mailbox(&Mailbox {
@@ -110,7 +112,17 @@ impl H {
                 .await
                 .unwrap();
         }
-        H { engine: Engine::new(store.clone()).allowing_private_addresses(), graph_sim, hq_sim, http, store, tenant, graph, hq, _dir: dir }
+        H {
+            engine: Engine::new(store.clone()).allowing_private_addresses(),
+            graph_sim,
+            hq_sim,
+            http,
+            store,
+            tenant,
+            graph,
+            hq,
+            _dir: dir,
+        }
     }
 
     fn hint(&self, origin: Origin, change: Change, mailbox: Option<&str>, id: Option<&str>) -> Hint {

@@ -88,10 +88,22 @@ impl H {
             .await
             .unwrap();
         let graph = GraphClient::new(&creds, GraphClientConfig::default().allowing_private_addresses()).unwrap();
-        let hq =
-            HellohqClient::new(HellohqClientConfig::new(hq_sim.base_url(), SecretString::from(hq_sim.sync_token())).allowing_private_addresses())
-                .unwrap();
-        H { engine: Engine::new(store.clone()).allowing_private_addresses(), graph_sim, hq_sim, http, store, tenant, graph, hq, _dir: dir }
+        let hq = HellohqClient::new(
+            HellohqClientConfig::new(hq_sim.base_url(), SecretString::from(hq_sim.sync_token()))
+                .allowing_private_addresses(),
+        )
+        .unwrap();
+        H {
+            engine: Engine::new(store.clone()).allowing_private_addresses(),
+            graph_sim,
+            hq_sim,
+            http,
+            store,
+            tenant,
+            graph,
+            hq,
+            _dir: dir,
+        }
     }
 
     fn hint(

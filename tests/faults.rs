@@ -537,8 +537,11 @@ impl Env {
         let hq_base = hq_sim.base_url();
         let types = sim_json(&http, Method::GET, format!("{hq_base}/_sim/seed"), None).await;
         assert_eq!(types["profile"], "empty");
-        let hq = HellohqClient::new(HellohqClientConfig::new(hq_base.clone(), SecretString::from(hq_sim.sync_token())).allowing_private_addresses())
-            .unwrap();
+        let hq = HellohqClient::new(
+            HellohqClientConfig::new(hq_base.clone(), SecretString::from(hq_sim.sync_token()))
+                .allowing_private_addresses(),
+        )
+        .unwrap();
         let kunde = hq.list_company_types().await.unwrap().into_iter().find(|t| t.name.as_deref() == Some("Kunde"));
         let kunde = kunde.expect("the empty profile has the company type Kunde").id;
         let made = sim_json(

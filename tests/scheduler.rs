@@ -167,7 +167,9 @@ impl Harness {
 
     /// The subscriptions the simulator holds, as Graph lists them.
     async fn graph_subscriptions(&self) -> Vec<Value> {
-        let client = GraphClient::new(&self.credentials(None), GraphClientConfig::default().allowing_private_addresses()).unwrap();
+        let client =
+            GraphClient::new(&self.credentials(None), GraphClientConfig::default().allowing_private_addresses())
+                .unwrap();
         client.list_subscriptions().await.unwrap()
     }
 
@@ -372,7 +374,8 @@ async fn a_subscription_graph_lost_is_recreated_on_renewal_with_a_resync() {
     // Graph forgets one subscription without telling anyone.
     let victim =
         h.store.list_subscriptions(&tenant).await.unwrap().into_iter().find(|s| s.kind == Kind::Contact).unwrap();
-    let client = GraphClient::new(&h.credentials(None), GraphClientConfig::default().allowing_private_addresses()).unwrap();
+    let client =
+        GraphClient::new(&h.credentials(None), GraphClientConfig::default().allowing_private_addresses()).unwrap();
     client.delete_subscription(&victim.id).await.unwrap();
     h.advance(50 * 60).await; // past the renewal point
     let r = scheduler.tick().await;
@@ -672,5 +675,8 @@ async fn readyz_reports_a_scheduler_that_has_not_ticked_for_three_intervals() {
 /// The default settings with the outbound address guard off: the simulator
 /// and the fake Graph listen on 127.0.0.1.
 fn private_ok_settings() -> SchedulerSettings {
-    SchedulerSettings { graph: GraphClientConfig::default().allowing_private_addresses(), ..SchedulerSettings::default() }
+    SchedulerSettings {
+        graph: GraphClientConfig::default().allowing_private_addresses(),
+        ..SchedulerSettings::default()
+    }
 }

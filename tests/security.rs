@@ -134,7 +134,8 @@ async fn a_tenant_admin_cannot_change_where_the_service_connects() {
     assert_eq!(t["graph"]["login_base"], "https://login.microsoftonline.com");
     assert_eq!(t["hellohq"]["base_url"], "https://api.hellohq.io");
     // The rest of the tenant stays the tenant admin's to change, the same base URL resent too.
-    let same = json!({"name": "ACME", "graph": {"client_secret": "new", "graph_base": "https://graph.microsoft.com/v1.0"}});
+    let same =
+        json!({"name": "ACME", "graph": {"client_secret": "new", "graph_base": "https://graph.microsoft.com/v1.0"}});
     let (s, text) = h.call(M::PATCH, "/v1/admin/tenants/acme", &admin, Some(same)).await;
     assert_eq!(s, StatusCode::OK, "{text}");
     // An operator may, but not a base that swallows the path glued to it.
@@ -217,7 +218,8 @@ async fn jwt_nbf_lifetime_issuer_and_audience_are_enforced() {
     let (s, _) = call(sign(json!({"sub": "x", "role": "operator", "exp": now + 13 * 3600}))).await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
     // An identity provider's token with an `aud` is accepted when no audience is configured.
-    let (s, text) = call(sign(json!({"sub": "x", "role": "operator", "exp": now + 600, "aud": "api://whatever"}))).await;
+    let (s, text) =
+        call(sign(json!({"sub": "x", "role": "operator", "exp": now + 600, "aud": "api://whatever"}))).await;
     assert_eq!(s, StatusCode::OK, "{text}");
 
     let bound = AdminConfig {
@@ -226,7 +228,8 @@ async fn jwt_nbf_lifetime_issuer_and_audience_are_enforced() {
         ..AdminConfig::default()
     };
     let h = H::start(false, bound).await;
-    let ok = json!({"sub": "x", "role": "operator", "exp": now + 600, "iss": "https://idp.example", "aud": "api://hqsync"});
+    let ok =
+        json!({"sub": "x", "role": "operator", "exp": now + 600, "iss": "https://idp.example", "aud": "api://hqsync"});
     let (s, text) = h.call(M::GET, "/v1/admin/tenants", &sign(ok.clone()), None).await;
     assert_eq!(s, StatusCode::OK, "{text}");
     for (k, v, word) in [("iss", json!("https://evil.example"), "iss"), ("aud", json!("api://other"), "aud")] {

@@ -605,7 +605,11 @@ pub async fn update_tenant(
         for (key, given, current) in [
             ("graph.graph_base", g.and_then(|g| g.graph_base.as_deref()), t.graph.graph_base.as_str()),
             ("graph.login_base", g.and_then(|g| g.login_base.as_deref()), t.graph.login_base.as_str()),
-            ("hellohq.base_url", input.hellohq.as_ref().and_then(|h| h.base_url.as_deref()), t.hellohq.base_url.as_str()),
+            (
+                "hellohq.base_url",
+                input.hellohq.as_ref().and_then(|h| h.base_url.as_deref()),
+                t.hellohq.base_url.as_str(),
+            ),
         ] {
             if given.is_some_and(|v| v != current) {
                 return Err(ApiError::new(
