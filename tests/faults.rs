@@ -608,6 +608,8 @@ impl Env {
             ("HQSYNC_WORKER__CONCURRENCY", "16".into()),
             ("HQSYNC_LOG__FORMAT", "json".into()),
             ("HQSYNC_LOG__LEVEL", "warn,hqsync=info".into()),
+            // The simulators listen on 127.0.0.1: the outbound address guard lets them through.
+            ("HQSYNC_REMOTE__ALLOW_PRIVATE_ADDRESSES", "true".into()),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))

@@ -178,6 +178,7 @@ fn worker_process(cfg: &Config, master_key: &str) -> std::process::Child {
         .env("HQSYNC_QUEUE__RETRY_DELAYS_SECS", format!("{:?}", cfg.queue.retry_delays_secs))
         .env("HQSYNC_QUEUE__VISIBILITY_TIMEOUT_SECS", cfg.queue.visibility_timeout_secs.to_string())
         .env("HQSYNC_SECRETS__MASTER_KEY", master_key)
+        .env("HQSYNC_REMOTE__ALLOW_PRIVATE_ADDRESSES", cfg.remote.allow_private_addresses.to_string())
         .env("HQSYNC_LOG__FORMAT", "json")
         .stdout(std::process::Stdio::null())
         // Never a pipe nobody reads: a full pipe would block the worker's logging.
