@@ -246,3 +246,160 @@ async fn sigterm_drains_in_flight_work_and_exits_cleanly() {
     assert_eq!(done + depth.ready, hints.len() as u64, "every hint is either applied or still queued");
     cleanup_queue(&queue).await;
 }
+
+/// Issue 21 item 7: `hqsync worker` processes doing real sync work (a
+/// tenant's initial sync against both simulators, then helloHQ contacts
+/// created meanwhile) are SIGKILLed mid-sync; afterwards nothing is lost
+/// and nothing doubled, on either side.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_mid_sync_loses_no_record_and_doubles_none() {
+    use hqsync::connectors::graph::{GraphClient, GraphClientConfig};
+    use hqsync::connectors::hellohq::client::{HellohqClient, HellohqClientConfig};
+    use hqsync::queue::HqEntity;
+    use hqsync::sim::graph::{GraphSim, GraphSimConfig};
+    use hqsync::sim::hellohq::{HellohqSim, HellohqSimConfig};
+    use hqsync::store::{GraphCredentials, HellohqCredentials, Tenant};
+    use secrecy::SecretString;
+    use serde_json::{json, Value};
+
+    for backend in [QueueBackend::Local, QueueBackend::Amqp] {
+        let Some((cfg, store, queue, key, _dir)) = setup_for_processes(backend, "kill9sync").await else { continue };
+        let graph_sim =
+            GraphSim::start(tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(), GraphSimConfig::default())
+                .await
+                .unwrap();
+        let hq_sim =
+            HellohqSim::start(tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(), HellohqSimConfig::default())
+                .await
+                .unwrap();
+        let http = reqwest::Client::new();
+        let seed: Value =
+            http.get(format!("{}/_sim/seed", graph_sim.base_url())).send().await.unwrap().json().await.unwrap();
+        let creds = GraphCredentials {
+            entra_tenant_id: seed["tenantId"].as_str().unwrap().to_string(),
+            client_id: seed["clientId"].as_str().unwrap().to_string(),
+            client_secret: SecretString::from(seed["clientSecret"].as_str().unwrap().to_string()),
+            graph_base: format!("{}/v1.0", graph_sim.base_url()),
+            login_base: graph_sim.base_url(),
+        };
+        let tenant = TenantId::parse("demo").unwrap();
+        let now = chrono::Utc::now();
+        store
+            .upsert_tenant(&Tenant {
+                id: tenant.clone(),
+                name: "Agentur Beispiel GmbH".into(),
+                enabled: true,
+                graph: creds.clone(),
+                hellohq: HellohqCredentials {
+                    base_url: hq_sim.base_url(),
+                    token: SecretString::from(hq_sim.sync_token()),
+                    webhook_secrets: vec![],
+                },
+                settings: json!({}),
+                created_at: now,
+                updated_at: now,
+            })
+            .await
+            .unwrap();
+        let graph = GraphClient::new(&creds, GraphClientConfig::default()).unwrap();
+        let hq =
+            HellohqClient::new(HellohqClientConfig::new(hq_sim.base_url(), SecretString::from(hq_sim.sync_token())))
+                .unwrap();
+        // helloHQ contacts created while the initial sync runs, each with its webhook's hint.
+        let people: Vec<Value> = hq.list_v2("/v2/ContactPersons", &Default::default()).await.unwrap().items;
+        let company = people.iter().find_map(|p| p["companyId"].as_i64()).unwrap();
+        let hint_of = |origin: Origin, change: Change, entity: Option<HqEntity>, id: Option<String>| Hint {
+            v: HINT_VERSION,
+            hint_id: uuid::Uuid::new_v4(),
+            tenant: tenant.clone(),
+            mailbox: None,
+            kind: entity.map(|_| Kind::Contact),
+            entity,
+            origin,
+            resource_id: id,
+            version: None,
+            subscription_id: None,
+            change,
+            received_at: chrono::Utc::now(),
+        };
+        let mut hints = vec![hint_of(Origin::Schedule, Change::Resync, None, None)];
+        let added = 12;
+        for i in 0..added {
+            let body = json!({"companyId": company, "firstName": format!("Kim{i}"), "lastName": "Neun", "salutation": "Frau", "salutationForm": "Formal"});
+            let made: Value = hq.write(reqwest::Method::POST, "/v2/ContactPersons", &body).await.unwrap();
+            hints.push(hint_of(
+                Origin::Hellohq,
+                Change::Created,
+                Some(HqEntity::ContactPerson),
+                Some(made["id"].as_i64().unwrap().to_string()),
+            ));
+        }
+        queue.publish(&hints).await.unwrap();
+        let created = |store: Store| async move {
+            store
+                .list_journal(&JournalFilter { action: Some("created".into()), limit: 100_000, ..Default::default() })
+                .await
+                .unwrap()
+                .len()
+        };
+        let mut first = worker_process(&cfg, key.expose_secret());
+        // Killed hard once it is visibly creating copies.
+        let guard = std::time::Instant::now();
+        while created(store.clone()).await < 5 {
+            assert!(guard.elapsed() < Duration::from_secs(120), "{backend:?}: the first worker never started syncing");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        first.kill().unwrap();
+        first.wait().unwrap();
+        let mut second = worker_process(&cfg, key.expose_secret());
+        let seen = wait_for_received(&store, hints.len(), Duration::from_secs(180)).await;
+        // Then until the queue is empty (a retried hint may still be on its way).
+        loop {
+            let d = queue.depth().await.unwrap();
+            if d.ready + d.retrying + d.unacked.unwrap_or(0) == 0 {
+                break;
+            }
+            assert!(guard.elapsed() < Duration::from_secs(300), "{backend:?}: the queue never drained: {d:?}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        second.kill().unwrap();
+        second.wait().unwrap();
+        assert_eq!(seen.len(), hints.len(), "{backend:?}: every hint applied");
+        assert_eq!(queue.depth().await.unwrap().dead, 0, "{backend:?}: nothing dead-lettered");
+        // helloHQ: no contact doubled (the sync's creates from Outlook-only contacts included).
+        let people: Vec<Value> = hq.list_v2("/v2/ContactPersons", &Default::default()).await.unwrap().items;
+        let mut names = HashMap::new();
+        for p in &people {
+            *names.entry((p["firstName"].to_string(), p["lastName"].to_string())).or_insert(0) += 1;
+        }
+        let doubled: Vec<_> = names.iter().filter(|(_, n)| **n > 1).collect();
+        assert!(doubled.is_empty(), "{backend:?}: helloHQ contacts doubled: {doubled:?}");
+        // Exchange: every mailbox holds each new contact exactly once, and no contact twice.
+        let mailboxes = store.list_mailboxes(&tenant).await.unwrap();
+        assert!(mailboxes.len() >= 2, "{backend:?}: the tenant pass provisioned the mailboxes");
+        for m in &mailboxes {
+            let folders = graph.get(&format!("/users/{}/contactFolders", m.id)).await.unwrap();
+            let mut copies: HashMap<(String, String), usize> = HashMap::new();
+            for f in folders["value"].as_array().unwrap() {
+                let path = format!(
+                    "/users/{}/contactFolders/{}/contacts?{}",
+                    m.id,
+                    f["id"].as_str().unwrap(),
+                    hqsync::model::contact::graph_expand()
+                );
+                for c in graph.list_all(&path).await.unwrap() {
+                    *copies.entry((c["givenName"].to_string(), c["surname"].to_string())).or_insert(0) += 1;
+                }
+            }
+            let doubled: Vec<_> = copies.iter().filter(|(_, n)| **n > 1).collect();
+            assert!(doubled.is_empty(), "{backend:?}: {} holds contacts twice: {doubled:?}", m.id);
+            for i in 0..added {
+                let n = copies.get(&(format!("\"Kim{i}\""), "\"Neun\"".to_string())).copied().unwrap_or(0);
+                assert_eq!(n, 1, "{backend:?}: Kim{i} Neun in {}", m.id);
+            }
+        }
+        graph_sim.shutdown().await;
+        hq_sim.shutdown().await;
+        cleanup_queue(&queue).await;
+    }
+}

@@ -387,7 +387,8 @@ impl Engine {
             .collect();
         for u in &dir.users {
             let Some(email) = u.e_mail_work.as_deref().map(str::trim).filter(|e| e.contains('@')) else { continue };
-            if existing.contains_key(&email.to_ascii_lowercase()) {
+            if let Some(known) = existing.get(&email.to_ascii_lowercase()) {
+                self.resume_initial_pass(cx, dir, known).await?;
                 continue;
             }
             let Ok(id) = MailboxId::parse(email.to_ascii_lowercase()) else { continue };
@@ -421,6 +422,37 @@ impl Engine {
             }
             tracing::info!(tenant = %cx.tenant, mailbox = %m.id, "mailbox added from helloHQ users; initial contact sync");
             cx.pass(dir, &m, false, &approvals::Approval::none()).await?;
+        }
+        Ok(())
+    }
+
+    /// A mailbox provisioned by a run that never finished its initial
+    /// contact pass (killed between the two, found by tests/worker.rs's
+    /// kill -9 run): that pass runs now, else the mailbox would lack every
+    /// contact not hinted since until the next reconcile. A failure is
+    /// logged, never the tenant pass's: one broken mailbox must not stop
+    /// helloHQ's change poll for all.
+    /// Waiting for the dead run's claims (until they go stale) is the
+    /// exception: the tenant pass is deferred and runs again.
+    async fn resume_initial_pass(&self, cx: &Contacts<'_>, dir: &Directory, m: &Mailbox) -> Result<(), EngineError> {
+        if !matches!(m.state, MailboxState::Active | MailboxState::Pilot) {
+            return Ok(());
+        }
+        match self.store.get_cursor(cx.tenant, m.id.as_str(), contacts::LAST_PASS).await {
+            Ok(Some(_)) => {}
+            Ok(None) => {
+                tracing::info!(tenant = %cx.tenant, mailbox = %m.id, "initial contact sync never finished; running it");
+                match cx.pass(dir, m, false, &approvals::Approval::none()).await {
+                    Ok(_) => {}
+                    Err(e @ EngineError::Waiting(_)) => return Err(e),
+                    Err(e) => {
+                        tracing::warn!(tenant = %cx.tenant, mailbox = %m.id, error = %e, "initial contact sync failed again; the next tenant pass retries it")
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!(tenant = %cx.tenant, mailbox = %m.id, error = %e, "could not read a mailbox's last pass")
+            }
         }
         Ok(())
     }

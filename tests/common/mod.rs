@@ -14,12 +14,16 @@ pub fn service_missing(service: &str, how_to_start: &str) {
     if in_ci() {
         panic!("{service} is required under CI=true but is not reachable; start it with: {how_to_start}");
     }
-    eprintln!(
+    // Straight to the process's stderr: the test harness captures
+    // `eprintln!` of a passing test, and a skip must never pass silently.
+    use std::io::Write as _;
+    let line = format!(
         "\n======================================================================\n\
          SKIPPED: {service} is not reachable, so this test did not run.\n\
          Start it with: {how_to_start}\n\
          ======================================================================\n"
     );
+    let _ = std::io::stderr().write_all(line.as_bytes());
 }
 
 fn reachable(addr: &str) -> bool {
