@@ -14,9 +14,13 @@
 #
 # It builds hqsync, starts `hqsync run` with the embedded defaults (SQLite,
 # local queue) in a temporary data folder on a free port, with a random
-# admin JWT secret and an operator token minted from it (neither is printed),
-# runs schemathesis and exits non-zero on any failure. The server's log is
-# kept in the report folder (target/schemathesis/).
+# admin JWT secret and two tokens minted from it (never printed): an
+# operator's, and a tenant admin's for tenant `st-acme` (created first, so
+# the tenant-scoped routes have a tenant the token may see). Schemathesis
+# runs once per token (the admin API as each role sees it: the tenant admin
+# gets 403/404 where the document says so) and the script exits non-zero on
+# any failure. The server's log is kept in the report folder
+# (target/schemathesis/), the reports under operator/ and tenant_admin/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -58,17 +62,24 @@ base="http://127.0.0.1:$port"
 # The secret and the token only ever live in this process's environment and
 # a 0600 file in the temporary folder.
 jwt_secret="$("$venv/bin/python" -c 'import secrets; print(secrets.token_urlsafe(48))')"
-token="$(HQSYNC_ST_SECRET="$jwt_secret" "$venv/bin/python" - <<'EOF'
+mint() {
+    HQSYNC_ST_SECRET="$jwt_secret" HQSYNC_ST_ROLE="$1" HQSYNC_ST_TENANT="${2:-}" "$venv/bin/python" - <<'EOF'
 import base64, hashlib, hmac, json, os, time
 def b64(b):
     return base64.urlsafe_b64encode(b).rstrip(b"=").decode()
+now = int(time.time())
 header = b64(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
-claims = b64(json.dumps({"sub": "schemathesis", "role": "operator", "exp": int(time.time()) + 6 * 3600}).encode())
+body = {"sub": "schemathesis", "role": os.environ["HQSYNC_ST_ROLE"], "iat": now, "exp": now + 6 * 3600}
+if os.environ["HQSYNC_ST_TENANT"]:
+    body["tenant"] = os.environ["HQSYNC_ST_TENANT"]
+claims = b64(json.dumps(body).encode())
 signing_input = f"{header}.{claims}".encode()
 sig = hmac.new(os.environ["HQSYNC_ST_SECRET"].encode(), signing_input, hashlib.sha256).digest()
 print(f"{header}.{claims}.{b64(sig)}")
 EOF
-)"
+}
+token="$(mint operator)"
+tenant_token="$(mint tenant_admin st-acme)"
 
 echo "==> hqsync run on $base (data in $work)"
 # Only the variables set here reach the server: no stray HQSYNC_* from the caller.
@@ -84,6 +95,10 @@ for _ in $(seq 1 100); do
     sleep 0.2
 done
 curl -fsS "$base/readyz" >/dev/null
+# The tenant the tenant admin's token names (its base URLs lead nowhere).
+curl -fsS -o /dev/null -H "Authorization: Bearer $token" -H 'Content-Type: application/json' \
+    -d '{"id":"st-acme","graph":{"tenant_id":"t","client_id":"c","client_secret":"s","graph_base":"https://graph.invalid/v1.0","login_base":"https://login.invalid"},"hellohq":{"token":"t","base_url":"https://hellohq.invalid"}}' \
+    "$base/v1/admin/tenants"
 
 # The token reaches schemathesis through its config file (not argv, not output).
 umask 077
@@ -113,19 +128,25 @@ read -r -a extra_args <<<"${HQSYNC_ST_ARGS:-}"
 # One worker: with two threads, CPython 3.11's parser can fail inside
 # Hypothesis ("AST constructor recursion depth mismatch"), an error of the
 # tool, not of the API, that would still fail the run.
-echo "==> schemathesis run (max $max_examples examples per operation)"
-set +e
-HQSYNC_ST_TOKEN="$token" "$venv/bin/schemathesis" --config-file "$work/schemathesis.toml" run openapi/hqsync.json \
-    --url "$base" \
-    --checks not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance \
-    --max-examples "$max_examples" \
-    --workers 1 \
-    --request-timeout 10 \
-    --report "${HQSYNC_ST_REPORT:-junit}" --report-dir "$report_dir" \
-    "${extra_args[@]}" \
-    "${seed_args[@]}"
-status=$?
-set -e
+status=0
+for role in operator tenant_admin; do
+    if [ "$role" = operator ]; then role_token="$token"; else role_token="$tenant_token"; fi
+    echo "==> schemathesis run as $role (max $max_examples examples per operation)"
+    set +e
+    HQSYNC_ST_TOKEN="$role_token" "$venv/bin/schemathesis" --config-file "$work/schemathesis.toml" run openapi/hqsync.json \
+        --url "$base" \
+        --checks not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance \
+        --max-examples "$max_examples" \
+        --workers 1 \
+        --request-timeout 10 \
+        --report "${HQSYNC_ST_REPORT:-junit}" --report-dir "$report_dir/$role" \
+        "${extra_args[@]}" \
+        "${seed_args[@]}"
+    role_status=$?
+    set -e
+    echo "==> $role: schemathesis exit status $role_status"
+    [ "$role_status" -eq 0 ] || status=$role_status
+done
 if ! kill -0 "$server_pid" 2>/dev/null; then
     echo "hqsync died during the run; see $report_dir/hqsync.log"
     status=1

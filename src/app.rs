@@ -69,6 +69,8 @@ impl App {
             reconcile_interval: Duration::from_secs(c.reconcile.interval_secs),
             hellohq_poll_interval: Duration::from_secs(c.hellohq.poll_interval_secs),
             graph: c.graph_client_config(),
+            processed_hints_retention: Duration::from_secs(u64::from(c.retention.processed_hints_days) * 86_400),
+            journal_retention: Duration::from_secs(u64::from(c.retention.journal_days) * 86_400),
             ..SchedulerSettings::default()
         };
         Scheduler::new(self.store.clone(), self.queue.clone(), &c.public_url(), settings, scheduler::system_clock())

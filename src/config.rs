@@ -32,6 +32,8 @@ pub struct Config {
     pub admin: AdminConfig,
     #[serde(default)]
     pub remote: RemoteConfig,
+    #[serde(default)]
+    pub retention: RetentionConfig,
     /// Tenants declared in the file; reconciled into the store at start.
     #[serde(default)]
     pub tenants: Vec<TenantConfig>,
@@ -244,6 +246,32 @@ impl Default for AdminConfig {
     }
 }
 
+/// How long the store keeps what only grows (pruned by the active scheduler).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionConfig {
+    /// Processed hint ids (the workers' idempotency record) older than this
+    /// are forgotten. Graph and helloHQ redeliver for hours, not days.
+    #[serde(default = "default_processed_hints_days")]
+    pub processed_hints_days: u32,
+    /// Journal entries older than this are deleted.
+    #[serde(default = "default_journal_days")]
+    pub journal_days: u32,
+}
+
+fn default_processed_hints_days() -> u32 {
+    7
+}
+fn default_journal_days() -> u32 {
+    90
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        RetentionConfig { processed_hints_days: default_processed_hints_days(), journal_days: default_journal_days() }
+    }
+}
+
 /// Where hqsync may connect to as a client (Graph, Entra ID, helloHQ).
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -361,6 +389,7 @@ impl Default for Config {
             },
             admin: AdminConfig::default(),
             remote: RemoteConfig::default(),
+            retention: RetentionConfig::default(),
             tenants: Vec::new(),
         }
     }
@@ -603,6 +632,15 @@ impl Config {
                 ),
             ));
         }
+        if self.retention.processed_hints_days == 0 {
+            return Err(bad(
+                "retention.processed_hints_days",
+                "must be at least 1 (a redelivered notification must still be recognised)".into(),
+            ));
+        }
+        if self.retention.journal_days == 0 {
+            return Err(bad("retention.journal_days", "must be at least 1".into()));
+        }
         if self.worker.concurrency == 0 {
             return Err(bad("worker.concurrency", "must be at least 1".into()));
         }
@@ -611,6 +649,22 @@ impl Config {
         }
         let mut seen = std::collections::HashSet::new();
         for (i, t) in self.tenants.iter().enumerate() {
+            if crate::store::is_reserved_tenant_id(t.id.as_str()) {
+                return Err(ConfigError::new(
+                    &format!("tenants[{i}].id"),
+                    format!("{:?} is reserved (system, or starting with _)", t.id.as_str()),
+                    "choose another id",
+                ));
+            }
+            if let Some(name) = &t.name {
+                if name.chars().any(char::is_control) {
+                    return Err(ConfigError::new(
+                        &format!("tenants[{i}].name"),
+                        "contains a control character".to_string(),
+                        "use plain text (no tabs, newlines, escape or NUL characters)",
+                    ));
+                }
+            }
             if !seen.insert(t.id.clone()) {
                 return Err(ConfigError::new(
                     &format!("tenants[{i}].id"),

@@ -154,6 +154,9 @@ pub async fn tenant(app: &App, cmd: TenantCommand) -> anyhow::Result<u8> {
             if app.store.get_tenant(&a.id).await?.is_some() {
                 bail!("tenant {} exists already", a.id);
             }
+            if a.name.as_deref().is_some_and(|n| n.chars().any(char::is_control)) {
+                bail!("--name contains a control character (NUL, ESC, tab, newline…); use plain text");
+            }
             let now = Utc::now();
             let mut settings = json!({});
             if let Some(p) = &a.pilot {
@@ -197,7 +200,8 @@ pub async fn tenant(app: &App, cmd: TenantCommand) -> anyhow::Result<u8> {
                 let n = app.store.list_mailboxes(&t.id).await?.len();
                 let rollout = t.settings.get("rollout").and_then(|v| v.as_str()).unwrap_or("all");
                 let pilot = t.settings.get("pilot_mailbox").and_then(|v| v.as_str()).unwrap_or("");
-                println!("{:<20} {:<8} {:<10} {:<30} {}", t.id, t.enabled, n, format!("{rollout} {pilot}"), t.name);
+                let rollout = printable(&format!("{rollout} {pilot}"));
+                println!("{:<20} {:<8} {:<10} {:<30} {}", t.id, t.enabled, n, rollout, printable(&t.name));
             }
             Ok(0)
         }
@@ -238,9 +242,9 @@ pub async fn tenant(app: &App, cmd: TenantCommand) -> anyhow::Result<u8> {
 async fn print_test(app: &App, t: &Tenant) -> bool {
     let report = crate::conntest::run(&app.store, &app.config.public_url(), t, &app.config.graph_client_config()).await;
     for c in &report.checks {
-        println!("{} {:<22} {}", if c.ok { "ok  " } else { "FAIL" }, c.name, c.detail);
+        println!("{} {:<22} {}", if c.ok { "ok  " } else { "FAIL" }, printable(&c.name), printable(&c.detail));
         if let Some(f) = c.fix.as_deref().filter(|_| !c.ok) {
-            println!("     fix: {f}");
+            println!("     fix: {}", printable(f));
         }
     }
     // What the probes found, one line each (`graph.if_match = enforced`).
@@ -248,7 +252,7 @@ async fn print_test(app: &App, t: &Tenant) -> bool {
         for (section, fields) in sections.iter().filter(|(k, _)| *k != "tested_at") {
             for (name, value) in fields.as_object().into_iter().flatten() {
                 let shown = value.as_str().map(str::to_string).unwrap_or_else(|| value.to_string());
-                println!("capability {:<34} {shown}", format!("{section}.{name}"));
+                println!("capability {:<34} {}", printable(&format!("{section}.{name}")), printable(&shown));
             }
         }
     }
@@ -379,7 +383,7 @@ pub async fn dead_letters(app: &App, cmd: DeadLetterCommand) -> anyhow::Result<u
                         )
                     })
                     .unwrap_or_else(|| "(undecodable)".into());
-                println!("{}  attempts {}  {what}\n    {}", d.id, d.attempts, d.reason);
+                println!("{}  attempts {}  {}\n    {}", d.id, d.attempts, printable(&what), printable(&d.reason));
             }
             Ok(0)
         }
@@ -388,5 +392,30 @@ pub async fn dead_letters(app: &App, cmd: DeadLetterCommand) -> anyhow::Result<u
             println!("replayed {n} dead letters");
             Ok(0)
         }
+    }
+}
+
+/// Text for a terminal: control characters (NUL, ESC, newlines, C1…) are
+/// printed escaped (`\u{1b}`), so a stored name or a remote message can
+/// neither hide lines nor send escape sequences to the operator's terminal.
+pub fn printable(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod printable_tests {
+    /// Issue #20, finding 11: a tenant name with NUL and ESC was printed raw.
+    #[test]
+    fn control_characters_are_printed_escaped() {
+        assert_eq!(super::printable("a\u{1b}[31mred\u{0}\nb\u{9b}"), "a\\u{1b}[31mred\\u{0}\\nb\\u{9b}");
+        assert_eq!(super::printable("Müller & Söhne"), "Müller & Söhne");
     }
 }

@@ -1,8 +1,11 @@
 //! The status page in a real browser (headless Chromium): it signs in
-//! through the login form (a form POST, the session cookie, the redirect),
-//! then the page must show the seeded tenant, its mailboxes and kinds with
-//! direction, linked items, the error with its reason, conflicts, held
-//! deletions and the chart. A screenshot is kept under `target/`.
+//! through the login form (the form's CSRF cookie and field, a same-origin
+//! form POST, the session cookie, the redirect), then the page must show
+//! the seeded tenant, its mailboxes and kinds with direction, linked items,
+//! the error with its reason, conflicts, held deletions and the chart. A
+//! screenshot is kept under `target/`. (The sign-in is sent by the test's
+//! HTTP client: a page of another origin that submits the form is exactly
+//! the login CSRF the server refuses, and the page allows no script.)
 
 use std::process::Command;
 
@@ -32,17 +35,52 @@ fn chromium() -> Option<String> {
     None
 }
 
-/// Runs the browser on a page that submits the login form, and returns
-/// what `extra` asked for (the DOM with `--dump-dom`).
-fn browse(browser: &str, base: &str, token: &str, profile: &std::path::Path, extra: &[String]) -> String {
-    let login = format!(
-        "data:text/html,<form method=post action='{base}/login'><input name=token value='{token}'></form><script>document.forms[0].submit()</script>"
-    );
+/// Signs in through the login form as a browser on the page would (the
+/// form's CSRF cookie and hidden field, a same-origin POST) and returns the
+/// status page the session cookie then shows.
+async fn signed_in_page(base: &str, token: &str) -> String {
+    let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let form = http.get(format!("{base}/login")).send().await.unwrap();
+    let csrf_cookie = form
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_string())
+        .find(|c| c.starts_with("hqsync_csrf="))
+        .expect("the login form sets its CSRF cookie");
+    let csrf = csrf_cookie.trim_start_matches("hqsync_csrf=").split(';').next().unwrap().to_string();
+    let signed = http
+        .post(format!("{base}/login"))
+        .header("cookie", format!("hqsync_csrf={csrf}"))
+        .header("origin", base)
+        .header("sec-fetch-site", "same-origin")
+        .form(&[("token", token), ("csrf", csrf.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(signed.status(), reqwest::StatusCode::SEE_OTHER);
+    let session = signed
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_string())
+        .find(|c| c.starts_with("hqsync_session="))
+        .expect("signed in");
+    let session = session.split(';').next().unwrap().to_string();
+    let page = http.get(format!("{base}/")).header("cookie", format!("{session}; hqsync_csrf={csrf}")).send().await;
+    page.unwrap().text().await.unwrap()
+}
+
+/// Renders `html` in the browser and returns what `extra` asked for (the
+/// DOM with `--dump-dom`).
+fn browse(browser: &str, html: &str, profile: &std::path::Path, extra: &[String]) -> String {
+    let file = profile.join("status.html");
+    std::fs::write(&file, html).unwrap();
     let out = Command::new(browser)
         .args(["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--virtual-time-budget=5000"])
         .arg(format!("--user-data-dir={}", profile.display()))
         .args(extra)
-        .arg(login)
+        .arg(format!("file://{}", file.display()))
         .output()
         .expect("run chromium");
     String::from_utf8_lossy(&out.stdout).to_string()
@@ -160,11 +198,11 @@ async fn the_status_page_signs_in_and_shows_a_seeded_tenant() {
     assert!(anon.contains("name=\"token\""), "{anon}");
 
     let profile = tempfile::tempdir().unwrap();
-    let b2 = base.clone();
+    let html = signed_in_page(&base, &token).await;
     let dom = tokio::task::spawn_blocking({
         let browser = browser.clone();
         let profile = profile.path().to_path_buf();
-        move || browse(&browser, &b2, &token, &profile, &["--dump-dom".to_string()])
+        move || browse(&browser, &html, &profile, &["--dump-dom".to_string()])
     })
     .await
     .unwrap();
@@ -179,7 +217,6 @@ async fn the_status_page_signs_in_and_shows_a_seeded_tenant() {
 
     let shot = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("status-page.png");
     let _ = std::fs::remove_file(&shot);
-    let b3 = base.clone();
     let token2 = encode(
         &Header::new(Algorithm::HS256),
         &json!({"sub": "ops@example", "role": "operator", "exp": exp}),
@@ -188,13 +225,13 @@ async fn the_status_page_signs_in_and_shows_a_seeded_tenant() {
     .unwrap();
     let profile2 = tempfile::tempdir().unwrap();
     let shot2 = shot.clone();
+    let html2 = signed_in_page(&base, &token2).await;
     tokio::task::spawn_blocking({
         let profile = profile2.path().to_path_buf();
         move || {
             browse(
                 &browser,
-                &b3,
-                &token2,
+                &html2,
                 &profile,
                 &[format!("--screenshot={}", shot2.display()), "--window-size=1280,900".into()],
             )

@@ -459,8 +459,8 @@ async fn subscriptions_round_trip_with_client_state_digest(store: Store, _url: S
 
     let ids: Vec<String> = store.list_subscriptions(&tid("acme")).await.unwrap().into_iter().map(|s| s.id).collect();
     assert_eq!(ids, ["sub-1", "sub-2"]);
-    assert!(store.delete_subscription("sub-1").await.unwrap());
-    assert!(!store.delete_subscription("sub-1").await.unwrap());
+    assert!(store.delete_subscription(&TenantId::parse("acme").unwrap(), "sub-1").await.unwrap());
+    assert!(!store.delete_subscription(&TenantId::parse("acme").unwrap(), "sub-1").await.unwrap());
     assert!(store.get_subscription("sub-1").await.unwrap().is_none());
 }
 

@@ -2,8 +2,9 @@
 //! connection test, directions and rollout, mailboxes, the journal, held
 //! deletions, the dry-run plan and the dead letters.
 //!
-//! Every route takes a bearer JWT (or the status page's session cookie)
-//! verified with the configured key and algorithm only. An `operator` sees
+//! Every route takes a bearer JWT (`Authorization: Bearer`, never the
+//! status page's session cookie: a cookie rides along on cross-site
+//! requests) verified with the configured key and algorithm only. An `operator` sees
 //! everything; a `tenant_admin` sees and changes only the tenant named in
 //! its token — any other tenant is answered `404`, exactly as if it did not
 //! exist, on every route. Every change is journalled with who made it.
@@ -142,7 +143,8 @@ impl AdminAuth {
         let role = match c.role.as_str() {
             "operator" => Role::Operator,
             "tenant_admin" => {
-                let t = c.tenant.as_deref().and_then(|t| TenantId::parse(t).ok()).ok_or_else(|| {
+                let t = c.tenant.as_deref().filter(|t| !crate::store::is_reserved_tenant_id(t));
+                let t = t.and_then(|t| TenantId::parse(t).ok()).ok_or_else(|| {
                     ApiError::unauthorized("bad_token", "a tenant_admin token needs a valid `tenant` claim")
                 })?;
                 Role::TenantAdmin(t)
@@ -197,21 +199,23 @@ impl Principal {
     }
 }
 
-/// The token from `Authorization: Bearer …`, else from the session cookie.
-pub fn token_of(parts: &Parts) -> Option<String> {
-    if let Some(v) = parts.headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {
-        let v = v.trim();
-        if v.len() > 7 && v[..7].eq_ignore_ascii_case("bearer ") {
-            return Some(v[7..].trim().to_string());
-        }
-    }
-    parts
-        .headers
+/// The token from `Authorization: Bearer …` (the only credential the admin
+/// API takes: a browser never adds it by itself, so no cross-site request
+/// can carry it).
+pub fn bearer_of(headers: &axum::http::HeaderMap) -> Option<String> {
+    let v = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok())?.trim();
+    let (scheme, rest) = v.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim().to_string()).filter(|t| !t.is_empty())
+}
+
+/// The value of cookie `name`, if the request carries it.
+pub fn cookie_of(headers: &axum::http::HeaderMap, name: &str) -> Option<String> {
+    headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
-        .find_map(|c| c.trim().strip_prefix(&format!("{SESSION_COOKIE}=")).map(str::to_string))
+        .find_map(|c| c.trim().strip_prefix(name)?.strip_prefix('=').map(str::to_string))
 }
 
 impl<S> FromRequestParts<S> for Principal
@@ -229,7 +233,8 @@ where
                 "the admin API is not configured: set admin.jwt_secret (HQSYNC_ADMIN__JWT_SECRET) or admin.jwt_public_key_file",
             ));
         };
-        let token = token_of(parts)
+        // The status page's session cookie is not accepted here (CSRF): Bearer only.
+        let token = bearer_of(&parts.headers)
             .ok_or_else(|| ApiError::unauthorized("missing_token", "send Authorization: Bearer <JWT>"))?;
         auth.verify(&token)
     }
@@ -443,6 +448,12 @@ fn check_settings(v: &Value) -> Result<(), ApiError> {
 /// The checks `hqsync.toml`'s `[[tenants]]` get (see `Config::validate`),
 /// so the API stores no tenant the config file would refuse.
 fn check_tenant(t: &Tenant) -> Result<(), ApiError> {
+    if t.name.chars().any(char::is_control) || t.name.trim().is_empty() || t.name.chars().count() > 200 {
+        return Err(ApiError::bad_request(
+            "bad_field",
+            "name: 1 to 200 characters of plain text (no control characters: NUL, ESC, tab, newline…)",
+        ));
+    }
     for (key, value) in [
         ("graph.graph_base", &t.graph.graph_base),
         ("graph.login_base", &t.graph.login_base),
@@ -467,6 +478,9 @@ fn check_tenant(t: &Tenant) -> Result<(), ApiError> {
 }
 
 fn store_err(e: crate::store::StoreError) -> ApiError {
+    if let crate::store::StoreError::Foreign(why) = &e {
+        return ApiError::new(StatusCode::CONFLICT, "id_taken", why.clone());
+    }
     if e.is_unavailable() {
         ApiError::unavailable(&e)
     } else {
@@ -510,7 +524,7 @@ pub async fn list_tenants(State(state): State<AppState>, who: Principal) -> Resu
             ("HellohqWebhook" = (operation_id = "webhook", parameters(("tenant" = "$response.body#/id"))))
         )), AdminErrors, (status = 400, description = "A path segment or query parameter does not decode, the body is not JSON, or a value fails validation: the message names it and the fix", body = ErrorBody),
         JsonBodyErrors, (status = 403, description = "Only an operator may do this", body = ErrorBody),
-        (status = 409, description = "A tenant with this id exists", body = ErrorBody)))]
+        (status = 409, description = "A tenant with this id exists, or had it and was deleted (ids are never reused)", body = ErrorBody)))]
 pub async fn create_tenant(
     State(state): State<AppState>,
     who: Principal,
@@ -522,6 +536,12 @@ pub async fn create_tenant(
         .as_deref()
         .ok_or_else(|| ApiError::bad_request("missing_field", "id is required"))
         .and_then(|s| TenantId::parse(s).map_err(|e| ApiError::bad_request("bad_field", format!("id: {e}"))))?;
+    if crate::store::is_reserved_tenant_id(id.as_str()) {
+        return Err(ApiError::bad_request(
+            "bad_field",
+            format!("id: {id} is reserved (system, or starting with _); choose another id"),
+        ));
+    }
     if state.store.get_tenant(&id).await.map_err(store_err)?.is_some() {
         return Err(ApiError::new(StatusCode::CONFLICT, "exists", format!("tenant {id} exists; PATCH it instead")));
     }
@@ -674,6 +694,9 @@ pub async fn update_tenant(
     t.updated_at = Utc::now();
     check_tenant(&t)?;
     state.store.upsert_tenant(&t).await.map_err(store_err)?;
+    // A removed webhook secret or a disabled tenant takes effect now, not after the caches' TTL.
+    state.webhook_secrets.invalidate(&id);
+    state.subscriptions.invalidate_tenant(&id);
     if rollout_all {
         enable_rollout(&state, &id).await?;
     }
@@ -722,6 +745,8 @@ pub async fn delete_tenant(
     who.require_operator()?;
     load_tenant(&state, &id).await?;
     state.store.delete_tenant(&id).await.map_err(store_err)?;
+    state.webhook_secrets.invalidate(&id);
+    state.subscriptions.invalidate_tenant(&id);
     let system = TenantId::parse(crate::store::SYSTEM_TENANT.trim_start_matches('_')).unwrap_or(id.clone());
     let _ = state
         .store

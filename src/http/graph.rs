@@ -3,6 +3,8 @@
 //! subscription, then publish-then-202. The tenant always comes from the
 //! subscription record, never from the payload.
 
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
@@ -18,6 +20,48 @@ use super::extract::ApiQuery;
 use super::{metrics, read_body, require_json, ApiError, AppState};
 use crate::connectors::graph::notification::{parse_batch, ItemKind, LifecycleEvent, NotificationItem};
 use crate::queue::{Change, Hint, Origin, HINT_VERSION};
+
+/// Items one notification POST may carry. Graph documents no maximum;
+/// the batches it sends are small (the changes of a few seconds for the
+/// subscriptions pointing at one URL: the examples in Microsoft's docs hold
+/// one or two, our simulator's fault suites reach a few hundred). 1,000 is
+/// far above that and bounds the work an unauthenticated POST can cause
+/// (a 1 MiB body can otherwise hold ~16,000 made-up items, each a lookup).
+/// A larger batch is refused with `413`; whatever it held is re-read by the
+/// next delta pass.
+pub const MAX_NOTIFICATION_ITEMS: usize = 1000;
+
+/// Dropped items are logged in aggregate, at most one line per minute
+/// (each also counts in `hqsync_hints_rejected_total{source,reason}`), so
+/// a flood of forged notifications cannot flood the log.
+struct DropLog {
+    since_last: AtomicU64,
+    last_ms: AtomicI64,
+}
+
+static DROP_LOG: DropLog = DropLog { since_last: AtomicU64::new(0), last_ms: AtomicI64::new(0) };
+
+impl DropLog {
+    fn dropped(&self, source: &'static str, reason: &'static str, example: &str) {
+        metrics::hint_rejected(source, reason);
+        self.since_last.fetch_add(1, Ordering::Relaxed);
+        let now = chrono::Utc::now().timestamp_millis();
+        let last = self.last_ms.load(Ordering::Relaxed);
+        if now - last >= 60_000
+            && self.last_ms.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok()
+        {
+            let n = self.since_last.swap(0, Ordering::Relaxed);
+            let example: String = example.chars().take(80).collect::<String>().escape_debug().to_string();
+            tracing::warn!(
+                dropped = n,
+                last_reason = reason,
+                last_subscription = %example,
+                "dropped Graph notifications since the last such line (at most one per minute; \
+                 hqsync_hints_rejected_total has them by reason)"
+            );
+        }
+    }
+}
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -51,7 +95,7 @@ enum NotificationResponses {
     /// The body is not a notification batch, or the query string does not decode
     #[response(status = 400)]
     Malformed(ErrorBody),
-    /// Body over the size limit
+    /// Body over the size limit, or more than 1,000 items
     #[response(status = 413)]
     TooLarge(ErrorBody),
     /// Body is not JSON
@@ -119,18 +163,23 @@ async fn receive(
     let bytes = read_body(&headers, body, state.max_body_bytes).await?;
     require_json(&headers)?;
     let items = parse_batch(&bytes).map_err(|e| ApiError::bad_request("malformed_notification", e.to_string()))?;
+    if items.len() > MAX_NOTIFICATION_ITEMS {
+        metrics::hint_rejected(source, "too_many_items");
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_many_items",
+            format!("a notification batch holds at most {MAX_NOTIFICATION_ITEMS} items; this one has {}", items.len()),
+        ));
+    }
     let now = chrono::Utc::now();
     let mut hints = Vec::with_capacity(items.len());
     for item in items {
         match item {
-            Ok(item) => match trust(&state, item, now).await? {
+            Ok(item) => match trust(&state, &item, now).await? {
                 Ok(hint) => hints.push(hint),
-                Err(reason) => metrics::hint_rejected(source, reason),
+                Err(reason) => DROP_LOG.dropped(source, reason, &item.subscription_id),
             },
-            Err(e) => {
-                tracing::warn!(source, error = %e, "dropping malformed notification item");
-                metrics::hint_rejected(source, "malformed");
-            }
+            Err(_) => DROP_LOG.dropped(source, "malformed", ""),
         }
     }
     state.publish_confirmed(&hints).await?;
@@ -140,25 +189,22 @@ async fn receive(
 /// Checks one item against its subscription. `Ok(Err(reason))` = drop it.
 async fn trust(
     state: &AppState,
-    item: NotificationItem,
+    item: &NotificationItem,
     now: chrono::DateTime<chrono::Utc>,
 ) -> Result<Result<Hint, &'static str>, ApiError> {
     let Some(sub) = state.subscriptions.get(&item.subscription_id).await.map_err(|e| ApiError::unavailable(&e))? else {
-        tracing::warn!(subscription = %item.subscription_id, "dropping notification for an unknown subscription");
         return Ok(Err("unknown_subscription"));
     };
     let presented = Sha256::digest(item.client_state.as_deref().unwrap_or("").as_bytes());
     if !bool::from(presented.as_slice().ct_eq(&sub.client_state_sha256)) {
-        tracing::warn!(subscription = %sub.id, tenant = %sub.tenant, "dropping notification with a wrong clientState");
         return Ok(Err("client_state_mismatch"));
     }
     if let Some(tid) = &item.tenant_id {
         if !tid.eq_ignore_ascii_case(&sub.entra_tenant_id) {
-            tracing::warn!(subscription = %sub.id, tenant = %sub.tenant, "dropping notification whose tenantId is not the subscription's");
             return Ok(Err("tenant_mismatch"));
         }
     }
-    let (change, resource_id, version) = match item.kind {
+    let (change, resource_id, version) = match item.kind.clone() {
         ItemKind::Change { change, resource_id, version } => (change, resource_id, version),
         ItemKind::Lifecycle(LifecycleEvent::Missed) => (Change::Resync, None, None),
         ItemKind::Lifecycle(LifecycleEvent::SubscriptionRemoved) => (Change::SubscriptionRemoved, None, None),

@@ -34,12 +34,33 @@ pub fn handle() -> PrometheusHandle {
         .clone()
 }
 
-/// Counts and times every request by route template and status.
+/// The `method` label: one of the standard methods, else `other` (any
+/// token is a valid HTTP method, and each new label value is a new series
+/// kept for good).
+pub fn method_label(m: &axum::http::Method) -> &'static str {
+    use axum::http::Method;
+    match *m {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::OPTIONS => "OPTIONS",
+        Method::TRACE => "TRACE",
+        Method::CONNECT => "CONNECT",
+        _ => "other",
+    }
+}
+
+/// Counts and times every request by route template, method and status,
+/// all from closed sets: a route the router knows (else `unmatched`), a
+/// standard method (else `other`), the status hqsync answered.
 pub async fn track_requests(req: Request, next: Next) -> Response {
     let started = Instant::now();
     let route =
         req.extensions().get::<MatchedPath>().map(|p| p.as_str().to_owned()).unwrap_or_else(|| "unmatched".into());
-    let method = req.method().as_str().to_owned();
+    let method = method_label(req.method());
     let resp = next.run(req).await;
     let status = resp.status().as_u16().to_string();
     counter!("hqsync_http_requests_total", "route" => route.clone(), "method" => method, "status" => status)

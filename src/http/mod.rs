@@ -149,6 +149,7 @@ pub fn router_and_spec(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
+        .layer(axum::middleware::from_fn(request_timeout))
         .layer(axum::middleware::from_fn(metrics::track_requests));
     (router, spec)
 }
@@ -218,10 +219,107 @@ where
         .routes(routes!(status::logout))
 }
 
+/// A client must send a request's whole header within this (then the
+/// connection is closed): a connection that sends half a header and
+/// waits cannot hold a slot longer.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// A request body must arrive within this (`408` otherwise).
+pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// A whole request, handling included, within this (`408` otherwise). Above
+/// the connection test's worst case (Graph's retry budget is 120 s).
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(180);
+/// Open connections at most; the next one waits in the listen backlog.
+pub const MAX_CONNECTIONS: usize = 1024;
+
 /// Serves until `shutdown` is cancelled, then stops accepting and lets
-/// in-flight requests finish.
+/// in-flight requests finish. HTTP/1.1 with the limits above: a header
+/// read timeout per request, the body and request timeouts (in the
+/// router), and at most [`MAX_CONNECTIONS`] connections at once.
 pub async fn serve(listener: tokio::net::TcpListener, app: Router, shutdown: CancellationToken) -> std::io::Result<()> {
-    axum::serve(listener, app).with_graceful_shutdown(async move { shutdown.cancelled().await }).await
+    serve_with(listener, app, shutdown, ServerLimits::default()).await
+}
+
+/// The connection-level limits of [`serve_with`].
+#[derive(Debug, Clone, Copy)]
+pub struct ServerLimits {
+    pub header_read_timeout: Duration,
+    pub max_connections: usize,
+}
+
+impl Default for ServerLimits {
+    fn default() -> Self {
+        ServerLimits { header_read_timeout: HEADER_READ_TIMEOUT, max_connections: MAX_CONNECTIONS }
+    }
+}
+
+/// [`serve`] with other connection limits (tests shorten them).
+pub async fn serve_with(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    shutdown: CancellationToken,
+    limits: ServerLimits,
+) -> std::io::Result<()> {
+    let max_connections = limits.max_connections;
+    let header_read_timeout = limits.header_read_timeout;
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use hyper_util::service::TowerToHyperService;
+    use tower::ServiceExt as _;
+
+    let slots = Arc::new(tokio::sync::Semaphore::new(max_connections.max(1)));
+    let tracker = tokio_util::task::TaskTracker::new();
+    loop {
+        let permit = tokio::select! {
+            p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+            _ = shutdown.cancelled() => break,
+        };
+        let (stream, _) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(s) => s,
+                Err(e) => {
+                    // Out of file descriptors and the like: wait instead of spinning.
+                    tracing::warn!(error = %e, "accepting a connection failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.cancelled() => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let svc = app.clone().map_request(|req: axum::http::Request<hyper::body::Incoming>| req.map(Body::new));
+        let svc = TowerToHyperService::new(svc);
+        let stop = shutdown.clone();
+        tracker.spawn(async move {
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            builder.timer(TokioTimer::new()).header_read_timeout(header_read_timeout).keep_alive(true);
+            let conn = builder.serve_connection(TokioIo::new(stream), svc);
+            tokio::pin!(conn);
+            tokio::select! {
+                _ = conn.as_mut() => {}
+                _ = stop.cancelled() => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = conn.await;
+                }
+            }
+            drop(permit);
+        });
+    }
+    tracker.close();
+    tracker.wait().await;
+    Ok(())
+}
+
+/// Answers `408` when a request (body and handling) takes longer than [`REQUEST_TIMEOUT`].
+async fn request_timeout(req: axum::extract::Request, next: axum::middleware::Next) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    match tokio::time::timeout(REQUEST_TIMEOUT, next.run(req)).await {
+        Ok(r) => r,
+        Err(_) => ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "request_timeout",
+            format!("the request took longer than {} s", REQUEST_TIMEOUT.as_secs()),
+        )
+        .into_response(),
+    }
 }
 
 /// Reads a request body up to `limit` bytes: 413 beyond it (checked against
@@ -237,7 +335,14 @@ pub(crate) async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> 
             return Err(too_large());
         }
     }
-    axum::body::to_bytes(body, limit).await.map_err(|_| too_large())
+    match tokio::time::timeout(BODY_READ_TIMEOUT, axum::body::to_bytes(body, limit)).await {
+        Ok(r) => r.map_err(|_| too_large()),
+        Err(_) => Err(ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "body_timeout",
+            format!("the request body did not arrive within {} s", BODY_READ_TIMEOUT.as_secs()),
+        )),
+    }
 }
 
 /// 415 unless the request says it carries JSON.

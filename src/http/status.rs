@@ -4,6 +4,14 @@
 //! mailboxes and kinds with direction, last sync, linked items, errors,
 //! conflicts, held deletions and subscription expiry, pending hints, and a
 //! small SVG chart of changes per minute over the last hour.
+//!
+//! Against cross-site use (issue #20, finding 6): the session cookie is
+//! `SameSite=Strict` and serves only this page's `GET` (the admin API
+//! takes `Authorization: Bearer` only); the login and logout forms carry a
+//! CSRF token that must match the `hqsync_csrf` cookie (double submit), and
+//! a POST whose `Origin` or `Sec-Fetch-Site` says it came from another site
+//! is refused with `403`. Every page is sent with a CSP that allows no
+//! script, no framing (`X-Frame-Options: DENY`) and `Cache-Control: no-store`.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -15,7 +23,7 @@ use chrono::{Duration, Utc};
 use serde::Deserialize;
 use utoipa::ToSchema;
 
-use super::admin::{Principal, SESSION_COOKIE};
+use super::admin::{cookie_of, Principal, SESSION_COOKIE};
 use super::extract::ApiForm;
 use super::AppState;
 use crate::engine::settings::TenantSettings;
@@ -43,69 +51,201 @@ h2{font-size:1.15em;margin-top:1.6em}table{border-collapse:collapse;margin:.5em 
 padding:.25em .6em;text-align:left}th{background:#f3f3f3}.bad{color:#a00}.ok{color:#070}.muted{color:#777}\
 form.login{max-width:32em}input[type=password]{width:100%;padding:.4em}";
 
-fn html_page(title: &str, body: &str) -> Html<String> {
-    Html(format!(
-        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{}</title><style>{STYLE}</style></head><body>{body}</body></html>",
-        esc(title)
-    ))
+/// The double-submit CSRF cookie of the login and logout forms.
+pub const CSRF_COOKIE: &str = "hqsync_csrf";
+
+/// A status-page answer: the HTML with the headers every page carries (no
+/// script, no framing, not cached), and a fresh CSRF cookie when one was made.
+struct Page {
+    status: StatusCode,
+    html: String,
+    set_cookies: Vec<String>,
 }
 
-fn login_page(message: Option<&str>) -> Html<String> {
+impl IntoResponse for Page {
+    fn into_response(self) -> Response {
+        let mut r = (self.status, Html(self.html)).into_response();
+        secure_headers(r.headers_mut());
+        for c in self.set_cookies {
+            if let Ok(v) = c.parse() {
+                r.headers_mut().append(header::SET_COOKIE, v);
+            }
+        }
+        r
+    }
+}
+
+/// CSP (nothing but inline style), no framing, no caching, no sniffing.
+fn secure_headers(h: &mut HeaderMap) {
+    let set = |h: &mut HeaderMap, k: header::HeaderName, v: &'static str| {
+        h.insert(k, axum::http::HeaderValue::from_static(v));
+    };
+    set(h, header::CONTENT_SECURITY_POLICY, "default-src 'none'; style-src 'unsafe-inline'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'");
+    set(h, header::X_FRAME_OPTIONS, "DENY");
+    set(h, header::CACHE_CONTROL, "no-store");
+    set(h, header::X_CONTENT_TYPE_OPTIONS, "nosniff");
+    set(h, header::REFERRER_POLICY, "no-referrer");
+}
+
+fn html_page(title: &str, body: &str) -> String {
+    format!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{}</title><style>{STYLE}</style></head><body>{body}</body></html>",
+        esc(title)
+    )
+}
+
+/// The request's CSRF cookie, or a new random one (with its `Set-Cookie`).
+fn csrf_of(state: &AppState, headers: &HeaderMap) -> (String, Vec<String>) {
+    if let Some(v) = cookie_of(headers, CSRF_COOKIE).filter(|v| v.len() == 43 && v.bytes().all(is_b64url)) {
+        return (v, Vec::new());
+    }
+    let mut raw = [0u8; 32];
+    rand::RngCore::fill_bytes(&mut rand::thread_rng(), &mut raw);
+    let v = base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, raw);
+    let cookie = format!("{CSRF_COOKIE}={v}; HttpOnly; SameSite=Strict; Path=/{}", secure_attr(state));
+    (v, vec![cookie])
+}
+
+fn is_b64url(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'-' || b == b'_'
+}
+
+fn secure_attr(state: &AppState) -> &'static str {
+    if state.public_url.starts_with("https://") {
+        "; Secure"
+    } else {
+        ""
+    }
+}
+
+/// Refuses a form POST that another site made: its `Sec-Fetch-Site` is not
+/// `same-origin`, its `Origin` is not this service's, or its CSRF field does
+/// not match the CSRF cookie (which a `SameSite=Strict` cookie makes
+/// unavailable to any cross-site request anyway).
+fn check_form_origin(state: &AppState, headers: &HeaderMap, csrf_field: &str) -> Result<(), &'static str> {
+    if let Some(site) = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok()) {
+        if !site.eq_ignore_ascii_case("same-origin") {
+            return Err("the form was sent from another site (Sec-Fetch-Site)");
+        }
+    }
+    if let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) {
+        if !same_origin(state, headers, origin) {
+            return Err("the form was sent from another origin (Origin)");
+        }
+    }
+    let cookie = cookie_of(headers, CSRF_COOKIE).unwrap_or_default();
+    let ok = !cookie.is_empty()
+        && bool::from(subtle::ConstantTimeEq::ct_eq(cookie.as_bytes(), csrf_field.trim().as_bytes()));
+    if ok {
+        Ok(())
+    } else {
+        Err("the form's CSRF token does not match; reload the page and try again")
+    }
+}
+
+/// `origin` is this service: the origin of `http.public_url`, or the
+/// scheme-less `Host` the request was sent to.
+fn same_origin(state: &AppState, headers: &HeaderMap, origin: &str) -> bool {
+    let Ok(o) = url::Url::parse(origin) else { return false };
+    if let Ok(p) = url::Url::parse(&state.public_url) {
+        if o.origin() == p.origin() {
+            return true;
+        }
+    }
+    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or_default();
+    let o_host = match o.port() {
+        Some(port) => format!("{}:{port}", o.host_str().unwrap_or_default()),
+        None => o.host_str().unwrap_or_default().to_string(),
+    };
+    !host.is_empty() && o_host.eq_ignore_ascii_case(host)
+}
+
+fn login_page(status: StatusCode, message: Option<&str>, csrf: &str, set_cookies: Vec<String>) -> Page {
     let msg = message.map(|m| format!("<p class=\"bad\" id=\"login-error\">{}</p>", esc(m))).unwrap_or_default();
-    html_page(
+    let html = html_page(
         "hqsync — sign in",
         &format!(
             "<h1>hqsync status</h1>{msg}<form class=\"login\" method=\"post\" action=\"/login\">\
+             <input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
              <p><label for=\"token\">Admin token (JWT)</label><br><input type=\"password\" id=\"token\" name=\"token\" autocomplete=\"off\" required></p>\
-             <p><button type=\"submit\">Sign in</button></p></form>"
+             <p><button type=\"submit\">Sign in</button></p></form>",
+            csrf = esc(csrf)
         ),
-    )
+    );
+    Page { status, html, set_cookies }
 }
 
 /// The login form.
 #[utoipa::path(get, path = "/login", tag = "status", responses((status = 200, description = "Login form", content_type = "text/html", body = String)))]
-pub async fn login_form() -> Html<String> {
-    login_page(None)
+pub async fn login_form(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let (csrf, set) = csrf_of(&state, &headers);
+    login_page(StatusCode::OK, None, &csrf, set).into_response()
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct LoginForm {
     pub token: String,
+    /// The hidden CSRF field of the form (must match the `hqsync_csrf` cookie).
+    #[serde(default)]
+    pub csrf: String,
+}
+
+#[derive(Debug, Default, Deserialize, ToSchema)]
+pub struct LogoutForm {
+    /// The hidden CSRF field of the form (must match the `hqsync_csrf` cookie).
+    #[serde(default)]
+    pub csrf: String,
 }
 
 /// Checks the token and keeps it in an HttpOnly cookie; back to `/`.
 #[utoipa::path(post, path = "/login", tag = "status", request_body(content = LoginForm, content_type = "application/x-www-form-urlencoded"),
     responses((status = 303, description = "Signed in; see /"), (status = 401, description = "Token refused", content_type = "text/html", body = String),
+        (status = 403, description = "Sent from another site (Origin, Sec-Fetch-Site) or without the form's CSRF token", content_type = "text/html", body = String),
         (status = 400, description = "The form does not decode (e.g. no `token` field)", body = super::error::ErrorBody),
         (status = 413, description = "Body over `http.max_body_bytes`", body = super::error::ErrorBody),
         (status = 415, description = "Not sent as application/x-www-form-urlencoded", body = super::error::ErrorBody)))]
-pub async fn login(State(state): State<AppState>, ApiForm(form): ApiForm<LoginForm>) -> Response {
+pub async fn login(State(state): State<AppState>, headers: HeaderMap, ApiForm(form): ApiForm<LoginForm>) -> Response {
+    let (csrf, set) = csrf_of(&state, &headers);
+    if let Err(why) = check_form_origin(&state, &headers, &form.csrf) {
+        return login_page(StatusCode::FORBIDDEN, Some(why), &csrf, set).into_response();
+    }
     let Some(auth) = state.admin.as_ref() else {
-        return (StatusCode::UNAUTHORIZED, login_page(Some("The admin API is not configured (admin.jwt_secret).")))
-            .into_response();
+        let why = "The admin API is not configured (admin.jwt_secret).";
+        return login_page(StatusCode::UNAUTHORIZED, Some(why), &csrf, set).into_response();
     };
     let token = form.token.trim();
     match auth.verify(token) {
         Ok(_) => {
-            let secure = if state.public_url.starts_with("https://") { "; Secure" } else { "" };
-            let cookie = format!("{SESSION_COOKIE}={token}; HttpOnly; SameSite=Lax; Path=/{secure}");
+            let cookie = format!("{SESSION_COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/{}", secure_attr(&state));
             let mut r = Redirect::to("/").into_response();
+            secure_headers(r.headers_mut());
             if let Ok(v) = cookie.parse() {
                 r.headers_mut().insert(header::SET_COOKIE, v);
             }
             r
         }
         Err(e) => {
-            (StatusCode::UNAUTHORIZED, login_page(Some(&format!("Token refused: {}", e.message)))).into_response()
+            let why = format!("Token refused: {}", e.message);
+            login_page(StatusCode::UNAUTHORIZED, Some(&why), &csrf, set).into_response()
         }
     }
 }
 
 /// Forgets the session cookie.
-#[utoipa::path(post, path = "/logout", tag = "status", responses((status = 303, description = "Signed out")))]
-pub async fn logout() -> Response {
+#[utoipa::path(post, path = "/logout", tag = "status", request_body(content = LogoutForm, content_type = "application/x-www-form-urlencoded"),
+    responses((status = 303, description = "Signed out"),
+        (status = 403, description = "Sent from another site (Origin, Sec-Fetch-Site) or without the form's CSRF token", content_type = "text/html", body = String),
+        (status = 400, description = "The form does not decode", body = super::error::ErrorBody),
+        (status = 413, description = "Body over `http.max_body_bytes`", body = super::error::ErrorBody),
+        (status = 415, description = "Not sent as application/x-www-form-urlencoded", body = super::error::ErrorBody)))]
+pub async fn logout(State(state): State<AppState>, headers: HeaderMap, ApiForm(form): ApiForm<LogoutForm>) -> Response {
+    if let Err(why) = check_form_origin(&state, &headers, &form.csrf) {
+        let html = html_page("hqsync", &format!("<p class=\"bad\">{}</p><p><a href=\"/\">back</a></p>", esc(why)));
+        return Page { status: StatusCode::FORBIDDEN, html, set_cookies: Vec::new() }.into_response();
+    }
     let mut r = Redirect::to("/login").into_response();
-    if let Ok(v) = format!("{SESSION_COOKIE}=; Max-Age=0; HttpOnly; SameSite=Lax; Path=/").parse() {
+    secure_headers(r.headers_mut());
+    if let Ok(v) = format!("{SESSION_COOKIE}=; Max-Age=0; HttpOnly; SameSite=Strict; Path=/").parse() {
         r.headers_mut().insert(header::SET_COOKIE, v);
     }
     r
@@ -117,23 +257,29 @@ pub async fn logout() -> Response {
     (status = 401, description = "The session's token is refused: the login form says why", content_type = "text/html", body = String),
     (status = 503, description = "The store cannot answer now", content_type = "text/html", body = String)))]
 pub async fn page(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    let mut req = axum::http::Request::new(());
-    *req.headers_mut() = headers;
-    let (mut parts, _) = req.into_parts();
-    let who =
-        match <Principal as axum::extract::FromRequestParts<AppState>>::from_request_parts(&mut parts, &state).await {
-            Ok(p) => p,
-            Err(e) if e.code == "missing_token" => return login_page(None).into_response(),
-            Err(e) => return (StatusCode::UNAUTHORIZED, login_page(Some(&e.message))).into_response(),
-        };
-    match render(&state, &who).await {
-        Ok(html) => html.into_response(),
-        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, html_page("hqsync", &format!("<p class=\"bad\">{}</p>", esc(&e))))
-            .into_response(),
+    let (csrf, set) = csrf_of(&state, &headers);
+    let Some(auth) = state.admin.as_ref() else {
+        let why = "The admin API is not configured (admin.jwt_secret).";
+        return login_page(StatusCode::UNAUTHORIZED, Some(why), &csrf, set).into_response();
+    };
+    // The session cookie (or a bearer token): this GET shows, it changes nothing.
+    let Some(token) = cookie_of(&headers, SESSION_COOKIE).or_else(|| super::admin::bearer_of(&headers)) else {
+        return login_page(StatusCode::OK, None, &csrf, set).into_response();
+    };
+    let who = match auth.verify(&token) {
+        Ok(p) => p,
+        Err(e) => return login_page(StatusCode::UNAUTHORIZED, Some(&e.message), &csrf, set).into_response(),
+    };
+    match render(&state, &who, &csrf).await {
+        Ok(html) => Page { status: StatusCode::OK, html, set_cookies: set }.into_response(),
+        Err(e) => {
+            let html = html_page("hqsync", &format!("<p class=\"bad\">{}</p>", esc(&e)));
+            Page { status: StatusCode::SERVICE_UNAVAILABLE, html, set_cookies: set }.into_response()
+        }
     }
 }
 
-async fn render(state: &AppState, who: &Principal) -> Result<Html<String>, String> {
+async fn render(state: &AppState, who: &Principal, csrf: &str) -> Result<String, String> {
     let store = &state.store;
     let tenants: Vec<Tenant> = store
         .list_tenants()
@@ -146,9 +292,10 @@ async fn render(state: &AppState, who: &Principal) -> Result<Html<String>, Strin
     let mut b = String::new();
     let _ = write!(
         b,
-        "<h1>hqsync status</h1><p class=\"muted\">signed in as {} · {} · <form style=\"display:inline\" method=\"post\" action=\"/logout\"><button>sign out</button></form></p>",
+        "<h1>hqsync status</h1><p class=\"muted\">signed in as {} · {} · <form style=\"display:inline\" method=\"post\" action=\"/logout\"><input type=\"hidden\" name=\"csrf\" value=\"{}\"><button>sign out</button></form></p>",
         esc(&who.sub),
-        esc(&Utc::now().format("%Y-%m-%d %H:%M:%S UTC").to_string())
+        esc(&Utc::now().format("%Y-%m-%d %H:%M:%S UTC").to_string()),
+        esc(csrf)
     );
     match depth {
         Some(d) => {

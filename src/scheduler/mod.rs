@@ -147,6 +147,13 @@ pub struct SchedulerSettings {
     /// helloHQ change poll per tenant this often.
     pub hellohq_poll_interval: Duration,
     pub graph: GraphClientConfig,
+    /// Processed hint ids older than this are forgotten (no notifier
+    /// redelivers that late); `retention.processed_hints_days`.
+    pub processed_hints_retention: Duration,
+    /// Journal entries older than this are deleted; `retention.journal_days`.
+    pub journal_retention: Duration,
+    /// How often the active scheduler prunes by those ages.
+    pub prune_interval: Duration,
 }
 
 impl Default for SchedulerSettings {
@@ -160,6 +167,9 @@ impl Default for SchedulerSettings {
             reconcile_interval: Duration::from_secs(15 * 60),
             hellohq_poll_interval: Duration::from_secs(60),
             graph: GraphClientConfig::default(),
+            processed_hints_retention: Duration::from_secs(7 * 86_400),
+            journal_retention: Duration::from_secs(90 * 86_400),
+            prune_interval: Duration::from_secs(3600),
         }
     }
 }
@@ -173,6 +183,9 @@ pub struct TickReport {
     pub recreated: u32,
     pub deleted: u32,
     pub hints_published: u32,
+    /// Processed hint ids and journal entries pruned by age in this tick.
+    pub pruned_hints: u64,
+    pub pruned_journal: u64,
     /// `tenant` or `tenant/mailbox`, then the error; each is retried on the next tick.
     pub errors: Vec<String>,
 }
@@ -212,6 +225,8 @@ pub struct Scheduler {
     /// Last tenant-level error journaled, so a broken tenant is journaled once, not every tick.
     tenant_errors: parking_lot::Mutex<HashMap<TenantId, String>>,
     health: SchedulerHealth,
+    /// When this instance last pruned (scheduler clock).
+    last_prune: parking_lot::Mutex<Option<DateTime<Utc>>>,
 }
 
 impl std::fmt::Debug for Scheduler {
@@ -238,6 +253,7 @@ impl Scheduler {
             clients: Default::default(),
             tenant_errors: Default::default(),
             health: SchedulerHealth::default(),
+            last_prune: Default::default(),
         }
     }
 
@@ -330,6 +346,7 @@ impl Scheduler {
     /// isolated: its error or panic is recorded and the next tenant goes on.
     pub async fn tick(&self) -> TickReport {
         let mut report = TickReport::default();
+        self.prune_if_due(&mut report).await;
         let tenants = match self.store.list_tenants().await {
             Ok(t) => t,
             Err(e) => {
@@ -352,6 +369,44 @@ impl Scheduler {
             }
         }
         report
+    }
+
+    /// Retention: forgets processed hint ids and journal entries older than
+    /// their configured ages, once per `prune_interval`.
+    async fn prune_if_due(&self, report: &mut TickReport) {
+        let now = (self.clock)();
+        let every = chrono::Duration::from_std(self.settings.prune_interval).unwrap_or(chrono::Duration::hours(1));
+        if self.last_prune.lock().is_some_and(|at| now < at + every) {
+            return;
+        }
+        let age = |d: Duration| chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX);
+        let hints_before = now.checked_sub_signed(age(self.settings.processed_hints_retention));
+        let journal_before = now.checked_sub_signed(age(self.settings.journal_retention));
+        let mut ok = true;
+        if let Some(before) = hints_before {
+            match self.store.prune_processed_hints(before).await {
+                Ok(n) => report.pruned_hints += n,
+                Err(e) => {
+                    ok = false;
+                    report.errors.push(format!("pruning processed hints: {e}"));
+                }
+            }
+        }
+        if let Some(before) = journal_before {
+            match self.store.prune_journal(before).await {
+                Ok(n) => report.pruned_journal += n,
+                Err(e) => {
+                    ok = false;
+                    report.errors.push(format!("pruning the journal: {e}"));
+                }
+            }
+        }
+        if ok {
+            *self.last_prune.lock() = Some(now);
+            if report.pruned_hints + report.pruned_journal > 0 {
+                tracing::info!(hints = report.pruned_hints, journal = report.pruned_journal, "retention: pruned");
+            }
+        }
     }
 
     async fn tick_tenant(&self, tenant: &Tenant, report: &mut TickReport) -> Result<(), SchedulerError> {
@@ -416,7 +471,7 @@ impl Scheduler {
                 }
                 Some(s) if s.expires_at <= now => {
                     // Graph has dropped it already: notifications were missed.
-                    if self.store.delete_subscription(&s.id).await? {
+                    if self.store.delete_subscription(&s.tenant, &s.id).await? {
                         ignore_not_found(client.delete_subscription(&s.id).await)?;
                         self.recreate_and_resync(client, &s, w, report).await?;
                     }
@@ -424,7 +479,7 @@ impl Scheduler {
                 Some(s) if now >= self.renew_point(&s) => match self.renew(client, &s).await {
                     Ok(()) => report.renewed += 1,
                     Err(SchedulerError::Graph(GraphError::NotFound { .. })) => {
-                        if self.store.delete_subscription(&s.id).await? {
+                        if self.store.delete_subscription(&s.tenant, &s.id).await? {
                             self.recreate_and_resync(client, &s, w, report).await?;
                         }
                     }
@@ -521,6 +576,22 @@ impl Scheduler {
             created_at: now,
         };
         if let Err(e) = self.store.upsert_subscription(&sub).await {
+            if let StoreError::Foreign(why) = &e {
+                // This tenant's Graph answered with an id another tenant holds: never take it over.
+                tracing::warn!(tenant = %tenant, subscription = %sub.id, "Graph answered with another tenant's subscription id; refused");
+                let entry = NewJournalEntry {
+                    tenant: Some(tenant.clone()),
+                    mailbox: Some(mailbox.clone()),
+                    action: "subscription_refused".into(),
+                    detail: json!({"error": why, "resource": sub.resource}),
+                    actor: Some("scheduler".into()),
+                    ..Default::default()
+                };
+                if let Err(je) = self.store.append_journal(&entry).await {
+                    tracing::warn!(tenant = %tenant, error = %je, "could not journal a refused subscription");
+                }
+                return Err(e.into());
+            }
             // Without the row its notifications would be dropped as unknown: don't leave it at Graph.
             let _ = client.delete_subscription(&sub.id).await;
             return Err(e.into());
@@ -562,7 +633,7 @@ impl Scheduler {
     ) -> Result<(), SchedulerError> {
         for s in subs {
             ignore_not_found(client.delete_subscription(&s.id).await)?;
-            self.store.delete_subscription(&s.id).await?;
+            self.store.delete_subscription(&s.tenant, &s.id).await?;
             report.deleted += 1;
             tracing::info!(subscription = %s.id, tenant = %s.tenant, mailbox = %s.mailbox, "subscription deleted");
         }
@@ -630,7 +701,7 @@ impl Scheduler {
         let Some(sub_id) = hint.subscription_id.as_deref() else {
             return Ok(LifecycleOutcome::Unknown);
         };
-        let Some(s) = self.store.get_subscription(sub_id).await? else {
+        let Some(s) = self.store.get_subscription(sub_id).await?.filter(|s| s.tenant == hint.tenant) else {
             return Ok(LifecycleOutcome::Unknown);
         };
         let tenant =
@@ -651,7 +722,7 @@ impl Scheduler {
             }
         }
         // The row is the claim: whoever deletes it recreates.
-        if !self.store.delete_subscription(&s.id).await? {
+        if !self.store.delete_subscription(&s.tenant, &s.id).await? {
             return Ok(LifecycleOutcome::Unknown);
         }
         ignore_not_found(client.delete_subscription(&s.id).await)?;

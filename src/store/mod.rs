@@ -42,6 +42,10 @@ pub enum StoreError {
     Corrupt(String),
     #[error("unsupported store URL (use sqlite://PATH or postgres://…)")]
     UnsupportedUrl,
+    /// A write that would take a row from another tenant (a Graph
+    /// subscription id that already belongs to someone else).
+    #[error("{0}")]
+    Foreign(String),
 }
 
 impl StoreError {
@@ -219,6 +223,12 @@ pub struct LocalDeadRow {
 /// tenants (config or admin validation may reserve it outright).
 pub const SYSTEM_TENANT: &str = "_system";
 
+/// Tenant ids no tenant may have: the journal's own ones (`system`,
+/// `_system`) and, reserved for internal use, every id starting with `_`.
+pub fn is_reserved_tenant_id(id: &str) -> bool {
+    id == "system" || id.starts_with('_')
+}
+
 /// The store handle. Cheap to clone.
 #[derive(Clone)]
 pub struct Store {
@@ -308,8 +318,26 @@ impl Store {
 
     /// Inserts or replaces a tenant, encrypting its secrets. `created_at` is
     /// kept from the first insert; `updated_at` is set to now.
+    ///
+    /// A new tenant may not take a reserved id nor the id of a deleted one
+    /// ([`StoreError::Foreign`]): ids are never reused.
     pub async fn upsert_tenant(&self, t: &Tenant) -> Result<(), StoreError> {
         let id = t.id.as_str();
+        if is_reserved_tenant_id(id) {
+            return Err(StoreError::Foreign(format!("tenant id {id:?} is reserved; choose another id")));
+        }
+        let retired = self
+            .pool
+            .fetch_optional(
+                "SELECT id FROM retired_tenants WHERE id = $1 AND NOT EXISTS (SELECT 1 FROM tenants WHERE id = $1)",
+                args![id],
+            )
+            .await?;
+        if retired.is_some() {
+            return Err(StoreError::Foreign(format!(
+                "tenant id {id:?} belonged to a deleted tenant and is never given out again; choose another id"
+            )));
+        }
         let secrets: Vec<&str> = t.hellohq.webhook_secrets.iter().map(|s| s.expose_secret()).collect();
         let secrets_json = serde_json::to_string(&secrets).expect("a list of strings serialises");
         let sql = format!(
@@ -377,9 +405,19 @@ impl Store {
     }
 
     /// Deletes the tenant with its mailboxes, subscriptions, links and
-    /// cursors (foreign-key cascade). The journal stays as the audit trail.
+    /// cursors (foreign-key cascade). The journal stays as the audit trail;
+    /// the id is retired (never given to a new tenant, which would see that journal).
     pub async fn delete_tenant(&self, id: &TenantId) -> Result<bool, StoreError> {
-        Ok(self.pool.execute("DELETE FROM tenants WHERE id = $1", args![id.as_str()]).await? > 0)
+        let deleted = self.pool.execute("DELETE FROM tenants WHERE id = $1", args![id.as_str()]).await? > 0;
+        if deleted {
+            self.pool
+                .execute(
+                    "INSERT INTO retired_tenants (id, deleted_at) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING",
+                    args![id.as_str(), now_ms()],
+                )
+                .await?;
+        }
+        Ok(deleted)
     }
 
     fn tenant_from_row(&self, r: &Row) -> Result<Tenant, StoreError> {
@@ -451,15 +489,19 @@ impl Store {
 
     // subscriptions
 
-    /// Inserts or replaces a subscription; `created_at` is kept from the
-    /// first insert.
+    /// Inserts or replaces a subscription of `s.tenant`; `created_at` is
+    /// kept from the first insert. A row is the (tenant, id) pair: an id
+    /// that already belongs to another tenant is refused
+    /// ([`StoreError::Foreign`]) and the row stays with its tenant. Graph
+    /// chooses the ids, and a tenant's "Graph" may answer with anyone's.
     pub async fn upsert_subscription(&self, s: &Subscription) -> Result<(), StoreError> {
         let sql = format!(
             "INSERT INTO subscriptions ({SUBSCRIPTION_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
-             ON CONFLICT (id) DO UPDATE SET tenant = excluded.tenant, mailbox = excluded.mailbox, \
+             ON CONFLICT (id) DO UPDATE SET mailbox = excluded.mailbox, \
              kind = excluded.kind, resource = excluded.resource, \
              client_state_sha256 = excluded.client_state_sha256, expires_at = excluded.expires_at, \
-             state = excluded.state"
+             state = excluded.state \
+             WHERE subscriptions.tenant = excluded.tenant"
         );
         let args = args![
             s.id.as_str(),
@@ -472,7 +514,13 @@ impl Store {
             s.state.as_str(),
             ms(s.created_at),
         ];
-        self.pool.execute(&sql, args).await.map(|_| ())
+        if self.pool.execute(&sql, args).await? == 0 {
+            return Err(StoreError::Foreign(format!(
+                "subscription id {:?} already belongs to another tenant; refused, the row was not moved",
+                s.id
+            )));
+        }
+        Ok(())
     }
 
     pub async fn get_subscription(&self, id: &str) -> Result<Option<Subscription>, StoreError> {
@@ -485,8 +533,11 @@ impl Store {
         self.pool.fetch_all(&sql, args![tenant.as_str()]).await?.iter().map(subscription_from_row).collect()
     }
 
-    pub async fn delete_subscription(&self, id: &str) -> Result<bool, StoreError> {
-        Ok(self.pool.execute("DELETE FROM subscriptions WHERE id = $1", args![id]).await? > 0)
+    /// Deletes the tenant's subscription `id` (another tenant's row with
+    /// that id is left alone).
+    pub async fn delete_subscription(&self, tenant: &TenantId, id: &str) -> Result<bool, StoreError> {
+        let sql = "DELETE FROM subscriptions WHERE tenant = $1 AND id = $2";
+        Ok(self.pool.execute(sql, args![tenant.as_str(), id]).await? > 0)
     }
 
     // links
@@ -1062,7 +1113,31 @@ async fn open_sqlite(url: &str, max_connections: u32) -> Result<Pool, StoreError
         }
         pool = pool.max_connections(max_connections);
     }
-    pool.connect_with(options).await.map(Pool::Sqlite).map_err(db::map_err)
+    #[cfg(unix)]
+    let file = (!in_memory).then(|| options.get_filename().to_path_buf());
+    #[cfg(unix)]
+    if let Some(path) = &file {
+        // The store holds links, cursors and encrypted secrets: owner-only,
+        // like master.key. Created here with 0600 so it never exists wider.
+        use std::os::unix::fs::OpenOptionsExt;
+        if !path.exists() {
+            let _ = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path);
+        }
+    }
+    let pool = pool.connect_with(options).await.map(Pool::Sqlite).map_err(db::map_err)?;
+    #[cfg(unix)]
+    if let Some(path) = &file {
+        // An older store (0644) and its WAL files are narrowed too.
+        use std::os::unix::fs::PermissionsExt;
+        for suffix in ["", "-wal", "-shm"] {
+            let mut p = path.clone().into_os_string();
+            p.push(suffix);
+            if std::path::Path::new(&p).exists() {
+                let _ = std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600));
+            }
+        }
+    }
+    Ok(pool)
 }
 
 async fn open_postgres(url: &str, max_connections: u32, acquire_timeout: Duration) -> Result<Pool, StoreError> {

@@ -118,7 +118,8 @@ pub fn verify(
     let ts_raw = headers.timestamp.filter(|s| !s.is_empty()).ok_or(WebhookError::MissingHeader("webhook-timestamp"))?;
     let sigs = headers.signature.filter(|s| !s.is_empty()).ok_or(WebhookError::MissingHeader("webhook-signature"))?;
     let ts: i64 = ts_raw.trim().parse().map_err(|_| WebhookError::BadTimestamp)?;
-    let age = now.timestamp() - ts;
+    // Checked: the timestamp is the sender's (i64::MIN overflowed here).
+    let age = now.timestamp().checked_sub(ts).ok_or(WebhookError::BadTimestamp)?;
     if age > TOLERANCE_SECS {
         return Err(WebhookError::TooOld);
     }
@@ -256,5 +257,15 @@ mod tests {
         assert!(WebhookSecret::parse(&SecretString::from("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".to_string())).is_err());
         assert!(WebhookSecret::parse(&SecretString::from("whsec_%%%".to_string())).is_err());
         assert!(format!("{:?}", secret(SECRET)).contains("***"));
+    }
+
+    /// Issue #20, finding 12: `now - ts` overflowed (a panic in debug builds) for `i64::MIN`.
+    #[test]
+    fn an_extreme_timestamp_is_refused_not_an_overflow() {
+        let now = at(1777881601);
+        for ts in [i64::MIN.to_string(), i64::MAX.to_string(), (i64::MIN + 1).to_string()] {
+            let h = WebhookHeaders { id: Some("msg_1"), timestamp: Some(&ts), signature: Some("v1,AAAA") };
+            assert!(verify(&[secret(SECRET)], h, b"{}", now).is_err(), "{ts}");
+        }
     }
 }

@@ -120,15 +120,20 @@ pub(crate) async fn run(
         for i in batch {
             by_url.entry(i.url.clone()).or_default().push(i);
         }
-        for (url, items) in by_url {
-            let shared = shared.clone();
-            let cancel = cancel.clone();
-            tracker.spawn(async move {
-                tokio::select! {
-                    _ = cancel.cancelled() => {}
-                    _ = deliver(&shared, &url, items) => {}
-                }
-            });
+        for (url, mut items) in by_url {
+            // hqsync refuses a batch over its cap (our contract, issue #20: Graph documents
+            // no maximum and sends small batches); a burst goes out as several POSTs.
+            while !items.is_empty() {
+                let rest = items.split_off(items.len().min(crate::http::graph::MAX_NOTIFICATION_ITEMS));
+                let batch = std::mem::replace(&mut items, rest);
+                let (shared, cancel, url) = (shared.clone(), cancel.clone(), url.clone());
+                tracker.spawn(async move {
+                    tokio::select! {
+                        _ = cancel.cancelled() => {}
+                        _ = deliver(&shared, &url, batch) => {}
+                    }
+                });
+            }
         }
     }
 }
