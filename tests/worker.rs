@@ -301,10 +301,12 @@ async fn kill_9_mid_sync_loses_no_record_and_doubles_none() {
             })
             .await
             .unwrap();
-        let graph = GraphClient::new(&creds, GraphClientConfig::default()).unwrap();
-        let hq =
-            HellohqClient::new(HellohqClientConfig::new(hq_sim.base_url(), SecretString::from(hq_sim.sync_token())))
-                .unwrap();
+        let graph = GraphClient::new(&creds, GraphClientConfig::default().allowing_private_addresses()).unwrap();
+        let hq = HellohqClient::new(
+            HellohqClientConfig::new(hq_sim.base_url(), SecretString::from(hq_sim.sync_token()))
+                .allowing_private_addresses(),
+        )
+        .unwrap();
         // helloHQ contacts created while the initial sync runs, each with its webhook's hint.
         let people: Vec<Value> = hq.list_v2("/v2/ContactPersons", &Default::default()).await.unwrap().items;
         let company = people.iter().find_map(|p| p["companyId"].as_i64()).unwrap();
