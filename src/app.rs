@@ -54,7 +54,9 @@ impl App {
 
     /// The sync engine with the configured Graph settings.
     pub fn engine(&self) -> Engine {
-        Engine::new(self.store.clone()).with_graph_config(self.config.graph_client_config())
+        Engine::new(self.store.clone())
+            .with_graph_config(self.config.graph_client_config())
+            .with_hellohq_requests_per_minute(self.config.hellohq.requests_per_minute)
     }
 
     /// The scheduler of this deployment (only the lease holder acts on ticks;

@@ -142,6 +142,15 @@ pub struct ReconcileConfig {
 pub struct HellohqConfig {
     /// helloHQ change poll (updatedOn + deletions log) per tenant this often.
     pub poll_interval_secs: u64,
+    /// Requests per minute each tenant's helloHQ clients in this process send
+    /// at most, together (helloHQ allows 1,000, A5); a request beyond it
+    /// waits for its turn instead of drawing a 429.
+    #[serde(default = "default_hellohq_rpm")]
+    pub requests_per_minute: u32,
+}
+
+fn default_hellohq_rpm() -> u32 {
+    crate::connectors::hellohq::budget::DEFAULT_REQUESTS_PER_MINUTE
 }
 
 /// How this process addresses Microsoft Graph (every tenant alike).
@@ -382,7 +391,7 @@ impl Default for Config {
             scheduler: SchedulerConfig { enabled: true, tick_secs: 30, subscription_minutes: 4229 },
             tasks: TasksConfig { poll_interval_secs: 60 },
             reconcile: ReconcileConfig { interval_secs: 900 },
-            hellohq: HellohqConfig { poll_interval_secs: 60 },
+            hellohq: HellohqConfig { poll_interval_secs: 60, requests_per_minute: default_hellohq_rpm() },
             graph: GraphConfig {
                 mailbox_requests: crate::connectors::graph::MailboxQuota::OUTLOOK.requests,
                 mailbox_window_ms: crate::connectors::graph::MailboxQuota::OUTLOOK.window.as_millis() as u64,
@@ -616,6 +625,12 @@ impl Config {
             if v == 0 {
                 return Err(bad(key, "must be at least 1".into()));
             }
+        }
+        if !(1..=1000).contains(&self.hellohq.requests_per_minute) {
+            return Err(bad(
+                "hellohq.requests_per_minute",
+                format!("{} is outside 1..=1000 (helloHQ allows 1,000 per minute)", self.hellohq.requests_per_minute),
+            ));
         }
         if self.graph.mailbox_requests == 0 {
             return Err(bad(

@@ -240,6 +240,9 @@ fn graph_members(field: &str) -> &'static [&'static str] {
     }
 }
 
+/// Why an Outlook appointment is not created in helloHQ without a project.
+pub const NO_PROJECT: &str = "helloHQ files every appointment in a project and none is configured: set the tenant setting appointments.project to a helloHQ project id (the connection test checks it)";
+
 /// Why a helloHQ row is not written to Exchange, if it is not.
 fn not_synced(t: &wire::Task) -> Option<String> {
     match &t.kind {
@@ -332,11 +335,12 @@ impl<'a> Appointments<'a> {
         (day - Duration::days(s.window_past_days), day + Duration::days(s.window_future_days))
     }
 
-    /// Users, contacts and rooms for this hint.
+    /// Users, contacts and rooms for this hint: contacts from the tenant's
+    /// cache (listed once, kept current by the change poll's hints), rooms
+    /// as seen in task assignments (no endpoint lists them, C5).
     pub async fn people(&self, dir: &Directory) -> Result<People, EngineError> {
-        let contacts: Vec<ContactPerson> =
-            self.hq.list_v2("/v2/ContactPersons", &ListQuery::default()).await.map_err(hq_err)?.items;
-        let rooms = self.hq.list_resources().await.map_err(hq_err)?;
+        let contacts: Vec<ContactPerson> = self.hq.contact_persons().await.map_err(hq_err)?;
+        let rooms = self.hq.known_rooms();
         Ok(People::new(dir, &contacts, &rooms, self.settings))
     }
 
@@ -1058,8 +1062,10 @@ impl<'a> Appointments<'a> {
             self.graph.event_instances(m.id.as_str(), gid, first - Duration::days(1), end).await.map_err(graph_err)?;
         let by_orig: HashMap<DateTime<Utc>, &Value> =
             instances.iter().filter_map(|i| graph_time(i, "originalStart").map(|o| (o, i))).collect();
-        let q = ListQuery::filter(format!("parentId eq {}", series.id)).expand("resourceToTasks");
-        let rows: Vec<wire::Task> = self.hq.list_v2("/v2/Projects/Tasks", &q).await.map_err(hq_err)?.items;
+        let q = ListQuery::filter(format!("parentId eq {}", series.id));
+        let rows: Vec<wire::Task> = self.hq.list_tasks(&q).await.map_err(hq_err)?;
+        // Checked here too: a filter the endpoint ignores lists every row.
+        let rows: Vec<wire::Task> = rows.into_iter().filter(|r| r.parent_id == Some(series.id)).collect();
         let mut claimed: HashSet<DateTime<Utc>> = HashSet::new();
         for row in rows.iter().filter(|r| is_exception(r)) {
             let Some(orig) = row.original_start_on else { continue };
@@ -1073,36 +1079,20 @@ impl<'a> Appointments<'a> {
         if !matches!(direction, Direction::Both | Direction::ToHellohq) {
             return Ok(());
         }
-        for (orig, inst) in by_orig.iter().filter(|(o, i)| i["type"] == "exception" && !claimed.contains(*o)) {
+        // A modified occurrence made in Exchange has no row to go to: the
+        // field that would name its original start (`originalStartOn`, C6)
+        // is in no spec, so hqsync does not write it (issue 18). It stays in
+        // Exchange, journalled once per change of the occurrence.
+        for (_, inst) in by_orig.iter().filter(|(o, i)| i["type"] == "exception" && !claimed.contains(*o)) {
             let Ok(ex) = Appointment::from_graph(inst) else { continue };
-            if let Some(p) = plan.as_deref_mut() {
-                p.create_in_hellohq.push(format!("{} (modified occurrence)", summary(&ex)));
+            if plan.is_some() {
                 continue;
             }
-            let mut row = ex.to_hq(None, people);
-            row.kind = Some(TaskClassification::RecurrencyException);
-            row.parent_id = Some(series.id);
-            row.original_start_on = Some(*orig);
-            row.project_id = series.project_id;
-            row.recurrency_storage = None;
-            row.resource_to_tasks =
-                Some(series.resource_to_tasks.iter().flatten().map(TaskAssignment::for_write).collect());
-            let created = self.hq.create_task(&row).await.map_err(hq_err)?;
             let occ = str_of(inst, "id").unwrap_or_default().to_string();
-            let hq_now = Appointment::from_hq(&created, people).unwrap_or_else(|_| ex.clone());
-            let (hq_f, ex_f) = (self.exception_fields(&hq_now, people), self.exception_fields(&ex, people));
-            self.save_link(
-                m,
-                created.id,
-                Some(&occ),
-                EXCEPTION,
-                &hq_f,
-                Some(fingerprint(&hq_f)),
-                Some(fingerprint(&ex_f)),
-                graph_version(inst),
-            )
-            .await?;
-            self.journal(Some(&m.id), "created", Some(created.id.to_string()), Some(occ), json!({"side": "hellohq", "summary": format!("{} (modified occurrence)", summary(&ex)), "series": series.id})).await;
+            if self.store.get_link_by_graph(self.tenant, &m.id, Kind::Appointment, &occ).await?.is_some() {
+                continue;
+            }
+            self.journal(Some(&m.id), "skipped", Some(series.id.to_string()), Some(occ), json!({"side": "hellohq", "summary": format!("{} (modified occurrence)", summary(&ex)), "reason": "helloHQ has no published field for an occurrence's original start (originalStartOn is in no spec): the change stays in Exchange; change the series or the occurrence in helloHQ"})).await;
         }
         Ok(())
     }
@@ -1420,6 +1410,13 @@ impl<'a> Appointments<'a> {
             p.create_in_hellohq.push(summary(&appt));
             return Ok(());
         }
+        // Every helloHQ task has a project (v1: "requires a valid project
+        // id"): without the tenant's `appointments.project` the event stays in
+        // Exchange, journalled with the fix, never dropped silently.
+        let Some(project) = self.settings.appointments.project else {
+            self.journal(Some(&m.id), "skipped", None, Some(gid), json!({"side": "hellohq", "summary": summary(&appt), "reason": NO_PROJECT})).await;
+            return Ok(());
+        };
         let role = if is_organizer { ORGANIZER } else { INVITEE };
         // A pending half link: an earlier attempt may have created the row
         // (it carries the event's iCalUId); find it instead of a second one.
@@ -1444,7 +1441,7 @@ impl<'a> Appointments<'a> {
             if let Some(uid) = appt.ical_uid.as_deref() {
                 let q = ListQuery::filter(format!("iCalUId eq '{}'", uid.replace('\'', "''")));
                 let found: Vec<wire::Task> = self.hq.list_v2("/v2/Projects/Tasks", &q).await.map_err(hq_err)?.items;
-                if let Some(row) = found.first() {
+                if let Some(row) = found.iter().find(|t| t.ical_uid.as_deref() == Some(uid)) {
                     // helloHQ's webhook for the row, no longer waiting for the
                     // claim, may have put hqsync's own copy of it beside this
                     // event: that copy is a second meeting and goes.
@@ -1500,7 +1497,7 @@ impl<'a> Appointments<'a> {
             }
         }
         let mut row = appt.to_hq(None, people);
-        row.project_id = None;
+        row.project_id = Some(project);
         // Tagged with the event: a create cut off before its link is found
         // again (`drop_unlinked_create`) instead of staying behind.
         row.extra.insert("syncId".into(), json!(gid));
@@ -1559,7 +1556,8 @@ impl<'a> Appointments<'a> {
         if matches!(direction, Direction::Both | Direction::ToHellohq) {
             let q = ListQuery::filter(format!("isAppointment eq true and syncId eq '{}'", gid.replace('\'', "''")));
             let found: Vec<wire::Task> = self.hq.list_v2("/v2/Projects/Tasks", &q).await.map_err(hq_err)?.items;
-            for row in found.iter().filter(|t| is_ours(t)) {
+            let tagged = |t: &&wire::Task| t.extra.get("syncId").and_then(Value::as_str) == Some(gid.as_str());
+            for row in found.iter().filter(|t| is_ours(t)).filter(tagged) {
                 let copies = self.store.links_of_hq(self.tenant, Kind::Appointment, &row.id.to_string()).await?;
                 match self.hq.delete_task(row.id).await {
                     Ok(()) | Err(HqError::NotFound { .. }) => {}
@@ -1618,8 +1616,8 @@ impl<'a> Appointments<'a> {
 
     /// Every helloHQ appointment row (with assignments).
     async fn list_hq(&self) -> Result<Vec<wire::Task>, EngineError> {
-        let q = ListQuery::filter("isAppointment eq true").expand("resourceToTasks");
-        Ok(self.hq.list_v2("/v2/Projects/Tasks", &q).await.map_err(hq_err)?.items)
+        let q = ListQuery::filter("isAppointment eq true");
+        Ok(self.hq.list_tasks(&q).await.map_err(hq_err)?)
     }
 
     /// The window's events, series as their masters (read once each).

@@ -96,6 +96,16 @@ struct Clients {
     capabilities: Capabilities,
 }
 
+/// The helloHQ client settings of tenant `t` in this process: its shared
+/// request budget and cache (issue 18 item 7).
+pub fn hellohq_client_config(t: &Tenant, requests_per_minute: u32) -> HellohqClientConfig {
+    use crate::connectors::hellohq::{budget::RequestBudget, cache::TenantCache};
+    let mut cfg = HellohqClientConfig::new(t.hellohq.base_url.clone(), t.hellohq.token.clone());
+    cfg.budget = Some(RequestBudget::for_tenant(t.id.as_str(), requests_per_minute));
+    cfg.cache = Some(TenantCache::for_tenant(t.id.as_str()));
+    cfg
+}
+
 #[derive(Default)]
 struct Caches {
     clients: parking_lot::Mutex<HashMap<TenantId, Arc<Clients>>>,
@@ -106,12 +116,26 @@ struct Caches {
 pub struct Engine {
     store: Store,
     graph_config: GraphClientConfig,
+    /// Per tenant, per process (`hellohq.requests_per_minute`).
+    hellohq_requests_per_minute: u32,
     caches: Arc<Caches>,
 }
 
 impl Engine {
     pub fn new(store: Store) -> Self {
-        Engine { store, graph_config: GraphClientConfig::default(), caches: Arc::default() }
+        Engine {
+            store,
+            graph_config: GraphClientConfig::default(),
+            hellohq_requests_per_minute: crate::connectors::hellohq::budget::DEFAULT_REQUESTS_PER_MINUTE,
+            caches: Arc::default(),
+        }
+    }
+
+    /// With this per-tenant helloHQ request budget instead of the default.
+    pub fn with_hellohq_requests_per_minute(mut self, per_minute: u32) -> Self {
+        self.hellohq_requests_per_minute = per_minute;
+        self.caches = Arc::default();
+        self
     }
 
     /// With these Graph client settings (the configured request budget) instead of the defaults.
@@ -227,10 +251,8 @@ impl Engine {
         let capabilities = self.store.get_capabilities(id).await?;
         let graph = GraphClient::new(&t.graph, self.graph_config.clone())
             .map_err(|e| EngineError::Permanent(format!("tenant {}: Graph client: {e}", t.id)))?;
-        let hq_config = HellohqClientConfig {
-            allow_private_addresses: self.graph_config.allow_private_addresses,
-            ..HellohqClientConfig::new(t.hellohq.base_url.clone(), t.hellohq.token.clone())
-        };
+        let mut hq_config = hellohq_client_config(&t, self.hellohq_requests_per_minute);
+        hq_config.allow_private_addresses = self.graph_config.allow_private_addresses;
         let hq = HellohqClient::new(hq_config)
             .map_err(|e| EngineError::Permanent(format!("tenant {}: helloHQ client: {e}", t.id)))?;
         let c = Arc::new(Clients { updated: t.updated_at, graph, hq, capabilities });

@@ -135,6 +135,10 @@ pub struct AppointmentSettings {
     pub window_past_days: i64,
     /// The reconcile window after today (days).
     pub window_future_days: i64,
+    /// The helloHQ project an appointment created in Outlook is filed in
+    /// (every helloHQ task has a project); checked by the connection test.
+    /// Without one such appointments are journalled as not synchronised.
+    pub project: Option<i32>,
 }
 
 impl Default for AppointmentSettings {
@@ -144,6 +148,7 @@ impl Default for AppointmentSettings {
             room_map: BTreeMap::new(),
             window_past_days: 30,
             window_future_days: 365,
+            project: None,
         }
     }
 }

@@ -293,8 +293,8 @@ impl<'a> Tasks<'a> {
     /// (C4: the same collection as appointments, `isAppointment eq false`).
     /// Absences and unreadable rows are left out (the latter journalled).
     pub async fn list_hq(&self) -> Result<Vec<HqTask>, EngineError> {
-        let q = ListQuery::filter("isAppointment eq false").expand("resourceToTasks");
-        let rows: Vec<wire::Task> = self.hq.list_v2("/v2/Projects/Tasks", &q).await.map_err(hq_err)?.items;
+        let q = ListQuery::filter("isAppointment eq false");
+        let rows: Vec<wire::Task> = self.hq.list_tasks(&q).await.map_err(hq_err)?;
         let mut out = Vec::new();
         for row in rows {
             let id = row.id;
@@ -870,10 +870,13 @@ impl<'a> Tasks<'a> {
 
     /// The helloHQ task an earlier attempt created for To Do task `gid`.
     async fn find_created_for(&self, gid: &str) -> Result<Option<wire::Task>, EngineError> {
-        let q = ListQuery::filter(format!("isAppointment eq false and syncId eq '{}'", gid.replace('\'', "''")))
-            .expand("resourceToTasks");
+        let q = ListQuery::filter(format!("isAppointment eq false and syncId eq '{}'", gid.replace('\'', "''")));
         let found: Vec<wire::Task> = self.hq.list_v2("/v2/Projects/Tasks", &q).await.map_err(hq_err)?.items;
-        Ok(found.into_iter().next())
+        // Checked here too: a filter the endpoint ignores lists every row.
+        let Some(row) = found.into_iter().find(|t| t.extra.get("syncId").and_then(Value::as_str) == Some(gid)) else {
+            return Ok(None);
+        };
+        Ok(Some(self.hq.get_task(row.id).await.map_err(hq_err)?))
     }
 
     /// Removes To Do task `gid`, hqsync's unlinked copy of helloHQ task

@@ -10,6 +10,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -24,9 +25,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use url::Url;
 
+use super::budget::RequestBudget;
+use super::cache::TenantCache;
 use super::wire::{
     fmt_utc, Absence, AddressV1, Company, CompanyPost, CompanyType, ConfigSystemEvent, ContactPerson, ContactPersonV1,
-    LeadV1, Project, ProjectV1, Resource, Task, User, PRIVATE_ADDRESS_DESCRIPTION,
+    LeadV1, Project, ProjectV1, Task, TaskAssignment, TaskAssignmentV1, User, PRIVATE_ADDRESS_DESCRIPTION,
 };
 
 /// How much of an error body is kept for the journal.
@@ -106,6 +109,17 @@ pub struct HellohqClientConfig {
     /// request refuses loopback, private, link-local… addresses (see
     /// [`crate::netguard`]); the simulator on 127.0.0.1 needs true.
     pub allow_private_addresses: bool,
+    /// The tenant's request budget (shared by its clients in this process);
+    /// `None`: unlimited (tests, tools).
+    pub budget: Option<RequestBudget>,
+    /// Read a task's participants and rooms from v2 `expand=resourceToTasks`
+    /// (observed live, unpublished: only where the connection test found it
+    /// honoured). Otherwise, the safe default, from the published
+    /// `GET /v1/ProjectTasks({Id})/Assignments`.
+    pub expand_assignments: bool,
+    /// The tenant's cache of contact persons and rooms (shared by its
+    /// clients in this process); `None`: a cache of this client's own.
+    pub cache: Option<Arc<TenantCache>>,
 }
 
 impl HellohqClientConfig {
@@ -119,6 +133,9 @@ impl HellohqClientConfig {
             spelling_overrides: BTreeMap::new(),
             webhook_registration_url: None,
             allow_private_addresses: false,
+            budget: None,
+            expand_assignments: false,
+            cache: None,
         }
     }
 
@@ -138,6 +155,8 @@ impl fmt::Debug for HellohqClientConfig {
             .field("spelling", &self.spelling)
             .field("spelling_overrides", &self.spelling_overrides)
             .field("webhook_registration_url", &self.webhook_registration_url)
+            .field("budget", &self.budget.as_ref().map(RequestBudget::per_minute))
+            .field("expand_assignments", &self.expand_assignments)
             .finish()
     }
 }
@@ -356,6 +375,9 @@ pub struct HellohqClient {
     spelling_overrides: BTreeMap<String, QuerySpelling>,
     webhook_registration: Option<Url>,
     allow_private: bool,
+    budget: Option<RequestBudget>,
+    expand_assignments: bool,
+    cache: Arc<TenantCache>,
 }
 
 impl fmt::Debug for HellohqClient {
@@ -435,6 +457,9 @@ impl HellohqClient {
             spelling_overrides: cfg.spelling_overrides,
             webhook_registration,
             allow_private: cfg.allow_private_addresses,
+            budget: cfg.budget,
+            expand_assignments: cfg.expand_assignments,
+            cache: cfg.cache.unwrap_or_default(),
         })
     }
 
@@ -442,7 +467,7 @@ impl HellohqClient {
         self.base.as_str()
     }
 
-    fn spelling_for(&self, path: &str) -> QuerySpelling {
+    pub fn spelling_for(&self, path: &str) -> QuerySpelling {
         if path.starts_with("/v1/") {
             return QuerySpelling::Dollar;
         }
@@ -510,6 +535,9 @@ impl HellohqClient {
         let mut waited = Duration::ZERO;
         loop {
             attempt += 1;
+            if let Some(b) = &self.budget {
+                b.acquire().await;
+            }
             let mut rb = self.http.request(method.clone(), url.clone()).header(ACCEPT, "application/json");
             if auth {
                 rb = rb.bearer_auth(self.token.expose_secret());
@@ -632,7 +660,27 @@ impl HellohqClient {
         Ok(Page { items, total, next })
     }
 
-    /// Follows next links from `url` to the end.
+    /// The same list `url` with `top`/`skip` (in the endpoint's spelling)
+    /// set to read from item `skip` on: the help centre's paging
+    /// (`$top=1000&$skip=n*1000`, A3) for servers that send no next link.
+    fn skip_url(&self, url: &Url, skip: usize) -> Url {
+        let prefix = self.base.path().trim_end_matches('/');
+        let path = url.path().strip_prefix(prefix).unwrap_or(url.path()).to_string();
+        let spelling = self.spelling_for(&path);
+        let is_paging = |k: &str| {
+            let k = k.trim_start_matches('$');
+            k.eq_ignore_ascii_case("top") || k.eq_ignore_ascii_case("skip")
+        };
+        let mut pairs: Vec<(String, String)> =
+            url.query_pairs().into_owned().filter(|(k, _)| !is_paging(k)).collect();
+        pairs.push((spelling.key("top"), PAGE_SIZE.to_string()));
+        pairs.push((spelling.key("skip"), skip.to_string()));
+        self.url(&path, &pairs)
+    }
+
+    /// Follows next links from `url` to the end; where a full page comes
+    /// without one, continues with `skip` (A3, issue 18 item 5). A server
+    /// that ignores `skip` (the same page again) is an error, never a loop.
     async fn collect<T: DeserializeOwned>(
         &self,
         mut url: Url,
@@ -640,17 +688,39 @@ impl HellohqClient {
         progress: &mut (dyn FnMut(PageProgress) + Send),
     ) -> Result<Listing<T>, HqError> {
         let mut seen = HashSet::new();
-        let mut items = Vec::new();
+        let mut items: Vec<T> = Vec::new();
         let mut total = None;
         let mut pages = 0;
+        let mut last_first: Option<Value> = None;
         loop {
             seen.insert(url.to_string());
-            let page: Page<T> = self.fetch_page(url, v1).await?;
+            let page: Page<Value> = self.fetch_page(url.clone(), v1).await?;
             pages += 1;
-            items.extend(page.items);
+            let full = page.items.len() >= PAGE_SIZE;
+            let first = page.items.first().cloned();
+            if pages > 1 && first.is_some() && first == last_first {
+                return Err(HqError::Decode {
+                    message: "the next page repeats the page before it (skip not honoured)".into(),
+                    body: ErrorBody::new(url.as_str().as_bytes()),
+                });
+            }
+            last_first = first;
+            for v in page.items {
+                items.push(serde_json::from_value(v).map_err(|e| HqError::Decode {
+                    message: e.to_string(),
+                    body: ErrorBody::new(url.as_str().as_bytes()),
+                })?);
+            }
             total = page.total.or(total);
             progress(PageProgress { pages, fetched: items.len(), total });
-            let Some(next) = page.next else { break };
+            let next = match page.next {
+                Some(next) => next,
+                None if full && total.is_none_or(|t| (items.len() as u64) < t) => {
+                    metrics::counter!("hqsync_hellohq_skip_pages_total").increment(1);
+                    self.skip_url(&url, items.len())
+                }
+                None => break,
+            };
             if seen.contains(next.as_str()) {
                 return Err(HqError::Decode {
                     message: "the next link repeats a page already read".into(),
@@ -702,7 +772,22 @@ impl HellohqClient {
     /// over a set that changes while it is read (see `poll`).
     pub async fn first_page<T: DeserializeOwned>(&self, path: &str, query: &ListQuery) -> Result<Page<T>, HqError> {
         let (url, v1) = self.list_url(path, query);
-        self.fetch_page(url, v1).await
+        let page: Page<Value> = self.fetch_page(url.clone(), v1).await?;
+        // A full page without a next link: there may be more (read with `skip`).
+        let next = match page.next {
+            Some(n) => Some(n),
+            None if page.items.len() >= PAGE_SIZE && page.total.is_none_or(|t| t > PAGE_SIZE as u64) => {
+                Some(self.skip_url(&url, page.items.len()))
+            }
+            None => None,
+        };
+        let items = page
+            .items
+            .into_iter()
+            .map(serde_json::from_value)
+            .collect::<Result<Vec<T>, _>>()
+            .map_err(|e| HqError::Decode { message: e.to_string(), body: ErrorBody::new(url.as_str().as_bytes()) })?;
+        Ok(Page { items, total: page.total, next })
     }
 
     // ---- users -------------------------------------------------------------
@@ -741,7 +826,35 @@ impl HellohqClient {
     // ---- contact persons ---------------------------------------------------
 
     pub async fn get_contact_person(&self, id: i32) -> Result<ContactPerson, HqError> {
-        self.get(&format!("/v2/ContactPersons/{id}"), &[]).await
+        let r: Result<ContactPerson, HqError> = self.get(&format!("/v2/ContactPersons/{id}"), &[]).await;
+        match &r {
+            Ok(c) => self.cache.put_contact(c),
+            Err(HqError::NotFound { .. }) => self.cache.remove_contact(id),
+            Err(_) => {}
+        }
+        r
+    }
+
+    /// Every contact person: listed once per process and tenant, then kept
+    /// current from each read and write of one (the change poll's hints read
+    /// every changed contact), instead of re-listed per hint (issue 18 item 7).
+    pub async fn contact_persons(&self) -> Result<Vec<ContactPerson>, HqError> {
+        if let Some(list) = self.cache.contacts() {
+            return Ok(list);
+        }
+        let list: Vec<ContactPerson> = self.list_v2("/v2/ContactPersons", &ListQuery::default()).await?.items;
+        self.cache.set_contacts(&list);
+        Ok(list)
+    }
+
+    /// The rooms seen in task assignments (C5: no endpoint lists them).
+    pub fn known_rooms(&self) -> Vec<super::wire::Resource> {
+        self.cache.rooms()
+    }
+
+    /// The tenant's cache (for the engine's invalidation on a full pass).
+    pub fn cache(&self) -> &TenantCache {
+        &self.cache
     }
 
     /// v1 view with every address (C3): where the private address lives.
@@ -775,6 +888,7 @@ impl HellohqClient {
         let mut body = to_value(&first)?;
         strip_server_fields(&mut body);
         let created: ContactPerson = self.write(Method::POST, "/v2/ContactPersons", &body).await?;
+        self.cache.put_contact(&created);
         if !split {
             return Ok(created);
         }
@@ -796,7 +910,9 @@ impl HellohqClient {
         let path = format!("/v2/ContactPersons/{id}");
         let mut current: ContactPerson = self.get(&path, &[]).await?;
         change(&mut current);
-        self.write(Method::PUT, &path, &Self::contact_put_body(&current)?).await
+        let stored: ContactPerson = self.write(Method::PUT, &path, &Self::contact_put_body(&current)?).await?;
+        self.cache.put_contact(&stored);
+        Ok(stored)
     }
 
     /// As [`Self::update_contact_person`], but only if the record is still
@@ -813,7 +929,9 @@ impl HellohqClient {
         let mut current: ContactPerson = self.get(&path, &[]).await?;
         stale_check("contactPerson", id, expected, current.updated_on)?;
         change(&mut current);
-        self.write(Method::PUT, &path, &Self::contact_put_body(&current)?).await
+        let stored: ContactPerson = self.write(Method::PUT, &path, &Self::contact_put_body(&current)?).await?;
+        self.cache.put_contact(&stored);
+        Ok(stored)
     }
 
     /// Sets (or with `None` removes) the contact's private address through
@@ -839,7 +957,9 @@ impl HellohqClient {
     }
 
     pub async fn delete_contact_person(&self, id: i32) -> Result<(), HqError> {
-        self.delete(&format!("/v2/ContactPersons/{id}")).await
+        self.delete(&format!("/v2/ContactPersons/{id}")).await?;
+        self.cache.remove_contact(id);
+        Ok(())
     }
 
     // ---- projects, leads ---------------------------------------------------
@@ -858,30 +978,153 @@ impl HellohqClient {
         self.get(&v1_key("Leads", id), &[("$expand".into(), "ContactPersons".into())]).await
     }
 
-    // ---- tasks and appointments (C4) ---------------------------------------
+    // ---- tasks and appointments (C4, C5; docs/hellohq-api.md) ----------------
 
-    /// One task with its assignments (C5).
+    /// One task with its assignments (C5). The row comes from the observed
+    /// v2 list filtered by id (it alone has `type`, `place`, `iCalUId`,
+    /// `recurrencyStorage`, `isPriority`); the participants and rooms from the
+    /// published `GET /v1/ProjectTasks({Id})/Assignments`, or from v2
+    /// `expand=resourceToTasks` where the connection test found it honoured.
+    ///
+    /// Not found only when the published `GET /v1/ProjectTasks({Id})` says so
+    /// too: a list that hides a row (a filter spelled the way the endpoint
+    /// ignores, a v2 view narrower than v1) is an error, never a deletion.
     pub async fn get_task(&self, id: i32) -> Result<Task, HqError> {
-        let path = format!("/v2/Projects/Tasks/{id}");
-        self.get(&path, &self.expand_query(&path, "resourceToTasks")).await
+        const PATH: &str = "/v2/Projects/Tasks";
+        let mut q = ListQuery::filter(format!("id eq {id}"));
+        if self.expand_assignments {
+            q = q.expand("resourceToTasks");
+        }
+        let page: Page<Task> = self.first_page(PATH, &q).await?;
+        let listed = page.items.len();
+        let Some(mut task) = page.items.into_iter().find(|t| t.id == id) else {
+            return match self.get::<Value>(&v1_key("ProjectTasks", id), &[]).await {
+                Err(e) => Err(e),
+                Ok(_) => Err(HqError::Decode {
+                    message: format!(
+                        "GET {PATH} filtered by id {id} listed {listed} other rows but not task {id}, which v1 has: \
+                         the filter spelling is not honoured (run the connection test)"
+                    ),
+                    body: ErrorBody::default(),
+                }),
+            };
+        };
+        if !self.expand_assignments || task.resource_to_tasks.is_none() {
+            task.resource_to_tasks = Some(self.task_assignments(id).await?.iter().map(TaskAssignmentV1::to_v2).collect());
+        }
+        for r in task.resource_to_tasks.iter().flatten().filter_map(|a| a.resource.as_ref()) {
+            self.cache.put_room(r);
+        }
+        Ok(task)
     }
 
+    /// Every task row matching `query` on the observed `GET /v2/Projects/Tasks`,
+    /// each with its assignments: from `expand=resourceToTasks` where the
+    /// connection test found it honoured, otherwise (the safe default) from
+    /// the published v1 assignments of each row. A row is never handed out
+    /// without its assignments: read as empty they would remove every
+    /// attendee in Exchange (and mail cancellations).
+    pub async fn list_tasks(&self, query: &ListQuery) -> Result<Vec<Task>, HqError> {
+        let mut q = query.clone();
+        q.expand = self.expand_assignments.then(|| "resourceToTasks".to_string());
+        let mut rows: Vec<Task> = self.list_v2("/v2/Projects/Tasks", &q).await?.items;
+        for row in rows.iter_mut() {
+            if row.resource_to_tasks.is_none() {
+                let list = self.task_assignments(row.id).await?;
+                row.resource_to_tasks = Some(list.iter().map(TaskAssignmentV1::to_v2).collect());
+            }
+            for r in row.resource_to_tasks.iter().flatten().filter_map(|a| a.resource.as_ref()) {
+                self.cache.put_room(r);
+            }
+        }
+        Ok(rows)
+    }
+
+    /// `GET /v1/ProjectTasks({Id})/Assignments` (published v1; the spec
+    /// answers a bare array, an OData envelope is read as well).
+    pub async fn task_assignments(&self, id: i32) -> Result<Vec<TaskAssignmentV1>, HqError> {
+        let path = format!("{}/Assignments", v1_key("ProjectTasks", id));
+        let v: Value = self.get(&path, &[("$expand".into(), "Resource".into())]).await?;
+        let list = match v {
+            Value::Array(a) => Value::Array(a),
+            Value::Object(mut o) => o.remove("value").unwrap_or(Value::Array(Vec::new())),
+            other => return Err(HqError::Decode { message: "assignments are not a list".into(), body: ErrorBody::new(other.to_string().as_bytes()) }),
+        };
+        serde_json::from_value(list).map_err(|e| HqError::Decode { message: e.to_string(), body: ErrorBody::default() })
+    }
+
+    /// The v2 body of a task write: no server fields, no assignments (they
+    /// are written through v1, C5) and nothing outside every spec
+    /// (`originalStartOn`, issue 18).
     fn task_body(t: &Task) -> Result<Value, HqError> {
         let mut t = t.clone();
-        t.resource_to_tasks = t.resource_to_tasks.map(|list| list.iter().map(|a| a.for_write()).collect());
-        to_value(&t)
+        t.resource_to_tasks = None;
+        t.original_start_on = None;
+        let mut v = to_value(&t)?;
+        strip_server_fields(&mut v);
+        if let Some(o) = v.as_object_mut() {
+            o.remove("originalStartOn");
+            o.remove("resourceToTasks");
+        }
+        Ok(v)
     }
 
-    /// `POST /v2/Projects/Tasks` (C4); `project_id` may be `None` for an
-    /// appointment outside any project.
+    fn project_of(t: &Task) -> Result<i32, HqError> {
+        t.project_id.filter(|p| *p > 0).ok_or_else(|| {
+            HqError::Config(format!(
+                "helloHQ task {} has no project; a task needs a valid project (v1 POST /v1/ProjectTasks)",
+                t.id
+            ))
+        })
+    }
+
+    /// Brings the task's assignments to `wanted` through v1: removes those
+    /// not wanted, adds the missing ones. Contact-person assignments have no
+    /// v1 form: they are neither added nor removed here.
+    async fn write_assignments(&self, id: i32, wanted: &[TaskAssignment]) -> Result<(), HqError> {
+        let key = |u: Option<i32>, r: Option<i32>| (u, r);
+        let current = self.task_assignments(id).await?;
+        let mut want: Vec<(Option<i32>, Option<i32>)> = wanted
+            .iter()
+            .filter(|a| a.contact_person_id.is_none() && (a.user_id.is_some() || a.resource_id.is_some()))
+            .map(|a| key(a.user_id, a.resource_id))
+            .collect();
+        for a in &current {
+            let k = key(a.user_id, a.resource_id);
+            if let Some(pos) = want.iter().position(|w| *w == k) {
+                want.remove(pos);
+            } else if let Some(aid) = a.id {
+                let path = format!("{}/Assignments({aid})", v1_key("ProjectTasks", id));
+                match self.delete(&path).await {
+                    Ok(()) | Err(HqError::NotFound { .. }) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        let path = format!("{}/Assignments", v1_key("ProjectTasks", id));
+        for (user, resource) in want {
+            let body = TaskAssignmentV1 { task_id: Some(id), user_id: user, resource_id: resource, ..Default::default() };
+            let _: Value = self.write(Method::POST, &path, &to_value(&body)?).await?;
+        }
+        Ok(())
+    }
+
+    /// Creates a task in its project (`POST /v2/Projects/{projectId}/Tasks`,
+    /// observed live), then its assignments (v1), and returns it as stored.
+    /// A task without a project is refused before any request (v1: "requires
+    /// a valid project id").
     pub async fn create_task(&self, task: &Task) -> Result<Task, HqError> {
-        let mut body = Self::task_body(task)?;
-        strip_server_fields(&mut body);
-        self.write(Method::POST, "/v2/Projects/Tasks", &body).await
+        let project = Self::project_of(task)?;
+        let body = Self::task_body(task)?;
+        let created: Task = self.write(Method::POST, &format!("/v2/Projects/{project}/Tasks"), &body).await?;
+        if let Some(wanted) = &task.resource_to_tasks {
+            self.write_assignments(created.id, wanted).await?;
+        }
+        self.get_task(created.id).await
     }
 
-    /// Read (with assignments, so a replace keeps them), apply `change`,
-    /// write the whole task back, return what helloHQ stored.
+    /// Read (with assignments), apply `change`, write the whole task back,
+    /// return what helloHQ stored.
     pub async fn update_task(&self, id: i32, change: impl FnOnce(&mut Task)) -> Result<Task, HqError> {
         self.update_task_if(id, None, change).await
     }
@@ -889,31 +1132,44 @@ impl HellohqClient {
     /// As [`Self::update_task`], but only if the row is still the version the
     /// caller merged against (B13: `updatedOn` compared; `None` skips the
     /// check). A mismatch writes nothing and is [`HqError::Stale`].
+    /// The row goes to `PUT /v2/Projects/{projectId}/Tasks/{taskId}` (observed
+    /// live), changed assignments to v1 (C5).
     pub async fn update_task_if(
         &self,
         id: i32,
         expected: Option<DateTime<Utc>>,
         change: impl FnOnce(&mut Task),
     ) -> Result<Task, HqError> {
-        let mut current = self.get_task(id).await?;
+        let current = self.get_task(id).await?;
         stale_check("task", id, expected, current.updated_on)?;
-        change(&mut current);
-        self.write(Method::PUT, &format!("/v2/Projects/Tasks/{id}"), &Self::task_body(&current)?).await
+        let project = Self::project_of(&current)?;
+        let mut next = current.clone();
+        change(&mut next);
+        let mut row_now = next.clone();
+        row_now.resource_to_tasks = current.resource_to_tasks.clone();
+        if Self::task_body(&row_now)? != Self::task_body(&current)? {
+            let _: Value = self.write(Method::PUT, &format!("/v2/Projects/{project}/Tasks/{id}"), &Self::task_body(&next)?).await?;
+        }
+        let keys = |l: &Option<Vec<TaskAssignment>>| {
+            let mut k: Vec<_> = l.iter().flatten().map(|a| (a.user_id, a.resource_id, a.contact_person_id)).collect();
+            k.sort();
+            k
+        };
+        if keys(&next.resource_to_tasks) != keys(&current.resource_to_tasks) {
+            self.write_assignments(id, next.resource_to_tasks.as_deref().unwrap_or_default()).await?;
+        }
+        self.get_task(id).await
     }
 
+    /// `DELETE /v1/ProjectTasks({Id})` (published v1).
     pub async fn delete_task(&self, id: i32) -> Result<(), HqError> {
-        self.delete(&format!("/v2/Projects/Tasks/{id}")).await
+        self.delete(&v1_key("ProjectTasks", id)).await
     }
 
-    // ---- absences, rooms, company types -------------------------------------
+    // ---- absences, company types --------------------------------------------
 
     pub async fn get_absence(&self, id: i32) -> Result<Absence, HqError> {
         self.get(&format!("/v2/Absences/{id}"), &[]).await
-    }
-
-    /// Rooms and other resources (C5).
-    pub async fn list_resources(&self) -> Result<Vec<Resource>, HqError> {
-        Ok(self.list_v2("/v2/Resources", &ListQuery::default()).await?.items)
     }
 
     /// The tenant's company types (A11: match "Interessent" by name; ids differ per system).
@@ -923,9 +1179,20 @@ impl HellohqClient {
 
     // ---- deletions log (A15) -----------------------------------------------
 
-    /// Every event of `do.GetDeleted()`; filtering is the caller's (B11).
-    pub async fn list_deleted(&self) -> Result<Vec<ConfigSystemEvent>, HqError> {
-        Ok(self.list_v1("/v1/ConfigSystemEvents/do.GetDeleted()", &ListQuery::default()).await?.items)
+    /// The events of `do.GetDeleted()` recorded after `since` (all when
+    /// `None`): asked with `$filter=CreatedOn gt …` and filtered again here,
+    /// since whether the log honours the filter is undocumented (B11; the
+    /// connection test probes it).
+    pub async fn list_deleted(&self, since: Option<DateTime<Utc>>) -> Result<Vec<ConfigSystemEvent>, HqError> {
+        let q = match since {
+            Some(t) => ListQuery::filter(format!("CreatedOn gt {}", fmt_utc(t))).orderby("CreatedOn"),
+            None => ListQuery::default(),
+        };
+        let items = self.list_v1("/v1/ConfigSystemEvents/do.GetDeleted()", &q).await?.items;
+        Ok(items
+            .into_iter()
+            .filter(|e: &ConfigSystemEvent| since.is_none_or(|s| e.created_on.is_none_or(|c| c > s)))
+            .collect())
     }
 
     // ---- webhook registration ----------------------------------------------

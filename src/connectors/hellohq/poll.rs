@@ -277,7 +277,8 @@ impl<'a> ChangePoller<'a> {
     pub async fn poll_deletions(&self, store: &Store, tenant: &TenantId) -> Result<PollBatch, PollError> {
         let old = Self::load(store, tenant, DELETIONS_CURSOR).await?;
         let since = old.instant().map(|t| t - self.overlap);
-        let events = self.client.list_deleted().await?;
+        // From the watermark (minus the overlap), not the whole log (issue 18 item 5).
+        let events = self.client.list_deleted(since).await?;
         let mut hints = Vec::new();
         let mut skipped = 0;
         let mut newest = old.instant();

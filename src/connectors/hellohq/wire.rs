@@ -437,7 +437,62 @@ impl TaskAssignment {
     }
 }
 
-/// A room or other resource (C5, `GET /v2/Resources`).
+/// v1 `TaskAssignment` (A7, C5; published v1 `/v1/ProjectTasks({Id})/Assignments`):
+/// a `UserId` is a participant, a `ResourceId` (with `Resource{Id, Name}`) a
+/// room. v1 has no contact-person assignment.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct TaskAssignmentV1 {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task_id: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource_id: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource: Option<ResourceV1>,
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+/// v1 `Resource` (`{Id, Name}`); an `EMail` is read where an instance sends one.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ResourceV1 {
+    #[serde(default)]
+    pub id: i32,
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default, alias = "Email", rename = "EMail", skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+impl TaskAssignmentV1 {
+    /// The v2-shaped assignment hqsync's model reads (C5).
+    pub fn to_v2(&self) -> TaskAssignment {
+        TaskAssignment {
+            id: self.id,
+            task_id: self.task_id,
+            user_id: self.user_id,
+            resource_id: self.resource_id,
+            contact_person_id: None,
+            resource: self.resource.as_ref().map(|r| Resource {
+                id: r.id,
+                name: r.name.clone(),
+                email: r.email.clone(),
+                extra: Extra::new(),
+            }),
+            extra: Extra::new(),
+        }
+    }
+}
+
+/// A room or other resource as seen inside an assignment (C5: no endpoint
+/// lists resources).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Resource {

@@ -34,13 +34,11 @@ pub(super) fn routes() -> Router<Arc<Shared>> {
         .route("/v2/ContactPersons", get(contacts).post(post_contact))
         .route("/v2/ContactPersons/{id}", get(contact).put(put_contact).delete(delete_contact))
         .route("/v2/Projects", get(projects).post(post_project))
-        .route("/v2/Projects/Tasks", get(tasks).post(post_task))
-        .route("/v2/Projects/Tasks/{id}", get(task).put(put_task).delete(delete_task))
+        .route("/v2/Projects/Tasks", get(tasks))
         .route("/v2/Projects/{id}", get(project).put(put_project))
         .route("/v2/Projects/{id}/ProjectMembers", get(project_members))
         .route("/v2/Projects/{id}/Tasks", get(project_tasks).post(post_project_task))
         .route("/v2/Projects/{id}/Tasks/{task_id}", put(put_project_task))
-        .route("/v2/Resources", get(resources))
         .route("/v2/Absences", get(absences).post(post_absence))
         .route("/v2/Absences/{id}", get(absence).delete(delete_absence))
         .route("/v1/{*rest}", any(v1))
@@ -107,13 +105,15 @@ fn list(
     params: &HashMap<String, String>,
     rows: impl FnOnce(&Db, &ListQuery) -> Vec<Value>,
 ) -> Response {
-    let q = match ListQuery::parse(params) {
+    let knobs = s.faults();
+    let params = knobs.honoured(uri.path(), params);
+    let q = match ListQuery::parse(&params) {
         Ok(q) => q,
         Err(e) => return bad_query(e),
     };
     let all = s.with_db(|db| rows(db, &q));
     let (total, page) = q.apply(all);
-    let next = next_link(&s.base_url, uri, &q, total);
+    let next = if knobs.next_links { next_link(&s.base_url, uri, &q, total) } else { String::new() };
     let mut r = Json(Value::Array(page)).into_response();
     let h = r.headers_mut();
     h.insert("helloHQ-Count", HeaderValue::from(total as u64));
@@ -175,10 +175,6 @@ async fn company_types(State(s): S, uri: Uri, Query(p): Q) -> Response {
 async fn company_type(State(s): S, Path(id): Path<String>) -> Response {
     let id = id_or_404!(id);
     one(s.with_db(|db| db.company_types.get(&id).cloned()))
-}
-
-async fn resources(State(s): S, uri: Uri, Query(p): Q) -> Response {
-    list(&s, &uri, &p, |db, _| db.resources.values().cloned().collect())
 }
 
 // ---- companies -------------------------------------------------------------
@@ -316,8 +312,8 @@ async fn put_project(State(s): S, Extension(actor): Extension<Actor>, Path(id): 
 
 // ---- tasks and appointments (C4) ------------------------------------------
 
-fn task_rows(db: &Db, q: &ListQuery, project: Option<i32>, actor: Actor) -> Vec<Value> {
-    let expand = q.expands("resourceToTasks");
+fn task_rows(db: &Db, q: &ListQuery, project: Option<i32>, actor: Actor, expand_honoured: bool) -> Vec<Value> {
+    let expand = expand_honoured && q.expands("resourceToTasks");
     db.tasks
         .iter()
         .filter(|(_, t)| project.is_none_or(|p| t["projectId"].as_i64() == Some(p.into())))
@@ -327,7 +323,8 @@ fn task_rows(db: &Db, q: &ListQuery, project: Option<i32>, actor: Actor) -> Vec<
 }
 
 async fn tasks(State(s): S, Extension(actor): Extension<Actor>, uri: Uri, Query(p): Q) -> Response {
-    list(&s, &uri, &p, |db, q| task_rows(db, q, None, actor))
+    let honoured = s.faults().expand_assignments;
+    list(&s, &uri, &p, |db, q| task_rows(db, q, None, actor, honoured))
 }
 
 async fn project_tasks(
@@ -341,25 +338,15 @@ async fn project_tasks(
     if !s.with_db(|db| db.projects.contains_key(&id)) {
         return not_found();
     }
-    list(&s, &uri, &p, |db, q| task_rows(db, q, Some(id), actor))
-}
-
-async fn task(State(s): S, Extension(actor): Extension<Actor>, Path(id): Path<String>, Query(p): Q) -> Response {
-    let id = id_or_404!(id);
-    let expand = ListQuery::parse(&p).map(|q| q.expands("resourceToTasks")).unwrap_or(false);
-    one(s.with_db(|db| db.task_visible(id, actor).then(|| db.task_v2(id, expand)).flatten()))
+    let honoured = s.faults().expand_assignments;
+    list(&s, &uri, &p, |db, q| task_rows(db, q, Some(id), actor, honoured))
 }
 
 fn create_task(s: &Shared, actor: Actor, body: Value) -> Response {
     write(s, |db| {
-        let id = db.create_task(&body, actor)?;
-        Ok(db.task_v2(id, true))
+        let id = db.create_task_http(&body, actor)?;
+        Ok(db.task_v2(id, false))
     })
-}
-
-async fn post_task(State(s): S, Extension(actor): Extension<Actor>, body: Bytes) -> Response {
-    let body = body_or_400!(body);
-    create_task(&s, actor, body)
 }
 
 async fn post_project_task(
@@ -382,14 +369,8 @@ async fn post_project_task(
 fn replace_task(s: &Shared, actor: Actor, id: i32, body: Value) -> Response {
     write(s, |db| {
         db.replace_task(id, &body, actor)?;
-        Ok(db.task_v2(id, true))
+        Ok(db.task_v2(id, false))
     })
-}
-
-async fn put_task(State(s): S, Extension(actor): Extension<Actor>, Path(id): Path<String>, body: Bytes) -> Response {
-    let id = id_or_404!(id);
-    let body = body_or_400!(body);
-    replace_task(&s, actor, id, body)
 }
 
 async fn put_project_task(
@@ -409,11 +390,6 @@ async fn put_project_task(
         o.entry("projectId").or_insert(project.into());
     }
     replace_task(&s, actor, id, body)
-}
-
-async fn delete_task(State(s): S, Extension(actor): Extension<Actor>, Path(id): Path<String>) -> Response {
-    let id = id_or_404!(id);
-    write(&s, |db| db.delete_task(id, actor).map(|_| None))
 }
 
 // ---- absences (A8) ---------------------------------------------------------
@@ -498,7 +474,13 @@ fn v1_inner(
     params: &HashMap<String, String>,
     body: &Bytes,
 ) -> Response {
-    let q = match ListQuery::parse(params) {
+    let knobs = s.faults();
+    let mut params = params.clone();
+    if set == "ConfigSystemEvents" && !knobs.deletions_filter {
+        // Knob: a deletions log that ignores `$filter` (B11).
+        params.retain(|k, _| !k.trim_start_matches('$').eq_ignore_ascii_case("filter"));
+    }
+    let q = match ListQuery::parse(&params) {
         Ok(q) => q,
         Err(e) => return bad_query(e),
     };
@@ -518,6 +500,46 @@ fn v1_inner(
     match (method.as_str(), set, id, tail) {
         ("GET", "ConfigSystemEvents", None, Some("do.GetDeleted()")) => {
             v1_collection(s, uri, &q, "ConfigSystemEvents", s.with_db(|db| db.events.clone()))
+        }
+        // Tasks (published v1, A9): read one, delete; assignments (C5).
+        ("GET", "ProjectTasks", Some(id), None) => {
+            entity(s.with_db(|db| db.task_visible(id, actor).then(|| db.task_v1(id)).flatten()), set)
+        }
+        ("DELETE", "ProjectTasks", Some(id), None) => match s.with_db(|db| db.delete_task(id, actor)) {
+            Ok(()) => StatusCode::NO_CONTENT.into_response(),
+            Err(e) => write_error(e),
+        },
+        ("GET", "ProjectTasks", Some(id), Some("Assignments")) => {
+            match s.with_db(|db| db.task_visible(id, actor).then(|| db.assignments_v1(id)).flatten()) {
+                // The spec answers a bare array of TaskAssignment.
+                Some(list) => Json(Value::Array(list)).into_response(),
+                None => not_found(),
+            }
+        }
+        ("POST", "ProjectTasks", Some(id), Some("Assignments")) => {
+            let body = body_or_400!(body);
+            match s.with_db(|db| db.add_assignment(id, &body, actor).map(|aid| db.assignment_v1(id, aid))) {
+                Ok(v) => {
+                    let mut r = entity(v, "TaskAssignments");
+                    *r.status_mut() = StatusCode::CREATED;
+                    r
+                }
+                Err(e) => write_error(e),
+            }
+        }
+        ("GET" | "DELETE", "ProjectTasks", Some(id), Some(tail)) if tail.starts_with("Assignments(") => {
+            let aid = match odata_segment(tail).1 {
+                Some(Ok(aid)) => aid,
+                _ => return not_found(),
+            };
+            if method == Method::GET {
+                entity(s.with_db(|db| db.assignment_v1(id, aid)), "TaskAssignments")
+            } else {
+                match s.with_db(|db| db.delete_assignment(id, aid, actor)) {
+                    Ok(()) => StatusCode::NO_CONTENT.into_response(),
+                    Err(e) => write_error(e),
+                }
+            }
         }
         ("GET", "ContactPersons", None, None) => {
             let rows = s.with_db(|db| db.contacts.keys().filter_map(|id| db.contact_v1(*id, &expand)).collect());
@@ -574,7 +596,7 @@ fn v1_inner(
             Err(e) => write_error(e),
         },
         _ => {
-            let mut r = problem(StatusCode::NOT_FOUND, "No route matches this request in the simulator", None);
+            let mut r = problem(StatusCode::NOT_FOUND, super::NO_ROUTE, None);
             r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
             r
         }
@@ -590,7 +612,7 @@ fn v1_collection(s: &Shared, uri: &Uri, q: &ListQuery, set: &str, rows: Vec<Valu
         out["@odata.count"] = total.into();
     }
     out["value"] = Value::Array(page);
-    let next = next_link(&s.base_url, uri, q, total);
+    let next = if s.faults().next_links { next_link(&s.base_url, uri, q, total) } else { String::new() };
     if !next.is_empty() && q.top == MAX_TOP {
         out["@odata.nextLink"] = next.into();
     }

@@ -184,6 +184,11 @@ pub(crate) struct Shared {
 impl Shared {
     /// Runs `f` under the data lock. Poisoning is ignored: a panicking
     /// handler must not take the whole simulator down.
+    /// The faults and knobs in force.
+    pub(crate) fn faults(&self) -> Faults {
+        self.faults.lock().map(|f| f.clone()).unwrap_or_default()
+    }
+
     pub(crate) fn with_db<T>(&self, f: impl FnOnce(&mut Db) -> T) -> T {
         let mut db = self.db.lock().unwrap_or_else(|p| p.into_inner());
         f(&mut db)
@@ -210,8 +215,25 @@ struct Stats {
     injected_errors: u64,
 }
 
-#[derive(Debug, Default, Clone, Deserialize)]
-struct Faults {
+/// Which spelling of the list options (`top` or `$top`…) an endpoint
+/// honours (A3, B14); the other is ignored like any unknown parameter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum Honours {
+    #[default]
+    Both,
+    Bare,
+    Dollar,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// Faults, and one knob per helloHQ behaviour the published API leaves
+/// open (issue 18 item 4): each answer the connection test can get.
+#[derive(Debug, Clone, Deserialize)]
+pub(crate) struct Faults {
     #[serde(default)]
     error_rate: f64,
     #[serde(default)]
@@ -224,7 +246,112 @@ struct Faults {
     /// Share of delivered webhook messages sent a second time, same id, a little later.
     #[serde(default)]
     duplicate_rate: f64,
+    /// The spelling v2 lists honour, unless `spelling_per_path` names the path.
+    #[serde(default)]
+    pub(crate) spelling: Honours,
+    /// Per v2 list path (`/v2/Projects/Tasks`).
+    #[serde(default)]
+    pub(crate) spelling_per_path: BTreeMap<String, Honours>,
+    /// Lists send `helloHQ-NextLink` / `@odata.nextLink` (else: page with `skip`).
+    #[serde(default = "yes")]
+    pub(crate) next_links: bool,
+    /// v2 task lists honour `expand=resourceToTasks` (else: no assignments in them).
+    #[serde(default = "yes")]
+    pub(crate) expand_assignments: bool,
+    /// The deletions log honours `$filter` (else: it answers the whole log).
+    #[serde(default = "yes")]
+    pub(crate) deletions_filter: bool,
 }
+
+impl Default for Faults {
+    fn default() -> Self {
+        Faults {
+            error_rate: 0.0,
+            throttle_rate: 0.0,
+            latency_ms: 0,
+            drop_rate: 0.0,
+            duplicate_rate: 0.0,
+            spelling: Honours::Both,
+            spelling_per_path: BTreeMap::new(),
+            next_links: true,
+            expand_assignments: true,
+            deletions_filter: true,
+        }
+    }
+}
+
+impl Faults {
+    /// The list parameters `path` honours: those of the other spelling are
+    /// dropped (v1 always takes `$`).
+    pub(crate) fn honoured(&self, path: &str, params: &HashMap<String, String>) -> HashMap<String, String> {
+        let honours = self.spelling_per_path.get(path).copied().unwrap_or(self.spelling);
+        params
+            .iter()
+            .filter(|(k, _)| match honours {
+                Honours::Both => true,
+                Honours::Bare => !k.starts_with('$'),
+                Honours::Dollar => k.starts_with('$'),
+            })
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    }
+}
+
+/// Every route the simulator serves (method, template): exactly the rows
+/// of `docs/hellohq-api.md` marked "simulator: yes" (tests/hellohq_routes.rs).
+pub const ROUTES: &[(&str, &str)] = &[
+    ("GET", "/v2/Users"),
+    ("GET", "/v2/Users/{id}"),
+    ("PUT", "/v2/Users/{id}"),
+    ("GET", "/v2/CompanyTypes"),
+    ("GET", "/v2/CompanyTypes/{id}"),
+    ("GET", "/v2/Companies"),
+    ("POST", "/v2/Companies"),
+    ("GET", "/v2/Companies/{id}"),
+    ("PUT", "/v2/Companies/{id}"),
+    ("DELETE", "/v2/Companies/{id}"),
+    ("GET", "/v2/Companies/{id}/Addresses"),
+    ("POST", "/v2/Companies/{id}/UpdateCompanyTypes"),
+    ("GET", "/v2/ContactPersons"),
+    ("POST", "/v2/ContactPersons"),
+    ("GET", "/v2/ContactPersons/{id}"),
+    ("PUT", "/v2/ContactPersons/{id}"),
+    ("DELETE", "/v2/ContactPersons/{id}"),
+    ("GET", "/v2/Projects"),
+    ("POST", "/v2/Projects"),
+    ("GET", "/v2/Projects/{id}"),
+    ("PUT", "/v2/Projects/{id}"),
+    ("GET", "/v2/Projects/{id}/ProjectMembers"),
+    ("GET", "/v2/Projects/Tasks"),
+    ("GET", "/v2/Projects/{id}/Tasks"),
+    ("POST", "/v2/Projects/{id}/Tasks"),
+    ("PUT", "/v2/Projects/{id}/Tasks/{id}"),
+    ("GET", "/v2/Absences"),
+    ("POST", "/v2/Absences"),
+    ("GET", "/v2/Absences/{id}"),
+    ("DELETE", "/v2/Absences/{id}"),
+    ("GET", "/v1/ProjectTasks({id})"),
+    ("DELETE", "/v1/ProjectTasks({id})"),
+    ("GET", "/v1/ProjectTasks({id})/Assignments"),
+    ("POST", "/v1/ProjectTasks({id})/Assignments"),
+    ("GET", "/v1/ProjectTasks({id})/Assignments({id})"),
+    ("DELETE", "/v1/ProjectTasks({id})/Assignments({id})"),
+    ("GET", "/v1/ContactPersons"),
+    ("GET", "/v1/ContactPersons({id})"),
+    ("PUT", "/v1/ContactPersons({id})"),
+    ("GET", "/v1/Projects"),
+    ("GET", "/v1/Projects({id})"),
+    ("GET", "/v1/Projects({id})/Members"),
+    ("GET", "/v1/Leads"),
+    ("POST", "/v1/Leads"),
+    ("GET", "/v1/Leads({id})"),
+    ("PUT", "/v1/Leads({id})"),
+    ("DELETE", "/v1/Leads({id})"),
+    ("GET", "/v1/ConfigSystemEvents/do.GetDeleted()"),
+];
+
+/// The title of the 404 for a route the simulator does not serve.
+pub const NO_ROUTE: &str = "No route matches this request in the simulator";
 
 // ---- errors ----------------------------------------------------------------
 
@@ -275,7 +402,12 @@ fn router(shared: Arc<Shared>) -> Router {
         .route("/_sim/reset", post(reset))
         .route("/_sim/seed", get(seed_info).post(seed_more))
         .route("/_sim/webhooks", get(list_webhooks).post(add_webhook));
-    api.merge(control).fallback(|| async { problem(StatusCode::NOT_FOUND, "Not Found", None) }).with_state(shared)
+    // An unknown route, or a known path with a method it does not have,
+    // answers 404 like a route that does not exist.
+    api.merge(control)
+        .fallback(|| async { problem(StatusCode::NOT_FOUND, NO_ROUTE, None) })
+        .method_not_allowed_fallback(|| async { problem(StatusCode::NOT_FOUND, NO_ROUTE, None) })
+        .with_state(shared)
 }
 
 /// Latency → auth (401) → rate limit (429) → injected faults → handler;
@@ -382,7 +514,9 @@ async fn set_faults(State(s): State<Arc<Shared>>, body: axum::body::Bytes) -> Re
     s.counters.set_drop_rate(f.drop_rate);
     s.counters.set_duplicate_rate(f.duplicate_rate);
     Json(json!({"error_rate": f.error_rate, "throttle_rate": f.throttle_rate, "latency_ms": f.latency_ms,
-                "drop_rate": f.drop_rate, "duplicate_rate": f.duplicate_rate}))
+                "drop_rate": f.drop_rate, "duplicate_rate": f.duplicate_rate, "spelling": f.spelling,
+                "spelling_per_path": f.spelling_per_path, "next_links": f.next_links,
+                "expand_assignments": f.expand_assignments, "deletions_filter": f.deletions_filter}))
     .into_response()
 }
 

@@ -10,6 +10,8 @@ use super::store::{Actor, Db, WriteError, WriteResult};
 
 /// The demo system's domain for users' work mail.
 pub const DEMO_DOMAIN: &str = "agentur-beispiel.de";
+/// The demo's project for internal appointments (and appointments made in Outlook).
+pub const INTERNAL_PROJECT: &str = "Interne Termine";
 
 /// Europe/Berlin offset in hours at `t` (EU rule: CEST from the last Sunday
 /// of March 01:00 UTC to the last Sunday of October 01:00 UTC).
@@ -207,6 +209,26 @@ pub fn demo(db: &mut Db) -> WriteResult<()> {
         }),
         sys,
     )?;
+    // The agency's own project for its internal appointments: every helloHQ
+    // task has a project (v1 POST /v1/ProjectTasks "requires a valid project
+    // id"); the demo tenant's `appointments.project` names this one.
+    let agentur = company(
+        db,
+        "Agentur Beispiel GmbH",
+        kunde,
+        &[anna],
+        address("Stresemannstraße", "29", "22769", "Hamburg", Some(&format!("info@{DEMO_DOMAIN}"))),
+    )?;
+    let intern = db.create_project(
+        &json!({
+            "name": INTERNAL_PROJECT, "number": "P-2026-000", "startDate": "2026-01-01T00:00:00",
+            "companyId": agentur, "projectTemplateId": 1, "projectStatusId": 1, "internalContactPersonId": anna,
+            "projectMembers": [{"userId": anna, "projectRoleId": 1}, {"userId": ben, "projectRoleId": 2},
+                               {"userId": clara, "projectRoleId": 2}, {"userId": david, "projectRoleId": 2}],
+            "contactPersonIds": []
+        }),
+        sys,
+    )?;
     db.create_lead(
         &json!({
             "Name": "Markenstrategie Zukunftswerk", "Number": "L-2026-007", "CompanyId": zukunft, "StatusId": 1,
@@ -244,14 +266,14 @@ pub fn demo(db: &mut Db) -> WriteResult<()> {
     db.create_task(
         &json!({
             "name": "Team-Frühstück", "isAppointment": true, "type": "PublicAppointment", "place": "Küche",
-            "projectId": null, "startOn": utc(at(4, 8, 30)), "endOn": utc(at(4, 9, 15)),
+            "projectId": intern, "startOn": utc(at(4, 8, 30)), "endOn": utc(at(4, 9, 15)),
             "resourceToTasks": [user_a(anna), user_a(ben), user_a(clara), user_a(david)]
         }),
         sys,
     )?;
     db.create_task(
         &json!({
-            "name": "Zahnarzt", "isAppointment": true, "type": "PrivateAppointment", "projectId": null,
+            "name": "Zahnarzt", "isAppointment": true, "type": "PrivateAppointment", "projectId": intern,
             "startOn": utc(at(1, 16, 0)), "endOn": utc(at(1, 17, 0)), "resourceToTasks": [user_a(david)]
         }),
         sys,
@@ -269,7 +291,7 @@ pub fn demo(db: &mut Db) -> WriteResult<()> {
     );
     let series = db.create_task(&json!({
         "name": "Jour fixe Agentur", "description": "Wöchentliche Abstimmung", "isAppointment": true,
-        "type": "RecurrencyTask", "place": "Raum Elbe", "projectId": null, "recurrencyStorage": storage,
+        "type": "RecurrencyTask", "place": "Raum Elbe", "projectId": intern, "recurrencyStorage": storage,
         "startOn": utc(berlin(local_at(first, 10))), "endOn": utc(berlin(local_at(first, 10)) + Duration::minutes(30)),
         "resourceToTasks": [user_a(anna), user_a(ben), user_a(clara), {"resourceId": elbe}]
     }), sys)?;
@@ -278,7 +300,7 @@ pub fn demo(db: &mut Db) -> WriteResult<()> {
         &json!({
             "name": "Jour fixe Agentur (verschoben)", "isAppointment": true, "type": "RecurrencyException",
             "parentId": series, "originalStartOn": utc(berlin(local_at(moved, 10))), "place": "Raum Alster",
-            "projectId": null, "startOn": utc(berlin(local_at(moved, 11))),
+            "projectId": intern, "startOn": utc(berlin(local_at(moved, 11))),
             "endOn": utc(berlin(local_at(moved, 11)) + Duration::minutes(30)),
             "resourceToTasks": [user_a(anna), user_a(ben), user_a(clara), {"resourceId": alster}]
         }),
@@ -294,7 +316,7 @@ pub fn demo(db: &mut Db) -> WriteResult<()> {
     )?;
     db.create_task(
         &json!({
-            "name": "Urlaub", "isAppointment": false, "type": "Vacation", "projectId": null,
+            "name": "Urlaub", "isAppointment": false, "type": "Vacation", "projectId": intern,
             "startDate": local_date(7), "endDate": local_date(11), "resourceToTasks": [user_a(clara)]
         }),
         sys,

@@ -1055,8 +1055,21 @@ impl Db {
         body: &Value,
         task_id: i32,
         actor: Actor,
+        seeding: bool,
     ) -> WriteResult<Map<String, Value>> {
-        let obj = as_obj(body)?;
+        let mut owned = as_obj(body)?.clone();
+        if !seeding {
+            // Over HTTP, `resourceToTasks` and `originalStartOn` are read-only
+            // (issue 18: no spec has them as writable; unknown fields are
+            // ignored, A6): assignments change through the v1 assignment
+            // routes, and a replace keeps both as they were.
+            owned.remove("resourceToTasks");
+            owned.insert("originalStartOn".into(), row.get("originalStartOn").cloned().unwrap_or(Value::Null));
+            if let Some(a) = row.get("resourceToTasks").cloned() {
+                owned.insert("__keep_assignments".into(), a);
+            }
+        }
+        let obj = &owned;
         if nonempty_str(obj, "name").is_none() {
             return Err(invalid("name", "The Name field is required."));
         }
@@ -1084,6 +1097,10 @@ impl Db {
             if p == i64::from(task_id) || !self.tasks.contains_key(&(p as i32)) {
                 return Err(invalid("parentId", "No task found with this id."));
             }
+        }
+        if let Some(kept) = obj.get("__keep_assignments") {
+            row.insert("resourceToTasks".into(), kept.clone());
+            return Ok(row);
         }
         let mut assignments = Vec::new();
         for a in obj.get("resourceToTasks").and_then(Value::as_array).into_iter().flatten() {
@@ -1115,9 +1132,23 @@ impl Db {
         Ok(row)
     }
 
+    /// A task as the seed (or `/_sim/seed`) makes it: assignments included.
     pub fn create_task(&mut self, body: &Value, actor: Actor) -> WriteResult<i32> {
+        self.create_task_with(body, actor, true)
+    }
+
+    /// A task created over HTTP (`POST /v2/Projects/{projectId}/Tasks`):
+    /// the project is required (v1: "requires a valid project id").
+    pub fn create_task_http(&mut self, body: &Value, actor: Actor) -> WriteResult<i32> {
+        if id_of(body, "projectId").is_none() {
+            return Err(invalid("projectId", "A task requires a valid project id."));
+        }
+        self.create_task_with(body, actor, false)
+    }
+
+    fn create_task_with(&mut self, body: &Value, actor: Actor, seeding: bool) -> WriteResult<i32> {
         let id = self.next_id("task");
-        let mut row = self.task_row(Map::new(), body, id, actor)?;
+        let mut row = self.task_row(Map::new(), body, id, actor, seeding)?;
         let t = self.audit_create(&mut row, id, actor);
         self.tasks.insert(id, Value::Object(row));
         self.changed(Entity::Task, id, ChangeKind::Created, t, actor);
@@ -1126,11 +1157,120 @@ impl Db {
 
     pub fn replace_task(&mut self, id: i32, body: &Value, actor: Actor) -> WriteResult<()> {
         let old = self.tasks.get(&id).and_then(Value::as_object).cloned().ok_or(WriteError::NotFound)?;
-        let mut row = self.task_row(old, body, id, actor)?;
+        let mut row = self.task_row(old, body, id, actor, false)?;
         let t = self.audit_update(&mut row, actor);
         self.tasks.insert(id, Value::Object(row));
         self.changed(Entity::Task, id, ChangeKind::Updated, t, actor);
         Ok(())
+    }
+
+    /// v1 `TaskAssignment`s of a task (published v1): users and resources;
+    /// v1 has no contact-person assignment, so those are not listed.
+    pub fn assignments_v1(&self, task: i32) -> Option<Vec<Value>> {
+        let t = self.tasks.get(&task)?;
+        Some(
+            t["resourceToTasks"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|a| id_of(a, "userId").is_some() || id_of(a, "resourceId").is_some())
+                .map(|a| {
+                    let mut out = pascal(&pick(a, &["id", "taskId", "userId", "resourceId"], true));
+                    out["AssignmentUnit"] = "NotSet".into();
+                    out["AssignmentValue"] = Value::Null;
+                    out["Resource"] = id_of(a, "resourceId")
+                        .and_then(|r| self.resources.get(&r))
+                        .map(|r| pascal(&pick(r, &["id", "name"], false)))
+                        .unwrap_or(Value::Null);
+                    out
+                })
+                .collect(),
+        )
+    }
+
+    /// `POST /v1/ProjectTasks({Id})/Assignments`: exactly one of `UserId`,
+    /// `ResourceId`, naming an existing user or resource. The task's
+    /// `updatedOn` moves (hqsync contract: B12 leaves it open, and the
+    /// change poll must see a changed participant list).
+    pub fn add_assignment(&mut self, task: i32, body: &Value, actor: Actor) -> WriteResult<i32> {
+        let obj = as_obj(body)?;
+        let get = |k: &str| {
+            obj.iter().find(|(n, _)| n.eq_ignore_ascii_case(k)).and_then(|(_, v)| v.as_i64()).and_then(|i| i32::try_from(i).ok())
+        };
+        let (u, r) = (get("UserId"), get("ResourceId"));
+        let ok = match (u, r) {
+            (Some(u), None) => self.users.contains_key(&u),
+            (None, Some(r)) => self.resources.contains_key(&r),
+            _ => false,
+        };
+        if !self.tasks.contains_key(&task) {
+            return Err(WriteError::NotFound);
+        }
+        if !ok {
+            return Err(invalid("assignmentExternal", "Exactly one existing UserId or ResourceId is required."));
+        }
+        let aid = self.next_id("assignment");
+        let mut m = Map::new();
+        m.insert("taskId".into(), task.into());
+        m.insert("userId".into(), u.map(Value::from).unwrap_or(Value::Null));
+        m.insert("resourceId".into(), r.map(Value::from).unwrap_or(Value::Null));
+        m.insert("contactPersonId".into(), Value::Null);
+        self.audit_create(&mut m, aid, actor);
+        let mut row = self.tasks.get(&task).and_then(Value::as_object).cloned().ok_or(WriteError::NotFound)?;
+        let mut list = row.get("resourceToTasks").and_then(Value::as_array).cloned().unwrap_or_default();
+        list.push(Value::Object(m));
+        row.insert("resourceToTasks".into(), Value::Array(list));
+        let t = self.audit_update(&mut row, actor);
+        self.tasks.insert(task, Value::Object(row));
+        self.changed(Entity::Task, task, ChangeKind::Updated, t, actor);
+        Ok(aid)
+    }
+
+    pub fn assignment_v1(&self, task: i32, aid: i32) -> Option<Value> {
+        self.assignments_v1(task)?.into_iter().find(|a| id_of(a, "Id") == Some(aid))
+    }
+
+    pub fn delete_assignment(&mut self, task: i32, aid: i32, actor: Actor) -> WriteResult<()> {
+        let mut row = self.tasks.get(&task).and_then(Value::as_object).cloned().ok_or(WriteError::NotFound)?;
+        let mut list = row.get("resourceToTasks").and_then(Value::as_array).cloned().unwrap_or_default();
+        let before = list.len();
+        list.retain(|a| id_of(a, "id") != Some(aid));
+        if list.len() == before {
+            return Err(WriteError::NotFound);
+        }
+        row.insert("resourceToTasks".into(), Value::Array(list));
+        let t = self.audit_update(&mut row, actor);
+        self.tasks.insert(task, Value::Object(row));
+        self.changed(Entity::Task, task, ChangeKind::Updated, t, actor);
+        Ok(())
+    }
+
+    /// v1 `Task` (published v1): PascalCase, only the fields v1 has.
+    pub fn task_v1(&self, id: i32) -> Option<Value> {
+        let t = self.tasks.get(&id)?;
+        let mut out = pascal(&pick(
+            t,
+            &[
+                "id",
+                "name",
+                "description",
+                "startOn",
+                "endOn",
+                "isAppointment",
+                "syncId",
+                "projectId",
+                "parentId",
+                "isDone",
+                "percentDone",
+                "plannedEffort",
+                "remaining",
+                "taskTypeId",
+                "taskTypeStatusId",
+            ],
+            true,
+        ));
+        out["Sync"] = t.get("shouldBeSynced").cloned().unwrap_or(Value::Bool(false));
+        Some(out)
     }
 
     /// Deleting a series deletes its exception rows (C6) too.
