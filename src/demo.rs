@@ -280,6 +280,7 @@ async fn run_with_sims(
     let app = App::open(config).await?;
     let tenant = TenantId::parse(TENANT).expect("valid literal");
     register_mailboxes(&app.store, &tenant, &sims).await?;
+    file_in_the_internal_project(&app.store, &tenant, &http, &sims).await?;
     let hook = webhook_url(&public, TENANT);
     register_webhook(&http, &sims.hellohq_url, &hook, &secret).await?;
     let try_it = TryIt::prepare(&http, &sims, &data_dir).await;
@@ -329,6 +330,53 @@ pub async fn discover(http: &reqwest::Client, graph_url: String, hellohq_url: St
         mailboxes,
         hq_users,
     })
+}
+
+/// Appointments and tasks made in Outlook go to the demo agency's internal
+/// project (every helloHQ task has a project): the tenant settings
+/// `appointments.project` and `tasks.inbox_project`, unless already set.
+pub async fn file_in_the_internal_project(
+    store: &Store,
+    tenant: &TenantId,
+    http: &reqwest::Client,
+    sims: &SimFacts,
+) -> anyhow::Result<()> {
+    use secrecy::ExposeSecret;
+    let mut url = url::Url::parse(&sims.hellohq_url).context("helloHQ simulator URL")?;
+    url.set_path("/v2/Projects");
+    url.query_pairs_mut().append_pair(
+        "filter",
+        &format!("name eq '{}'", crate::sim::hellohq::INTERNAL_PROJECT.replace('\'', "''")),
+    );
+    let found: Value = http
+        .get(url)
+        .bearer_auth(sims.sync_token.expose_secret())
+        .send()
+        .await
+        .context("listing the helloHQ simulator's projects")?
+        .error_for_status()?
+        .json()
+        .await?;
+    let Some(project) = found[0]["id"].as_i64() else { return Ok(()) };
+    let Some(mut t) = store.get_tenant(tenant).await? else { return Ok(()) };
+    let mut changed = false;
+    for (section, key) in [("appointments", "project"), ("tasks", "inbox_project")] {
+        if !t.settings.is_object() {
+            t.settings = json!({});
+        }
+        if !t.settings[section].is_object() {
+            t.settings[section] = json!({});
+        }
+        if t.settings[section].get(key).is_none_or(Value::is_null) {
+            t.settings[section][key] = json!(project);
+            changed = true;
+        }
+    }
+    if changed {
+        t.updated_at = Utc::now();
+        store.upsert_tenant(&t).await?;
+    }
+    Ok(())
 }
 
 /// Every simulator mailbox becomes an active mailbox of the tenant, paired

@@ -501,6 +501,19 @@ macro_rules! again {
 }
 
 impl Env {
+    /// Where a test user's helloHQ task is created (observed live route, docs/hellohq-api.md).
+    fn project_tasks(&self) -> String {
+        format!("/v2/Projects/{}/Tasks", self.inbox_project)
+    }
+
+    /// Assigns `user` to task `id` through the published v1 assignments.
+    async fn assign(&self, id: Option<i32>, user: i64) {
+        let Some(id) = id else { return };
+        let path = format!("/v1/ProjectTasks({id})/Assignments");
+        let body = json!({"UserId": user});
+        let _: Value = again!(self, self.hq.write::<Value>(Method::POST, &path, &body));
+    }
+
     /// Simulators, database, broker, config file, `serve` and 3 workers; waits
     /// for the initial sync of every mailbox. None when a service is missing.
     async fn start(size: Size) -> Option<Env> {
@@ -632,7 +645,7 @@ impl Env {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         let mut t = t.expect("serve reconciled the tenant from the config file");
-        t.settings = json!({"tasks": {"inbox_project": inbox_project}});
+        t.settings = json!({"tasks": {"inbox_project": inbox_project}, "appointments": {"project": inbox_project}});
         t.updated_at = Utc::now();
         store.upsert_tenant(&t).await.unwrap();
         let queue_cfg = QueueConfig {
@@ -904,9 +917,10 @@ impl Env {
             }
             (RKind::Task, Side::Hellohq) => {
                 let body = json!({"name": r.a, "isAppointment": false, "type": "Project", "projectId": self.inbox_project,
-                    "endOn": hqsync_utc(end), "percentDone": 0, "resourceToTasks": [{"userId": user}]});
-                let v: Value = again!(self, self.hq.write::<Value>(Method::POST, "/v2/Projects/Tasks", &body));
+                    "endOn": hqsync_utc(end), "percentDone": 0});
+                let v: Value = again!(self, self.hq.write::<Value>(Method::POST, &self.project_tasks(), &body));
                 r.hq_id = v["id"].as_i64().map(|i| i as i32);
+                self.assign(r.hq_id, user).await;
             }
             (RKind::Task, Side::Exchange) => {
                 let body = json!({"title": r.a, "dueDateTime": {"dateTime": format!("{}T00:00:00.0000000", end.date_naive()),
@@ -917,10 +931,10 @@ impl Env {
             }
             (RKind::Appointment, Side::Hellohq) => {
                 let body = json!({"name": r.a, "isAppointment": true, "type": "PublicAppointment", "place": r.b,
-                    "projectId": null, "startOn": hqsync_utc(start), "endOn": hqsync_utc(end),
-                    "resourceToTasks": [{"userId": user}]});
-                let v: Value = again!(self, self.hq.write::<Value>(Method::POST, "/v2/Projects/Tasks", &body));
+                    "projectId": self.inbox_project, "startOn": hqsync_utc(start), "endOn": hqsync_utc(end)});
+                let v: Value = again!(self, self.hq.write::<Value>(Method::POST, &self.project_tasks(), &body));
                 r.hq_id = v["id"].as_i64().map(|i| i as i32);
+                self.assign(r.hq_id, user).await;
             }
             (RKind::Appointment, Side::Exchange) => {
                 let body = json!({"subject": r.a, "location": {"displayName": r.b},

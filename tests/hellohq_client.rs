@@ -354,7 +354,8 @@ async fn a_create_answered_by_a_gateway_error_is_not_resent() {
     let (base, seen) = flaky_gateway(1).await;
     let c = HellohqClient::new(config(&base, "t")).unwrap();
 
-    let err = c.create_task(&Task { name: Some("Einmalig".into()), ..Default::default() }).await.unwrap_err();
+    let task = Task { name: Some("Einmalig".into()), project_id: Some(1), ..Default::default() };
+    let err = c.create_task(&task).await.unwrap_err();
 
     assert!(matches!(err, HqError::Server { .. }) && err.is_transient(), "{err:?}");
     assert_eq!(*seen.lock().unwrap(), 1, "the create may have happened: the caller re-reads before trying again");
@@ -407,14 +408,14 @@ async fn a_task_update_keeps_participants_and_every_other_field() {
         .await
         .unwrap();
     let id = tasks.items[0].id;
-    let path = format!("/v2/Projects/Tasks/{id}?expand=resourceToTasks");
-    let before = raw(&sim, &path).await;
+    let path = format!("/v2/Projects/Tasks?filter=id%20eq%20{id}&expand=resourceToTasks");
+    let before = raw(&sim, &path).await[0].clone();
 
     let updated = c.update_task(id, |t| t.place = Some("Raum Alster".into())).await.unwrap();
 
     assert_eq!(updated.place.as_deref(), Some("Raum Alster"));
     assert_eq!(updated.kind, Some(TaskClassification::PublicAppointment));
-    let after = raw(&sim, &path).await;
+    let after = raw(&sim, &path).await[0].clone();
     let who = |t: &Value| -> Vec<(Value, Value, Value)> {
         t["resourceToTasks"]
             .as_array()
@@ -523,7 +524,9 @@ async fn an_appointment_is_created_and_deleted_through_the_task_routes() {
     let sim = start_sim(SeedProfile::Demo).await;
     let c = client(&sim);
     let start = chrono::Utc::now() + chrono::Duration::days(3);
+    let project = raw(&sim, "/v2/Projects?filter=name%20eq%20%27Interne%20Termine%27").await[0]["id"].as_i64().unwrap();
     let appt = Task {
+        project_id: Some(project as i32),
         name: Some("Workshop".into()),
         is_appointment: true,
         kind: Some(TaskClassification::PublicAppointment),
@@ -542,10 +545,24 @@ async fn an_appointment_is_created_and_deleted_through_the_task_routes() {
     let read = c.get_task(created.id).await.unwrap();
     assert_eq!(read.ical_uid.as_deref(), Some("040000008200E00074C5B7101A82E008"));
     assert_eq!(read.resource_to_tasks.unwrap()[0].user_id, Some(1));
-    assert_eq!(read.project_id, None);
+    assert_eq!(read.project_id, Some(project as i32));
 
     c.delete_task(created.id).await.unwrap();
     assert!(matches!(c.get_task(created.id).await.unwrap_err(), HqError::NotFound { .. }));
+    // Only routes of the table (docs/hellohq-api.md) were used.
+    let used = stats(&sim).await["requests"].as_object().unwrap().keys().cloned().collect::<Vec<_>>();
+    for r in &used {
+        let (m, p) = r.split_once(' ').unwrap();
+        assert!(
+            hqsync::connectors::hellohq::routes::ROUTES.iter().any(|(rm, rp)| rm == &m
+                && hqsync::connectors::hellohq::routes::normalize(rp)
+                    == hqsync::connectors::hellohq::routes::normalize(p)),
+            "{r}"
+        );
+    }
+    assert!(used.iter().any(|r| r == "POST /v2/Projects/{id}/Tasks"), "{used:?}");
+    assert!(used.iter().any(|r| r == "POST /v1/ProjectTasks({id})/Assignments"), "{used:?}");
+    assert!(used.iter().any(|r| r == "DELETE /v1/ProjectTasks({id})"), "{used:?}");
 }
 
 #[tokio::test]
@@ -822,7 +839,7 @@ async fn a_write_merged_against_a_stale_read_is_refused_and_changes_nothing() {
         .items[0]
         .clone();
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    c.update_task(task.id, |t| t.place = Some("Raum Elbe".into())).await.unwrap();
+    c.update_task(task.id, |t| t.place = Some("Raum Alster (neu)".into())).await.unwrap();
     let err = c.update_task_if(task.id, task.updated_on, |t| t.place = Some("x".into())).await.unwrap_err();
     assert!(matches!(err, hqsync::connectors::hellohq::client::HqError::Stale { .. }), "{err}");
     sim.shutdown().await;

@@ -92,9 +92,10 @@ async fn requests_without_or_with_a_wrong_token_are_refused_with_401() {
     let ben =
         seed["users"].as_array().unwrap().iter().find(|u| u["eMailWork"] == "ben.mueller@agentur-beispiel.de").unwrap();
     let token = ben["token"].as_str().unwrap();
+    let project = sim.get_json("/v2/Projects").await[0]["id"].clone();
     let r = sim
         .http
-        .post(sim.url("/v2/Projects/Tasks"))
+        .post(sim.url(&format!("/v2/Projects/{project}/Tasks")))
         .bearer_auth(token)
         .json(&json!({"name": "Notiz", "isAppointment": false}))
         .send()
@@ -564,7 +565,7 @@ async fn user_tokens_do_not_see_other_users_private_appointments() {
         sim.get_json("/v2/Projects/Tasks?filter=type eq 'PrivateAppointment'&expand=resourceToTasks").await[0].clone();
     let owner = private["resourceToTasks"][0]["userId"].as_i64().unwrap();
     let other = if owner == 1 { 2 } else { 1 };
-    let path = format!("/v2/Projects/Tasks/{}", private["id"]);
+    let path = format!("/v1/ProjectTasks({})", private["id"]);
     let as_user = |u: i64| sim.http.get(sim.url(&path)).bearer_auth(format!("hqsim-user-{u}")).send();
     assert_eq!(as_user(owner).await.unwrap().status(), StatusCode::OK);
     assert_eq!(as_user(other).await.unwrap().status(), StatusCode::NOT_FOUND);
@@ -622,36 +623,79 @@ async fn absences_are_hour_based_or_day_based_by_type() {
 #[tokio::test]
 async fn appointments_round_trip_with_assignments_and_series_deletion_takes_exceptions() {
     let sim = Sim::demo().await;
-    let room = sim.get_json("/v2/Resources?filter=name eq 'Raum Elbe'").await[0]["id"].clone();
-    let body = json!({"name": "Workshop", "isAppointment": true, "type": "PublicAppointment", "projectId": null,
+    let project = sim.get_json("/v2/Projects?filter=name eq 'Interne Termine'").await[0]["id"].clone();
+    // No endpoint lists resources (C5): the room is known from a seeded appointment.
+    let kickoff = sim.get_json("/v2/Projects/Tasks?filter=name eq 'Kick-off Website-Relaunch'").await[0]["id"].clone();
+    let assigned = sim.get_json(&format!("/v1/ProjectTasks({kickoff})/Assignments")).await;
+    let room = assigned.as_array().unwrap().iter().find(|a| a["Resource"]["Name"] == "Raum Elbe").unwrap()
+        ["ResourceId"]
+        .clone();
+    let body = json!({"name": "Workshop", "isAppointment": true, "type": "PublicAppointment",
         "startOn": "2026-12-01T09:00:00Z", "endOn": "2026-12-01T11:00:00Z", "place": "Raum Elbe", "iCalUId": "abc@x",
-        "resourceToTasks": [{"userId": 1}, {"resourceId": room}]});
-    let r = sim.send(reqwest::Method::POST, "/v2/Projects/Tasks", &body).await;
+        "originalStartOn": "2026-12-01T09:00:00Z", "resourceToTasks": [{"userId": 1}]});
+    let r = sim.send(reqwest::Method::POST, &format!("/v2/Projects/{project}/Tasks"), &body).await;
     assert_eq!(r.status(), StatusCode::OK);
     let created: Value = r.json().await.unwrap();
-    let path = format!("/v2/Projects/Tasks/{}", created["id"]);
-    let read = sim.get_json(&format!("{path}?$expand=resourceToTasks")).await;
+    let id = created["id"].clone();
+    // Neither `resourceToTasks` nor `originalStartOn` is written over HTTP (in no spec).
+    let assignments = format!("/v1/ProjectTasks({id})/Assignments");
+    assert_eq!(sim.get_json(&assignments).await, json!([]));
+    for a in [json!({"UserId": 1}), json!({"ResourceId": room})] {
+        assert_eq!(sim.send(reqwest::Method::POST, &assignments, &a).await.status(), StatusCode::CREATED);
+    }
+    let bad = json!({"UserId": 1, "ResourceId": room});
+    assert_eq!(sim.send(reqwest::Method::POST, &assignments, &bad).await.status(), StatusCode::BAD_REQUEST);
+    let list = format!("/v2/Projects/Tasks?filter=id eq {id}");
+    let read = sim.get_json(&format!("{list}&$expand=resourceToTasks")).await[0].clone();
     assert_eq!(read["resourceToTasks"].as_array().unwrap().len(), 2);
     assert_eq!(read["iCalUId"], "abc@x");
-    let plain = sim.get_json(&path).await;
+    assert!(read["originalStartOn"].is_null());
+    let plain = sim.get_json(&list).await[0].clone();
     assert!(plain.get("resourceToTasks").is_none(), "assignments only on expand");
+    let v1 = sim.get_json(&format!("/v1/ProjectTasks({id})")).await;
+    assert_eq!((v1["Name"].clone(), v1["ProjectId"].clone()), (json!("Workshop"), project.clone()));
 
+    let path = format!("/v2/Projects/{project}/Tasks/{id}");
     let replace = json!({"name": "Workshop", "isAppointment": true, "startOn": "2026-12-01T10:00:00Z", "endOn": "2026-12-01T12:00:00Z"});
     assert_eq!(sim.send(reqwest::Method::PUT, &path, &replace).await.status(), StatusCode::OK);
-    let read = sim.get_json(&format!("{path}?expand=resourceToTasks")).await;
+    let read = sim.get_json(&format!("{list}&expand=resourceToTasks")).await[0].clone();
     assert!(read["place"].is_null() && read["type"].is_null() && read["iCalUId"].is_null());
-    assert_eq!(read["resourceToTasks"], json!([]));
+    assert_eq!(read["resourceToTasks"].as_array().unwrap().len(), 2, "a replace keeps the assignments");
     let backwards = json!({"name": "x", "startOn": "2026-12-01T10:00:00Z", "endOn": "2026-12-01T09:00:00Z"});
     assert_eq!(sim.send(reqwest::Method::PUT, &path, &backwards).await.status(), StatusCode::BAD_REQUEST);
+    let first = sim.get_json(&assignments).await[0]["Id"].clone();
+    let one = format!("/v1/ProjectTasks({id})/Assignments({first})");
+    assert!(sim.send(reqwest::Method::DELETE, &one, &json!(null)).await.status().is_success());
+    assert_eq!(sim.get_json(&assignments).await.as_array().unwrap().len(), 1);
 
     let series = sim.get_json("/v2/Projects/Tasks?filter=type eq 'RecurrencyTask'").await[0].clone();
     let exception = sim.get_json(&format!("/v2/Projects/Tasks?filter=parentId eq {}", series["id"])).await[0].clone();
-    let r = sim.send(reqwest::Method::DELETE, &format!("/v2/Projects/Tasks/{}", series["id"]), &json!(null)).await;
+    let r = sim.send(reqwest::Method::DELETE, &format!("/v1/ProjectTasks({})", series["id"]), &json!(null)).await;
     assert!(r.status().is_success());
-    assert_eq!(sim.get(&format!("/v2/Projects/Tasks/{}", exception["id"])).await.status(), StatusCode::NOT_FOUND);
+    assert_eq!(sim.get(&format!("/v1/ProjectTasks({})", exception["id"])).await.status(), StatusCode::NOT_FOUND);
     let log = sim.get_json("/v1/ConfigSystemEvents/do.GetDeleted()?$filter=DatabaseObject eq 'Task'").await;
     let ids: Vec<&Value> = log["value"].as_array().unwrap().iter().map(|e| &e["EntityId"]).collect();
     assert!(ids.contains(&&series["id"]) && ids.contains(&&exception["id"]));
+    sim.sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_withdrawn_flat_routes_answer_404_like_any_unknown_route() {
+    let sim = Sim::demo().await;
+    let id = sim.get_json("/v2/Projects/Tasks").await[0]["id"].clone();
+    let body = json!({"name": "x", "projectId": 1});
+    for (method, path) in [
+        (reqwest::Method::GET, format!("/v2/Projects/Tasks/{id}")),
+        (reqwest::Method::PUT, format!("/v2/Projects/Tasks/{id}")),
+        (reqwest::Method::DELETE, format!("/v2/Projects/Tasks/{id}")),
+        (reqwest::Method::POST, "/v2/Projects/Tasks".to_string()),
+        (reqwest::Method::GET, "/v2/Resources".to_string()),
+    ] {
+        let r = sim.send(method.clone(), &path, &body).await;
+        assert_eq!(r.status(), StatusCode::NOT_FOUND, "{method} {path}");
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(v["title"], hqsync::sim::hellohq::NO_ROUTE, "{method} {path}");
+    }
     sim.sim.shutdown().await;
 }
 

@@ -1414,7 +1414,14 @@ impl<'a> Appointments<'a> {
         // id"): without the tenant's `appointments.project` the event stays in
         // Exchange, journalled with the fix, never dropped silently.
         let Some(project) = self.settings.appointments.project else {
-            self.journal(Some(&m.id), "skipped", None, Some(gid), json!({"side": "hellohq", "summary": summary(&appt), "reason": NO_PROJECT})).await;
+            self.journal(
+                Some(&m.id),
+                "skipped",
+                None,
+                Some(gid),
+                json!({"side": "hellohq", "summary": summary(&appt), "reason": NO_PROJECT}),
+            )
+            .await;
             return Ok(());
         };
         let role = if is_organizer { ORGANIZER } else { INVITEE };
@@ -1617,7 +1624,7 @@ impl<'a> Appointments<'a> {
     /// Every helloHQ appointment row (with assignments).
     async fn list_hq(&self) -> Result<Vec<wire::Task>, EngineError> {
         let q = ListQuery::filter("isAppointment eq true");
-        Ok(self.hq.list_tasks(&q).await.map_err(hq_err)?)
+        self.hq.list_tasks(&q).await.map_err(hq_err)
     }
 
     /// The window's events, series as their masters (read once each).

@@ -671,8 +671,7 @@ impl HellohqClient {
             let k = k.trim_start_matches('$');
             k.eq_ignore_ascii_case("top") || k.eq_ignore_ascii_case("skip")
         };
-        let mut pairs: Vec<(String, String)> =
-            url.query_pairs().into_owned().filter(|(k, _)| !is_paging(k)).collect();
+        let mut pairs: Vec<(String, String)> = url.query_pairs().into_owned().filter(|(k, _)| !is_paging(k)).collect();
         pairs.push((spelling.key("top"), PAGE_SIZE.to_string()));
         pairs.push((spelling.key("skip"), skip.to_string()));
         self.url(&path, &pairs)
@@ -781,12 +780,10 @@ impl HellohqClient {
             }
             None => None,
         };
-        let items = page
-            .items
-            .into_iter()
-            .map(serde_json::from_value)
-            .collect::<Result<Vec<T>, _>>()
-            .map_err(|e| HqError::Decode { message: e.to_string(), body: ErrorBody::new(url.as_str().as_bytes()) })?;
+        let items =
+            page.items.into_iter().map(serde_json::from_value).collect::<Result<Vec<T>, _>>().map_err(|e| {
+                HqError::Decode { message: e.to_string(), body: ErrorBody::new(url.as_str().as_bytes()) }
+            })?;
         Ok(Page { items, total: page.total, next })
     }
 
@@ -1010,7 +1007,8 @@ impl HellohqClient {
             };
         };
         if !self.expand_assignments || task.resource_to_tasks.is_none() {
-            task.resource_to_tasks = Some(self.task_assignments(id).await?.iter().map(TaskAssignmentV1::to_v2).collect());
+            task.resource_to_tasks =
+                Some(self.task_assignments(id).await?.iter().map(TaskAssignmentV1::to_v2).collect());
         }
         for r in task.resource_to_tasks.iter().flatten().filter_map(|a| a.resource.as_ref()) {
             self.cache.put_room(r);
@@ -1048,7 +1046,12 @@ impl HellohqClient {
         let list = match v {
             Value::Array(a) => Value::Array(a),
             Value::Object(mut o) => o.remove("value").unwrap_or(Value::Array(Vec::new())),
-            other => return Err(HqError::Decode { message: "assignments are not a list".into(), body: ErrorBody::new(other.to_string().as_bytes()) }),
+            other => {
+                return Err(HqError::Decode {
+                    message: "assignments are not a list".into(),
+                    body: ErrorBody::new(other.to_string().as_bytes()),
+                })
+            }
         };
         serde_json::from_value(list).map_err(|e| HqError::Decode { message: e.to_string(), body: ErrorBody::default() })
     }
@@ -1103,7 +1106,8 @@ impl HellohqClient {
         }
         let path = format!("{}/Assignments", v1_key("ProjectTasks", id));
         for (user, resource) in want {
-            let body = TaskAssignmentV1 { task_id: Some(id), user_id: user, resource_id: resource, ..Default::default() };
+            let body =
+                TaskAssignmentV1 { task_id: Some(id), user_id: user, resource_id: resource, ..Default::default() };
             let _: Value = self.write(Method::POST, &path, &to_value(&body)?).await?;
         }
         Ok(())
@@ -1148,7 +1152,9 @@ impl HellohqClient {
         let mut row_now = next.clone();
         row_now.resource_to_tasks = current.resource_to_tasks.clone();
         if Self::task_body(&row_now)? != Self::task_body(&current)? {
-            let _: Value = self.write(Method::PUT, &format!("/v2/Projects/{project}/Tasks/{id}"), &Self::task_body(&next)?).await?;
+            let _: Value = self
+                .write(Method::PUT, &format!("/v2/Projects/{project}/Tasks/{id}"), &Self::task_body(&next)?)
+                .await?;
         }
         let keys = |l: &Option<Vec<TaskAssignment>>| {
             let mut k: Vec<_> = l.iter().flatten().map(|a| (a.user_id, a.resource_id, a.contact_person_id)).collect();

@@ -1,8 +1,8 @@
 //! helloHQ: webhook verification, the API client, typed wire records and
 //! change polling. The only code that knows helloHQ's wire format.
-pub mod client;
 pub mod budget;
 pub mod cache;
+pub mod client;
 pub mod poll;
 pub mod routes;
 pub mod webhook;

@@ -93,10 +93,16 @@ mod tests {
     #[test]
     fn concrete_paths_match_their_templates_only() {
         assert_eq!(route_of("GET", "/v1/ProjectTasks(12)"), Some("/v1/ProjectTasks({id})"));
-        assert_eq!(route_of("DELETE", "/v1/ProjectTasks(12)/Assignments(3)"), Some("/v1/ProjectTasks({id})/Assignments({id})"));
+        assert_eq!(
+            route_of("DELETE", "/v1/ProjectTasks(12)/Assignments(3)"),
+            Some("/v1/ProjectTasks({id})/Assignments({id})")
+        );
         assert_eq!(route_of("PUT", "/v2/Projects/4/Tasks/9"), Some("/v2/Projects/{id}/Tasks/{id}"));
         assert_eq!(route_of("GET", "/v2/Projects/Tasks"), Some("/v2/Projects/Tasks"));
-        assert_eq!(route_of("GET", "/v1/ConfigSystemEvents/do.GetDeleted()"), Some("/v1/ConfigSystemEvents/do.GetDeleted()"));
+        assert_eq!(
+            route_of("GET", "/v1/ConfigSystemEvents/do.GetDeleted()"),
+            Some("/v1/ConfigSystemEvents/do.GetDeleted()")
+        );
         // The withdrawn flat routes are not the connector's.
         assert_eq!(route_of("GET", "/v2/Projects/Tasks/9"), None);
         assert_eq!(route_of("PUT", "/v2/Projects/Tasks/9"), None);

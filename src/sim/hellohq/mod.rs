@@ -32,6 +32,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use store::{Actor, Db, WriteError};
+pub use seed::INTERNAL_PROJECT;
 pub use webhooks::RetryPolicy;
 
 /// Which data the simulator starts with (and returns to on reset).

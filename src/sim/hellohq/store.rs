@@ -1195,7 +1195,10 @@ impl Db {
     pub fn add_assignment(&mut self, task: i32, body: &Value, actor: Actor) -> WriteResult<i32> {
         let obj = as_obj(body)?;
         let get = |k: &str| {
-            obj.iter().find(|(n, _)| n.eq_ignore_ascii_case(k)).and_then(|(_, v)| v.as_i64()).and_then(|i| i32::try_from(i).ok())
+            obj.iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case(k))
+                .and_then(|(_, v)| v.as_i64())
+                .and_then(|i| i32::try_from(i).ok())
         };
         let (u, r) = (get("UserId"), get("ResourceId"));
         let ok = match (u, r) {
