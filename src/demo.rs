@@ -344,10 +344,8 @@ pub async fn file_in_the_internal_project(
     use secrecy::ExposeSecret;
     let mut url = url::Url::parse(&sims.hellohq_url).context("helloHQ simulator URL")?;
     url.set_path("/v2/Projects");
-    url.query_pairs_mut().append_pair(
-        "filter",
-        &format!("name eq '{}'", crate::sim::hellohq::INTERNAL_PROJECT.replace('\'', "''")),
-    );
+    url.query_pairs_mut()
+        .append_pair("filter", &format!("name eq '{}'", crate::sim::hellohq::INTERNAL_PROJECT.replace('\'', "''")));
     let found: Value = http
         .get(url)
         .bearer_auth(sims.sync_token.expose_secret())

@@ -31,8 +31,8 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use store::{Actor, Db, WriteError};
 pub use seed::INTERNAL_PROJECT;
+use store::{Actor, Db, WriteError};
 pub use webhooks::RetryPolicy;
 
 /// Which data the simulator starts with (and returns to on reset).
