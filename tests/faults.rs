@@ -512,6 +512,8 @@ impl Env {
         let path = format!("/v1/ProjectTasks({id})/Assignments");
         let body = json!({"UserId": user});
         let _: Value = again!(self, self.hq.write::<Value>(Method::POST, &path, &body));
+        // The assignment is the test's own write of the task, not hqsync's.
+        *self.counts.lock().unwrap().own_hq_writes.entry("task").or_default() += 1;
     }
 
     /// Simulators, database, broker, config file, `serve` and 3 workers; waits

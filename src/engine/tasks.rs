@@ -976,6 +976,18 @@ impl<'a> Tasks<'a> {
         };
         let earlier = if stale { self.find_created_for(&gid).await? } else { None };
         let created = match earlier {
+            // A create cut off between the row and its assignment (two
+            // requests: v2 row, v1 assignment) is completed here.
+            Some(row) if !assigned_users(&row).contains(&user) => self
+                .hq
+                .update_task(row.id, move |t| {
+                    t.resource_to_tasks.get_or_insert_with(Vec::new).push(TaskAssignment {
+                        user_id: Some(user),
+                        ..Default::default()
+                    })
+                })
+                .await
+                .map_err(hq_err)?,
             Some(row) => row,
             None => {
                 let mut row = item.to_hq(None);
