@@ -593,6 +593,11 @@ impl<'a> Appointments<'a> {
     async fn create_in_exchange(&self, people: &People, m: &Mailbox, hq: &HqAppointment) -> Result<(), EngineError> {
         super::no_create_in_flight(self.store, self.tenant, &m.id, Kind::Appointment).await?;
         let id = hq.task.id;
+        // A pass's list can be older than a deletion made since (reading each
+        // row's assignments takes a while): the row is confirmed first.
+        if self.read_hq(id).await?.is_none() {
+            return Ok(());
+        }
         let (_, window_end) = self.window();
         // Pending first, claimed atomically: a crash after the POST replays
         // with the same transactionId, and a link completed meanwhile (by a

@@ -981,10 +981,9 @@ impl<'a> Tasks<'a> {
             Some(row) if !assigned_users(&row).contains(&user) => self
                 .hq
                 .update_task(row.id, move |t| {
-                    t.resource_to_tasks.get_or_insert_with(Vec::new).push(TaskAssignment {
-                        user_id: Some(user),
-                        ..Default::default()
-                    })
+                    t.resource_to_tasks
+                        .get_or_insert_with(Vec::new)
+                        .push(TaskAssignment { user_id: Some(user), ..Default::default() })
                 })
                 .await
                 .map_err(hq_err)?,

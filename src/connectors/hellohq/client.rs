@@ -1025,15 +1025,21 @@ impl HellohqClient {
     pub async fn list_tasks(&self, query: &ListQuery) -> Result<Vec<Task>, HqError> {
         let mut q = query.clone();
         q.expand = self.expand_assignments.then(|| "resourceToTasks".to_string());
-        let mut rows: Vec<Task> = self.list_v2("/v2/Projects/Tasks", &q).await?.items;
-        for row in rows.iter_mut() {
+        let listed: Vec<Task> = self.list_v2("/v2/Projects/Tasks", &q).await?.items;
+        let mut rows = Vec::with_capacity(listed.len());
+        for mut row in listed {
             if row.resource_to_tasks.is_none() {
-                let list = self.task_assignments(row.id).await?;
-                row.resource_to_tasks = Some(list.iter().map(TaskAssignmentV1::to_v2).collect());
+                match self.task_assignments(row.id).await {
+                    Ok(list) => row.resource_to_tasks = Some(list.iter().map(TaskAssignmentV1::to_v2).collect()),
+                    // Deleted since the list was read: not listed.
+                    Err(HqError::NotFound { .. }) => continue,
+                    Err(e) => return Err(e),
+                }
             }
             for r in row.resource_to_tasks.iter().flatten().filter_map(|a| a.resource.as_ref()) {
                 self.cache.put_room(r);
             }
+            rows.push(row);
         }
         Ok(rows)
     }
