@@ -20,8 +20,8 @@ use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 /// What the guard says when it refuses an address.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "refusing to connect to {host}: {ip} is a {why} address; remote services must be on the public internet \
-     (an operator may set remote.allow_private_addresses = true for on-premise or test setups)"
+    "refusing to connect to {host}: {ip} is not a public address ({why}); remote services must be on the public \
+     internet (an operator may set remote.allow_private_addresses = true for on-premise or test setups)"
 )]
 pub struct Refused {
     pub host: String,
