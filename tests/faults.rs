@@ -483,6 +483,25 @@ async fn sim_json(http: &reqwest::Client, method: Method, url: String, body: Opt
 
 /// Repeats a call that failed transiently (the injected faults hit the
 /// test's own calls too, as they would hit a person's Outlook).
+/// An engine call retried while its error is retryable (the store restarting).
+async fn retried<T, F, Fut>(mut call: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, hqsync::engine::EngineError>>,
+{
+    let mut tries = 0u32;
+    loop {
+        match call().await {
+            Ok(v) => return v,
+            Err(e) if e.is_retryable() && tries < 40 => {
+                tries += 1;
+                tokio::time::sleep(Duration::from_millis(100 * u64::from(tries.min(10)))).await;
+            }
+            Err(e) => panic!("engine call failed: {e}"),
+        }
+    }
+}
+
 macro_rules! again {
     ($env:expr, $call:expr) => {{
         let mut tries = 0u32;
@@ -1049,32 +1068,61 @@ impl Env {
 
     // ---- settling and observing
 
-    /// Approves (per mailbox and kind) every deletion hold journalled after
-    /// `seen`; returns how many approvals it gave.
-    async fn approve_held(&self, seen: &mut i64) -> usize {
-        let held = self
-            .store
-            .list_journal(&JournalFilter {
-                tenant: Some(self.tenant.clone()),
-                action: Some("held".into()),
-                after_id: Some(*seen),
-                limit: 100_000,
-                ..Default::default()
-            })
-            .await
-            .unwrap_or_default();
-        let mut todo = std::collections::BTreeSet::new();
-        for e in &held {
-            *seen = (*seen).max(e.id);
-            if let Some(m) = &e.mailbox {
-                todo.insert((m.clone(), e.kind));
+    /// The operator's part, item by item (issue 21 item 6): every deletion
+    /// a pass holds is looked up in the model; only items the model says
+    /// were really deleted are approved, by their keys. A held item of a
+    /// record the model holds alive (or of no record of the stream) is a
+    /// finding in `bad` and fails the run. Returns how many items it approved.
+    async fn approve_held(&self, model: &[Rec], bad: &mut Vec<String>) -> usize {
+        let engine = hqsync::engine::Engine::new(self.store.clone());
+        let mut approved = 0;
+        for name in &self.mailboxes {
+            let m = &MailboxId::parse(name.as_str()).expect("a mailbox address");
+            let held = retried(|| engine.held(&self.tenant, m, None)).await;
+            for h in held {
+                let rkind = match h.kind {
+                    Kind::Contact => RKind::Contact,
+                    Kind::Task => RKind::Task,
+                    Kind::Appointment => RKind::Appointment,
+                };
+                let mut keys = Vec::new();
+                for item in &h.items {
+                    let words: Vec<&str> = item.name.split_whitespace().collect();
+                    let rec = model.iter().find(|r| {
+                        r.kind == rkind
+                            && words.contains(&r.key.as_str())
+                            && match (r.hq_id, item.hq_id.as_deref().and_then(|i| i.parse::<i32>().ok())) {
+                                (Some(a), Some(b)) => a == b,
+                                _ => true,
+                            }
+                    });
+                    match rec {
+                        Some(r) if !r.alive => keys.push(item.key.clone()),
+                        Some(_) => bad.push(format!(
+                            "{m} {}: held {:?} ({}), alive in the model",
+                            rkind.name(),
+                            item.name,
+                            item.key
+                        )),
+                        None => bad.push(format!(
+                            "{m} {}: held {:?} ({}), no deleted record of the model",
+                            rkind.name(),
+                            item.name,
+                            item.key
+                        )),
+                    }
+                }
+                if !keys.is_empty() {
+                    let done =
+                        retried(|| engine.approve(&self.tenant, m, Some(h.kind), Some(&keys), "faults-suite operator"))
+                            .await;
+                    approved += done.iter().map(|(_, i)| i.len()).sum::<usize>();
+                }
             }
         }
-        let engine = hqsync::engine::Engine::new(self.store.clone()).allowing_private_addresses();
-        for (m, kind) in &todo {
-            engine.approve(&self.tenant, m, *kind, None, "faults-suite operator").await.expect("approve");
-        }
-        todo.len()
+        bad.sort();
+        bad.dedup();
+        approved
     }
 
     /// What the scheduler does on its own, now for everything: a tenant pass
@@ -1355,7 +1403,7 @@ async fn scenario(size: Size) -> Option<(String, bool)> {
     let settle_started = Instant::now();
     let mut rounds = 0;
     let mut findings;
-    let mut held_seen = 0i64;
+    let mut bad_holds = Vec::new();
     let mut approvals = 0usize;
     loop {
         rounds += 1;
@@ -1364,7 +1412,7 @@ async fn scenario(size: Size) -> Option<(String, bool)> {
         // The operator's part: deletions a pass held back as a mass deletion
         // (the stream deletes far more than a real mailbox loses at once)
         // are looked at and approved, as `hqsync approve` would.
-        let approved = env.approve_held(&mut held_seen).await;
+        let approved = env.approve_held(&model, &mut bad_holds).await;
         approvals += approved;
         env.resync_everything().await;
         env.quiesce(Duration::from_secs(4), left / 2).await;
@@ -1534,7 +1582,10 @@ async fn scenario(size: Size) -> Option<(String, bool)> {
             ),
         );
     }
-    line(&mut r, format!("journal: {errors} errors, {held} held deletions ({approvals} approvals given in the settle phase), {conflicts} conflicts"));
+    line(&mut r, format!("journal: {errors} errors, {held} held deletions ({approvals} items approved in the settle phase, item by item against the model; {} held items the model did not delete), {conflicts} conflicts", bad_holds.len()));
+    for b in bad_holds.iter().take(15) {
+        line(&mut r, format!("    hold not matching the model: {b}"));
+    }
     for (what, list) in [
         ("lost", &findings.lost),
         ("duplicate", &findings.duplicates),
@@ -1569,6 +1620,7 @@ async fn scenario(size: Size) -> Option<(String, bool)> {
         line(&mut r, format!("    vanished: {v}"));
     }
     let passed = findings.is_clean()
+        && bad_holds.is_empty()
         && c.vanished.is_empty()
         && echo_excess == 0
         && quiet_writes == (0, 0)
