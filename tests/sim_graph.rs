@@ -606,9 +606,11 @@ async fn subscription_create_validates_the_endpoint_with_an_exact_echo() {
     let refused = sim.post("/subscriptions", too_long.take()).await;
     assert_graph_error(&refused, StatusCode::BAD_REQUEST, "ExtensionError");
     assert_eq!(refused.body["error"]["message"], "Subscription expiration can only be 4230 minutes in the future.");
+    // To Do tasks: app-only subscriptions exist (Tasks.ReadWrite.All, current permission table), on a list that exists.
     let todo = subscribe(&sim, &format!("users/{ANNA}/todo/lists/L1/tasks"), &good.url, None).await;
-    assert_graph_error(&todo, StatusCode::BAD_REQUEST, "ExtensionError");
-    assert!(todo.body["error"]["message"].as_str().unwrap().contains("Invalid resource specified in payload"));
+    assert_eq!(todo.status, StatusCode::NOT_FOUND, "no list L1: {:?}", todo.body);
+    let me = subscribe(&sim, "me/todo/lists/L1/tasks", &good.url, None).await;
+    assert_graph_error(&me, StatusCode::BAD_REQUEST, "ExtensionError");
 
     let id = sim.get("/subscriptions").await.body["value"][0]["id"].as_str().unwrap().to_string();
     let renewed = sim.patch(&format!("/subscriptions/{id}"), json!({"expirationDateTime": expiry_in(120)}), &[]).await;
@@ -1761,5 +1763,189 @@ async fn upload_volume_per_mailbox_is_throttled_with_retry_after() {
     // Reads do not count against the upload budget, and other mailboxes have their own.
     assert_eq!(sim.get(&path).await.status, StatusCode::OK);
     assert_eq!(sim.post(&format!("/users/{CLARA}/contacts"), big).await.status, StatusCode::CREATED);
+    sim.sim.shutdown().await;
+}
+
+// ---------------------------------------------------------------- Exchange Online as it really is (issue #19)
+
+const IMMUTABLE: (&str, &str) = ("Prefer", "IdType=\"ImmutableId\"");
+
+#[tokio::test]
+async fn moved_contact_keeps_only_its_immutable_id_and_each_subscription_hears_its_own_id_kind() {
+    let sim = TestSim::start().await;
+    let from = sim.new_folder("HQ Globale Kontakte").await;
+    let to = sim.new_folder("HQ Meine Kontakte").await;
+    let mut plain_rx = Receiver::start(Echo::Exact).await;
+    let mut immut_rx = Receiver::start(Echo::Exact).await;
+    let resource = format!("users/{ANNA}/contactFolders/{from}/contacts");
+    let plain = subscribe(&sim, &resource, &plain_rx.url, None).await;
+    assert_eq!(plain.status, StatusCode::CREATED);
+    let body = json!({"changeType": "created,updated,deleted", "notificationUrl": immut_rx.url, "resource": resource,
+                      "expirationDateTime": expiry_in(120), "clientState": "s"});
+    let immut = sim.call(reqwest::Method::POST, "/subscriptions", Some(body), &[IMMUTABLE]).await;
+    assert_eq!(immut.status, StatusCode::CREATED, "{}", immut.body);
+
+    let created = sim
+        .call(
+            reqwest::Method::POST,
+            &format!("/users/{ANNA}/contactFolders/{}/contacts", enc(&from)),
+            Some(json!({"givenName": "Wandernde", "surname": "Kontaktperson"})),
+            &[IMMUTABLE],
+        )
+        .await;
+    let immutable_id = created.body["id"].as_str().unwrap().to_string();
+    plain_rx.wait_for("created", &immutable_id).await;
+    immut_rx.wait_for("created", &immutable_id).await;
+    let (_, delta_link, _) = delta_round(&sim, &format!("/users/{ANNA}/contactFolders/{}/contacts/delta", enc(&from)), "odata.maxpagesize=10").await;
+
+    let moved = sim.control("/move", json!({"mailbox": ANNA, "id": immutable_id, "folderId": to})).await;
+    assert_eq!(moved["id"], json!(immutable_id));
+    let new_rest = moved["restId"].as_str().unwrap().to_string();
+    assert_ne!(new_rest, immutable_id, "a move gives the item a new regular id");
+    // The watched folder lost it: each subscription names it its own way (here both the same: its first move).
+    let n = immut_rx.wait_for("deleted", &immutable_id).await;
+    assert_eq!(n["resourceData"]["id"], json!(immutable_id));
+    plain_rx.wait_for("deleted", moved["previousRestId"].as_str().unwrap()).await;
+
+    // The old regular id names nothing any more; the immutable one still does, with or without the header.
+    let old = sim.get(&format!("/users/{ANNA}/contacts/{}", enc(moved["previousRestId"].as_str().unwrap()))).await;
+    assert_eq!(old.status, StatusCode::OK, "before its first move the regular id was the immutable one");
+    let without = sim.get(&format!("/users/{ANNA}/contacts/{}", enc(&new_rest))).await;
+    assert_eq!(without.status, StatusCode::OK);
+    assert_eq!(without.body["id"], json!(new_rest), "without the header the regular id comes back");
+    assert_eq!(without.body["parentFolderId"], json!(to));
+    let with =
+        sim.call(reqwest::Method::GET, &format!("/users/{ANNA}/contacts/{}", enc(&immutable_id)), None, &[IMMUTABLE]).await;
+    assert_eq!(with.body["id"], json!(immutable_id), "with the header the immutable id comes back");
+    // A second move: the regular id of before it answers 404 now.
+    sim.control("/move", json!({"mailbox": ANNA, "id": new_rest, "folderId": from})).await;
+    assert_graph_error(&sim.get(&format!("/users/{ANNA}/contacts/{}", enc(&new_rest))).await, StatusCode::NOT_FOUND, "ErrorItemNotFound");
+
+    // Back in the watched folder: the immutable subscription names the same id, the other the newest regular one.
+    immut_rx.wait_for("created", &immutable_id).await;
+    let back = sim.get(&format!("/users/{ANNA}/contactFolders/{}/contacts", enc(&from))).await;
+    let regular_now = back.body["value"][0]["id"].as_str().unwrap().to_string();
+    assert!(regular_now != immutable_id && regular_now != new_rest, "{regular_now}");
+    plain_rx.wait_for("created", &regular_now).await;
+    let (items, _, _) = delta_round(&sim, &delta_link, "odata.maxpagesize=10").await;
+    assert!(items.iter().any(|i| i["id"] != json!(immutable_id)), "without the header the delta shows regular ids: {items:?}");
+    sim.sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn todo_task_subscriptions_are_notified_of_task_and_extension_writes() {
+    let sim = TestSim::start().await;
+    let list = sim.post(&format!("/users/{BEN}/todo/lists"), json!({"displayName": "helloHQ"})).await;
+    let lid = list.body["id"].as_str().unwrap().to_string();
+    let mut rx = Receiver::start(Echo::Exact).await;
+    // To Do ignores the application access policy (Ben is outside it): the subscription is accepted.
+    let sub = subscribe(&sim, &format!("users/{BEN}/todo/lists/{lid}/tasks"), &rx.url, None).await;
+    assert_eq!(sub.status, StatusCode::CREATED, "{}", sub.body);
+    let tasks = format!("/users/{BEN}/todo/lists/{}/tasks", enc(&lid));
+    let t = sim.post(&tasks, json!({"title": "Angebot schreiben"})).await;
+    let tid = t.body["id"].as_str().unwrap().to_string();
+    let n = rx.wait_for("created", &tid).await;
+    assert_eq!(n["subscriptionId"], sub.body["id"]);
+    assert_eq!(n["resourceData"]["@odata.etag"], t.body["@odata.etag"]);
+    let done = sim.patch(&format!("{tasks}/{}", enc(&tid)), json!({"status": "completed"}), &[]).await;
+    let n = rx.wait_for("updated", &tid).await;
+    assert_eq!(n["resourceData"]["@odata.etag"], done.body["@odata.etag"]);
+    let ext = json!({"@odata.type": "#microsoft.graph.openTypeExtension", "extensionName": "io.hqsync.task", "percentDone": 10});
+    assert_eq!(sim.post(&format!("{tasks}/{}/extensions", enc(&tid)), ext).await.status, StatusCode::CREATED);
+    rx.wait_for("updated", &tid).await;
+    assert_eq!(sim.delete(&format!("{tasks}/{}", enc(&tid))).await.status, StatusCode::NO_CONTENT);
+    rx.wait_for("deleted", &tid).await;
+    let all = sim.get("/subscriptions").await;
+    assert!(all.body["value"].as_array().unwrap().iter().any(|s| s["resource"] == json!(format!("users/{BEN}/todo/lists/{lid}/tasks"))));
+    sim.sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn extensions_are_read_per_task_and_refused_as_expand_on_the_collection() {
+    let sim = TestSim::start().await;
+    let list = sim.post(&format!("/users/{ANNA}/todo/lists"), json!({"displayName": "helloHQ"})).await;
+    let tasks = format!("/users/{ANNA}/todo/lists/{}/tasks", enc(list.body["id"].as_str().unwrap()));
+    let t = sim.post(&tasks, json!({"title": "Ohne Erweiterung"})).await;
+    let tpath = format!("{tasks}/{}", enc(t.body["id"].as_str().unwrap()));
+    let expand = sim.get(&format!("{tasks}?$expand=extensions($filter=id%20eq%20'io.hqsync.task')")).await;
+    assert_graph_error(&expand, StatusCode::BAD_REQUEST, "BadRequest");
+    assert_eq!(sim.get(&tasks).await.status, StatusCode::OK, "the plain listing works");
+    assert_graph_error(&sim.get(&format!("{tpath}/extensions/io.hqsync.task")).await, StatusCode::NOT_FOUND, "ErrorItemNotFound");
+    let ext = json!({"@odata.type": "#microsoft.graph.openTypeExtension", "extensionName": "io.hqsync.task", "percentDone": 40});
+    sim.post(&format!("{tpath}/extensions"), ext).await;
+    let got = sim.get(&format!("{tpath}/extensions/io.hqsync.task")).await;
+    assert_eq!(got.status, StatusCode::OK);
+    assert_eq!(got.body["percentDone"], 40);
+    sim.sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn enum_values_in_request_bodies_are_read_without_regard_to_case() {
+    let sim = TestSim::start().await;
+    let mut body = meeting("Groß geschrieben", 4, 10);
+    body["body"] = json!({"contentType": "HTML", "content": "<p>Hallo</p>"});
+    body["importance"] = json!("High");
+    body["showAs"] = json!("Busy");
+    body["recurrence"] = json!({
+        "pattern": {"type": "Weekly", "interval": 1, "daysOfWeek": ["Monday"], "firstDayOfWeek": "Monday"},
+        "range": {"type": "NoEnd", "startDate": "2026-05-04"},
+    });
+    let created = sim.post(&format!("/users/{ANNA}/events"), body).await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.body);
+    assert_eq!(created.body["body"]["contentType"], "html", "answered in the documented spelling");
+    assert_eq!(created.body["importance"], "high");
+    assert_eq!(created.body["recurrence"]["pattern"]["type"], "weekly");
+    let list = sim.post(&format!("/users/{ANNA}/todo/lists"), json!({"displayName": "helloHQ"})).await;
+    let tasks = format!("/users/{ANNA}/todo/lists/{}/tasks", enc(list.body["id"].as_str().unwrap()));
+    let t = sim.post(&tasks, json!({"title": "x", "importance": "HIGH", "status": "InProgress"})).await;
+    assert_eq!(t.status, StatusCode::CREATED, "{}", t.body);
+    assert_eq!((t.body["importance"].as_str(), t.body["status"].as_str()), (Some("high"), Some("inProgress")));
+    // A value that is no member at all is still refused, as is a property the type does not have.
+    assert_eq!(sim.post(&tasks, json!({"title": "x", "importance": "urgent"})).await.status, StatusCode::BAD_REQUEST);
+    let unknown = sim.post(&format!("/users/{ANNA}/events"), {
+        let mut b = meeting("x", 5, 10);
+        b["colour"] = json!("red");
+        b
+    }).await;
+    assert_graph_error(&unknown, StatusCode::BAD_REQUEST, "RequestBodyRead");
+    sim.sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn transaction_id_returns_the_first_event_only_for_the_same_body() {
+    let sim = TestSim::start().await;
+    let mut body = meeting("Einmal", 5, 9);
+    body["transactionId"] = json!("b1b1b1b1-0000-4000-8000-000000000001");
+    let first = sim.post(&format!("/users/{ANNA}/events"), body.clone()).await;
+    let retry = sim.post(&format!("/users/{ANNA}/events"), body.clone()).await;
+    assert_eq!(first.body["id"], retry.body["id"], "a client retry of the same POST");
+    let mut other = body.clone();
+    other["subject"] = json!("Anderer Inhalt");
+    let second = sim.post(&format!("/users/{ANNA}/events"), other).await;
+    assert_ne!(second.body["id"], first.body["id"], "another body under the same transactionId is another event");
+    // After the first event is deleted, a replay creates one again.
+    assert_eq!(sim.delete(&format!("/users/{ANNA}/events/{}", enc(first.body["id"].as_str().unwrap()))).await.status, StatusCode::NO_CONTENT);
+    let replay = sim.post(&format!("/users/{ANNA}/events"), body).await;
+    assert_eq!(replay.status, StatusCode::CREATED);
+    assert_ne!(replay.body["id"], first.body["id"]);
+    sim.sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn if_match_knob_enforces_or_ignores_a_stale_etag() {
+    let sim = TestSim::start().await;
+    let folder = sim.new_folder("HQ").await;
+    let c = sim.new_contact(&folder, json!({"givenName": "Etag"})).await;
+    let path = format!("/users/{ANNA}/contactFolders/{}/contacts/{}", enc(&folder), enc(c["id"].as_str().unwrap()));
+    let stale = c["@odata.etag"].as_str().unwrap().to_string();
+    assert_eq!(sim.patch(&path, json!({"surname": "Eins"}), &[]).await.status, StatusCode::OK);
+    let enforced = sim.patch(&path, json!({"surname": "Zwei"}), &[("If-Match", &stale)]).await;
+    assert_graph_error(&enforced, StatusCode::PRECONDITION_FAILED, "ErrorIrresolvableConflict");
+    sim.control("/faults", json!({"ifMatch": "ignore"})).await;
+    let ignored = sim.patch(&path, json!({"surname": "Drei"}), &[("If-Match", &stale)]).await;
+    assert_eq!(ignored.status, StatusCode::OK, "a tenant that ignores If-Match writes anyway");
+    assert_eq!(ignored.body["surname"], "Drei");
+    let bad = sim.http.post(format!("{}/_sim/faults", sim.base)).json(&json!({"ifMatch": "sometimes"})).send().await.unwrap();
+    assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
     sim.sim.shutdown().await;
 }

@@ -13,7 +13,7 @@ use std::time::Duration;
 use reqwest::Method;
 use serde_json::{json, Map, Value};
 
-use super::client::{mailbox_of, GraphClient, Holds};
+use super::client::{mailbox_of, with_immutable_ids, GraphClient, Holds};
 use super::error::{classify, error_code, parse_retry_after, GraphError, Verdict};
 
 /// Graph's limit of requests per envelope.
@@ -45,8 +45,10 @@ impl BatchRequest {
     }
 
     fn to_wire(&self) -> Value {
+        // Each inner request is a request of its own: it carries the immutable-id preference too.
+        let own: Vec<(&str, &str)> = self.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         let mut headers: Map<String, Value> =
-            self.headers.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect();
+            with_immutable_ids(&own).into_iter().map(|(k, v)| (k, Value::String(v))).collect();
         let mut o = json!({"id": self.id, "method": self.method.as_str(), "url": self.url});
         if let Some(b) = &self.body {
             if !headers.keys().any(|k| k.eq_ignore_ascii_case("content-type")) {
@@ -221,7 +223,8 @@ mod tests {
         let w = BatchRequest::with_body("1", Method::POST, "/users/a/events", json!({"subject": "x"})).to_wire();
         assert_eq!(w["headers"]["Content-Type"], "application/json");
         let w = BatchRequest::get("2", "/users/a/events/e").to_wire();
-        assert!(w.get("headers").is_none() && w.get("body").is_none());
+        assert!(w.get("body").is_none());
+        assert_eq!(w["headers"], json!({"Prefer": "IdType=\"ImmutableId\""}), "every inner request prefers immutable ids");
     }
 
     #[test]

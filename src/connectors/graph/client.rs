@@ -98,6 +98,37 @@ impl Default for GraphClientConfig {
     }
 }
 
+/// The preference that makes Outlook item ids survive a move to another
+/// folder (https://learn.microsoft.com/graph/outlook-immutable-id): it
+/// applies only to the request that carries it, so every request sends it,
+/// subscriptions included (their notifications then carry immutable ids).
+pub const IMMUTABLE_ID_PREFERENCE: &str = "IdType=\"ImmutableId\"";
+
+/// `headers` with the immutable-id preference added: into the request's own
+/// `Prefer` header when it has one (one header, preferences comma-separated,
+/// as Graph's docs write several), else as a `Prefer` header of its own.
+pub fn with_immutable_ids(headers: &[(&str, &str)]) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = Vec::with_capacity(headers.len() + 1);
+    let mut merged = false;
+    for (k, v) in headers {
+        if !merged && k.eq_ignore_ascii_case("prefer") {
+            let v = if v.to_ascii_lowercase().contains("idtype=") {
+                v.to_string()
+            } else {
+                format!("{v}, {IMMUTABLE_ID_PREFERENCE}")
+            };
+            out.push(((*k).to_string(), v));
+            merged = true;
+        } else {
+            out.push(((*k).to_string(), (*v).to_string()));
+        }
+    }
+    if !merged {
+        out.push(("Prefer".to_string(), IMMUTABLE_ID_PREFERENCE.to_string()));
+    }
+    out
+}
+
 /// One successful answer.
 #[derive(Debug, Clone)]
 pub struct GraphResponse {
@@ -352,6 +383,7 @@ impl GraphClient {
             .map_err(|r| GraphError::Blocked(r.to_string()))?;
         let policy = &inner.cfg.retry;
         let mailbox = holds.first().map(|(m, _)| m.as_str()).filter(|_| holds.len() == 1);
+        let headers_sent = with_immutable_ids(headers);
         // One id per logical request, kept across retries so Graph's logs (and ours) tie them together.
         let client_request_id = uuid::Uuid::new_v4().to_string();
         let mut attempt = 0u32;
@@ -379,8 +411,8 @@ impl GraphClient {
                 .request(method.clone(), url)
                 .bearer_auth(token.expose_secret())
                 .header("client-request-id", &client_request_id);
-            for (k, v) in headers {
-                rb = rb.header(*k, *v);
+            for (k, v) in &headers_sent {
+                rb = rb.header(k.as_str(), v.as_str());
             }
             if let Some(b) = body {
                 rb = rb.json(b);
@@ -558,6 +590,15 @@ mod tests {
         assert!(c.resolve("https://graph.microsoft.com.evil.example/v1.0/users").is_err());
         assert!(c.resolve("https://graph.microsoft.com:8443/users").is_err());
         assert!(c.resolve("https://graph.microsoft.com/users").is_ok());
+    }
+
+    #[test]
+    fn every_request_prefers_immutable_ids_in_one_prefer_header() {
+        let alone = with_immutable_ids(&[("If-Match", "W/\"x\"")]);
+        assert!(alone.contains(&("Prefer".to_string(), "IdType=\"ImmutableId\"".to_string())));
+        let merged = with_immutable_ids(&[("Prefer", "odata.maxpagesize=100, outlook.timezone=\"UTC\"")]);
+        assert_eq!(merged.len(), 1);
+        assert_eq!(merged[0].1, "odata.maxpagesize=100, outlook.timezone=\"UTC\", IdType=\"ImmutableId\"");
     }
 
     #[test]

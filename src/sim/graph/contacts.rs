@@ -262,8 +262,10 @@ pub(crate) fn new_contact(
     }
     let mut all_ext = Vec::new();
     merge_ext(&mut all_ext, ext);
+    let id = wire::item_id();
     Ok(Contact {
-        id: wire::item_id(),
+        rest_id: id.clone(),
+        id,
         folder_id: folder_id.to_string(),
         props,
         ext: all_ext,
@@ -297,10 +299,31 @@ pub(crate) struct RenderOpts<'a> {
     pub select: Option<&'a [String]>,
     pub with_type: bool,
     pub context: Option<String>,
+    /// The request preferred immutable ids (`Prefer: IdType="ImmutableId"`).
+    pub immutable: bool,
+}
+
+/// The id of `c` a request sees: immutable when it asked for that, else the regular one.
+pub(crate) fn shown_id(c: &Contact, immutable: bool) -> &str {
+    if immutable {
+        &c.id
+    } else {
+        &c.rest_id
+    }
+}
+
+/// The key of the contact `id` names: its immutable id or its current
+/// regular id (a regular id from before a move names nothing: 404).
+pub(crate) fn contact_key(mb: &Mailbox, id: &str) -> Option<String> {
+    if mb.contacts.contains_key(id) {
+        return Some(id.to_string());
+    }
+    mb.contacts.values().find(|c| c.rest_id == id).map(|c| c.id.clone())
 }
 
 pub(crate) fn render_contact(c: &Contact, o: &RenderOpts<'_>) -> Value {
-    let mut m = wire::item_head(o.context.as_deref(), o.with_type.then_some(CONTACT_TYPE), &c.change_key, &c.id);
+    let mut m =
+        wire::item_head(o.context.as_deref(), o.with_type.then_some(CONTACT_TYPE), &c.change_key, shown_id(c, o.immutable));
     let mut rest = Map::new();
     rest.insert("createdDateTime".into(), json!(wire::ts_seconds(c.created)));
     rest.insert("lastModifiedDateTime".into(), json!(wire::ts_seconds(c.modified)));
@@ -478,7 +501,7 @@ pub(crate) fn delete_folder(ctx: &Ctx<'_>, folder: &str) -> GResult {
             "Access is denied. Check credentials and try again.",
         ));
     }
-    mb.folder_tombstones.push(Tombstone { folder_id: String::new(), id: folder.to_string(), seq });
+    mb.folder_tombstones.push(Tombstone { folder_id: String::new(), id: folder.to_string(), seq, rest_id: None });
     mb.contact_folders.retain(|f| f.id != folder);
     mb.contacts.retain(|_, c| c.folder_id != folder);
     mb.contact_tombstones.retain(|t| t.folder_id != folder);
@@ -524,7 +547,13 @@ pub(crate) fn list_contacts(ctx: &Ctx<'_>, folder: Option<&str>) -> GResult {
         .collect();
     items.sort_by_key(|c| c.order);
     let total = items.len();
-    let opts = RenderOpts { ext_ids: ext_ids.as_deref(), select: select.as_deref(), with_type: false, context: None };
+    let opts = RenderOpts {
+        ext_ids: ext_ids.as_deref(),
+        select: select.as_deref(),
+        with_type: false,
+        context: None,
+        immutable: ctx.immutable_ids(),
+    };
     let value: Vec<Value> = items.iter().skip(skip).take(top).map(|c| render_contact(c, &opts)).collect();
     let mut out = json!({
         "@odata.context": format!("{}/$metadata#users('{}')/contactFolders('{}')/contacts", ctx.graph_root(), mb.id, fid),
@@ -551,7 +580,8 @@ fn check_if_match(ctx: &Ctx<'_>, c: &Contact) -> GResult<()> {
 }
 
 fn contact_in<'m>(mb: &'m Mailbox, folder: Option<&str>, id: &str) -> GResult<&'m Contact> {
-    let c = mb.contacts.get(id).ok_or_else(GraphError::not_found)?;
+    let key = contact_key(mb, id).ok_or_else(GraphError::not_found)?;
+    let c = mb.contacts.get(&key).ok_or_else(GraphError::not_found)?;
     match folder {
         Some(f) if f != c.folder_id => Err(GraphError::not_found()),
         _ => Ok(c),
@@ -562,11 +592,20 @@ fn entity_context(ctx: &Ctx<'_>, mb: &Mailbox) -> String {
     format!("{}/$metadata#users('{}')/contacts/$entity", ctx.graph_root(), mb.id)
 }
 
-/// Queues change notifications for a contact write.
-fn notify(ctx: &Ctx<'_>, w: &World, mb_id: &str, c_id: &str, folder: &str, etag: &str, change: &str) {
-    let faults = lock(&ctx.shared.faults).clone();
-    let items = subscriptions::matching(w, &faults, mb_id, ResourceKind::Contacts, Some(folder), c_id, etag, change);
-    notifier::enqueue(ctx.shared, items);
+/// Queues change notifications for a contact write; `ids` = (immutable, regular).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn notify_contact(
+    shared: &std::sync::Arc<super::Shared>,
+    w: &World,
+    mb_id: &str,
+    ids: (&str, &str),
+    folder: &str,
+    etag: &str,
+    change: &str,
+) {
+    let faults = lock(&shared.faults).clone();
+    let items = subscriptions::matching_ids(w, &faults, mb_id, ResourceKind::Contacts, Some(folder), ids, etag, change);
+    notifier::enqueue(shared, items);
 }
 
 pub(crate) fn create_contact(ctx: &Ctx<'_>, folder: Option<&str>) -> GResult {
@@ -579,11 +618,17 @@ pub(crate) fn create_contact(ctx: &Ctx<'_>, folder: Option<&str>) -> GResult {
     let contact = new_contact(seq, &fid, &body, now)?;
     let v = render_contact(
         &contact,
-        &RenderOpts { ext_ids: None, select: None, with_type: false, context: Some(entity_context(ctx, mb)) },
+        &RenderOpts {
+            ext_ids: None,
+            select: None,
+            with_type: false,
+            context: Some(entity_context(ctx, mb)),
+            immutable: ctx.immutable_ids(),
+        },
     );
     let (mb_id, cid, etag) = (mb.id.clone(), contact.id.clone(), wire::etag(&contact.change_key));
     mb.contacts.insert(contact.id.clone(), contact);
-    notify(ctx, &w, &mb_id, &cid, &fid, &etag, "created");
+    notify_contact(ctx.shared, &w, &mb_id, (&cid, &cid), &fid, &etag, "created");
     drop(w);
     lock(&ctx.shared.stats).count_write("contact");
     Ok(Reply::created(v))
@@ -602,6 +647,7 @@ pub(crate) fn get_contact(ctx: &Ctx<'_>, folder: Option<&str>, id: &str) -> GRes
             select: select.as_deref(),
             with_type: false,
             context: Some(entity_context(ctx, mb)),
+            immutable: ctx.immutable_ids(),
         },
     )))
 }
@@ -612,9 +658,9 @@ pub(crate) fn update_contact(ctx: &Ctx<'_>, folder: Option<&str>, id: &str) -> G
     let mut w = lock(&ctx.shared.world);
     let seq = w.next_seq();
     let mb = mailbox_mut(&mut w, ctx)?;
-    contact_in(mb, folder, id)?;
+    let key = contact_in(mb, folder, id)?.id.clone();
     let context = entity_context(ctx, mb);
-    let c = mb.contacts.get_mut(id).ok_or_else(GraphError::not_found)?;
+    let c = mb.contacts.get_mut(&key).ok_or_else(GraphError::not_found)?;
     check_if_match(ctx, c)?;
     let mut props = c.props.clone();
     let ext = apply_props(&mut props, &body)?;
@@ -623,9 +669,16 @@ pub(crate) fn update_contact(ctx: &Ctx<'_>, folder: Option<&str>, id: &str) -> G
     c.change_key = wire::change_key();
     c.modified = now;
     c.seq = seq;
-    let v = render_contact(c, &RenderOpts { ext_ids: None, select: None, with_type: false, context: Some(context) });
-    let (mb_id, fid, etag) = (mb.id.clone(), c.folder_id.clone(), wire::etag(&c.change_key));
-    notify(ctx, &w, &mb_id, id, &fid, &etag, "updated");
+    let opts = RenderOpts {
+        ext_ids: None,
+        select: None,
+        with_type: false,
+        context: Some(context),
+        immutable: ctx.immutable_ids(),
+    };
+    let v = render_contact(c, &opts);
+    let (mb_id, fid, etag, rest) = (mb.id.clone(), c.folder_id.clone(), wire::etag(&c.change_key), c.rest_id.clone());
+    notify_contact(ctx.shared, &w, &mb_id, (&key, &rest), &fid, &etag, "updated");
     drop(w);
     lock(&ctx.shared.stats).count_write("contact");
     Ok(Reply::ok(v))
@@ -637,14 +690,63 @@ pub(crate) fn delete_contact(ctx: &Ctx<'_>, folder: Option<&str>, id: &str) -> G
     let mb = mailbox_mut(&mut w, ctx)?;
     let c = contact_in(mb, folder, id)?;
     check_if_match(ctx, c)?;
-    let (fid, etag) = (c.folder_id.clone(), wire::etag(&c.change_key));
-    mb.contacts.remove(id);
-    mb.contact_tombstones.push(Tombstone { folder_id: fid.clone(), id: id.to_string(), seq });
+    let (key, rest, fid, etag) = (c.id.clone(), c.rest_id.clone(), c.folder_id.clone(), wire::etag(&c.change_key));
+    mb.contacts.remove(&key);
+    let rest_id = (rest != key).then(|| rest.clone());
+    mb.contact_tombstones.push(Tombstone { folder_id: fid.clone(), id: key.clone(), seq, rest_id });
     let mb_id = mb.id.clone();
-    notify(ctx, &w, &mb_id, id, &fid, &etag, "deleted");
+    notify_contact(ctx.shared, &w, &mb_id, (&key, &rest), &fid, &etag, "deleted");
     drop(w);
     lock(&ctx.shared.stats).count_write("contact");
     Ok(Reply::no_content())
+}
+
+/// Moves contact `id` (immutable or current regular id) of `mailbox` into
+/// folder `folder_id`, as a user drags it in Outlook: the immutable id
+/// stays, the regular id changes, the change key is new; the old folder's
+/// delta reports it removed and its subscriptions `deleted`, the new
+/// folder's delta and subscriptions see it `created`. Graph documents how
+/// ids behave on a move (learn.microsoft.com/graph/outlook-immutable-id),
+/// not which notifications a folder-scoped subscription gets: removal from
+/// one folder and arrival in the other is what its delta shows.
+pub(crate) fn move_contact(
+    shared: &std::sync::Arc<super::Shared>,
+    mailbox: &str,
+    id: &str,
+    folder_id: &str,
+) -> Result<Value, (StatusCode, String)> {
+    let now = shared.clock.now();
+    let mut w = lock(&shared.world);
+    let i = w.mailbox_index(mailbox).ok_or((StatusCode::NOT_FOUND, format!("no mailbox '{mailbox}'")))?;
+    let key = contact_key(&w.mailboxes[i], id).ok_or((StatusCode::NOT_FOUND, format!("no contact '{id}'")))?;
+    if !w.mailboxes[i].folder_exists(folder_id) {
+        return Err((StatusCode::NOT_FOUND, format!("no contact folder '{folder_id}' in that mailbox")));
+    }
+    let from = w.mailboxes[i].contacts.get(&key).map(|c| c.folder_id.clone()).unwrap_or_default();
+    if from == folder_id {
+        return Err((StatusCode::BAD_REQUEST, "the contact is already in that folder".to_string()));
+    }
+    let removed_seq = w.next_seq();
+    let seq = w.next_seq();
+    let mb = &mut w.mailboxes[i];
+    let mb_id = mb.id.clone();
+    let Some(c) = mb.contacts.get_mut(&key) else {
+        return Err((StatusCode::NOT_FOUND, format!("no contact '{id}'")));
+    };
+    let old_rest = std::mem::replace(&mut c.rest_id, wire::item_id());
+    let old_etag = wire::etag(&c.change_key);
+    c.folder_id = folder_id.to_string();
+    c.change_key = wire::change_key();
+    c.modified = now;
+    c.seq = seq;
+    let (new_rest, etag) = (c.rest_id.clone(), wire::etag(&c.change_key));
+    let rest_id = (old_rest != key).then(|| old_rest.clone());
+    mb.contact_tombstones.push(Tombstone { folder_id: from.clone(), id: key.clone(), seq: removed_seq, rest_id });
+    notify_contact(shared, &w, &mb_id, (&key, &old_rest), &from, &old_etag, "deleted");
+    notify_contact(shared, &w, &mb_id, (&key, &new_rest), folder_id, &etag, "created");
+    drop(w);
+    lock(&shared.stats).count_write("contactMove");
+    Ok(json!({"id": key, "restId": new_rest, "previousRestId": old_rest, "parentFolderId": folder_id}))
 }
 
 struct FolderContacts {
@@ -696,9 +798,16 @@ pub(crate) fn delta(ctx: &Ctx<'_>, folder: Option<&str>) -> GResult {
     let scope = DeltaScope::FolderContacts { mailbox_id: mb_id, folder_id: fid.clone() };
     let page = delta::next_page(&mut w, ctx, scope, &ctx.req.path, &source)?;
     let mb = mailbox(&w, ctx)?;
-    let opts = RenderOpts { ext_ids: None, select: page.select.as_deref(), with_type: true, context: None };
+    let immutable = ctx.immutable_ids();
+    let opts = RenderOpts { ext_ids: None, select: page.select.as_deref(), with_type: true, context: None, immutable };
     let out = page.body(ctx, "contact", CONTACT_TYPE, |id| {
-        mb.contacts.get(id).filter(|c| c.folder_id == fid).map(|c| render_contact(c, &opts))
+        if let Some(c) = mb.contacts.get(id).filter(|c| c.folder_id == fid) {
+            return Some(render_contact(c, &opts));
+        }
+        // Gone from this folder (deleted, or moved away): removed under the id it had here.
+        let t = mb.contact_tombstones.iter().rev().find(|t| t.folder_id == fid && t.id == id)?;
+        let shown = if immutable { t.id.as_str() } else { t.rest_id.as_deref().unwrap_or(&t.id) };
+        Some(json!({"@odata.type": CONTACT_TYPE, "id": shown, "@removed": {"reason": "deleted"}}))
     });
     Ok(Reply::ok(out))
 }

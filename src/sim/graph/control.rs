@@ -67,6 +67,9 @@ pub(crate) struct Faults {
     /// `resourceData.@odata.type`: `"pascal"` (`#Microsoft.Graph.Event`), `"camel"`
     /// (`#microsoft.graph.event`); absent = either, chosen per item from its id.
     pub notification_type_casing: Option<String>,
+    /// `"enforce"` | `"ignore"`: whether `If-Match` on Outlook item writes is honoured (absent = the configuration).
+    #[serde(alias = "ifMatch")]
+    pub if_match: Option<String>,
 }
 
 /// Forced 429/503 at the configured rates.
@@ -138,6 +141,9 @@ pub(crate) async fn faults(State(shared): State<Arc<Shared>>, Json(f): Json<Faul
         if value.as_deref().is_some_and(|v| !allowed.contains(&v)) {
             return control_error(StatusCode::BAD_REQUEST, &format!("style must be one of {allowed:?}"));
         }
+    }
+    if f.if_match.as_deref().is_some_and(|v| v.parse::<super::IfMatch>().is_err()) {
+        return control_error(StatusCode::BAD_REQUEST, "ifMatch must be one of [\"enforce\", \"ignore\"]");
     }
     *lock(&shared.faults) = f.clone();
     Json(serde_json::to_value(&f).unwrap_or_default()).into_response()
@@ -275,13 +281,42 @@ pub(crate) async fn move_task(State(shared): State<Arc<Shared>>, Json(req): Json
     let now = shared.clock.now();
     let moved = {
         let mut w = lock(&shared.world);
-        todo::move_task(&mut w, &req.mailbox, &req.list_id, &req.task_id, &req.to_list_id, now)
+        let moved = todo::move_task(&mut w, &req.mailbox, &req.list_id, &req.task_id, &req.to_list_id, now);
+        if let Ok(v) = &moved {
+            // Removed from one list, created in the other: each list's subscriptions hear of it.
+            let mb_id = w.mailbox_index(&req.mailbox).map(|i| w.mailboxes[i].id.clone()).unwrap_or_default();
+            let new_id = v.get("id").and_then(Value::as_str).unwrap_or_default().to_string();
+            let ck = v.get("@odata.etag").and_then(Value::as_str).unwrap_or_default();
+            let ck = ck.trim_start_matches("W/").trim_matches('"').to_string();
+            todo::notify_task(&shared, &w, &mb_id, &req.list_id, &req.task_id, &ck, "deleted");
+            todo::notify_task(&shared, &w, &mb_id, &req.to_list_id, &new_id, &ck, "created");
+        }
+        moved
     };
     match moved {
         Ok(v) => {
             lock(&shared.stats).count_write("todoTask");
             (StatusCode::OK, Json(v)).into_response()
         }
+        Err((status, message)) => control_error(status, &message),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct MoveContactReq {
+    /// Mailbox UPN or id.
+    pub mailbox: String,
+    /// The contact's immutable id or its current regular id.
+    pub id: String,
+    /// Target contact folder (one of the mailbox's folders, or its default Contacts folder).
+    pub folder_id: String,
+}
+
+/// `POST /_sim/move`: a user drags a contact to another folder in Outlook.
+pub(crate) async fn move_contact(State(shared): State<Arc<Shared>>, Json(req): Json<MoveContactReq>) -> Response {
+    match contacts::move_contact(&shared, &req.mailbox, &req.id, &req.folder_id) {
+        Ok(v) => (StatusCode::OK, Json(v)).into_response(),
         Err((status, message)) => control_error(status, &message),
     }
 }

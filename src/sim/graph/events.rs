@@ -60,10 +60,14 @@ fn bad_value(name: &str) -> GraphError {
     GraphError::body_read(format!("Cannot convert the literal value for property '{name}' to the expected type."))
 }
 
+/// An enum value of a request body. Graph reads enum members without
+/// regard to case (Microsoft's own create-event example sends
+/// `"contentType": "HTML"`, GRAPH.md key constraint 7) and answers with the
+/// documented spelling, so the value is stored in that spelling.
 fn one_of(name: &str, v: &Value, allowed: &[&str]) -> GResult<Value> {
-    match v.as_str() {
-        Some(s) if allowed.contains(&s) => Ok(v.clone()),
-        _ => Err(GraphError::body_read(format!("Requested value '{v}' was not found for property '{name}'."))),
+    match v.as_str().and_then(|s| allowed.iter().find(|a| a.eq_ignore_ascii_case(s))) {
+        Some(canonical) => Ok(Value::String((*canonical).to_string())),
+        None => Err(GraphError::body_read(format!("Requested value '{v}' was not found for property '{name}'."))),
     }
 }
 
@@ -695,16 +699,33 @@ pub(crate) fn create(ctx: &Ctx<'_>) -> GResult {
         with_type: false,
         context: Some(entity_context(ctx, mb)),
     };
-    if let Some(t) = &input.transaction_id {
-        // A retried POST with the same transactionId returns the first event.
+    let window = chrono::Duration::from_std(ctx.shared.cfg.transaction_window).unwrap_or_default();
+    let tx = input.transaction_id.clone();
+    if let Some(t) = &tx {
+        // A client's retry of the same POST (same transactionId, same body,
+        // soon after) returns the first event. Graph documents no more than
+        // "avoids redundant POSTs on client retries" (event resource page):
+        // another body, a late replay, or a replay after the first event was
+        // deleted creates an event.
         let mb = &w.mailboxes[mi];
-        if let Some(e) = mb.events.values().find(|e| e.transaction_id.as_ref() == Some(t)) {
+        let first = mb
+            .transactions
+            .iter()
+            .rev()
+            .find(|(id, sent, at, _)| id == t && *sent == Value::Object(body.clone()) && now - *at <= window)
+            .and_then(|(_, _, _, eid)| mb.events.get(eid));
+        if let Some(e) = first {
             return Ok(with_pref(Reply::created(render(e, &opts(ctx, mb))), &pref));
         }
     }
     let seq = w.next_seq();
     let e = new_event(seq, &w.mailboxes[mi], input, now)?;
     let id = e.id.clone();
+    if let Some(t) = tx {
+        let mb = &mut w.mailboxes[mi];
+        mb.transactions.retain(|(_, _, at, _)| now - *at <= window);
+        mb.transactions.push((t, Value::Object(body.clone()), now, id.clone()));
+    }
     let etag = wire::etag(&e.change_key);
     w.mailboxes[mi].events.insert(id.clone(), e);
     notify(ctx, &w, &mb_id, &id, &etag, "created");
@@ -812,7 +833,7 @@ pub(crate) fn delete(ctx: &Ctx<'_>, id: &str) -> GResult {
     let e = w.mailboxes[mi].events.get(id).ok_or_else(GraphError::not_found)?;
     check_if_match(ctx, e)?;
     let e = w.mailboxes[mi].events.remove(id).ok_or_else(GraphError::not_found)?;
-    w.mailboxes[mi].event_tombstones.push(Tombstone { folder_id: String::new(), id: id.to_string(), seq });
+    w.mailboxes[mi].event_tombstones.push(Tombstone { folder_id: String::new(), id: id.to_string(), seq, rest_id: None });
     if e.kind == EventKind::SeriesMaster {
         w.mailboxes[mi].series_history.push((seq, e.clone()));
     }

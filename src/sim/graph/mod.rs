@@ -26,6 +26,12 @@
 //! - `POST /_sim/lifecycle` `{"subscriptionId","event":"subscriptionRemoved|missed|reauthorizationRequired"}`.
 //! - `POST /_sim/delta/evict` (every delta token → 410), `POST /_sim/clock` `{"advanceMinutes"}` (runs the
 //!   expiry sweep at once), `POST /_sim/policy` `{"mailbox","inScope"}` (application access policy).
+//! - `POST /_sim/move` `{"mailbox","id","folderId"}`: a contact dragged to another folder in Outlook (by its
+//!   immutable or current regular id); its regular id changes, its immutable id stays (the answer names both).
+//!   Ids: every contact has an immutable id and a regular id, equal until its first move; a request (and a
+//!   subscription's notifications) sees the immutable one only with `Prefer: IdType="ImmutableId"`; both are
+//!   accepted as input, a regular id from before a move answers 404.
+//! - `POST /_sim/faults` also takes `"ifMatch": "enforce"|"ignore"` (default: `GraphSimConfig::if_match`).
 //! - `POST /_sim/todo/move` `{"mailbox","listId","taskId","toListId"}`: a task moved to another list the way
 //!   To Do does it (removed from one list, created in the other with a new id; both deltas show it).
 //!
@@ -117,6 +123,8 @@ pub struct GraphSimConfig {
     pub max_subscription_minutes_events: i64,
     /// Maximum subscription lifetime in minutes for contact subscriptions.
     pub max_subscription_minutes_contacts: i64,
+    /// Maximum subscription lifetime in minutes for todoTask subscriptions (Graph: 4,230).
+    pub max_subscription_minutes_tasks: i64,
     /// Active subscriptions allowed per mailbox (Outlook: 1000).
     pub max_subscriptions_per_mailbox: usize,
     /// How long the validation handshake may take (Graph: 10 s).
@@ -149,6 +157,32 @@ pub struct GraphSimConfig {
     /// POST/PATCH/PUT body bytes allowed per (app, mailbox) within `upload_window` (Outlook: 150 MB / 5 min).
     pub upload_bytes_per_window: u64,
     pub upload_window: Duration,
+    /// How long an event POST's `transactionId` makes a retry of the same body return the first event.
+    pub transaction_window: Duration,
+    /// `If-Match` on contact and event writes: enforced (412 on a stale value) or ignored.
+    pub if_match: IfMatch,
+}
+
+/// Whether the simulated tenant honours `If-Match` on Outlook item writes.
+/// Microsoft documents `If-Match`/412 for some Outlook items in the field,
+/// not on the contact and event update pages (GRAPH.md key constraint 6):
+/// hqsync probes it per tenant, and tests run under both answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum IfMatch {
+    #[default]
+    Enforce,
+    Ignore,
+}
+
+impl std::str::FromStr for IfMatch {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "enforce" => Ok(IfMatch::Enforce),
+            "ignore" => Ok(IfMatch::Ignore),
+            other => Err(format!("unknown ifMatch '{other}' (enforce|ignore)")),
+        }
+    }
 }
 
 impl Default for GraphSimConfig {
@@ -160,6 +194,7 @@ impl Default for GraphSimConfig {
             throttle_max_concurrent: 4,
             max_subscription_minutes_events: 4230,
             max_subscription_minutes_contacts: 4230,
+            max_subscription_minutes_tasks: 4230,
             max_subscriptions_per_mailbox: 1000,
             validation_timeout: Duration::from_secs(10),
             notification_timeout: Duration::from_secs(3),
@@ -176,6 +211,8 @@ impl Default for GraphSimConfig {
             slow_endpoint_delay_minutes: 10,
             upload_bytes_per_window: 150 * 1024 * 1024,
             upload_window: Duration::from_secs(300),
+            transaction_window: Duration::from_secs(300),
+            if_match: IfMatch::Enforce,
         }
     }
 }
@@ -194,6 +231,13 @@ pub(crate) struct Shared {
     pub jwt_key: Vec<u8>,
     pub http: reqwest::Client,
     pub notify_tx: mpsc::UnboundedSender<notifier::Outgoing>,
+}
+
+impl Shared {
+    /// The `If-Match` behaviour in force: `/_sim/faults` `{"ifMatch"}` when set, else the configuration.
+    pub(crate) fn if_match(&self) -> IfMatch {
+        lock(&self.faults).if_match.as_deref().and_then(|s| s.parse().ok()).unwrap_or(self.cfg.if_match)
+    }
 }
 
 /// A running simulator.

@@ -60,7 +60,12 @@ pub(crate) struct ExtProp {
 
 #[derive(Debug, Clone)]
 pub(crate) struct Contact {
+    /// The immutable id (what a request with `Prefer: IdType="ImmutableId"` sees); the map key.
     pub id: String,
+    /// The regular id: the immutable id until the contact is moved to
+    /// another folder, a new value after each move (Outlook's default ids
+    /// change on a move; learn.microsoft.com/graph/outlook-immutable-id).
+    pub rest_id: String,
     pub folder_id: String,
     /// The contact's writable properties, already in wire form (null/[]/{} defaults).
     pub props: Map<String, Value>,
@@ -80,6 +85,8 @@ pub(crate) struct Tombstone {
     pub folder_id: String,
     pub id: String,
     pub seq: u64,
+    /// Contacts: the regular id the item had in that folder, when it differs from `id` (a move).
+    pub rest_id: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -107,6 +114,8 @@ pub(crate) struct Mailbox {
     /// `folder_id` holds the list id.
     pub task_tombstones: Vec<Tombstone>,
     pub list_tombstones: Vec<Tombstone>,
+    /// Event POSTs that carried a `transactionId`: (id, the body as sent, when, event id).
+    pub transactions: Vec<(String, Value, DateTime<Utc>, String)>,
 }
 
 impl Mailbox {
@@ -141,6 +150,7 @@ impl Mailbox {
             tasks: BTreeMap::new(),
             task_tombstones: Vec::new(),
             list_tombstones: Vec::new(),
+            transactions: Vec::new(),
         }
     }
 
@@ -241,6 +251,8 @@ pub(crate) struct Task {
 pub(crate) enum ResourceKind {
     Events,
     Contacts,
+    /// `users/{id}/todo/lists/{listId}/tasks` (app-only with `Tasks.ReadWrite.All`, current permission table).
+    Tasks,
 }
 
 #[derive(Debug, Clone)]
@@ -250,8 +262,10 @@ pub(crate) struct Subscription {
     pub resource: String,
     pub kind: ResourceKind,
     pub mailbox_id: String,
-    /// For contact subscriptions: the folder watched.
+    /// For contact subscriptions: the folder watched; for task subscriptions: the list.
     pub folder_id: Option<String>,
+    /// Created with `Prefer: IdType="ImmutableId"`: its notifications name immutable ids.
+    pub immutable_ids: bool,
     pub change_types: Vec<String>,
     pub notification_url: String,
     pub lifecycle_url: Option<String>,

@@ -98,13 +98,15 @@ pub(crate) fn parse(v: &Value, default_tz: &str) -> GResult<Recurrence> {
     let pattern =
         v.get("pattern").filter(|p| p.is_object()).ok_or_else(|| invalid("recurrence.pattern is required."))?;
     let range = v.get("range").filter(|p| p.is_object()).ok_or_else(|| invalid("recurrence.range is required."))?;
-    let ty = match pattern.get("type").and_then(Value::as_str) {
+    // Enum members compare without regard to case, as Graph reads them (`Weekly` = `weekly`).
+    let lower = |v: Option<&Value>| v.and_then(Value::as_str).map(str::to_ascii_lowercase);
+    let ty = match lower(pattern.get("type")).as_deref() {
         Some("daily") => PatternType::Daily,
         Some("weekly") => PatternType::Weekly,
-        Some("absoluteMonthly") => PatternType::AbsoluteMonthly,
-        Some("relativeMonthly") => PatternType::RelativeMonthly,
-        Some("absoluteYearly") => PatternType::AbsoluteYearly,
-        Some("relativeYearly") => PatternType::RelativeYearly,
+        Some("absolutemonthly") => PatternType::AbsoluteMonthly,
+        Some("relativemonthly") => PatternType::RelativeMonthly,
+        Some("absoluteyearly") => PatternType::AbsoluteYearly,
+        Some("relativeyearly") => PatternType::RelativeYearly,
         _ => return Err(invalid("recurrence.pattern.type is missing or not valid.")),
     };
     let interval = uint("interval", pattern.get("interval"))?;
@@ -124,7 +126,7 @@ pub(crate) fn parse(v: &Value, default_tz: &str) -> GResult<Recurrence> {
         None | Some(Value::Null) => 0,
         Some(v) => INDEXES
             .iter()
-            .position(|i| Some(*i) == v.as_str())
+            .position(|i| v.as_str().is_some_and(|s| i.eq_ignore_ascii_case(s)))
             .ok_or_else(|| invalid(format!("'{v}' is not a valid index.")))? as u8,
     };
 
@@ -158,9 +160,9 @@ pub(crate) fn parse(v: &Value, default_tz: &str) -> GResult<Recurrence> {
         return Err(invalid("recurrence.pattern.index is not valid for this pattern type."));
     }
 
-    let range_ty = match range.get("type").and_then(Value::as_str) {
-        Some("endDate") => RangeType::EndDate,
-        Some("noEnd") => RangeType::NoEnd,
+    let range_ty = match lower(range.get("type")).as_deref() {
+        Some("enddate") => RangeType::EndDate,
+        Some("noend") => RangeType::NoEnd,
         Some("numbered") => RangeType::Numbered,
         _ => return Err(invalid("recurrence.range.type is missing or not valid.")),
     };

@@ -28,6 +28,7 @@ pub(crate) fn app(shared: Arc<Shared>) -> Router {
         .route("/_sim/clock", post(control::clock))
         .route("/_sim/policy", post(control::policy))
         .route("/_sim/todo/move", post(control::move_task))
+        .route("/_sim/move", post(control::move_contact))
         .route("/v1.0/{*rest}", any(graph_entry))
         .with_state(shared)
 }
@@ -364,7 +365,13 @@ impl Ctx<'_> {
         }
     }
 
+    /// The `If-Match` value of an Outlook item write, or None when the
+    /// tenant ignores the header (knob `ifMatch`: the config, or the
+    /// `/_sim/faults` override).
     pub fn if_match(&self) -> Option<String> {
+        if self.shared.if_match() == super::IfMatch::Ignore {
+            return None;
+        }
         self.req.headers.get("if-match").and_then(|v| v.to_str().ok()).map(|s| s.trim().to_string())
     }
 
@@ -381,6 +388,12 @@ impl Ctx<'_> {
             .map(|(_, v)| v.trim().trim_matches('"').to_string())
     }
 
+    /// The request prefers immutable ids (`Prefer: IdType="ImmutableId"`; the
+    /// preference name compares case-insensitively, like every preference).
+    pub fn immutable_ids(&self) -> bool {
+        prefers_immutable_ids(&self.req.headers)
+    }
+
     /// Page size of a collection: `$top`, else `Prefer: odata.maxpagesize`, else `default`.
     pub fn page_size(&self, default: usize) -> usize {
         self.q("$top")
@@ -394,6 +407,17 @@ impl Ctx<'_> {
     pub fn graph_root(&self) -> String {
         format!("{}/v1.0", self.shared.base_url)
     }
+}
+
+/// True when `headers` carry `Prefer: IdType="ImmutableId"` (in any of the `Prefer` headers).
+pub(crate) fn prefers_immutable_ids(headers: &HeaderMap) -> bool {
+    headers
+        .get_all("prefer")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|p| p.split_once('='))
+        .any(|(k, v)| k.trim().eq_ignore_ascii_case("idtype") && v.trim().trim_matches('"').eq_ignore_ascii_case("immutableid"))
 }
 
 /// Serves one Graph request end to end (auth, checks, handler, error shape).

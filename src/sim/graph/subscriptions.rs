@@ -46,10 +46,11 @@ fn parse_resource(resource: &str) -> GResult<ParsedResource> {
         ["users", _, "events"] | ["users", _, "calendar", "events"] => (ResourceKind::Events, orig[1], None),
         ["users", _, "contacts"] => (ResourceKind::Contacts, orig[1], None),
         ["users", _, "contactfolders", _, "contacts"] => (ResourceKind::Contacts, orig[1], Some(orig[3].to_string())),
-        // todoTask subscriptions exist for delegated access only (GRAPH.md §4.1).
-        ["users", _, "todo", "lists", _, "tasks"] | ["me", ..] => {
-            return Err(extension_error("Invalid resource specified in payload"))
-        }
+        // todoTask: application permission Tasks.ReadWrite.All in Microsoft's current
+        // subscription permission table (GRAPH.md key constraint 1).
+        ["users", _, "todo", "lists", _, "tasks"] => (ResourceKind::Tasks, orig[1], Some(orig[4].to_string())),
+        // `/me` does not exist app-only.
+        ["me", ..] => return Err(extension_error("Invalid resource specified in payload")),
         _ => return Err(extension_error("Invalid resource specified in payload")),
     };
     Ok(ParsedResource { canonical: canonical.clone(), kind, user: user.to_string(), folder })
@@ -111,6 +112,7 @@ fn max_minutes(shared: &Shared, kind: ResourceKind) -> i64 {
     match kind {
         ResourceKind::Events => shared.cfg.max_subscription_minutes_events,
         ResourceKind::Contacts => shared.cfg.max_subscription_minutes_contacts,
+        ResourceKind::Tasks => shared.cfg.max_subscription_minutes_tasks,
     }
 }
 
@@ -231,13 +233,16 @@ pub(crate) async fn create(ctx: &Ctx<'_>) -> GResult {
         let w = lock(&shared.world);
         let i = w.mailbox_index(&resource.user).ok_or_else(|| GraphError::invalid_user(&resource.user))?;
         let mb = &w.mailboxes[i];
-        if !mb.in_policy_scope {
+        // The application access policy covers Calendars and Contacts, not Tasks.
+        if !mb.in_policy_scope && resource.kind != ResourceKind::Tasks {
             return Err(GraphError::access_denied());
         }
-        if let Some(f) = &resource.folder {
-            if !mb.folder_exists(f) {
-                return Err(GraphError::not_found());
+        match (&resource.folder, resource.kind) {
+            (Some(l), ResourceKind::Tasks) if !mb.todo_lists.iter().any(|x| &x.id == l) => {
+                return Err(GraphError::not_found())
             }
+            (Some(f), ResourceKind::Contacts) if !mb.folder_exists(f) => return Err(GraphError::not_found()),
+            _ => {}
         }
         let active = w.subscriptions.values().filter(|s| s.mailbox_id == mb.id).count();
         if active >= shared.cfg.max_subscriptions_per_mailbox {
@@ -269,6 +274,7 @@ pub(crate) async fn create(ctx: &Ctx<'_>) -> GResult {
         kind: resource.kind,
         mailbox_id,
         folder_id,
+        immutable_ids: ctx.immutable_ids(),
         change_types,
         notification_url,
         lifecycle_url,
@@ -447,6 +453,13 @@ fn notification_shape(
     let path_style = variant(faults.notification_resource_style.as_deref(), "path", item_id, 1);
     let pascal = variant(faults.notification_type_casing.as_deref(), "pascal", item_id, 2);
     let resource = match (kind, path_style) {
+        // The documented todoTask shape is not published; the path follows the subscribed resource.
+        (ResourceKind::Tasks, true) => {
+            format!("Users/{mailbox_id}/todo/lists/{}/tasks/{item_id}", folder_id.unwrap_or_default())
+        }
+        (ResourceKind::Tasks, false) => {
+            format!("Users('{mailbox_id}')/todo/lists('{}')/tasks('{item_id}')", folder_id.unwrap_or_default())
+        }
         (ResourceKind::Events, true) => format!("Users/{mailbox_id}/Events/{item_id}"),
         (ResourceKind::Events, false) => format!("Users('{mailbox_id}')/events('{item_id}')"),
         (ResourceKind::Contacts, true) => format!("Users/{mailbox_id}/Contacts/{item_id}"),
@@ -460,6 +473,8 @@ fn notification_shape(
         (ResourceKind::Events, false) => "#microsoft.graph.event",
         (ResourceKind::Contacts, true) => "#Microsoft.Graph.Contact",
         (ResourceKind::Contacts, false) => "#microsoft.graph.contact",
+        (ResourceKind::Tasks, true) => "#Microsoft.Graph.TodoTask",
+        (ResourceKind::Tasks, false) => "#microsoft.graph.todoTask",
     };
     (resource, odata_type)
 }
@@ -476,13 +491,33 @@ pub(crate) fn matching(
     etag: &str,
     change: &str,
 ) -> Vec<Outgoing> {
-    let (resource, odata_type) = notification_shape(faults, kind, mailbox_id, folder_id, item_id);
+    matching_ids(w, faults, mailbox_id, kind, folder_id, (item_id, item_id), etag, change)
+}
+
+/// [`matching`] for an item with an immutable and a regular id: each
+/// subscription names the item by the id kind it was created with.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn matching_ids(
+    w: &World,
+    faults: &Faults,
+    mailbox_id: &str,
+    kind: ResourceKind,
+    folder_id: Option<&str>,
+    (immutable_id, rest_id): (&str, &str),
+    etag: &str,
+    change: &str,
+) -> Vec<Outgoing> {
     w.subscriptions
         .values()
         .filter(|s| s.mailbox_id == mailbox_id && s.kind == kind && !s.needs_reauthorization)
-        .filter(|s| kind != ResourceKind::Contacts || s.folder_id.as_deref() == folder_id)
+        .filter(|s| kind == ResourceKind::Events || s.folder_id.as_deref() == folder_id)
         .filter(|s| s.change_types.iter().any(|c| c == change))
-        .map(|s| Outgoing {
+        .map(|s| {
+            let item_id = if s.immutable_ids { immutable_id } else { rest_id };
+            let (resource, odata_type) = notification_shape(faults, kind, mailbox_id, folder_id, item_id);
+            (s, item_id, resource, odata_type)
+        })
+        .map(|(s, item_id, resource, odata_type)| Outgoing {
             url: s.notification_url.clone(),
             subscription_id: s.id.clone(),
             lifecycle: false,
@@ -556,9 +591,11 @@ mod tests {
     }
 
     #[test]
-    fn app_only_todo_subscriptions_are_refused() {
-        let e = parse_resource("users/abc/todo/lists/L/tasks").err().unwrap();
-        assert_eq!(e.code, "ExtensionError");
+    fn app_only_todo_subscriptions_are_accepted_on_a_list() {
+        let r = parse_resource("users/abc/todo/lists/L1/tasks").unwrap();
+        assert_eq!(r.kind, ResourceKind::Tasks);
+        assert_eq!(r.folder.as_deref(), Some("L1"));
+        assert_eq!(parse_resource("me/todo/lists/L1/tasks").err().unwrap().code, "ExtensionError");
     }
 
     #[test]
