@@ -270,8 +270,49 @@ impl<'a> Tasks<'a> {
         format!("/users/{}/todo/lists/{}/tasks", seg(m.id.as_str()), seg(list))
     }
 
-    fn expand_extension() -> String {
-        format!("$expand=extensions($filter=id%20eq%20'{TASK_EXTENSION}')")
+    /// Listings expand the linked resources (hqsync's tag), never the
+    /// extensions: `$expand=extensions` on a collection of todoTasks is not
+    /// among Graph's documented cases (docs/graph-api.md); the extension is
+    /// read per task, and only when needed ([`Tasks::with_task_extension`]).
+    fn expand_links() -> &'static str {
+        "$expand=linkedResources"
+    }
+
+    /// `task` with its `io.hqsync.task` extension under `extensions` (empty
+    /// when it has none: Graph answers 404), read only when needed: a task
+    /// linked to a pair whose print, read from the footer hqsync writes
+    /// beside the extension, is the link's own is unchanged, and the
+    /// extension stands as those values (only hqsync writes it; it is
+    /// invisible in To Do). Any other task costs one read of the extension.
+    async fn with_task_extension(
+        &self,
+        m: &Mailbox,
+        list: &str,
+        mut task: Value,
+        link: Option<&Link>,
+    ) -> Result<Value, EngineError> {
+        if task.get("extensions").is_some_and(Value::is_array) {
+            return Ok(task);
+        }
+        if let Some(l) = link.filter(|l| l.state == LINKED && l.graph_fingerprint.is_some()) {
+            if let Ok(t) = TaskItem::from_graph(&task) {
+                if l.graph_fingerprint.as_deref() == Some(print_of(&t).as_str()) {
+                    let mut ext = json!({"percentDone": t.percent_done, "plannedEffortHours": t.planned_effort_hours});
+                    if let Some(id) = l.hq_id.as_deref().and_then(|s| s.parse::<i32>().ok()) {
+                        ext[EXT_HQ_ID] = json!(id);
+                    }
+                    return Ok(with_extension(task, &ext));
+                }
+            }
+        }
+        let Some(gid) = graph_id(&task) else { return Ok(task) };
+        let ext = match self.graph.get_task_extension(m.id.as_str(), list, &gid).await {
+            Ok(e) => vec![e],
+            Err(GraphError::NotFound { .. }) => Vec::new(),
+            Err(e) => return Err(graph_err(e)),
+        };
+        task["extensions"] = Value::Array(ext);
+        Ok(task)
     }
 
     // ---- reading -------------------------------------------------------------------
@@ -327,20 +368,44 @@ impl<'a> Tasks<'a> {
         EngineError::Transient(format!("the To Do list of {} is gone ({e}); it is looked up again", m.id))
     }
 
-    async fn list_todo(&self, m: &Mailbox, list: &str) -> Result<Vec<Value>, EngineError> {
-        let path = format!("{}?{}", Self::tasks_path(m, list), Self::expand_extension());
-        match self.graph.list_all(&path).await {
-            Ok(v) => Ok(v),
-            Err(e @ GraphError::NotFound { .. }) => Err(self.list_gone(m, e).await),
-            Err(e) => Err(graph_err(e)),
+    /// Every task of the list, each with its extension where needed (see [`Tasks::with_task_extension`]).
+    async fn list_todo(&self, m: &Mailbox, list: &str, links: &[Link]) -> Result<Vec<Value>, EngineError> {
+        let path = format!("{}?{}", Self::tasks_path(m, list), Self::expand_links());
+        let tasks = match self.graph.list_all(&path).await {
+            Ok(v) => v,
+            Err(e @ GraphError::NotFound { .. }) => return Err(self.list_gone(m, e).await),
+            Err(e) => return Err(graph_err(e)),
+        };
+        let by_gid: HashMap<&str, &Link> =
+            links.iter().filter_map(|l| l.graph_id.as_deref().map(|g| (g, l))).collect();
+        let mut out = Vec::with_capacity(tasks.len());
+        for t in tasks {
+            let link = graph_id(&t).and_then(|g| by_gid.get(g.as_str()).copied());
+            out.push(self.with_task_extension(m, list, t, link).await?);
         }
+        Ok(out)
     }
 
+    /// One task without its extension (enough to tell it exists).
     async fn read_todo(&self, m: &Mailbox, list: &str, id: &str) -> Result<Option<Value>, EngineError> {
         match self.graph.get_task(m.id.as_str(), list, id).await {
             Ok(v) => Ok(Some(v)),
             Err(GraphError::NotFound { .. }) => Ok(None),
             Err(e) => Err(graph_err(e)),
+        }
+    }
+
+    /// One task with its extension where needed, for a merge with `link`.
+    async fn read_todo_full(
+        &self,
+        m: &Mailbox,
+        list: &str,
+        id: &str,
+        link: Option<&Link>,
+    ) -> Result<Option<Value>, EngineError> {
+        match self.read_todo(m, list, id).await? {
+            Some(t) => Ok(Some(self.with_task_extension(m, list, t, link).await?)),
+            None => Ok(None),
         }
     }
 
@@ -439,9 +504,10 @@ impl<'a> Tasks<'a> {
         let mut ext = ext;
         ext[EXT_HQ_ID] = json!(h.id);
         if pending {
-            let path = format!("{}?{},linkedResources", Self::tasks_path(m, list), Self::expand_extension());
+            let path = format!("{}?{}", Self::tasks_path(m, list), Self::expand_links());
             let found = self.graph.list_all(&path).await.map_err(graph_err)?;
             if let Some(existing) = found.into_iter().find(|t| tagged_hq_id(t) == Some(h.id)) {
+                let existing = self.with_task_extension(m, list, existing, None).await?;
                 let id = graph_id(&existing).unwrap_or_default();
                 if !extension_current(&existing, &ext, h.id) {
                     self.put_extension(m, list, &id, &ext).await?;
@@ -670,7 +736,7 @@ impl<'a> Tasks<'a> {
             // Read, not skipped when helloHQ is unchanged: the edit this
             // hint may carry is newer than that link.
             let gid = fresh.graph_id.clone().unwrap_or_default();
-            let Some(ex) = self.read_todo(m, list, &gid).await? else {
+            let Some(ex) = self.read_todo_full(m, list, &gid, Some(&fresh)).await? else {
                 return Ok(()); // removed from the list meanwhile: the To Do poll decides
             };
             return self.merge_linked(m, list, &h, &fresh, Some(ex), direction, plan).await;
@@ -703,7 +769,7 @@ impl<'a> Tasks<'a> {
         }
         let ex = match ex {
             Some(e) => e,
-            None => match self.read_todo(m, list, &gid).await? {
+            None => match self.read_todo_full(m, list, &gid, None).await? {
                 Some(e) => e,
                 // Removed from the list meanwhile: the To Do poll decides.
                 None => return Ok(()),
@@ -1031,7 +1097,7 @@ impl<'a> Tasks<'a> {
     ) -> Result<(), EngineError> {
         let direction = self.settings.direction(m, Kind::Task);
         let link = self.store.get_link_by_graph(self.tenant, &m.id, Kind::Task, gid).await?;
-        let Some(ex) = self.read_todo(m, list, gid).await? else {
+        let Some(ex) = self.read_todo_full(m, list, gid, link.as_ref()).await? else {
             return match link {
                 Some(l) if l.state == LINKED => self.exchange_removed(dir, m, &l).await,
                 Some(l) => {
@@ -1278,7 +1344,10 @@ impl<'a> Tasks<'a> {
         let user = Self::user_of(dir, m);
         let hq_all = self.list_hq().await?;
         let list = self.list_id(m).await?;
-        let todo = self.list_todo(m, &list).await?;
+        // The links as they were before the listing tell which tasks need their extension read;
+        // read again after it, so a link made meanwhile is not taken for an unlinked task.
+        let known = self.store.list_links(self.tenant, &m.id, Kind::Task).await?;
+        let todo = self.list_todo(m, &list, &known).await?;
         let mut links = self.store.list_links(self.tenant, &m.id, Kind::Task).await?;
         let mine: Vec<&HqTask> = hq_all.iter().filter(|h| user.is_some_and(|u| h.users.contains(&u))).collect();
         let mine_ids: HashSet<i32> = mine.iter().map(|h| h.id).collect();

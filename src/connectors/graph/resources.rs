@@ -153,16 +153,12 @@ impl GraphClient {
         self.delete(&format!("/users/{}/todo/lists/{}", seg(mailbox), seg(list_id)), None).await
     }
 
-    /// A task with its `io.hqsync.task` extension expanded.
+    /// A task with its linked resources (hqsync's own copy carries its
+    /// helloHQ id there from the POST on). Its `io.hqsync.task` extension is
+    /// read apart ([`GraphClient::get_task_extension`], 404 = none), and only
+    /// when needed.
     pub async fn get_task(&self, mailbox: &str, list_id: &str, id: &str) -> Result<Value, GraphError> {
-        let path = format!(
-            "{}/{}?$expand=extensions($filter=id%20eq%20'{}'),linkedResources",
-            Self::tasks_path(mailbox, list_id),
-            seg(id),
-            TASK_EXTENSION
-        );
-        // linkedResources too: hqsync's own copy carries its helloHQ id there
-        // from the POST on, before its extension is written.
+        let path = format!("{}/{}?$expand=linkedResources", Self::tasks_path(mailbox, list_id), seg(id));
         self.get(&path).await
     }
 
