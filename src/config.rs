@@ -126,7 +126,8 @@ pub struct SchedulerConfig {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct TasksConfig {
-    /// To Do has no app-only notifications: each mailbox's task list is delta-polled this often.
+    /// Each mailbox's task list is delta-polled this often: the safety net
+    /// beside its To Do subscription (notifications can be lost).
     pub poll_interval_secs: u64,
 }
 
@@ -389,7 +390,7 @@ impl Default for Config {
             secrets: SecretsConfig::default(),
             log: LogConfig { format: LogFormat::Auto, level: "info".into() },
             scheduler: SchedulerConfig { enabled: true, tick_secs: 30, subscription_minutes: 4229 },
-            tasks: TasksConfig { poll_interval_secs: 60 },
+            tasks: TasksConfig { poll_interval_secs: 900 },
             reconcile: ReconcileConfig { interval_secs: 900 },
             hellohq: HellohqConfig { poll_interval_secs: 60, requests_per_minute: default_hellohq_rpm() },
             graph: GraphConfig {

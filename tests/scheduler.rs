@@ -200,20 +200,22 @@ fn mailbox_of(v: &Value) -> String {
 }
 
 #[tokio::test]
-async fn first_tick_creates_three_validated_subscriptions_per_active_mailbox_and_stores_only_a_digest() {
+async fn first_tick_creates_four_validated_subscriptions_per_active_mailbox_and_stores_only_a_digest() {
     let h = Harness::start(&[ANNA, BEN]).await;
     let tenant = h.add_tenant("acme", None, &[ANNA, BEN]).await;
     let report = h.scheduler().tick().await;
     assert!(report.errors.is_empty(), "{:?}", report.errors);
-    assert_eq!(report.created, 6);
+    assert_eq!(report.created, 8);
 
     let at_graph = h.graph_subscriptions().await;
-    assert_eq!(at_graph.len(), 6, "{at_graph:#?}");
+    assert_eq!(at_graph.len(), 8, "{at_graph:#?}");
     for mb in [ANNA, BEN] {
         let resources: Vec<&str> =
             at_graph.iter().filter(|s| mailbox_of(s) == mb).map(|s| s["resource"].as_str().unwrap()).collect();
         assert_eq!(resources.iter().filter(|r| r.ends_with("/events")).count(), 1, "{resources:?}");
         assert_eq!(resources.iter().filter(|r| r.contains("/contactFolders/")).count(), 2, "{resources:?}");
+        // The "helloHQ" To Do list's tasks: app-only todoTask subscriptions exist (Tasks.ReadWrite.All).
+        assert_eq!(resources.iter().filter(|r| r.contains("/todo/lists/") && r.ends_with("/tasks")).count(), 1);
     }
     for s in &at_graph {
         assert_eq!(s["notificationUrl"], json!(format!("{}/v1/notifications/graph", h.ingress_base)));
@@ -224,23 +226,30 @@ async fn first_tick_creates_three_validated_subscriptions_per_active_mailbox_and
     }
 
     let stored = h.store.list_subscriptions(&tenant).await.unwrap();
-    assert_eq!(stored.len(), 6);
+    assert_eq!(stored.len(), 8);
     for s in &stored {
         let graph = at_graph.iter().find(|g| g["id"] == json!(s.id)).expect("stored subscription exists at Graph");
         assert_eq!(graph["resource"].as_str().unwrap().to_lowercase(), s.resource.to_lowercase());
         assert_eq!(s.expires_at.timestamp(), expiry(graph).timestamp());
-        assert_eq!(s.kind, if s.resource.ends_with("/events") { Kind::Appointment } else { Kind::Contact });
+        let kind = if s.resource.ends_with("/events") {
+            Kind::Appointment
+        } else if s.resource.contains("/todo/") {
+            Kind::Task
+        } else {
+            Kind::Contact
+        };
+        assert_eq!(s.kind, kind);
     }
     // Each subscription has its own clientState (only digests are stored).
     let mut digests: Vec<[u8; 32]> = stored.iter().map(|s| s.client_state_sha256).collect();
     digests.sort();
     digests.dedup();
-    assert_eq!(digests.len(), 6);
+    assert_eq!(digests.len(), 8);
 
     // A second tick right away changes nothing at Graph.
     let again = h.scheduler().tick().await;
     assert_eq!((again.created, again.renewed, again.recreated, again.deleted), (0, 0, 0, 0));
-    assert_eq!(h.graph_subscriptions().await.len(), 6);
+    assert_eq!(h.graph_subscriptions().await.len(), 8);
     h.stop().await;
 }
 
@@ -250,7 +259,7 @@ async fn a_simulated_week_never_lets_a_subscription_expire() {
     h.add_tenant("acme", None, &[ANNA, BEN]).await;
     let scheduler = h.scheduler();
     let first = scheduler.tick().await;
-    assert_eq!(first.created, 6, "{:?}", first.errors);
+    assert_eq!(first.created, 8, "{:?}", first.errors);
     let ids: Vec<Value> = {
         let mut v: Vec<Value> = h.graph_subscriptions().await.iter().map(|s| s["id"].clone()).collect();
         v.sort_by_key(|x| x.to_string());
@@ -265,7 +274,7 @@ async fn a_simulated_week_never_lets_a_subscription_expire() {
         renewed += r.renewed;
         let sim_now = (h.clock())();
         let subs = h.graph_subscriptions().await;
-        assert_eq!(subs.len(), 6);
+        assert_eq!(subs.len(), 8);
         for s in &subs {
             assert!(expiry(s) > sim_now + chrono::Duration::hours(6), "would expire before the next tick: {s}");
         }
@@ -307,7 +316,7 @@ async fn subscription_removed_is_recreated_and_its_mailbox_resynced() {
     let LifecycleOutcome::Recreated { new_id } = outcome else { panic!("not recreated: {outcome:?}") };
     assert_ne!(new_id, victim.id);
     let at_graph = h.graph_subscriptions().await;
-    assert_eq!(at_graph.len(), 3);
+    assert_eq!(at_graph.len(), 4);
     let new = at_graph.iter().find(|s| s["id"] == json!(new_id)).expect("new subscription at Graph");
     assert!(new["resource"].as_str().unwrap().ends_with("/events"));
     assert!(h.store.get_subscription(&victim.id).await.unwrap().is_none());
@@ -323,7 +332,7 @@ async fn subscription_removed_is_recreated_and_its_mailbox_resynced() {
 
     // Handling the same hint again (a redelivery) does nothing more.
     assert_eq!(scheduler.handle_lifecycle(&lifecycle).await.unwrap(), LifecycleOutcome::Unknown);
-    assert_eq!(h.graph_subscriptions().await.len(), 3);
+    assert_eq!(h.graph_subscriptions().await.len(), 4);
     h.stop().await;
 }
 
@@ -380,9 +389,9 @@ async fn a_subscription_graph_lost_is_recreated_on_renewal_with_a_resync() {
     h.advance(50 * 60).await; // past the renewal point
     let r = scheduler.tick().await;
     assert!(r.errors.is_empty(), "{:?}", r.errors);
-    assert_eq!((r.renewed, r.recreated), (2, 1));
+    assert_eq!((r.renewed, r.recreated), (3, 1));
     let at_graph = h.graph_subscriptions().await;
-    assert_eq!(at_graph.len(), 3);
+    assert_eq!(at_graph.len(), 4);
     assert!(at_graph.iter().any(|s| s["resource"].as_str().unwrap().eq_ignore_ascii_case(&victim.resource)));
     let hints = h.drain().await;
     assert!(
@@ -400,16 +409,16 @@ async fn a_disabled_mailbox_loses_its_subscriptions_at_graph_and_in_the_store() 
     let tenant = h.add_tenant("acme", None, &[ANNA, BEN]).await;
     let scheduler = h.scheduler();
     scheduler.tick().await;
-    assert_eq!(h.graph_subscriptions().await.len(), 6);
+    assert_eq!(h.graph_subscriptions().await.len(), 8);
     h.set_mailbox(&tenant, BEN, MailboxState::Disabled).await;
     let r = scheduler.tick().await;
     assert!(r.errors.is_empty(), "{:?}", r.errors);
-    assert_eq!(r.deleted, 3);
+    assert_eq!(r.deleted, 4);
     let at_graph = h.graph_subscriptions().await;
-    assert_eq!(at_graph.len(), 3);
+    assert_eq!(at_graph.len(), 4);
     assert!(at_graph.iter().all(|s| mailbox_of(s) == ANNA));
     let stored = h.store.list_subscriptions(&tenant).await.unwrap();
-    assert_eq!(stored.len(), 3);
+    assert_eq!(stored.len(), 4);
     assert!(stored.iter().all(|s| s.mailbox.as_str() == ANNA));
     h.stop().await;
 }
@@ -448,17 +457,20 @@ async fn catch_up_passes_are_queued_once_per_slot_with_stable_ids() {
     assert_eq!(again.hints_published, 0);
     assert!(h.drain().await.is_empty());
 
-    // 61 s later: the tasks poll and the helloHQ poll are due, the 15-minute passes are not.
+    // 61 s later: the helloHQ poll is due; the 15-minute passes (the To Do
+    // poll is one now: its subscription carries the changes) are not.
     *at.lock().unwrap() = start + chrono::Duration::seconds(61);
     h.scheduler_with(clock.clone()).tick().await;
     let hints = h.drain().await;
-    let mut kinds: Vec<Option<Kind>> = hints.iter().map(|x| x.kind).collect();
-    kinds.sort();
-    assert_eq!(kinds, vec![None, Some(Kind::Task)]);
-    // A slot's hint id is the same whoever computes it.
-    let task = hints.iter().find(|x| x.kind == Some(Kind::Task)).unwrap();
-    let slot = (start + chrono::Duration::seconds(61)).timestamp() / 60;
-    assert_eq!(task.hint_id, Hint::stable_id(&tenant, "schedule", &format!("pass/{ANNA}/task/60/{slot}")));
+    let kinds: Vec<Option<Kind>> = hints.iter().map(|x| x.kind).collect();
+    assert_eq!(kinds, vec![None]);
+    // 15 minutes on: the To Do poll is due again; a slot's hint id is the same whoever computes it.
+    *at.lock().unwrap() = start + chrono::Duration::seconds(901);
+    h.scheduler_with(clock.clone()).tick().await;
+    let hints = h.drain().await;
+    let task = hints.iter().find(|x| x.kind == Some(Kind::Task)).expect("the To Do poll");
+    let slot = (start + chrono::Duration::seconds(901)).timestamp() / 900;
+    assert_eq!(task.hint_id, Hint::stable_id(&tenant, "schedule", &format!("pass/{ANNA}/task/900/{slot}")));
     h.stop().await;
 }
 
@@ -484,10 +496,10 @@ async fn a_tenant_with_a_wrong_secret_does_not_stop_another_tenant() {
     let good = h.add_tenant("good", None, &[ANNA]).await;
     let scheduler = h.scheduler();
     let r = scheduler.tick().await;
-    assert_eq!(r.created, 3);
+    assert_eq!(r.created, 4);
     assert_eq!(r.errors.len(), 1, "{:?}", r.errors);
     assert!(r.errors[0].starts_with("broken:"), "{:?}", r.errors);
-    assert_eq!(h.store.list_subscriptions(&good).await.unwrap().len(), 3);
+    assert_eq!(h.store.list_subscriptions(&good).await.unwrap().len(), 4);
     assert!(h.store.list_subscriptions(&broken).await.unwrap().is_empty());
     let at_graph = h.graph_subscriptions().await;
     assert!(at_graph.iter().all(|s| mailbox_of(s) == ANNA), "{at_graph:#?}");
@@ -515,7 +527,7 @@ async fn a_mailbox_outside_the_access_policy_gets_a_last_error_and_the_others_ca
     h.control("policy", json!({"mailbox": BEN, "inScope": false})).await;
     let scheduler = h.scheduler();
     let r = scheduler.tick().await;
-    assert_eq!(r.created, 3);
+    assert_eq!(r.created, 4);
     assert_eq!(r.errors.len(), 1, "{:?}", r.errors);
     let ben = h.store.get_mailbox(&tenant, &MailboxId::parse(BEN).unwrap()).await.unwrap().unwrap();
     assert!(ben.last_error.as_deref().is_some_and(|e| e.starts_with("subscriptions: ")), "{:?}", ben.last_error);
@@ -526,7 +538,7 @@ async fn a_mailbox_outside_the_access_policy_gets_a_last_error_and_the_others_ca
     h.control("policy", json!({"mailbox": BEN, "inScope": true})).await;
     let r = scheduler.tick().await;
     assert!(r.errors.is_empty(), "{:?}", r.errors);
-    assert_eq!(r.created, 3);
+    assert_eq!(r.created, 4);
     let ben = h.store.get_mailbox(&tenant, &MailboxId::parse(BEN).unwrap()).await.unwrap().unwrap();
     assert_eq!(ben.last_error, None);
     h.stop().await;
@@ -555,7 +567,7 @@ async fn a_worker_hands_a_subscription_removed_hint_to_the_scheduler() {
     let mut replaced = false;
     for _ in 0..100 {
         let now = h.store.list_subscriptions(&tenant).await.unwrap();
-        if now.len() == 3 && now.iter().all(|s| s.id != victim.id) {
+        if now.len() == 4 && now.iter().all(|s| s.id != victim.id) {
             replaced = true;
             break;
         }
@@ -565,7 +577,7 @@ async fn a_worker_hands_a_subscription_removed_hint_to_the_scheduler() {
     w.await.unwrap();
     assert!(replaced, "the worker did not get the removed subscription recreated");
     let at_graph = h.graph_subscriptions().await;
-    assert_eq!(at_graph.len(), 3, "{at_graph:?}");
+    assert_eq!(at_graph.len(), 4, "{at_graph:?}");
     assert!(at_graph.iter().all(|s| s["id"] != json!(victim.id)));
     h.stop().await;
 }

@@ -322,8 +322,17 @@ impl Engine {
                 let version = hint.version.as_deref().filter(|_| change != Change::Deleted);
                 cx.on_exchange_contact(&dir, &mb, id, version).await
             }
-            // Tasks (SPEC §4): To Do has no app-only notifications, so the
-            // scheduler's periodic resync per mailbox is the To Do poll.
+            // Tasks (SPEC §4): a change notification of the mailbox's To Do
+            // list (app-only todoTask subscription) is applied at once; the
+            // scheduler's periodic resync per mailbox is the delta poll that
+            // catches what a lost notification missed.
+            (Origin::Exchange, change, Some(m), Some(Kind::Task)) if change != Change::Resync => {
+                let Some(id) = hint.resource_id.as_deref() else { return Ok(()) };
+                let Some(mb) = self.active_mailbox(&tenant.id, m).await? else { return Ok(()) };
+                let dir = self.directory(&tenant.id, &clients.hq, false).await?;
+                let version = hint.version.as_deref().filter(|_| change != Change::Deleted);
+                Tasks::like(&cx).on_task_notification(&dir, &mb, id, version).await
+            }
             (Origin::Schedule | Origin::Exchange, Change::Resync, Some(m), Some(Kind::Task)) => {
                 let Some(mb) = self.active_mailbox(&tenant.id, m).await? else { return Ok(()) };
                 let dir = self.directory(&tenant.id, &clients.hq, false).await?;

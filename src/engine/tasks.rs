@@ -6,11 +6,12 @@
 //! - a helloHQ task changed (webhook or poll) → every mailbox whose user is
 //!   assigned gets its copy created or updated; a mailbox whose user left the
 //!   assignment (or a deleted task) loses its copy;
-//! - the To Do poll of one mailbox ([`Tasks::sync`]): To Do has no app-only
-//!   change notifications (GRAPH.md §4.1), so the scheduler's periodic
-//!   `Resync` hint reads the list's delta and applies each changed or
-//!   removed task; the first round, a lost delta state or an approval runs
-//!   the full pass instead;
+//! - a To Do change: the list's app-only subscription notifies it
+//!   ([`Tasks::on_task_notification`]); the To Do poll of one mailbox
+//!   ([`Tasks::sync`], the scheduler's periodic `Resync`, every 15 minutes
+//!   by default) reads the list's delta as the safety net and applies each
+//!   changed or removed task; the first round, a lost delta state or an
+//!   approval runs the full pass instead;
 //! - the full pass ([`Tasks::pass`]): both sides listed, existing To Do
 //!   tasks matched before anything is created, deletions held when there are
 //!   too many, and the dry run.
@@ -1085,6 +1086,28 @@ impl<'a> Tasks<'a> {
         )
         .await;
         Ok(())
+    }
+
+    /// A change notification for To Do task `gid` of `m` (its list's
+    /// subscription). The version the link holds is hqsync's own write
+    /// coming back, or a duplicate: nothing is read. Anything else is
+    /// applied as a delta change would be (a deletion is confirmed by a 404).
+    pub async fn on_task_notification(
+        &self,
+        dir: &Directory,
+        m: &Mailbox,
+        gid: &str,
+        version: Option<&str>,
+    ) -> Result<(), EngineError> {
+        if self.settings.direction(m, Kind::Task) == Direction::Off {
+            return Ok(());
+        }
+        let link = self.store.get_link_by_graph(self.tenant, &m.id, Kind::Task, gid).await?;
+        if link.as_ref().is_some_and(|l| super::shared::link_holds(l, version)) {
+            return Ok(());
+        }
+        let list = self.list_id(m).await?;
+        self.on_exchange_task(dir, m, &list, gid).await
     }
 
     /// One To Do task of `m` changed (or was removed) per the delta.

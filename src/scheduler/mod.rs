@@ -1,10 +1,10 @@
 //! The scheduler: exactly one per deployment (a lease row in the store), it
-//! keeps every enabled mailbox's Graph subscriptions alive (events and both
-//! contact folders; created with a fresh random `clientState`, renewed at
+//! keeps every enabled mailbox's Graph subscriptions alive (events, both
+//! contact folders and the To Do list's tasks; created with a fresh random `clientState`, renewed at
 //! two thirds of their lifetime, recreated when Graph lost them, deleted when
 //! the mailbox is disabled) and enqueues the catch-up passes as `resync`
-//! hints (Graph delta per mailbox and kind, To Do tasks by polling because
-//! they have no app-only notifications, and the helloHQ poll per tenant).
+//! hints (Graph delta per mailbox and kind, the To Do delta poll as the
+//! safety net beside the To Do subscription, and the helloHQ poll per tenant).
 //!
 //! It owns the `subscriptions` rows and the `scheduler` cursors. It never
 //! syncs a record itself (the passes run on the workers like everything
@@ -140,7 +140,7 @@ pub struct SchedulerSettings {
     /// Lifetime of each subscription in minutes (Graph's maximum for contacts is 4230;
     /// a minute less is requested to absorb clock skew).
     pub subscription_minutes: i64,
-    /// To Do has no app-only notifications: tasks are delta-polled this often.
+    /// The To Do delta poll (the safety net beside the To Do subscription) this often.
     pub tasks_poll_interval: Duration,
     /// Graph delta pass per mailbox and kind (events, contacts) this often.
     pub reconcile_interval: Duration,
@@ -163,7 +163,7 @@ impl Default for SchedulerSettings {
             tick: Duration::from_secs(30),
             renew_at_fraction: 2.0 / 3.0,
             subscription_minutes: 4230,
-            tasks_poll_interval: Duration::from_secs(60),
+            tasks_poll_interval: Duration::from_secs(15 * 60),
             reconcile_interval: Duration::from_secs(15 * 60),
             hellohq_poll_interval: Duration::from_secs(60),
             graph: GraphClientConfig::default(),
@@ -460,7 +460,7 @@ impl Scheduler {
         mut existing: Vec<Subscription>,
         report: &mut TickReport,
     ) -> Result<(), SchedulerError> {
-        let wanted = self.wanted(client, &tenant.id, &m.id).await?;
+        let wanted = self.wanted(client, tenant, m).await?;
         let now = (self.clock)();
         for w in &wanted {
             let found = existing.iter().position(|s| s.resource == w.resource && s.kind == w.kind);
@@ -500,15 +500,19 @@ impl Scheduler {
         Ok(())
     }
 
-    /// The three subscriptions of a mailbox: its events and both contact folders.
-    async fn wanted(
-        &self,
-        client: &GraphClient,
-        tenant: &TenantId,
-        mailbox: &MailboxId,
-    ) -> Result<Vec<Wanted>, SchedulerError> {
-        let folders = client.ensure_contact_folders(&self.store, tenant, mailbox.as_str()).await?;
-        let mb = mailbox.as_str();
+    /// The four subscriptions of a mailbox: its events, both contact folders
+    /// and the tasks of its To Do list (app-only todoTask subscriptions:
+    /// Tasks.ReadWrite.All in Microsoft's current permission table).
+    async fn wanted(&self, client: &GraphClient, tenant: &Tenant, m: &Mailbox) -> Result<Vec<Wanted>, SchedulerError> {
+        let folders = client.ensure_contact_folders(&self.store, &tenant.id, m.id.as_str()).await?;
+        let mb = m.id.as_str();
+        let settings = crate::engine::settings::TenantSettings::of(tenant);
+        let tasks = if settings.direction(m, Kind::Task) == crate::model::Direction::Off {
+            None
+        } else {
+            let list = client.ensure_todo_list(&self.store, &tenant.id, mb, &settings.tasks.list_name).await?;
+            Some(Wanted { kind: Kind::Task, resource: format!("users/{mb}/todo/lists/{list}/tasks") })
+        };
         Ok(vec![
             Wanted { kind: Kind::Appointment, resource: format!("users/{mb}/events") },
             Wanted {
@@ -516,7 +520,10 @@ impl Scheduler {
                 resource: format!("users/{mb}/contactFolders/{}/contacts", folders.global_id),
             },
             Wanted { kind: Kind::Contact, resource: format!("users/{mb}/contactFolders/{}/contacts", folders.mine_id) },
-        ])
+        ]
+        .into_iter()
+        .chain(tasks)
+        .collect())
     }
 
     fn lifetime(&self) -> chrono::Duration {
