@@ -1083,17 +1083,32 @@ async fn a_replayed_create_answered_with_the_older_event_takes_the_newer_hellohq
         )
         .await;
     h.hq_changed(id).await;
-    // A twin hint created the event from this older read and has not
-    // linked it yet; helloHQ has been edited since.
+    // A twin hint created the event from this older read and failed
+    // before linking it (its claim released); helloHQ has been edited since.
     let mb = MailboxId::parse(DAVID).unwrap();
     let l = h.store.get_link_by_hq(&h.tenant, &mb, Kind::Appointment, &id.to_string()).await.unwrap().unwrap();
     h.store.delete_link(&h.tenant, &mb, Kind::Appointment, l.hq_id.as_deref(), l.graph_id.as_deref()).await.unwrap();
+    let id_s = id.to_string();
+    let claim =
+        common::pending_link(&h.tenant, DAVID, Kind::Appointment, (Some(&id_s), None), "organizer", json!({"released": true}));
+    h.store.upsert_link(&claim).await.unwrap();
     h.hq.update_task(id, |t| t.place = Some("Raum 7".into())).await.unwrap();
-    // The edit's hint creates with the same transactionId and gets the
-    // older event back: the newer place reaches it, now and after a pass.
+    // The edit's hint takes the claim over and finds the older event by its
+    // helloHQ tag (a POST with the same transactionId but another body would
+    // make a second event): the newer place reaches it, now and after a pass.
     h.hq_changed(id).await;
     h.pass(DAVID).await;
     let ev = h.event(DAVID, "Steuerberater").await;
     assert_eq!(ev["location"]["displayName"], "Raum 7");
+    let prop = hqsync::model::contact::HQ_ID_PROPERTY_ID.replace(' ', "%20").replace('{', "%7B").replace('}', "%7D");
+    let tagged = h
+        .graph
+        .list_all(&format!(
+            "/users/{DAVID}/events?$filter=singleValueExtendedProperties/any(ep:%20ep/id%20eq%20'{prop}'%20and%20ep/value%20eq%20'{id_s}')"
+        ))
+        .await
+        .unwrap();
+    assert_eq!(tagged.len(), 1, "the one event, tagged with its helloHQ id");
+    assert_eq!(tagged[0]["id"], ev["id"]);
     h.stop().await;
 }

@@ -1399,3 +1399,93 @@ async fn a_copy_seen_before_its_link_that_holds_an_older_read_takes_the_newer_he
     assert_eq!(hq["position"], "Vertrieb", "and helloHQ keeps it");
     h.stop().await;
 }
+
+/// The id of the mailbox's default Contacts folder (where Outlook files a user's own contacts).
+async fn default_contacts_folder(h: &H, mailbox: &str) -> String {
+    let mine = h.graph.post(&format!("/users/{mailbox}/contacts"), &json!({"givenName": "Ordner", "surname": "Finder"})).await.unwrap();
+    let folder = mine["parentFolderId"].as_str().unwrap().to_string();
+    h.graph.delete(&format!("/users/{mailbox}/contacts/{}", mine["id"].as_str().unwrap()), None).await.unwrap();
+    folder
+}
+
+/// Every copy of `surname` in the mailbox: hqsync's two folders and the default Contacts folder.
+async fn copies_everywhere(h: &H, mailbox: &str, surname: &str) -> Vec<(String, Value)> {
+    let mut all = h.find(mailbox, surname).await;
+    for c in h.graph.list_all(&format!("/users/{mailbox}/contacts")).await.unwrap() {
+        if c["surname"] == surname {
+            all.push(("Contacts".to_string(), c));
+        }
+    }
+    all
+}
+
+#[tokio::test]
+async fn a_contact_the_user_moves_keeps_its_link_and_stays_one_contact_on_both_sides() {
+    let h = H::start().await;
+    h.initial_sync().await;
+    let id = h.hq_id("Weiß").await;
+    let people = |h: &H| {
+        let hq = h.hq.clone();
+        async move { hq.list_v2::<Value>("/v2/ContactPersons", &Default::default()).await.unwrap().items.len() }
+    };
+    let before = people(&h).await;
+    let (folder, c) = h.find(BEN, "Weiß").await.remove(0);
+    let gid = c["id"].as_str().unwrap().to_string();
+    let folders = h.graph.get(&format!("/users/{BEN}/contactFolders")).await.unwrap();
+    // The other of hqsync's two folders: where the user drags it.
+    let other = folders["value"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["displayName"].as_str().is_some_and(|n| n.starts_with("HQ ") && n != folder))
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let sim = h.graph_sim.base_url();
+    let mv = |id: String, folder: String| {
+        let http = h.http.clone();
+        let sim = sim.clone();
+        async move {
+            let r = http.post(format!("{sim}/_sim/move")).json(&json!({"mailbox": BEN, "id": id, "folderId": folder})).send().await.unwrap();
+            assert!(r.status().is_success(), "{}", r.status());
+            r.json::<Value>().await.unwrap()
+        }
+    };
+
+    // 1. Dragged into hqsync's other folder: the old folder's subscription
+    //    says deleted, the new one's created (immutable id: the same item).
+    mv(gid.clone(), other.clone()).await;
+    h.exchange_changed(BEN, &gid, Change::Deleted).await;
+    h.exchange_changed(BEN, &gid, Change::Created).await;
+    let copies = copies_everywhere(&h, BEN, "Weiß").await;
+    assert_eq!(folders_of(&copies), vec![folder.clone()], "the folder rules put it back, one copy");
+    assert!(h.hq.get_contact_person(id).await.is_ok(), "never a deletion in helloHQ");
+    assert_eq!(people(&h).await, before, "never a second helloHQ contact");
+    let gid = copies[0].1["id"].as_str().unwrap().to_string();
+
+    // 2. Dragged into the user's own default Contacts folder: kept there and synced there.
+    let own = default_contacts_folder(&h, BEN).await;
+    mv(gid.clone(), own).await;
+    h.exchange_changed(BEN, &gid, Change::Deleted).await;
+    let copies = copies_everywhere(&h, BEN, "Weiß").await;
+    assert_eq!(folders_of(&copies), vec!["Contacts"], "one copy, where the user put it");
+    assert_eq!(copies[0].1["id"], json!(gid));
+    let moved = h.journal("moved").await;
+    assert!(moved.iter().any(|e| e.detail["by"] == "user" && e.graph_id.as_deref() == Some(gid.as_str())), "{moved:?}");
+    // A helloHQ edit reaches the copy in the user's folder; a pass neither deletes nor duplicates it.
+    h.hq.update_contact_person(id, |c| c.position = Some("Prokurist".into())).await.unwrap();
+    h.hq_contact_changed(id).await;
+    h.pass(BEN).await;
+    let copies = copies_everywhere(&h, BEN, "Weiß").await;
+    assert_eq!(folders_of(&copies), vec!["Contacts"]);
+    assert_eq!(copies[0].1["jobTitle"], "Prokurist");
+    // An Outlook edit there reaches helloHQ.
+    h.graph.patch(&format!("/users/{BEN}/contacts/{gid}"), &json!({"mobilePhone": "+49 170 3333333"}), None).await.unwrap();
+    h.exchange_changed(BEN, &gid, Change::Updated).await;
+    let p = h.hq.get_contact_person(id).await.unwrap();
+    assert_eq!(p.phone_mobile.as_deref(), Some("+49 170 3333333"));
+    assert_eq!(p.position.as_deref(), Some("Prokurist"));
+    assert_eq!(people(&h).await, before);
+    h.stop().await;
+}

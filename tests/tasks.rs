@@ -613,3 +613,50 @@ async fn the_dry_run_lists_what_a_pass_would_do_and_writes_nothing() {
     assert!(plans[0].update_exchange[0].contains("title"));
     h.stop().await;
 }
+
+#[tokio::test]
+async fn ticking_off_reaches_hellohq_through_the_to_do_notification_without_a_poll() {
+    let h = H::start().await;
+    let id = h.hq_id("Angebot Standbau nachfassen").await;
+    let t = h.find(BEN, "Angebot Standbau nachfassen").await.unwrap();
+    let gid = t["id"].as_str().unwrap().to_string();
+    let list = h.list_id(BEN, "helloHQ").await;
+    let done = h
+        .graph
+        .patch(&format!("/users/{BEN}/todo/lists/{list}/tasks/{gid}"), &json!({"status": "completed"}), None)
+        .await
+        .unwrap();
+    let requests = || async {
+        let s: Value =
+            h.http.get(format!("{}/_sim/stats", h.graph_sim.base_url())).send().await.unwrap().json().await.unwrap();
+        serde_json::from_value::<std::collections::BTreeMap<String, u64>>(s["requests"].clone()).unwrap()
+    };
+    let before = requests().await;
+    // The list's subscription names the task and the version the tick produced.
+    let hint = Hint {
+        version: done["@odata.etag"].as_str().map(str::to_string),
+        ..h.hint(Origin::Exchange, Change::Updated, Some(BEN), None, Some(&gid))
+    };
+    h.run(&hint).await;
+    let row = h.hq.get_task(id).await.unwrap();
+    assert!(row.is_done, "done in helloHQ without a poll");
+    assert_eq!(row.percent_done, Some(100));
+    let spent: std::collections::BTreeMap<String, u64> = requests()
+        .await
+        .into_iter()
+        .map(|(k, n)| (k.clone(), n - before.get(&k).copied().unwrap_or(0)))
+        .filter(|(_, n)| *n > 0)
+        .collect();
+    assert!(!spent.keys().any(|k| k.contains("/delta")), "no delta round: {spent:?}");
+    assert_eq!(
+        spent.get("GET /users/{user}/todo/lists/{listId}/tasks/{taskId}").copied(),
+        Some(1),
+        "one read of the task, its extension not needed (its footer agrees with the link): {spent:?}"
+    );
+    assert!(!spent.keys().any(|k| k.contains("/extensions")), "{spent:?}");
+    // The same notification again (Graph delivers at least once): nothing more is written.
+    let writes = h.writes().await;
+    h.run(&hint).await;
+    assert_eq!(h.writes().await, writes);
+    h.stop().await;
+}

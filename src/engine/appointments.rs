@@ -622,20 +622,38 @@ impl<'a> Appointments<'a> {
             self.hint_id,
         )
         .await?;
-        if let super::Claim::Done(l) = claim {
+        if let super::Claim::Done(l) = &claim {
             // Linked by another worker meanwhile, maybe from an older read
             // than this one: merged into, not taken as synced.
             if l.state != LINKED || l.graph_id.is_none() {
                 return Err(super::linked_meanwhile("the organizer's event of this appointment"));
             }
             let direction = self.settings.direction(m, Kind::Appointment);
-            return Box::pin(self.update_pair(people, m, hq, &l, None, direction, &mut None)).await;
+            return Box::pin(self.update_pair(people, m, hq, l, None, direction, &mut None)).await;
         }
-        // Mine, or another worker's live or crashed claim: the POST is
-        // idempotent through the transactionId, so both end at one event.
-        let body = self.exchange_body(&hq.appt, m, &[]);
-        let created =
-            self.graph.create_event(m.id.as_str(), &body, &transaction_id(self.tenant, id)).await.map_err(graph_err)?;
+        // Every event hqsync creates carries its helloHQ id as a
+        // single-value extended property. An unfinished claim (its holder
+        // failed or crashed, maybe after the POST) first looks for the
+        // tagged event; a live claim of another worker is waited for.
+        // `transactionId` stays as a second guard: Graph documents it only
+        // against a client's retry of the same POST.
+        let found = match claim {
+            super::Claim::Mine => None,
+            super::Claim::Busy => return Err(super::busy("the organizer's event of this appointment")),
+            super::Claim::Stale(_) | super::Claim::Done(_) => self.find_tagged_event(m, id).await?,
+        };
+        let created = match found {
+            Some(ev) => ev,
+            None => {
+                let mut body = self.exchange_body(&hq.appt, m, &[]);
+                body["singleValueExtendedProperties"] =
+                    json!([{"id": contact::HQ_ID_PROPERTY_ID, "value": id.to_string()}]);
+                self.graph
+                    .create_event(m.id.as_str(), &body, &transaction_id(self.tenant, id))
+                    .await
+                    .map_err(graph_err)?
+            }
+        };
         let gid = str_of(&created, "id").unwrap_or_default().to_string();
         if let Some(r) = &hq.appt.recurrence {
             for d in r.exdates.iter().filter(|d| **d < window_end) {
@@ -687,6 +705,19 @@ impl<'a> Appointments<'a> {
         )
         .await;
         Ok(())
+    }
+
+    /// The event of `m` tagged with helloHQ id `hq_id` (the extended
+    /// property every event hqsync creates carries), found with the
+    /// `$filter` Graph documents for extended properties.
+    async fn find_tagged_event(&self, m: &Mailbox, hq_id: i32) -> Result<Option<Value>, EngineError> {
+        let prop = contact::HQ_ID_PROPERTY_ID.replace(' ', "%20").replace('{', "%7B").replace('}', "%7D");
+        let path = format!(
+            "/users/{}/events?$filter=singleValueExtendedProperties/any(ep:%20ep/id%20eq%20'{prop}'%20and%20ep/value%20eq%20'{hq_id}')",
+            seg(m.id.as_str())
+        );
+        let found = self.graph.list_all(&path).await.map_err(graph_err)?;
+        Ok(found.into_iter().next())
     }
 
     /// The Graph body for `a` written from `organizer`'s mailbox: the

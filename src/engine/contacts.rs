@@ -188,10 +188,12 @@ impl<'a> Contacts<'a> {
         format!("/users/{}/contactFolders/{}/contacts", seg(mailbox), seg(folder_id))
     }
 
+    /// The id of one of hqsync's folders (a rule's choice: never [`Folder::Own`],
+    /// which stands for "the folder the user put it in" and is never written into).
     fn folder_id(folders: &ContactFolders, f: Folder) -> &str {
         match f {
             Folder::Global => &folders.global_id,
-            Folder::Mine => &folders.mine_id,
+            Folder::Mine | Folder::Own => &folders.mine_id,
         }
     }
 
@@ -448,6 +450,19 @@ impl<'a> Contacts<'a> {
             // A claim of a create toward helloHQ (no helloHQ id yet): the
             // Exchange item is the user's own, never a copy to remove here.
             (_, _, Some(l)) if l.hq_id.is_none() => Ok(()),
+            // Out of scope here, while the user keeps the copy in a folder of
+            // their own: it is theirs now; the link goes, the contact stays.
+            (Some(h), None, Some(l)) if l.folder.as_deref() == Some(Folder::Own.as_str()) => {
+                if let Some(p) = plan.as_deref_mut() {
+                    p.unchanged += 1;
+                    return Ok(());
+                }
+                self.store
+                    .delete_link(self.tenant, &m.id, Kind::Contact, l.hq_id.as_deref(), l.graph_id.as_deref())
+                    .await?;
+                self.journal(mb, "skipped", l.hq_id.clone(), l.graph_id.clone(), json!({"side": "exchange", "summary": summary(&h.contact), "reason": "no longer in this mailbox's scope; the copy the user moved into a folder of their own stays there, no longer synced"})).await;
+                Ok(())
+            }
             // Gone from helloHQ or out of scope here: remove the copy.
             (_, None, Some(l)) => {
                 let what = hq
@@ -495,7 +510,8 @@ impl<'a> Contacts<'a> {
                     return self.create_and_link(dir, m, folders, folder, h, Some(&l)).await;
                 }
                 let current = l.folder.as_deref().and_then(Folder::parse);
-                if current != Some(folder) && to_ex {
+                // The user filed the copy in a folder of their own: synced there, never moved back.
+                if current != Some(folder) && current != Some(Folder::Own) && to_ex {
                     if let Some(p) = plan.as_deref_mut() {
                         p.move_folder.push(format!("{} → {}", summary(&h.contact), folder.display_name()));
                         return Ok(());
@@ -997,14 +1013,43 @@ impl<'a> Contacts<'a> {
             Folder::Global
         } else if parent == folders.mine_id {
             Folder::Mine
+        } else if link.as_ref().is_some_and(|l| l.state == LINKED && l.hq_id.is_some()) {
+            // hqsync's copy, moved by the user into a folder of their own
+            // (immutable ids: still the same item): kept in sync there.
+            Folder::Own
         } else {
-            // Moved out of our folders: for hqsync it is gone from this mailbox.
+            // Not a synced pair (a claim, or nothing of ours): out of our folders, nothing to do here.
             if let Some(l) = link {
                 self.store
                     .delete_link(self.tenant, &m.id, Kind::Contact, l.hq_id.as_deref(), l.graph_id.as_deref())
                     .await?;
             }
             return Ok(());
+        };
+        // A synced copy the user moved to another folder in Outlook: the link
+        // follows it (journalled); between hqsync's two folders the folder
+        // rules then put it where it belongs, one copy either way.
+        let link = match link {
+            Some(l) if l.state == LINKED && l.hq_id.is_some() && l.folder.as_deref() != Some(folder.as_str()) => {
+                let moved = Link { folder: Some(folder.as_str().into()), updated_at: Utc::now(), ..l.clone() };
+                self.store.upsert_link(&moved).await?;
+                let what = summary(&contact::from_graph(&ex));
+                let reason = if folder == Folder::Own {
+                    "moved by the user into a folder of their own; hqsync keeps syncing it there"
+                } else {
+                    "moved by the user between hqsync's folders; the folder rules decide where it stays"
+                };
+                self.journal(Some(&m.id), "moved", l.hq_id.clone(), l.graph_id.clone(), json!({"side": "exchange", "by": "user", "summary": what, "folder": folder.display_name(), "reason": reason})).await;
+                if folder != Folder::Own {
+                    let Some(hq_id) = l.hq_id.as_deref().and_then(parse_hq_id) else { return Ok(()) };
+                    let Some(h) = self.read_hq(dir, hq_id).await? else { return Ok(()) };
+                    let desired =
+                        dir.folder_for(h.id, h.company_id, self.user_of(dir, m), &self.settings.contacts);
+                    return self.settle(dir, m, &folders, Some(&h), desired, Some(moved), Some(ex), &mut None).await;
+                }
+                Some(moved)
+            }
+            other => other,
         };
         let link = match link {
             Some(l) => Some(l),
@@ -1044,8 +1089,25 @@ impl<'a> Contacts<'a> {
                         };
                         return self.update_pair(dir, m, &h, &l, Some(ex), direction, &mut None).await;
                     }
-                    // Tagged for a record linked to another copy: a copy
-                    // the user duplicated; treat it as a new contact below.
+                    // Linked under another id: the same item under the id it
+                    // had before (a link made without immutable ids, or a
+                    // regular id that changed on a move) is relinked to this
+                    // id; anything else is a copy the user duplicated, a new
+                    // contact below.
+                    Some(l) if l.state == LINKED => {
+                        let old = l.graph_id.clone().unwrap_or_default();
+                        match self.read_graph(m.id.as_str(), &old).await? {
+                            Some(v) if v.get("id").and_then(Value::as_str) == Some(graph_id) => {
+                                self.store
+                                    .delete_link(self.tenant, &m.id, Kind::Contact, None, Some(old.as_str()))
+                                    .await?;
+                                let relinked = Link { graph_id: Some(graph_id.to_string()), ..l };
+                                self.store.upsert_link(&relinked).await?;
+                                Some(relinked)
+                            }
+                            _ => None,
+                        }
+                    }
                     _ => None,
                 },
                 None => None,

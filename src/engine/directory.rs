@@ -21,6 +21,10 @@ use super::settings::ContactSettings;
 pub enum Folder {
     Global,
     Mine,
+    /// One of the user's own contact folders: the user moved hqsync's copy
+    /// there in Outlook. Never a rule's choice; the copy is synced where it
+    /// is (immutable ids keep it the same item) and never moved back.
+    Own,
 }
 
 impl Folder {
@@ -28,6 +32,7 @@ impl Folder {
         match self {
             Folder::Global => "global",
             Folder::Mine => "mine",
+            Folder::Own => "own",
         }
     }
 
@@ -35,6 +40,7 @@ impl Folder {
         match s {
             "global" => Some(Folder::Global),
             "mine" => Some(Folder::Mine),
+            "own" => Some(Folder::Own),
             _ => None,
         }
     }
@@ -43,6 +49,7 @@ impl Folder {
         match self {
             Folder::Global => crate::connectors::graph::bootstrap::GLOBAL_CONTACTS_FOLDER,
             Folder::Mine => crate::connectors::graph::bootstrap::MY_CONTACTS_FOLDER,
+            Folder::Own => "a folder of the user's own",
         }
     }
 }

@@ -280,11 +280,15 @@ impl<'a> Tasks<'a> {
     }
 
     /// `task` with its `io.hqsync.task` extension under `extensions` (empty
-    /// when it has none: Graph answers 404), read only when needed: a task
-    /// linked to a pair whose print, read from the footer hqsync writes
-    /// beside the extension, is the link's own is unchanged, and the
-    /// extension stands as those values (only hqsync writes it; it is
-    /// invisible in To Do). Any other task costs one read of the extension.
+    /// when it has none: Graph answers 404), read only when needed. Only
+    /// hqsync writes the extension (it is invisible in To Do), always with
+    /// the footer it writes into the body beside it. So for a linked task
+    /// whose footer (or print) gives exactly what the link holds, the
+    /// extension holds those values too and stands as them: ticking a task
+    /// off, or moving its due date, costs no extension read. A task
+    /// without a link, with a link without a base, or whose footer
+    /// disagrees with the link (a user edited the footer text, or a write
+    /// of hqsync's was cut off) costs one read of the extension.
     async fn with_task_extension(
         &self,
         m: &Mailbox,
@@ -297,8 +301,20 @@ impl<'a> Tasks<'a> {
         }
         if let Some(l) = link.filter(|l| l.state == LINKED && l.graph_fingerprint.is_some()) {
             if let Ok(t) = TaskItem::from_graph(&task) {
-                if l.graph_fingerprint.as_deref() == Some(print_of(&t).as_str()) {
-                    let mut ext = json!({"percentDone": t.percent_done, "plannedEffortHours": t.planned_effort_hours});
+                let num = |k: &str| l.base.get(k).and_then(Value::as_f64);
+                let (hours, percent) = match crate::model::task::footer_numbers(&task) {
+                    Some((Some(h), Some(p))) => (Some(h), Some(f64::from(p))),
+                    _ => (None, None),
+                };
+                let footer_agrees = hours.is_some()
+                    && num("planned_effort_hours") == hours
+                    && num("percent_done") == percent;
+                if footer_agrees || l.graph_fingerprint.as_deref() == Some(print_of(&t).as_str()) {
+                    let (h, p) = match (hours, percent) {
+                        (Some(h), Some(p)) if footer_agrees => (h, p),
+                        _ => (t.planned_effort_hours, f64::from(t.percent_done)),
+                    };
+                    let mut ext = json!({"percentDone": p, "plannedEffortHours": h});
                     if let Some(id) = l.hq_id.as_deref().and_then(|s| s.parse::<i32>().ok()) {
                         ext[EXT_HQ_ID] = json!(id);
                     }

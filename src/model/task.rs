@@ -137,6 +137,13 @@ fn strip_footer(text: &str) -> (String, Option<Footer>) {
     }
 }
 
+/// The planned hours and percent hqsync's footer in a todoTask's body
+/// states (each None when unreadable; None when there is no footer).
+pub fn footer_numbers(task: &Value) -> Option<(Option<f64>, Option<u8>)> {
+    let (_, footer) = strip_footer(&graph_body_text(task.get("body")));
+    footer.map(|f| (f.hours, f.percent))
+}
+
 /// A To Do date (`startDateTime`, `dueDateTime`): the wall date when it is
 /// midnight; otherwise the server moved a midnight into another zone, and the
 /// nearest midnight is the date meant (right for every offset within ±12 h).

@@ -141,9 +141,8 @@ pub(crate) fn parse(v: &Value, default_tz: &str) -> GResult<Recurrence> {
     if !needs_days && !days_of_week.is_empty() {
         return Err(invalid("recurrence.pattern.daysOfWeek is not valid for this pattern type."));
     }
-    if ty == Weekly && first_day.is_none() {
-        return Err(invalid("recurrence.pattern.firstDayOfWeek is required for weekly patterns."));
-    }
+    // A weekly pattern without `firstDayOfWeek` is accepted and answered with `sunday`
+    // (user-post-events, Request 3 and its response).
     if needs_dom && !(1..=31).contains(&day_of_month) {
         return Err(invalid("recurrence.pattern.dayOfMonth must be between 1 and 31."));
     }
