@@ -1089,8 +1089,14 @@ async fn a_replayed_create_answered_with_the_older_event_takes_the_newer_hellohq
     let l = h.store.get_link_by_hq(&h.tenant, &mb, Kind::Appointment, &id.to_string()).await.unwrap().unwrap();
     h.store.delete_link(&h.tenant, &mb, Kind::Appointment, l.hq_id.as_deref(), l.graph_id.as_deref()).await.unwrap();
     let id_s = id.to_string();
-    let claim =
-        common::pending_link(&h.tenant, DAVID, Kind::Appointment, (Some(&id_s), None), "organizer", json!({"released": true}));
+    let claim = common::pending_link(
+        &h.tenant,
+        DAVID,
+        Kind::Appointment,
+        (Some(&id_s), None),
+        "organizer",
+        json!({"released": true}),
+    );
     h.store.upsert_link(&claim).await.unwrap();
     h.hq.update_task(id, |t| t.place = Some("Raum 7".into())).await.unwrap();
     // The edit's hint takes the claim over and finds the older event by its

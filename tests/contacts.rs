@@ -87,6 +87,13 @@ impl H {
             })
             .await
             .unwrap();
+        // What the connection test finds against the simulator's default (`ifMatch: enforce`).
+        let caps = hqsync::model::capabilities::Capabilities {
+            tested_at: Some(now),
+            graph: hqsync::model::capabilities::GraphCapabilities { if_match_enforced: true, ..Default::default() },
+            ..Default::default()
+        };
+        store.set_capabilities(&tenant, &caps).await.unwrap();
         let graph = GraphClient::new(&creds, GraphClientConfig::default().allowing_private_addresses()).unwrap();
         let hq = HellohqClient::new(
             HellohqClientConfig::new(hq_sim.base_url(), SecretString::from(hq_sim.sync_token()))
@@ -1402,7 +1409,11 @@ async fn a_copy_seen_before_its_link_that_holds_an_older_read_takes_the_newer_he
 
 /// The id of the mailbox's default Contacts folder (where Outlook files a user's own contacts).
 async fn default_contacts_folder(h: &H, mailbox: &str) -> String {
-    let mine = h.graph.post(&format!("/users/{mailbox}/contacts"), &json!({"givenName": "Ordner", "surname": "Finder"})).await.unwrap();
+    let mine = h
+        .graph
+        .post(&format!("/users/{mailbox}/contacts"), &json!({"givenName": "Ordner", "surname": "Finder"}))
+        .await
+        .unwrap();
     let folder = mine["parentFolderId"].as_str().unwrap().to_string();
     h.graph.delete(&format!("/users/{mailbox}/contacts/{}", mine["id"].as_str().unwrap()), None).await.unwrap();
     folder
@@ -1447,7 +1458,12 @@ async fn a_contact_the_user_moves_keeps_its_link_and_stays_one_contact_on_both_s
         let http = h.http.clone();
         let sim = sim.clone();
         async move {
-            let r = http.post(format!("{sim}/_sim/move")).json(&json!({"mailbox": BEN, "id": id, "folderId": folder})).send().await.unwrap();
+            let r = http
+                .post(format!("{sim}/_sim/move"))
+                .json(&json!({"mailbox": BEN, "id": id, "folderId": folder}))
+                .send()
+                .await
+                .unwrap();
             assert!(r.status().is_success(), "{}", r.status());
             r.json::<Value>().await.unwrap()
         }
@@ -1481,11 +1497,110 @@ async fn a_contact_the_user_moves_keeps_its_link_and_stays_one_contact_on_both_s
     assert_eq!(folders_of(&copies), vec!["Contacts"]);
     assert_eq!(copies[0].1["jobTitle"], "Prokurist");
     // An Outlook edit there reaches helloHQ.
-    h.graph.patch(&format!("/users/{BEN}/contacts/{gid}"), &json!({"mobilePhone": "+49 170 3333333"}), None).await.unwrap();
+    h.graph
+        .patch(&format!("/users/{BEN}/contacts/{gid}"), &json!({"mobilePhone": "+49 170 3333333"}), None)
+        .await
+        .unwrap();
     h.exchange_changed(BEN, &gid, Change::Updated).await;
     let p = h.hq.get_contact_person(id).await.unwrap();
     assert_eq!(p.phone_mobile.as_deref(), Some("+49 170 3333333"));
     assert_eq!(p.position.as_deref(), Some("Prokurist"));
     assert_eq!(people(&h).await, before);
     h.stop().await;
+}
+
+/// A merge of a helloHQ edit into a copy whose Outlook edit has not been
+/// handled yet, with the tenant's `If-Match` behaviour and what hqsync
+/// believes of it; returns (Exchange's mobile phone, helloHQ's mobile phone).
+async fn outlook_edit_beside_a_hellohq_edit(if_match: &str, believed_enforced: bool) -> (Value, Option<String>) {
+    let h = H::start().await;
+    h.initial_sync().await;
+    let r = h
+        .http
+        .post(format!("{}/_sim/faults", h.graph_sim.base_url()))
+        .json(&json!({"ifMatch": if_match}))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success());
+    let mut caps = h.store.get_capabilities(&h.tenant).await.unwrap();
+    caps.graph.if_match_enforced = believed_enforced;
+    h.store.set_capabilities(&h.tenant, &caps).await.unwrap();
+    let id = h.hq_id("Strauß").await;
+    let (_, c) = h.find(BEN, "Strauß").await.remove(0);
+    let gid = c["id"].as_str().unwrap().to_string();
+    let edited = h
+        .graph
+        .patch(&format!("/users/{BEN}/contacts/{gid}"), &json!({"mobilePhone": "+49 170 4444444"}), None)
+        .await
+        .unwrap();
+    h.hq.update_contact_person(id, |c| c.position = Some("Einkauf".into())).await.unwrap();
+    h.hq_contact_changed(id).await;
+    // The Outlook edit's own notification, late.
+    h.exchange_changed_to(BEN, &gid, Change::Updated, edited["@odata.etag"].as_str().unwrap()).await;
+    let (_, ben) = h.find(BEN, "Strauß").await.remove(0);
+    assert_eq!(ben["jobTitle"], "Einkauf", "the helloHQ edit arrived");
+    let phone = h.hq.get_contact_person(id).await.unwrap().phone_mobile;
+    let out = (ben["mobilePhone"].clone(), phone);
+    h.stop().await;
+    out
+}
+
+#[tokio::test]
+async fn no_outlook_edit_is_lost_whether_the_tenant_enforces_if_match_or_not() {
+    // Enforced (and probed so): one PATCH on the held version, 412, a read, the merge.
+    let (ex, hq) = outlook_edit_beside_a_hellohq_edit("enforce", true).await;
+    assert_eq!((ex, hq.as_deref()), (json!("+49 170 4444444"), Some("+49 170 4444444")));
+    // Ignored (and probed so): hqsync reads before it writes; the edit survives and reaches helloHQ.
+    let (ex, hq) = outlook_edit_beside_a_hellohq_edit("ignore", false).await;
+    assert_eq!((ex, hq.as_deref()), (json!("+49 170 4444444"), Some("+49 170 4444444")));
+    // Ignored but believed enforced (the probe skipped): the read-free PATCH overwrites the
+    // Outlook edit. This is why the probe exists, and why its default is "not enforced".
+    let (_, hq) = outlook_edit_beside_a_hellohq_edit("ignore", true).await;
+    assert_ne!(
+        hq.as_deref(),
+        Some("+49 170 4444444"),
+        "the unsafe belief loses the edit for helloHQ (the test can fail)"
+    );
+}
+
+#[tokio::test]
+async fn the_connection_test_probes_if_match_immutable_ids_and_to_do_against_each_knob() {
+    for (knob, enforced) in [("enforce", true), ("ignore", false)] {
+        let h = H::start().await;
+        h.initial_sync().await;
+        let r = h
+            .http
+            .post(format!("{}/_sim/faults", h.graph_sim.base_url()))
+            .json(&json!({"ifMatch": knob}))
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success());
+        let before = h.exchange_contacts(BEN).await.len();
+        let t = h.store.get_tenant(&h.tenant).await.unwrap().unwrap();
+        // No hqsync serves the public URL here: Graph's validation of the To Do subscription fails.
+        let cfg = GraphClientConfig::default().allowing_private_addresses();
+        let report = hqsync::conntest::run(&h.store, "http://127.0.0.1:9", &t, &cfg).await;
+        let caps = &report.capabilities.graph;
+        assert_eq!(
+            caps.if_match_enforced,
+            enforced,
+            "{knob}: {:?}",
+            report.checks.iter().map(|c| (&c.name, &c.detail)).collect::<Vec<_>>()
+        );
+        assert!(caps.immutable_ids_honoured);
+        assert!(caps.todo_extension_readable);
+        assert!(!caps.todo_subscription_accepted, "the handshake cannot succeed without a server");
+        let sub = report.checks.iter().find(|c| c.name == "probe_todo_subscription").unwrap();
+        assert!(sub.ok && sub.detail.contains("refused") && sub.detail.contains("public_url"), "{:?}", sub.detail);
+        assert_eq!(h.store.get_capabilities(&h.tenant).await.unwrap().graph, *caps, "stored for the tenant");
+        // The throwaway items are gone: nothing left in the mailbox, hqsync's folders untouched.
+        assert_eq!(h.exchange_contacts(BEN).await.len(), before);
+        let left = h.graph.list_all(&format!("/users/{BEN}/contacts")).await.unwrap();
+        assert!(left.iter().all(|c| c["surname"] != "hqsync connection test (safe to delete)"));
+        let subs = h.graph.list_subscriptions().await.unwrap();
+        assert!(subs.is_empty(), "{subs:?}");
+        h.stop().await;
+    }
 }

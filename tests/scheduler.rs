@@ -624,13 +624,13 @@ async fn a_multi_byte_next_link_from_one_tenants_graph_does_not_stop_the_schedul
     let stop = tokio_util::sync::CancellationToken::new();
     let task = tokio::spawn(scheduler.run(stop.clone()));
     for _ in 0..200 {
-        if h.store.list_subscriptions(&good).await.unwrap().len() == 3 || task.is_finished() {
+        if h.store.list_subscriptions(&good).await.unwrap().len() == 4 || task.is_finished() {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(!task.is_finished(), "the scheduler task ended: {:?}", task.await);
-    assert_eq!(h.store.list_subscriptions(&good).await.unwrap().len(), 3);
+    assert_eq!(h.store.list_subscriptions(&good).await.unwrap().len(), 4);
     let evil = TenantId::parse("aaa-evil").unwrap();
     let carl = h.store.get_mailbox(&evil, &MailboxId::parse(CARL).unwrap()).await.unwrap().unwrap();
     let error = carl.last_error.unwrap_or_default();

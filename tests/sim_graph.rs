@@ -1796,7 +1796,12 @@ async fn moved_contact_keeps_only_its_immutable_id_and_each_subscription_hears_i
     let immutable_id = created.body["id"].as_str().unwrap().to_string();
     plain_rx.wait_for("created", &immutable_id).await;
     immut_rx.wait_for("created", &immutable_id).await;
-    let (_, delta_link, _) = delta_round(&sim, &format!("/users/{ANNA}/contactFolders/{}/contacts/delta", enc(&from)), "odata.maxpagesize=10").await;
+    let (_, delta_link, _) = delta_round(
+        &sim,
+        &format!("/users/{ANNA}/contactFolders/{}/contacts/delta", enc(&from)),
+        "odata.maxpagesize=10",
+    )
+    .await;
 
     let moved = sim.control("/move", json!({"mailbox": ANNA, "id": immutable_id, "folderId": to})).await;
     assert_eq!(moved["id"], json!(immutable_id));
@@ -1814,12 +1819,17 @@ async fn moved_contact_keeps_only_its_immutable_id_and_each_subscription_hears_i
     assert_eq!(without.status, StatusCode::OK);
     assert_eq!(without.body["id"], json!(new_rest), "without the header the regular id comes back");
     assert_eq!(without.body["parentFolderId"], json!(to));
-    let with =
-        sim.call(reqwest::Method::GET, &format!("/users/{ANNA}/contacts/{}", enc(&immutable_id)), None, &[IMMUTABLE]).await;
+    let with = sim
+        .call(reqwest::Method::GET, &format!("/users/{ANNA}/contacts/{}", enc(&immutable_id)), None, &[IMMUTABLE])
+        .await;
     assert_eq!(with.body["id"], json!(immutable_id), "with the header the immutable id comes back");
     // A second move: the regular id of before it answers 404 now.
     sim.control("/move", json!({"mailbox": ANNA, "id": new_rest, "folderId": from})).await;
-    assert_graph_error(&sim.get(&format!("/users/{ANNA}/contacts/{}", enc(&new_rest))).await, StatusCode::NOT_FOUND, "ErrorItemNotFound");
+    assert_graph_error(
+        &sim.get(&format!("/users/{ANNA}/contacts/{}", enc(&new_rest))).await,
+        StatusCode::NOT_FOUND,
+        "ErrorItemNotFound",
+    );
 
     // Back in the watched folder: the immutable subscription names the same id, the other the newest regular one.
     immut_rx.wait_for("created", &immutable_id).await;
@@ -1828,7 +1838,10 @@ async fn moved_contact_keeps_only_its_immutable_id_and_each_subscription_hears_i
     assert!(regular_now != immutable_id && regular_now != new_rest, "{regular_now}");
     plain_rx.wait_for("created", &regular_now).await;
     let (items, _, _) = delta_round(&sim, &delta_link, "odata.maxpagesize=10").await;
-    assert!(items.iter().any(|i| i["id"] != json!(immutable_id)), "without the header the delta shows regular ids: {items:?}");
+    assert!(
+        items.iter().any(|i| i["id"] != json!(immutable_id)),
+        "without the header the delta shows regular ids: {items:?}"
+    );
     sim.sim.shutdown().await;
 }
 
@@ -1856,7 +1869,11 @@ async fn todo_task_subscriptions_are_notified_of_task_and_extension_writes() {
     assert_eq!(sim.delete(&format!("{tasks}/{}", enc(&tid))).await.status, StatusCode::NO_CONTENT);
     rx.wait_for("deleted", &tid).await;
     let all = sim.get("/subscriptions").await;
-    assert!(all.body["value"].as_array().unwrap().iter().any(|s| s["resource"] == json!(format!("users/{BEN}/todo/lists/{lid}/tasks"))));
+    assert!(all.body["value"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|s| s["resource"] == json!(format!("users/{BEN}/todo/lists/{lid}/tasks"))));
     sim.sim.shutdown().await;
 }
 
@@ -1870,7 +1887,11 @@ async fn extensions_are_read_per_task_and_refused_as_expand_on_the_collection() 
     let expand = sim.get(&format!("{tasks}?$expand=extensions($filter=id%20eq%20'io.hqsync.task')")).await;
     assert_graph_error(&expand, StatusCode::BAD_REQUEST, "BadRequest");
     assert_eq!(sim.get(&tasks).await.status, StatusCode::OK, "the plain listing works");
-    assert_graph_error(&sim.get(&format!("{tpath}/extensions/io.hqsync.task")).await, StatusCode::NOT_FOUND, "ErrorItemNotFound");
+    assert_graph_error(
+        &sim.get(&format!("{tpath}/extensions/io.hqsync.task")).await,
+        StatusCode::NOT_FOUND,
+        "ErrorItemNotFound",
+    );
     let ext = json!({"@odata.type": "#microsoft.graph.openTypeExtension", "extensionName": "io.hqsync.task", "percentDone": 40});
     sim.post(&format!("{tpath}/extensions"), ext).await;
     let got = sim.get(&format!("{tpath}/extensions/io.hqsync.task")).await;
@@ -1902,11 +1923,13 @@ async fn enum_values_in_request_bodies_are_read_without_regard_to_case() {
     assert_eq!((t.body["importance"].as_str(), t.body["status"].as_str()), (Some("high"), Some("inProgress")));
     // A value that is no member at all is still refused, as is a property the type does not have.
     assert_eq!(sim.post(&tasks, json!({"title": "x", "importance": "urgent"})).await.status, StatusCode::BAD_REQUEST);
-    let unknown = sim.post(&format!("/users/{ANNA}/events"), {
-        let mut b = meeting("x", 5, 10);
-        b["colour"] = json!("red");
-        b
-    }).await;
+    let unknown = sim
+        .post(&format!("/users/{ANNA}/events"), {
+            let mut b = meeting("x", 5, 10);
+            b["colour"] = json!("red");
+            b
+        })
+        .await;
     assert_graph_error(&unknown, StatusCode::BAD_REQUEST, "RequestBodyRead");
     sim.sim.shutdown().await;
 }
@@ -1924,7 +1947,10 @@ async fn transaction_id_returns_the_first_event_only_for_the_same_body() {
     let second = sim.post(&format!("/users/{ANNA}/events"), other).await;
     assert_ne!(second.body["id"], first.body["id"], "another body under the same transactionId is another event");
     // After the first event is deleted, a replay creates one again.
-    assert_eq!(sim.delete(&format!("/users/{ANNA}/events/{}", enc(first.body["id"].as_str().unwrap()))).await.status, StatusCode::NO_CONTENT);
+    assert_eq!(
+        sim.delete(&format!("/users/{ANNA}/events/{}", enc(first.body["id"].as_str().unwrap()))).await.status,
+        StatusCode::NO_CONTENT
+    );
     let replay = sim.post(&format!("/users/{ANNA}/events"), body).await;
     assert_eq!(replay.status, StatusCode::CREATED);
     assert_ne!(replay.body["id"], first.body["id"]);
@@ -1945,7 +1971,8 @@ async fn if_match_knob_enforces_or_ignores_a_stale_etag() {
     let ignored = sim.patch(&path, json!({"surname": "Drei"}), &[("If-Match", &stale)]).await;
     assert_eq!(ignored.status, StatusCode::OK, "a tenant that ignores If-Match writes anyway");
     assert_eq!(ignored.body["surname"], "Drei");
-    let bad = sim.http.post(format!("{}/_sim/faults", sim.base)).json(&json!({"ifMatch": "sometimes"})).send().await.unwrap();
+    let bad =
+        sim.http.post(format!("{}/_sim/faults", sim.base)).json(&json!({"ifMatch": "sometimes"})).send().await.unwrap();
     assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
     sim.sim.shutdown().await;
 }

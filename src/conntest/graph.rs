@@ -1,10 +1,25 @@
 //! The Exchange Online side of the connection test: an access token, then
-//! the pilot mailbox's calendar, contact folders and To Do lists.
+//! the pilot mailbox's calendar, contact folders and To Do lists, then the
+//! probes of what Microsoft does not document (docs/graph-api.md): whether
+//! `If-Match` is enforced on contacts, whether immutable ids come back,
+//! whether an app-only To Do subscription is accepted, and whether an open
+//! extension on a To Do task can be read back. Each probe writes only
+//! throwaway items (a contact in the default Contacts folder, a task in the
+//! default To Do list, a subscription), deletes them, and never touches
+//! hqsync's own folders and list.
+
+use chrono::{SecondsFormat, Utc};
+use serde_json::{json, Value};
 
 use super::Check;
+use crate::connectors::graph::client::seg;
+use crate::connectors::graph::resources::TASK_EXTENSION;
 use crate::connectors::graph::{GraphClient, GraphClientConfig, GraphError};
 use crate::model::capabilities::GraphCapabilities;
 use crate::store::Tenant;
+
+/// What the throwaway items are called, so that a user who sees one knows it.
+const PROBE_NAME: &str = "hqsync connection test (safe to delete)";
 
 /// The fix to show for a failed Graph check.
 fn fix(e: &GraphError) -> String {
@@ -20,7 +35,8 @@ pub(super) async fn checks(
     t: &Tenant,
     cfg: &GraphClientConfig,
     mailbox: Option<&str>,
-    _caps: &mut GraphCapabilities,
+    public_url: &str,
+    caps: &mut GraphCapabilities,
 ) -> Vec<Check> {
     let mut checks = Vec::new();
     let g = match GraphClient::new(&t.graph, cfg.clone()) {
@@ -56,5 +72,155 @@ pub(super) async fn checks(
             Err(e) => Check::fail(name, e.to_string(), fix(&e)),
         });
     }
+    if checks.iter().all(|c| c.ok) {
+        checks.push(contact_probes(&g, m, caps).await);
+        checks.push(todo_subscription_probe(&g, m, public_url, caps).await);
+        checks.push(todo_extension_probe(&g, m, caps).await);
+    }
     checks
+}
+
+fn etag(v: &Value) -> Option<String> {
+    v.get("@odata.etag").and_then(Value::as_str).map(str::to_string)
+}
+
+fn id_of(v: &Value) -> String {
+    v.get("id").and_then(Value::as_str).unwrap_or_default().to_string()
+}
+
+/// A throwaway contact in the mailbox's default Contacts folder: created
+/// (every request prefers immutable ids), re-read (the same id back =
+/// immutable ids honoured), PATCHed once, then PATCHed with the first,
+/// now stale, ETag (`412` = `If-Match` enforced), then deleted.
+async fn contact_probes(g: &GraphClient, m: &str, caps: &mut GraphCapabilities) -> Check {
+    let base = format!("/users/{}/contacts", seg(m));
+    let created = match g.post(&base, &json!({"givenName": "hqsync", "surname": PROBE_NAME})).await {
+        Ok(v) => v,
+        Err(e) => {
+            return Check::fail("probe_contact", format!("{m}: a test contact could not be written: {e}"), fix(&e))
+        }
+    };
+    let id = id_of(&created);
+    let path = format!("{base}/{}", seg(&id));
+    let outcome = async {
+        let again = g.get(&path).await?;
+        caps.immutable_ids_honoured = !id.is_empty() && id_of(&again) == id;
+        let stale = etag(&created).unwrap_or_default();
+        g.patch(&path, &json!({"jobTitle": "probe 1"}), Some(&stale)).await?;
+        caps.if_match_enforced = match g.patch(&path, &json!({"jobTitle": "probe 2"}), Some(&stale)).await {
+            Err(GraphError::Conflict { .. }) => true,
+            Ok(_) => false,
+            Err(e) => return Err(e),
+        };
+        Ok::<(), GraphError>(())
+    }
+    .await;
+    let deleted = g.delete(&path, None).await;
+    match (outcome, deleted) {
+        (Ok(()), Ok(()) | Err(GraphError::NotFound { .. })) => Check::pass(
+            "probe_contact",
+            format!(
+                "{m}: If-Match {}; immutable ids {}",
+                if caps.if_match_enforced {
+                    "enforced (412 on a stale ETag)"
+                } else {
+                    "ignored (hqsync reads each contact before it writes it)"
+                },
+                if caps.immutable_ids_honoured { "honoured" } else { "not confirmed" }
+            ),
+        ),
+        (Err(e), _) | (Ok(()), Err(e)) => {
+            Check::fail("probe_contact", format!("{m}: the test contact probe failed: {e}"), fix(&e))
+        }
+    }
+}
+
+/// A subscription on the tasks of the mailbox's default To Do list
+/// (app-only todoTask subscriptions need `Tasks.ReadWrite.All` and a public
+/// URL that answers Graph's validation), deleted at once.
+async fn todo_subscription_probe(g: &GraphClient, m: &str, public_url: &str, caps: &mut GraphCapabilities) -> Check {
+    let list = match default_list(g, m).await {
+        Ok(l) => l,
+        Err(e) => return Check::fail("probe_todo_subscription", format!("{m}: {e}"), fix(&e)),
+    };
+    let body = json!({
+        "changeType": "created,updated,deleted",
+        "notificationUrl": format!("{}/v1/notifications/graph", public_url.trim_end_matches('/')),
+        "resource": format!("users/{m}/todo/lists/{list}/tasks"),
+        "expirationDateTime": (Utc::now() + chrono::Duration::minutes(60)).to_rfc3339_opts(SecondsFormat::Millis, true),
+        "clientState": uuid::Uuid::new_v4().to_string(),
+    });
+    match g.create_subscription(&body).await {
+        Ok(sub) => {
+            caps.todo_subscription_accepted = true;
+            let _ = g.delete_subscription(&id_of(&sub)).await;
+            Check::pass(
+                "probe_todo_subscription",
+                format!("{m}: a To Do change-notification subscription was accepted"),
+            )
+        }
+        // Not a failure: the delta poll carries To Do changes without it, only later.
+        Err(e) => Check::pass(
+            "probe_todo_subscription",
+            format!(
+                "{m}: a To Do subscription was refused ({e}); To Do changes arrive with the delta poll only \
+                 (tasks.poll_interval_secs). To get them at once: grant Tasks.ReadWrite.All with admin consent and \
+                 make sure http.public_url answers Graph's validation request"
+            ),
+        ),
+    }
+}
+
+/// A throwaway task in the mailbox's default To Do list with the
+/// `io.hqsync.task` open extension, read back per task, then deleted.
+async fn todo_extension_probe(g: &GraphClient, m: &str, caps: &mut GraphCapabilities) -> Check {
+    let list = match default_list(g, m).await {
+        Ok(l) => l,
+        Err(e) => return Check::fail("probe_todo_extension", format!("{m}: {e}"), fix(&e)),
+    };
+    let task = match g.create_task(m, &list, &json!({"title": PROBE_NAME})).await {
+        Ok(t) => id_of(&t),
+        Err(e) => {
+            return Check::fail("probe_todo_extension", format!("{m}: a test task could not be written: {e}"), fix(&e))
+        }
+    };
+    let outcome = async {
+        g.create_task_extension(m, &list, &task, &json!({"probe": 1})).await?;
+        let back = g.get_task_extension(m, &list, &task).await?;
+        let name = back.get("extensionName").or(back.get("id")).and_then(Value::as_str).unwrap_or_default();
+        Ok::<bool, GraphError>(name.to_ascii_lowercase().ends_with(TASK_EXTENSION))
+    }
+    .await;
+    let _ = g.delete_task(m, &list, &task).await;
+    match outcome {
+        Ok(readable) => {
+            caps.todo_extension_readable = readable;
+            if readable {
+                Check::pass("probe_todo_extension", format!("{m}: the task extension {TASK_EXTENSION} reads back"))
+            } else {
+                Check::fail(
+                    "probe_todo_extension",
+                    format!("{m}: the task extension came back under another name"),
+                    "report this to hqsync's maintainers with the tenant's region",
+                )
+            }
+        }
+        Err(e) => Check::fail(
+            "probe_todo_extension",
+            format!("{m}: the task extension could not be written and read back: {e}"),
+            fix(&e),
+        ),
+    }
+}
+
+/// The id of the mailbox's default To Do list (`wellknownListName` `defaultList`), else its first list.
+async fn default_list(g: &GraphClient, m: &str) -> Result<String, GraphError> {
+    let lists = g.list_todo_lists(m).await?;
+    let pick = lists
+        .iter()
+        .find(|l| l.get("wellknownListName").and_then(Value::as_str) == Some("defaultList"))
+        .or(lists.first())
+        .map(id_of)
+        .filter(|id| !id.is_empty());
+    pick.ok_or_else(|| GraphError::Decode("the mailbox has no To Do list".into()))
 }

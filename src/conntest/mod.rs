@@ -7,7 +7,7 @@
 //! (`model::capabilities`), stored for the connectors to follow.
 //!
 //! One file per side: `graph` (token, the pilot mailbox's calendar,
-//! contacts and To Do), `hellohq` (the API token), `webhook` (whether
+//! contacts and To Do, and the Exchange probes), `hellohq` (the API token), `webhook` (whether
 //! hqsync's public URL answers, since both services deliver there).
 
 mod graph;
@@ -70,7 +70,7 @@ pub async fn run(store: &Store, public_url: &str, t: &Tenant, graph: &GraphClien
     // Every probe starts from the safe default: an answer that cannot be
     // had now must not keep an older, possibly wrong, one.
     let mut capabilities = Capabilities::default();
-    let mut checks = graph::checks(t, graph, mailbox.as_deref(), &mut capabilities.graph).await;
+    let mut checks = graph::checks(t, graph, mailbox.as_deref(), public_url, &mut capabilities.graph).await;
     checks.extend(hellohq::checks(t, graph.allow_private_addresses, &mut capabilities.hellohq).await);
     checks.push(webhook::check(public_url).await);
     capabilities.tested_at = Some(Utc::now());

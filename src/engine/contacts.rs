@@ -120,6 +120,11 @@ pub struct Contacts<'a> {
     pub graph: &'a GraphClient,
     pub hq: &'a HellohqClient,
     pub hint_id: Option<uuid::Uuid>,
+    /// The tenant's Exchange answers `412` to a stale `If-Match` (its
+    /// connection test's probe, `GraphCapabilities::if_match_enforced`):
+    /// only then may a merge PATCH on the version its link holds without
+    /// reading the contact first.
+    pub if_match_enforced: bool,
 }
 
 fn summary(c: &Contact) -> String {
@@ -635,8 +640,10 @@ impl<'a> Contacts<'a> {
     /// Both sides exist and are linked: merge against the base and write
     /// what changed where it may go. Without the Exchange item in hand, the
     /// version the link holds stands for it when that version held exactly
-    /// the base: the write is one PATCH conditional on it, and only a `412`
-    /// (Exchange changed since) costs a read and a second merge.
+    /// the base and the tenant enforces `If-Match`: the write is one PATCH
+    /// conditional on it, and only a `412` (Exchange changed since) costs a
+    /// read and a second merge. A tenant that ignores `If-Match`, or was
+    /// never probed, gets the contact read first: no Outlook edit is lost.
     #[allow(clippy::too_many_arguments)]
     async fn update_pair(
         &self,
@@ -698,7 +705,7 @@ impl<'a> Contacts<'a> {
         }
         let side = match ex {
             Some(e) => ExSide::Read(e),
-            None => match held_exchange(l) {
+            None => match held_exchange(l).filter(|_| self.if_match_enforced) {
                 Some(held) => held,
                 // Something changed and the link cannot stand for Exchange: read it.
                 None => match self.read_graph(m.id.as_str(), &gid).await? {
@@ -1043,8 +1050,7 @@ impl<'a> Contacts<'a> {
                 if folder != Folder::Own {
                     let Some(hq_id) = l.hq_id.as_deref().and_then(parse_hq_id) else { return Ok(()) };
                     let Some(h) = self.read_hq(dir, hq_id).await? else { return Ok(()) };
-                    let desired =
-                        dir.folder_for(h.id, h.company_id, self.user_of(dir, m), &self.settings.contacts);
+                    let desired = dir.folder_for(h.id, h.company_id, self.user_of(dir, m), &self.settings.contacts);
                     return self.settle(dir, m, &folders, Some(&h), desired, Some(moved), Some(ex), &mut None).await;
                 }
                 Some(moved)

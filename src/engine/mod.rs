@@ -92,7 +92,6 @@ struct Clients {
     hq: HellohqClient,
     /// What the tenant's last connection test found (the clients above are
     /// built for it; a new record bumps the tenant's `updated_at`).
-    #[allow(dead_code)] // read by the connectors' capability-dependent paths as they land
     capabilities: Capabilities,
 }
 
@@ -304,6 +303,7 @@ impl Engine {
             graph: &clients.graph,
             hq: &clients.hq,
             hint_id: Some(hint.hint_id),
+            if_match_enforced: clients.capabilities.graph.if_match_enforced,
         };
         match (hint.origin, hint.change, &hint.mailbox, hint.kind) {
             (Origin::Schedule, Change::Resync, None, _) => self.tenant_pass(&cx, &clients.hq).await,
@@ -646,6 +646,7 @@ impl Engine {
             graph: &clients.graph,
             hq: &clients.hq,
             hint_id: None,
+            if_match_enforced: clients.capabilities.graph.if_match_enforced,
         };
         let dir = self.directory(&t.id, &clients.hq, true).await?;
         let mut out = Vec::new();

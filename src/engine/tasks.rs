@@ -306,9 +306,8 @@ impl<'a> Tasks<'a> {
                     Some((Some(h), Some(p))) => (Some(h), Some(f64::from(p))),
                     _ => (None, None),
                 };
-                let footer_agrees = hours.is_some()
-                    && num("planned_effort_hours") == hours
-                    && num("percent_done") == percent;
+                let footer_agrees =
+                    hours.is_some() && num("planned_effort_hours") == hours && num("percent_done") == percent;
                 if footer_agrees || l.graph_fingerprint.as_deref() == Some(print_of(&t).as_str()) {
                     let (h, p) = match (hours, percent) {
                         (Some(h), Some(p)) if footer_agrees => (h, p),
@@ -393,8 +392,7 @@ impl<'a> Tasks<'a> {
             Err(e @ GraphError::NotFound { .. }) => return Err(self.list_gone(m, e).await),
             Err(e) => return Err(graph_err(e)),
         };
-        let by_gid: HashMap<&str, &Link> =
-            links.iter().filter_map(|l| l.graph_id.as_deref().map(|g| (g, l))).collect();
+        let by_gid: HashMap<&str, &Link> = links.iter().filter_map(|l| l.graph_id.as_deref().map(|g| (g, l))).collect();
         let mut out = Vec::with_capacity(tasks.len());
         for t in tasks {
             let link = graph_id(&t).and_then(|g| by_gid.get(g.as_str()).copied());

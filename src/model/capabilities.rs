@@ -33,10 +33,27 @@ pub struct Capabilities {
 #[serde(default)]
 pub struct HellohqCapabilities {}
 
-/// Microsoft Graph's answers to the connection test's probes.
+/// Microsoft Graph's answers to the connection test's probes (see
+/// `docs/graph-api.md`, "Connection-test probes"). `false` is each one's
+/// safe default: not known to work.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(default)]
-pub struct GraphCapabilities {}
+pub struct GraphCapabilities {
+    /// A contact PATCH with a stale `If-Match` was answered `412`. Without
+    /// it, hqsync reads a contact before it writes it (no read-free PATCH
+    /// on the version a link holds), so no Outlook edit is overwritten.
+    pub if_match_enforced: bool,
+    /// A change-notification subscription on the pilot mailbox's To Do
+    /// tasks was accepted (app-only `Tasks.ReadWrite.All`). Without it,
+    /// To Do changes arrive with the delta poll only.
+    pub todo_subscription_accepted: bool,
+    /// The pilot mailbox answered a contact created with
+    /// `Prefer: IdType="ImmutableId"` under the same id on a re-read.
+    pub immutable_ids_honoured: bool,
+    /// The `io.hqsync.task` open extension written on a To Do task was read
+    /// back from `…/tasks/{id}/extensions/io.hqsync.task`.
+    pub todo_extension_readable: bool,
+}
 
 impl Capabilities {
     /// Reads a stored record; anything unreadable is the safe defaults.

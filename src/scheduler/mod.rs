@@ -465,6 +465,17 @@ impl Scheduler {
         for w in &wanted {
             let found = existing.iter().position(|s| s.resource == w.resource && s.kind == w.kind);
             match found.map(|i| existing.remove(i)) {
+                // A tenant that refuses To Do subscriptions (the connection test
+                // reports it) still gets its passes: the To Do delta poll carries
+                // those changes, later. The refusal is reported, not fatal.
+                None if w.kind == Kind::Task => match self.create(client, &tenant.id, &m.id, w).await {
+                    Ok(_) => report.created += 1,
+                    Err(SchedulerError::Graph(e)) if !matches!(e, GraphError::Auth { .. }) => {
+                        tracing::warn!(tenant = %tenant.id, mailbox = %m.id, error = %e, "To Do subscription refused; the delta poll carries its changes");
+                        report.errors.push(format!("{}/{}: To Do subscription: {e}", tenant.id, m.id));
+                    }
+                    Err(e) => return Err(e),
+                },
                 None => {
                     self.create(client, &tenant.id, &m.id, w).await?;
                     report.created += 1;

@@ -224,7 +224,11 @@ mod tests {
         assert_eq!(w["headers"]["Content-Type"], "application/json");
         let w = BatchRequest::get("2", "/users/a/events/e").to_wire();
         assert!(w.get("body").is_none());
-        assert_eq!(w["headers"], json!({"Prefer": "IdType=\"ImmutableId\""}), "every inner request prefers immutable ids");
+        assert_eq!(
+            w["headers"],
+            json!({"Prefer": "IdType=\"ImmutableId\""}),
+            "every inner request prefers immutable ids"
+        );
     }
 
     #[test]

@@ -322,8 +322,12 @@ pub(crate) fn contact_key(mb: &Mailbox, id: &str) -> Option<String> {
 }
 
 pub(crate) fn render_contact(c: &Contact, o: &RenderOpts<'_>) -> Value {
-    let mut m =
-        wire::item_head(o.context.as_deref(), o.with_type.then_some(CONTACT_TYPE), &c.change_key, shown_id(c, o.immutable));
+    let mut m = wire::item_head(
+        o.context.as_deref(),
+        o.with_type.then_some(CONTACT_TYPE),
+        &c.change_key,
+        shown_id(c, o.immutable),
+    );
     let mut rest = Map::new();
     rest.insert("createdDateTime".into(), json!(wire::ts_seconds(c.created)));
     rest.insert("lastModifiedDateTime".into(), json!(wire::ts_seconds(c.modified)));

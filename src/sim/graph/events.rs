@@ -833,7 +833,12 @@ pub(crate) fn delete(ctx: &Ctx<'_>, id: &str) -> GResult {
     let e = w.mailboxes[mi].events.get(id).ok_or_else(GraphError::not_found)?;
     check_if_match(ctx, e)?;
     let e = w.mailboxes[mi].events.remove(id).ok_or_else(GraphError::not_found)?;
-    w.mailboxes[mi].event_tombstones.push(Tombstone { folder_id: String::new(), id: id.to_string(), seq, rest_id: None });
+    w.mailboxes[mi].event_tombstones.push(Tombstone {
+        folder_id: String::new(),
+        id: id.to_string(),
+        seq,
+        rest_id: None,
+    });
     if e.kind == EventKind::SeriesMaster {
         w.mailboxes[mi].series_history.push((seq, e.clone()));
     }

@@ -417,7 +417,9 @@ pub(crate) fn prefers_immutable_ids(headers: &HeaderMap) -> bool {
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .filter_map(|p| p.split_once('='))
-        .any(|(k, v)| k.trim().eq_ignore_ascii_case("idtype") && v.trim().trim_matches('"').eq_ignore_ascii_case("immutableid"))
+        .any(|(k, v)| {
+            k.trim().eq_ignore_ascii_case("idtype") && v.trim().trim_matches('"').eq_ignore_ascii_case("immutableid")
+        })
 }
 
 /// Serves one Graph request end to end (auth, checks, handler, error shape).

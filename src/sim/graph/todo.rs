@@ -526,7 +526,12 @@ pub(crate) fn move_task(
         return Err((StatusCode::BAD_REQUEST, "the task is already in that list".to_string()));
     }
     let old = mb.tasks.remove(task).ok_or_else(|| not_found("task"))?;
-    mb.task_tombstones.push(Tombstone { folder_id: list.to_string(), id: task.to_string(), seq: removed_seq, rest_id: None });
+    mb.task_tombstones.push(Tombstone {
+        folder_id: list.to_string(),
+        id: task.to_string(),
+        seq: removed_seq,
+        rest_id: None,
+    });
     let moved = Task {
         id: wire::item_id(),
         list_id: to_list.to_string(),
