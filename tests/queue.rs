@@ -118,14 +118,7 @@ impl Harness {
     }
 
     async fn finish(self) {
-        if let Err(e) = self.queue.delete_topology().await {
-            // Deleting queues whose consumers a case dropped without close()
-            // races their background cancel; lapin may then close the whole
-            // connection. The queue reconnects on its own: delete again.
-            eprintln!("deleting the test topology failed once ({e}); again after the reconnect");
-            self.queue.wait_ready(Duration::from_secs(20)).await.expect("the queue reconnects");
-            self.queue.delete_topology().await.expect("test topology deleted");
-        }
+        self.queue.delete_topology().await.expect("test topology deleted");
         self.queue.close().await;
     }
 }

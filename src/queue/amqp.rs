@@ -89,8 +89,6 @@ const HEARTBEAT_SECS: u16 = 10;
 const PUBLISH_CHANNELS: usize = 4;
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
-/// Draining the work queues of an earlier release at connect, at most.
-const MIGRATION_TIMEOUT: Duration = Duration::from_secs(60);
 /// Admin and settlement calls that are not under a caller's timeout.
 const ADMIN_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -538,23 +536,13 @@ async fn connect_once(shared: &Shared, generation: u64, probe_first: bool) -> Re
         let ch = connection.create_channel().await?;
         declare_topology(&ch, &shared.names, shared.delivery_limit).await?;
         let _ = ch.close(200, "topology declared").await;
-        // Before anything else uses the connection: the existence probes
-        // close channels (404), which must not race other channels' traffic.
-        match tokio::time::timeout(MIGRATION_TIMEOUT, migrate_legacy_work_queues(shared, &connection)).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::warn!(error = %e,
-                "could not drain the work queues of an earlier release; trying again at the next connect"),
-            Err(_) => tracing::warn!(
-                "draining the work queues of an earlier release is taking long; going on at the next connect"
-            ),
-        }
         let mut slots = Vec::with_capacity(PUBLISH_CHANNELS);
         for _ in 0..PUBLISH_CHANNELS {
             slots.push(Mutex::new(confirm_channel(&connection).await?));
         }
         Ok::<_, lapin::Error>(slots)
     };
-    let slots = match tokio::time::timeout(SETUP_TIMEOUT + MIGRATION_TIMEOUT, setup).await {
+    let slots = match tokio::time::timeout(SETUP_TIMEOUT, setup).await {
         Ok(Ok(slots)) => slots,
         Ok(Err(e)) => {
             let _ = connection.close(200, "setup failed").await;
@@ -576,11 +564,11 @@ async fn connect_once(shared: &Shared, generation: u64, probe_first: bool) -> Re
 /// none of its unacked deliveries is lost (stop the old workers first: a
 /// consumer attaching between the check and the delete would lose its
 /// unacked deliveries with the queue).
-async fn migrate_legacy_work_queues(shared: &Shared, connection: &Connection) -> Result<(), String> {
+async fn migrate_legacy_work_queues(shared: &Shared, live: &Live) -> Result<(), String> {
     let partitions = shared.names.work.len() as u16;
     let mut moved_total = 0usize;
     for (n, legacy) in shared.names.legacy_work.iter().enumerate() {
-        let ch = confirm_channel(connection).await.map_err(|e| e.to_string())?;
+        let ch = confirm_channel(&live.connection).await.map_err(|e| e.to_string())?;
         let passive = QueueDeclareOptions { passive: true, durable: true, ..Default::default() };
         // A missing queue answers 404 and closes the channel: the common case.
         if ch.queue_declare(legacy, passive, FieldTable::default()).await.is_err() {
@@ -660,7 +648,14 @@ async fn supervise(shared: Arc<Shared>) {
                 shared.live.send_replace(Some(live.clone()));
                 shared.first_attempt_finished();
                 tracing::info!(generation, "amqp connected, topology declared");
-
+                {
+                    let (shared, live) = (shared.clone(), live.clone());
+                    tokio::spawn(async move {
+                        if let Err(e) = migrate_legacy_work_queues(&shared, &live).await {
+                            tracing::warn!(error = %e, "could not drain the work queues of an earlier release; trying again at the next connect");
+                        }
+                    });
+                }
                 loop {
                     tokio::select! {
                         _ = shared.shutdown.cancelled() => {
