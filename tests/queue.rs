@@ -57,7 +57,6 @@ enum Raw {
 struct Harness {
     queue: Queue,
     raw: Raw,
-    cfg: QueueConfig,
     _dir: Option<tempfile::TempDir>,
 }
 
@@ -70,7 +69,7 @@ impl Harness {
         let mut cfg = test_config();
         cfg.backend = QueueBackend::Local;
         let queue = Queue::open(&cfg, &store).await.unwrap();
-        Harness { queue, raw: Raw::Local(Box::new(store)), cfg, _dir: Some(dir) }
+        Harness { queue, raw: Raw::Local(Box::new(store)), _dir: Some(dir) }
     }
 
     async fn amqp(test: &str) -> Option<Harness> {
@@ -83,20 +82,7 @@ impl Harness {
         amqp.wait_connected(Duration::from_secs(20)).await.expect("the test broker is reachable");
         let queue = Queue::from_backend(amqp, QueueBackend::Amqp);
         let raw = Raw::Amqp { url, exchange: format!("{}.hints", cfg.prefix) };
-        Some(Harness { queue, raw, cfg, _dir: None })
-    }
-
-    /// The same queue opened again, as another hqsync process would: its
-    /// own broker connection, or its own holder of the store's lease.
-    async fn another_process(&self) -> Queue {
-        match &self.raw {
-            Raw::Local(store) => Queue::open(&self.cfg, store).await.unwrap(),
-            Raw::Amqp { .. } => {
-                let amqp = Arc::new(AmqpQueue::open(&self.cfg).await.unwrap());
-                amqp.wait_connected(Duration::from_secs(20)).await.expect("the test broker is reachable");
-                Queue::from_backend(amqp, QueueBackend::Amqp)
-            }
-        }
+        Some(Harness { queue, raw, _dir: None })
     }
 
     /// Puts bytes on the queue as if another (broken) producer had.
@@ -169,7 +155,6 @@ both_backends!(
     undecodable_body_is_delivered_as_an_error,
     depth_counts_ready_and_dead,
     closed_consumer_yields_none,
-    one_process_at_a_time_consumes_a_partition_and_a_standby_takes_over,
 );
 
 async fn next(c: &mut Box<dyn hqsync::queue::Consumer>) -> hqsync::queue::Delivery {
@@ -419,51 +404,6 @@ async fn closed_consumer_yields_none(h: Arc<Harness>) {
     assert!(c.next().await.unwrap().is_none());
 }
 
-/// Single active consumer (amqp) / the store's consumer lease (local): while
-/// one process consumes, another process's consumer receives nothing, even
-/// with hints waiting; once the first closes, the standby takes over and
-/// gets everything, the first one's unsettled delivery included.
-async fn one_process_at_a_time_consumes_a_partition_and_a_standby_takes_over(h: Arc<Harness>) {
-    let q = &h.queue;
-    // Several tenants, so both partitions hold hints.
-    let sent: Vec<Hint> = ["acme", "globex", "initech", "umbrella", "hooli", "stark"]
-        .iter()
-        .flat_map(|t| {
-            (0..3).map(move |i| {
-                let mut x = hint(&format!("user{i}@{t}.example"));
-                x.tenant = TenantId::parse(*t).unwrap();
-                x
-            })
-        })
-        .collect();
-    q.publish(&sent).await.unwrap();
-    let mut first = q.consumer().await.unwrap();
-    let held = next(&mut first).await;
-    let other = h.another_process().await;
-    let mut standby = other.consumer().await.unwrap();
-    // The first process holds one delivery unsettled and has not asked for
-    // more: a competing consumer would be handed the rest meanwhile.
-    let meanwhile = tokio::time::timeout(Duration::from_secs(5), standby.next()).await;
-    assert!(
-        meanwhile.is_err(),
-        "a second process got a hint while the first one consumes: {:?}",
-        meanwhile.map(|r| r.map(|d| d.map(|d| d.attempt)))
-    );
-    drop(held); // unsettled: comes back
-    first.close().await;
-    drop(first);
-    let mut got: HashMap<Uuid, u32> = HashMap::new();
-    while got.len() < sent.len() {
-        let d = tokio::time::timeout(GUARD, standby.next()).await.expect("the standby takes over");
-        let d = d.unwrap().expect("consumer open");
-        *got.entry(hint_of(&d).hint_id).or_default() += 1;
-        d.ack().await.unwrap();
-    }
-    assert!(sent.iter().all(|x| got.contains_key(&x.hint_id)), "every hint reached the standby");
-    standby.close().await;
-    other.close().await;
-}
-
 // ---- amqp only: broker outages ----
 
 fn amqp_config(url: String) -> QueueConfig {
@@ -653,75 +593,4 @@ async fn amqp_publish_and_consume_right_after_open_do_not_race_the_handshake() {
     q.close().await;
     published.expect("published without waiting for ready()");
     assert_eq!(consumed.unwrap(), sent);
-}
-
-/// An upgrade from a release before single active consumer: its work queues
-/// `{p}.work.{n}` (no `x-single-active-consumer`, an argument an existing
-/// queue cannot change) still hold hints. Opening the queue moves every one
-/// of them into the current partitions, then deletes the old queues, so
-/// nothing is lost and no consumer keeps reading a non-exclusive queue.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn amqp_work_queues_of_an_earlier_release_are_drained_into_the_partitions_and_deleted() {
-    use lapin::options::{
-        BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
-    };
-    use lapin::types::{AMQPValue, FieldTable};
-    let Some(url) = common::rabbitmq_url() else { return };
-    let mut cfg = amqp_config(url.clone());
-    cfg.prefix = common::queue_prefix("legacy");
-    let conn = lapin::Connection::connect(&url, lapin::ConnectionProperties::default()).await.unwrap();
-    let ch = conn.create_channel().await.unwrap();
-    ch.confirm_select(ConfirmSelectOptions::default()).await.unwrap();
-    let hints_exchange = format!("{}.hints", cfg.prefix);
-    let durable = ExchangeDeclareOptions { durable: true, ..Default::default() };
-    ch.exchange_declare(&hints_exchange, lapin::ExchangeKind::Direct, durable, FieldTable::default()).await.unwrap();
-    // The earlier release's topology and hints, as it left them.
-    let legacy: Vec<String> = (0..2).map(|n| format!("{}.work.{n}", cfg.prefix)).collect();
-    let mut sent = Vec::new();
-    for (n, q) in legacy.iter().enumerate() {
-        let mut args = FieldTable::default();
-        args.insert("x-queue-type".into(), AMQPValue::LongString("quorum".into()));
-        args.insert("x-delivery-limit".into(), AMQPValue::LongLongInt(3));
-        ch.queue_declare(q, QueueDeclareOptions { durable: true, ..Default::default() }, args).await.unwrap();
-        ch.queue_bind(q, &hints_exchange, &n.to_string(), QueueBindOptions::default(), FieldTable::default())
-            .await
-            .unwrap();
-        for i in 0..3 {
-            let h = hint(&format!("old{n}{i}@acme.example"));
-            let props = lapin::BasicProperties::default().with_delivery_mode(2);
-            let opts = BasicPublishOptions { mandatory: true, immediate: false };
-            let c = ch.basic_publish("", q, opts, &h.to_bytes(), props).await.unwrap().await.unwrap();
-            assert!(c.is_ack());
-            sent.push(h);
-        }
-    }
-    let q = open_amqp(cfg.clone()).await;
-    q.wait_ready(Duration::from_secs(20)).await.unwrap();
-    let mut c = q.consumer().await.unwrap();
-    let mut got = HashMap::new();
-    while got.len() < sent.len() {
-        let d = tokio::time::timeout(GUARD, next(&mut c)).await.expect("the old hints arrive");
-        *got.entry(hint_of(&d).hint_id).or_insert(0u32) += 1;
-        d.ack().await.unwrap();
-    }
-    assert!(sent.iter().all(|h| got.contains_key(&h.hint_id)), "every hint of the old queues arrived");
-    c.close().await;
-    // The old queues are gone (a passive declare of a missing queue fails).
-    for name in &legacy {
-        let mut gone = false;
-        for _ in 0..100 {
-            let probe = conn.create_channel().await.unwrap();
-            let passive = QueueDeclareOptions { passive: true, ..Default::default() };
-            if probe.queue_declare(name, passive, FieldTable::default()).await.is_err() {
-                gone = true;
-                break;
-            }
-            let _ = probe.close(200, "probe").await;
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        assert!(gone, "{name} still exists after the migration");
-    }
-    let _ = conn.close(200, "done").await;
-    q.delete_topology().await.unwrap();
-    q.close().await;
 }

@@ -7,9 +7,8 @@
 //! a delivery only by ack, or by a confirmed retry/dead copy followed by ack.
 //!
 //! Topology (all durable, declared idempotently on every (re)connect):
-//! - `{p}.hints` direct exchange → `{p}.sac.{n}` quorum queues, bound with
-//!   routing key `{n}`, `x-single-active-consumer`, `x-delivery-limit`,
-//!   dead-lettering (at-least-once) to
+//! - `{p}.hints` direct exchange → `{p}.work.{n}` quorum queues, bound with
+//!   routing key `{n}`, `x-delivery-limit`, dead-lettering (at-least-once) to
 //! - `{p}.dead` fanout exchange → `{p}.dead` classic queue (inspect/replay).
 //! - per configured delay `{p}.retry.{secs}s`: a fanout exchange and a quorum
 //!   queue of the same name with `x-message-ttl`, dead-lettering back into
@@ -17,29 +16,15 @@
 //!   routing key, which dead-lettering keeps, so it returns to its own
 //!   partition.
 //!
-//! Partitioning: a hint goes to work queue `fnv1a(tenant) % partitions`
-//! (`Hint::partition_key`). Each work queue has a single active consumer
-//! (RabbitMQ's single active consumer, https://www.rabbitmq.com/consumers.html#single-active-consumer):
-//! every worker process subscribes to every partition, the broker delivers
-//! a partition's messages to one of them only, and hands the partition to
-//! the next registered consumer when that one cancels, closes its channel or
-//! loses its connection (its unacked deliveries are requeued, at-least-once
-//! as before). So all hints of one tenant, and with them every request to
-//! its mailboxes, run in one process at a time, where the Graph client's
-//! per-mailbox semaphore (4) and request budget apply: the limits hold for
-//! the deployment, not per process. Within that process a mailbox's hints
-//! still run concurrently (prefetch, worker.concurrency); strict order is not
-//! needed for correctness: a hint only says "look here"; the engine re-reads
-//! the current state from the origin and merges against the stored base.
+//! Partitioning: a hint goes to work queue `fnv1a(tenant/mailbox) % partitions`.
+//! One mailbox's hints therefore share a queue and are mostly handled in
+//! order, which avoids needless conflicts and If-Match retries. Strict order is
+//! not needed for correctness: a hint only says "look here"; the engine
+//! re-reads the current state from the origin and merges against the stored
+//! base, so two workers handling the same mailbox, a retried hint overtaking a
+//! newer one, or a redelivery after a crash all converge to the same result.
 //! The hash uses fixed constants (not the randomly seeded std hasher) so every
-//! process agrees on the partition. RabbitMQ 3.10 picks the first registered
-//! consumer as the active one and does not rebalance, so the worker started
-//! first is usually active on every partition and the others are hot
-//! standbys (docs/operations.md).
-//!
-//! Releases before single active consumer declared `{p}.work.{n}` without
-//! it (an argument of an existing queue cannot change); those are drained
-//! into the new queues and deleted at connect (`migrate_legacy_work_queues`).
+//! process agrees on the partition.
 //!
 //! Ingress publishes on a small pool of channels in confirm mode shared by all
 //! callers: each call publishes all its messages, then awaits all confirms, so
@@ -92,10 +77,6 @@ const BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// Admin and settlement calls that are not under a caller's timeout.
 const ADMIN_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// `queue.partitions` never exceeded this (config validation), so the
-/// legacy work queues of any earlier release are among `{p}.work.0..64`.
-const MAX_LEGACY_PARTITIONS: u16 = 64;
-
 const HINT_ID_HEADER: &str = "hint_id";
 /// Deliveries that happened before this copy was published (retry/dead copies).
 const ATTEMPT_HEADER: &str = "hqsync-attempt";
@@ -120,10 +101,6 @@ struct Names {
     hints: String,
     dead: String,
     work: Vec<String>,
-    /// Work queues of releases before single-active-consumer (`{p}.work.{n}`,
-    /// without `x-single-active-consumer`): drained into the new ones at
-    /// connect, then deleted (see `migrate_legacy_work_queues`).
-    legacy_work: Vec<String>,
     /// (delay in seconds, exchange and queue name), shortest first.
     retry: Vec<(u64, String)>,
 }
@@ -136,8 +113,7 @@ impl Names {
         Names {
             hints: format!("{prefix}.hints"),
             dead: format!("{prefix}.dead"),
-            work: (0..partitions.max(1)).map(|n| format!("{prefix}.sac.{n}")).collect(),
-            legacy_work: (0..MAX_LEGACY_PARTITIONS).map(|n| format!("{prefix}.work.{n}")).collect(),
+            work: (0..partitions.max(1)).map(|n| format!("{prefix}.work.{n}")).collect(),
             retry: delays.into_iter().map(|s| (s, format!("{prefix}.retry.{s}s"))).collect(),
         }
     }
@@ -467,9 +443,6 @@ async fn declare_topology(ch: &Channel, names: &Names, delivery_limit: u32) -> l
     for (n, q) in names.work.iter().enumerate() {
         let a = args(vec![
             ("x-queue-type", long("quorum")),
-            // One consumer (one worker process) at a time per partition; the
-            // others wait as standbys and take over when it goes away.
-            ("x-single-active-consumer", AMQPValue::Boolean(true)),
             ("x-delivery-limit", AMQPValue::LongLongInt(i64::from(delivery_limit))),
             ("x-dead-letter-exchange", long(&names.dead)),
             // At-least-once dead-lettering needs reject-publish overflow.
@@ -553,74 +526,6 @@ async fn connect_once(shared: &Shared, generation: u64, probe_first: bool) -> Re
     Ok(Arc::new(Live { connection, generation, slots, next_slot: AtomicUsize::new(0) }))
 }
 
-/// Moves the hints left in the work queues of a release before
-/// single-active-consumer (`{p}.work.{n}`: same exchange, no
-/// `x-single-active-consumer`, so their consumers were not exclusive) into
-/// the current partitions, then deletes each emptied one. Per legacy queue
-/// that exists: unbind it from `{p}.hints` (nothing new lands there), take
-/// each message, publish it (confirmed) to its current partition, and only
-/// then ack it, the same at-least-once order as a retry. A queue an
-/// old-release worker still consumes from is left for a later connect, so
-/// none of its unacked deliveries is lost (stop the old workers first: a
-/// consumer attaching between the check and the delete would lose its
-/// unacked deliveries with the queue).
-async fn migrate_legacy_work_queues(shared: &Shared, live: &Live) -> Result<(), String> {
-    let partitions = shared.names.work.len() as u16;
-    let mut moved_total = 0usize;
-    for (n, legacy) in shared.names.legacy_work.iter().enumerate() {
-        let ch = confirm_channel(&live.connection).await.map_err(|e| e.to_string())?;
-        let passive = QueueDeclareOptions { passive: true, durable: true, ..Default::default() };
-        // A missing queue answers 404 and closes the channel: the common case.
-        if ch.queue_declare(legacy, passive, FieldTable::default()).await.is_err() {
-            continue;
-        }
-        ch.queue_unbind(legacy, &shared.names.hints, &n.to_string(), FieldTable::default())
-            .await
-            .map_err(|e| format!("unbinding {legacy}: {e}"))?;
-        let mut moved = 0usize;
-        loop {
-            let got = ch.basic_get(legacy, BasicGetOptions { no_ack: false }).await.map_err(|e| e.to_string())?;
-            let Some(msg) = got else { break };
-            let d = msg.delivery;
-            let routing_key = match Hint::from_bytes(&d.data) {
-                Ok(h) => partition_of(&h.partition_key(), partitions).to_string(),
-                // Undecodable: any partition; the worker dead-letters it.
-                Err(_) => (n as u16 % partitions).to_string(),
-            };
-            let (properties, _) = copy_of(&d.properties, &d.data, attempt_of(&d.properties) - 1, None);
-            let opts = BasicPublishOptions { mandatory: true, immediate: false };
-            let confirm = ch
-                .basic_publish(&shared.names.hints, &routing_key, opts, &d.data, properties)
-                .await
-                .map_err(|e| e.to_string())?
-                .await
-                .map_err(|e| e.to_string())?;
-            if confirm != Confirmation::Ack(None) {
-                let _ = d.acker.nack(BasicNackOptions { multiple: false, requeue: true }).await;
-                return Err(format!("moving a hint out of {legacy}: the broker did not route it"));
-            }
-            d.acker.ack(BasicAckOptions::default()).await.map_err(|e| e.to_string())?;
-            moved += 1;
-        }
-        moved_total += moved;
-        // Quorum queues refuse `queue.delete` with `if-unused` (RabbitMQ 3.10:
-        // NOT_IMPLEMENTED, a connection error), so the checks are made here.
-        let left = ch.queue_declare(legacy, passive, FieldTable::default()).await.map_err(|e| e.to_string())?;
-        if left.consumer_count() > 0 || left.message_count() > 0 {
-            tracing::warn!(queue = %legacy, moved, consumers = left.consumer_count(),
-                "work queue of an earlier release drained but still consumed by an old worker; deleting it at a later connect");
-        } else {
-            ch.queue_delete(legacy, QueueDeleteOptions::default()).await.map_err(|e| e.to_string())?;
-            tracing::info!(queue = %legacy, moved, "work queue of an earlier release drained and deleted");
-        }
-        let _ = ch.close(200, "legacy queue migrated").await;
-    }
-    if moved_total > 0 {
-        tracing::info!(moved = moved_total, "hints moved from the work queues of an earlier release");
-    }
-    Ok(())
-}
-
 /// Keeps one connection up until shutdown: connect, declare, publish the
 /// live handle, wait for it to die, back off, repeat.
 async fn supervise(shared: Arc<Shared>) {
@@ -648,14 +553,6 @@ async fn supervise(shared: Arc<Shared>) {
                 shared.live.send_replace(Some(live.clone()));
                 shared.first_attempt_finished();
                 tracing::info!(generation, "amqp connected, topology declared");
-                {
-                    let (shared, live) = (shared.clone(), live.clone());
-                    tokio::spawn(async move {
-                        if let Err(e) = migrate_legacy_work_queues(&shared, &live).await {
-                            tracing::warn!(error = %e, "could not drain the work queues of an earlier release; trying again at the next connect");
-                        }
-                    });
-                }
                 loop {
                     tokio::select! {
                         _ = shared.shutdown.cancelled() => {

@@ -163,16 +163,13 @@ impl Hint {
         serde_json::from_slice(bytes).map_err(HintDecodeError::Json)
     }
 
-    /// Routing key: the tenant. Every hint of a tenant shares a partition,
-    /// and a partition has one active consumer (one worker process) at a
-    /// time, so Outlook's per-mailbox limits (4 concurrent requests, the
-    /// request budget), which each process enforces for itself, hold for the
-    /// deployment. Keyed by mailbox it would not be enough: a tenant-wide
-    /// hint (helloHQ change, tenant pass, user provisioning) writes to every
-    /// mailbox concerned from its own partition, beside that mailbox's own
-    /// hints in another process (see `queue::amqp`).
+    /// Routing key: stable per tenant+mailbox so one mailbox's hints share a
+    /// partition (see `queue::amqp` for why that is enough).
     pub fn partition_key(&self) -> String {
-        self.tenant.to_string()
+        match &self.mailbox {
+            Some(m) => format!("{}/{}", self.tenant, m),
+            None => self.tenant.to_string(),
+        }
     }
 }
 

@@ -5,15 +5,6 @@
 //! row without a lease: a delivery whose lease expired (worker crashed or
 //! stalled past the visibility timeout) is leased again by the next consumer,
 //! which is the same at-least-once contract as the broker's redelivery.
-//!
-//! One process at a time: the equivalent of the broker's single active
-//! consumer. Consumers lease rows only while their process holds the store
-//! lease `local-queue` (held for one visibility timeout, renewed while the
-//! process consumes or has a delivery in flight). Several processes on one
-//! store (PostgreSQL) therefore never handle hints side by side; the others
-//! wait as standbys and take over one visibility timeout after the holder
-//! stopped renewing (crash) or at once when it closed its consumers. So the
-//! per-mailbox Graph limits each process enforces hold for the deployment.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,57 +22,9 @@ use crate::store::{LocalQueueRow, Store, StoreError};
 /// (retried) rows and expired leases become visible without a notification.
 const POLL_MIN: Duration = Duration::from_millis(50);
 const POLL_MAX: Duration = Duration::from_millis(200);
-/// The store lease naming the one process that consumes the local queue.
-pub const CONSUMER_LEASE: &str = "local-queue";
-
-/// This process's claim on [`CONSUMER_LEASE`], shared by its consumers.
-struct ConsumerLease {
-    store: Store,
-    /// Unique per opened queue (per process).
-    holder: String,
-    ttl: Duration,
-    /// When the lease was last taken or renewed by us.
-    renewed: parking_lot::Mutex<Option<tokio::time::Instant>>,
-    /// Open consumers of this process; the lease is released when the last closes.
-    consumers: std::sync::atomic::AtomicUsize,
-}
-
-impl ConsumerLease {
-    /// True while this process may lease rows: renews the store lease once a
-    /// third of its lifetime has passed, so a standby never sees it expire
-    /// while we consume.
-    async fn hold(&self) -> Result<bool, QueueError> {
-        let fresh = self.renewed.lock().is_some_and(|at| at.elapsed() < self.ttl / 3);
-        if fresh {
-            return Ok(true);
-        }
-        self.renew().await
-    }
-
-    async fn renew(&self) -> Result<bool, QueueError> {
-        let at = tokio::time::Instant::now();
-        let held = self.store.try_acquire_lease(CONSUMER_LEASE, &self.holder, self.ttl).await.map_err(store_err)?;
-        let mut renewed = self.renewed.lock();
-        if held {
-            if renewed.is_none() {
-                tracing::info!(holder = %self.holder, "this process now consumes the local queue");
-            }
-            *renewed = Some(at);
-        } else if renewed.take().is_some() {
-            tracing::warn!(holder = %self.holder, "another process took over the local queue");
-        }
-        Ok(held)
-    }
-
-    async fn release(&self) {
-        self.renewed.lock().take();
-        let _ = self.store.release_lease(CONSUMER_LEASE, &self.holder).await;
-    }
-}
 
 pub struct LocalQueue {
     store: Store,
-    lease: Arc<ConsumerLease>,
     /// Wakes this process's idle consumers when a hint is published.
     published: Arc<Notify>,
     visibility: Duration,
@@ -97,19 +40,10 @@ fn store_err(e: StoreError) -> QueueError {
 
 impl LocalQueue {
     pub async fn open(cfg: &QueueConfig, store: Store) -> Result<LocalQueue, QueueError> {
-        let visibility = Duration::from_secs(cfg.visibility_timeout_secs.max(1));
-        let lease = Arc::new(ConsumerLease {
-            store: store.clone(),
-            holder: format!("local-queue-{}", Uuid::new_v4()),
-            ttl: visibility,
-            renewed: parking_lot::Mutex::new(None),
-            consumers: std::sync::atomic::AtomicUsize::new(0),
-        });
         Ok(LocalQueue {
             store,
-            lease,
             published: Arc::new(Notify::new()),
-            visibility,
+            visibility: Duration::from_secs(cfg.visibility_timeout_secs.max(1)),
             delivery_limit: cfg.delivery_limit,
         })
     }
@@ -128,9 +62,7 @@ impl Backend for LocalQueue {
     }
 
     async fn consumer(&self) -> Result<Box<dyn Consumer>, QueueError> {
-        self.lease.consumers.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         Ok(Box::new(LocalConsumer {
-            lease: self.lease.clone(),
             store: self.store.clone(),
             published: self.published.clone(),
             visibility: self.visibility,
@@ -181,7 +113,6 @@ impl Backend for LocalQueue {
 }
 
 struct LocalConsumer {
-    lease: Arc<ConsumerLease>,
     store: Store,
     published: Arc<Notify>,
     visibility: Duration,
@@ -220,11 +151,6 @@ impl Consumer for LocalConsumer {
             let woken = published.notified();
             tokio::pin!(woken);
             woken.as_mut().enable();
-            if !self.lease.hold().await? {
-                // Another process consumes: wait as a standby.
-                tokio::time::sleep(POLL_MAX).await;
-                continue;
-            }
             let Some(row) = self.lease().await? else {
                 tokio::select! {
                     _ = woken => idle = POLL_MIN,
@@ -238,37 +164,19 @@ impl Consumer for LocalConsumer {
                 continue;
             }
             let hint = Hint::from_bytes(&row.payload).map_err(|e| e.to_string());
-            let keepalive = keep_leased(self.lease.clone(), row.id, row.lease, self.visibility);
+            let keepalive = keep_leased(self.store.clone(), row.id, row.lease, self.visibility);
             let acker = LocalAcker { store: self.store.clone(), id: row.id, lease: row.lease, _keepalive: keepalive };
             return Ok(Some(Delivery::new(hint, row.attempts, Box::new(acker))));
         }
     }
 
     async fn close(&mut self) {
-        if self.closed {
-            return;
-        }
         self.closed = true;
         if let Some(handle) = self.pending.take() {
             // A row leased for a caller that went away: make it visible again now.
             if let Ok(Ok(Some(row))) = handle.await {
                 let _ = self.store.local_queue_delay(row.id, row.lease, Duration::ZERO).await;
             }
-        }
-        if self.lease.consumers.fetch_sub(1, std::sync::atomic::Ordering::SeqCst) == 1 {
-            // The last consumer of this process: a standby may take over now.
-            // (Deliveries still in flight keep their own row leases.)
-            self.lease.release().await;
-        }
-    }
-}
-
-impl Drop for LocalConsumer {
-    fn drop(&mut self) {
-        if !self.closed {
-            // Dropped without close (an aborted task): no longer consuming,
-            // but the store lease simply runs out rather than being released.
-            self.lease.consumers.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
         }
     }
 }
@@ -283,21 +191,15 @@ const MAX_HOLD: Duration = Duration::from_secs(30 * 60);
 /// third of that timeout, until the acker settles or drops it (the task is
 /// aborted) or the lease is lost. A worker that crashes stops extending, so
 /// the row comes back after one visibility timeout, as before.
-/// The process's consumer lease is renewed along, so a standby process does
-/// not take over a queue whose hints are still being handled here.
-fn keep_leased(consumer: Arc<ConsumerLease>, id: i64, lease: Uuid, visibility: Duration) -> AbortOnDrop {
+fn keep_leased(store: Store, id: i64, lease: Uuid, visibility: Duration) -> AbortOnDrop {
     let every = (visibility / 3).max(Duration::from_millis(100));
     AbortOnDrop(tokio::spawn(async move {
         let started = tokio::time::Instant::now();
-        let store = consumer.store.clone();
         loop {
             tokio::time::sleep(every).await;
             if started.elapsed() + visibility > MAX_HOLD {
                 tracing::warn!(id, "hint still running after 30 min; its local queue lease is no longer extended");
                 return;
-            }
-            if let Err(e) = consumer.renew().await {
-                tracing::debug!(id, error = %e, "could not renew the local queue consumer lease; trying again");
             }
             match store.local_queue_extend(id, lease, visibility).await {
                 Ok(true) => {}
