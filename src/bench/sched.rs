@@ -44,12 +44,20 @@ impl SchedulerReport {
     }
 }
 
+/// The subscriptions the scheduler keeps per mailbox: its calendar, the two
+/// hqsync contact folders and its helloHQ To Do list.
+const SUBSCRIPTIONS_PER_MAILBOX: usize = 4;
+
 pub async fn scheduler(mut args: SchedulerArgs) -> anyhow::Result<SchedulerReport> {
     if args.full {
         args.subscriptions = 40_000;
     }
-    let mailboxes = args.subscriptions.div_ceil(3).max(1);
-    println!("hqsync bench scheduler: {} mailboxes × 3 = {} subscriptions", mailboxes, mailboxes * 3);
+    let mailboxes = args.subscriptions.div_ceil(SUBSCRIPTIONS_PER_MAILBOX).max(1);
+    println!(
+        "hqsync bench scheduler: {} mailboxes × {SUBSCRIPTIONS_PER_MAILBOX} = {} subscriptions",
+        mailboxes,
+        mailboxes * SUBSCRIPTIONS_PER_MAILBOX
+    );
     let mut opts = RigOptions::demo();
     opts.synthetic = Some((mailboxes, 0));
     opts.hellohq.seed = crate::sim::hellohq::SeedProfile::Empty;
