@@ -340,6 +340,57 @@ async fn the_connection_test_names_each_failure_and_its_fix() {
     h.hq_sim.shutdown().await;
 }
 
+/// Item 10 of issue 19: the granted application permissions are read from
+/// the token's `roles` claim; each missing one is named with its fix.
+#[tokio::test]
+async fn the_connection_test_names_each_missing_application_permission() {
+    let h = H::start().await;
+    let good_secret = h.seed["clientSecret"].as_str().unwrap().to_string();
+    h.create("perm", &good_secret, &h.hq_sim.sync_token()).await;
+    let op = token("operator", None);
+    use reqwest::Method as M;
+    let anna = "anna.schmidt@agentur-beispiel.de";
+    h.call(M::PATCH, "/v1/admin/tenants/perm", Some(&op), Some(json!({"settings": {"pilot_mailbox": anna}}))).await;
+    let all = ["Calendars.ReadWrite", "Contacts.ReadWrite", "Tasks.ReadWrite.All", "User.Read.All"];
+    let set_roles = |roles: Vec<&str>| {
+        let (http, url) = (h.http.clone(), format!("{}/_sim/roles", h.graph_sim.base_url()));
+        let roles: Vec<String> = roles.into_iter().map(str::to_string).collect();
+        async move {
+            let r = http.post(url).json(&json!({"roles": roles})).send().await.unwrap();
+            assert!(r.status().is_success());
+        }
+    };
+    let permissions = |text: String| -> Value {
+        let r: Value = serde_json::from_str(&text).unwrap();
+        r["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == "graph_permissions")
+            .cloned()
+            .unwrap_or(Value::Null)
+    };
+    set_roles(all.to_vec()).await;
+    let c = permissions(h.call(M::POST, "/v1/admin/tenants/perm/test", Some(&op), None).await.1);
+    assert_eq!(c["ok"], true, "{c}");
+    for missing in all {
+        set_roles(all.iter().copied().filter(|r| *r != missing).collect()).await;
+        let c = permissions(h.call(M::POST, "/v1/admin/tenants/perm/test", Some(&op), None).await.1);
+        assert_eq!(c["ok"], false, "{missing}: {c}");
+        let (detail, fix) = (c["detail"].as_str().unwrap(), c["fix"].as_str().unwrap());
+        assert!(detail.contains(missing), "{detail}");
+        for other in all.iter().filter(|r| **r != missing) {
+            assert!(!detail.contains(&format!("{other} (")), "{other} is granted: {detail}");
+        }
+        assert!(fix.contains(missing) && fix.contains("admin consent"), "{fix}");
+    }
+    set_roles(vec![]).await;
+    let c = permissions(h.call(M::POST, "/v1/admin/tenants/perm/test", Some(&op), None).await.1);
+    assert!(all.iter().all(|r| c["detail"].as_str().unwrap().contains(r)), "{c}");
+    h.graph_sim.shutdown().await;
+    h.hq_sim.shutdown().await;
+}
+
 #[tokio::test]
 async fn the_pilot_rollout_syncs_only_the_pilot_mailbox_until_all() {
     let h = H::start().await;

@@ -53,6 +53,7 @@ pub(super) async fn checks(
             return checks;
         }
     }
+    checks.push(permissions_check(&g).await);
     let Some(m) = mailbox else {
         checks.push(Check::fail(
             "mailbox",
@@ -78,6 +79,53 @@ pub(super) async fn checks(
         checks.push(todo_extension_probe(&g, m, caps).await);
     }
     checks
+}
+
+/// The least application permissions hqsync needs, each with why (the same
+/// list as docs/onboarding.md step 2).
+pub const REQUIRED_ROLES: [(&str, &str); 4] = [
+    (
+        "Calendars.ReadWrite",
+        "to read and write the synced appointments in each user's calendar and subscribe to its changes",
+    ),
+    (
+        "Contacts.ReadWrite",
+        "to create the two helloHQ contact folders, write their contacts and subscribe to their changes",
+    ),
+    ("Tasks.ReadWrite.All", "to create the \"helloHQ\" To Do list, write its tasks and subscribe to their changes"),
+    ("User.Read.All", "to find each helloHQ user's mailbox by work email (mail or proxy address) in the directory"),
+];
+
+/// The granted application permissions (the token's `roles` claim) against
+/// [`REQUIRED_ROLES`]: each missing one is named with why and the fix.
+async fn permissions_check(g: &GraphClient) -> Check {
+    let granted = match g.granted_roles().await {
+        Ok(r) => r,
+        Err(e) => return Check::fail("graph_permissions", e.to_string(), fix(&e)),
+    };
+    let missing: Vec<String> = REQUIRED_ROLES
+        .iter()
+        .filter(|(role, _)| !granted.iter().any(|r| r.eq_ignore_ascii_case(role)))
+        .map(|(role, why)| format!("{role} ({why})"))
+        .collect();
+    if missing.is_empty() {
+        return Check::pass("graph_permissions", format!("granted: {}", REQUIRED_ROLES.map(|(r, _)| r).join(", ")));
+    }
+    Check::fail(
+        "graph_permissions",
+        format!("application permissions missing from the access token: {}", missing.join("; ")),
+        format!(
+            "in Microsoft Entra: App registrations → this app → API permissions → Add a permission → Microsoft Graph → \
+             Application permissions: add {}, then \"Grant admin consent\" (docs/onboarding.md, steps 2 and 3); \
+             run the test again (a new token carries the new roles)",
+            REQUIRED_ROLES
+                .iter()
+                .filter(|(role, _)| !granted.iter().any(|r| r.eq_ignore_ascii_case(role)))
+                .map(|(r, _)| *r)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    )
 }
 
 fn etag(v: &Value) -> Option<String> {

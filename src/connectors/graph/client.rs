@@ -147,6 +147,22 @@ pub fn seg(s: &str) -> String {
     utf8_percent_encode(s, SEGMENT).to_string()
 }
 
+/// The `roles` claim of a JWT access token (its payload decoded, not
+/// verified); no claim = no application permission. The token itself never
+/// appears in an error.
+pub fn roles_of(jwt: &str) -> Result<Vec<String>, GraphError> {
+    use base64::Engine as _;
+    let bad = || GraphError::Decode("the access token is not a JWT with a readable payload".into());
+    let payload = jwt.split('.').nth(1).ok_or_else(bad)?;
+    let bytes =
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload.trim_end_matches('=')).map_err(|_| bad())?;
+    let claims: Value = serde_json::from_slice(&bytes).map_err(|_| bad())?;
+    Ok(match claims.get("roles") {
+        Some(Value::Array(a)) => a.iter().filter_map(Value::as_str).map(str::to_string).collect(),
+        _ => Vec::new(),
+    })
+}
+
 /// The mailbox a relative Graph path addresses (`/users/{mailbox}/…`), lowercased.
 pub fn mailbox_of(path: &str) -> Option<String> {
     let path = path.split('?').next().unwrap_or_default();
@@ -243,6 +259,17 @@ impl GraphClient {
     /// Checks the credentials by fetching (or reusing) the app-only token.
     pub async fn check_credentials(&self) -> Result<(), GraphError> {
         self.inner.token.get(&self.inner.http).await.map(|_| ())
+    }
+
+    /// The application permissions granted to the app in this tenant: the
+    /// `roles` claim of the app-only access token (Entra lists exactly the
+    /// admin-consented application permissions there,
+    /// https://learn.microsoft.com/entra/identity-platform/access-token-claims-reference).
+    /// The payload is decoded without verifying the signature: the token is
+    /// our own, just issued by Entra over TLS; it is never logged.
+    pub async fn granted_roles(&self) -> Result<Vec<String>, GraphError> {
+        let token = self.inner.token.get(&self.inner.http).await?;
+        roles_of(token.expose_secret())
     }
 
     pub async fn get(&self, path: &str) -> Result<Value, GraphError> {
@@ -554,6 +581,23 @@ mod tests {
         assert_eq!(mailbox_of("users/anna%40x.de/events").as_deref(), Some("anna@x.de"));
         assert_eq!(mailbox_of("/subscriptions/abc"), None);
         assert_eq!(mailbox_of("/$batch"), None);
+    }
+
+    #[test]
+    fn roles_are_read_from_the_token_payload() {
+        use base64::Engine as _;
+        let enc = |v: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v);
+        let jwt = format!(
+            "{}.{}.sig",
+            enc(r#"{"alg":"RS256"}"#),
+            enc(r#"{"roles":["Calendars.ReadWrite","User.Read.All"]}"#)
+        );
+        assert_eq!(roles_of(&jwt).unwrap(), vec!["Calendars.ReadWrite".to_string(), "User.Read.All".to_string()]);
+        let none = format!("{}.{}.sig", enc("{}"), enc(r#"{"aud":"x"}"#));
+        assert!(roles_of(&none).unwrap().is_empty());
+        let e = roles_of("secret-opaque-token").unwrap_err().to_string();
+        assert!(!e.contains("secret-opaque-token"), "{e}");
+        assert!(roles_of("a.!!!.c").is_err());
     }
 
     fn client(graph_base: &str) -> GraphClient {

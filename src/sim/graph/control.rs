@@ -184,6 +184,7 @@ pub(crate) async fn get_seed(State(shared): State<Arc<Shared>>) -> Json<Value> {
         "domain": w.domain,
         "clientId": w.app.client_id,
         "clientSecret": w.app.client_secret,
+        "roles": w.app.roles,
         "mailboxes": w.mailboxes.iter().map(|m| json!({
             "id": m.id, "userPrincipalName": m.upn, "displayName": m.display_name,
             "inPolicyScope": m.in_policy_scope, "defaultContactFolderId": m.default_contact_folder_id,
@@ -319,4 +320,19 @@ pub(crate) async fn move_contact(State(shared): State<Arc<Shared>>, Json(req): J
         Ok(v) => (StatusCode::OK, Json(v)).into_response(),
         Err((status, message)) => control_error(status, &message),
     }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct RolesReq {
+    roles: Vec<String>,
+}
+
+/// `POST /_sim/roles {"roles": [...]}`: the application permissions an admin
+/// consented to; tokens issued from now on carry them in `roles` (tokens
+/// already issued keep theirs, as Entra's do until they expire).
+pub(crate) async fn roles(State(shared): State<Arc<Shared>>, Json(req): Json<RolesReq>) -> Json<Value> {
+    let mut w = lock(&shared.world);
+    w.app.roles = req.roles;
+    Json(json!({"roles": w.app.roles}))
 }

@@ -22,7 +22,9 @@
 //! - `POST /_sim/reset`; `POST /_sim/seed` `{"profile":"demo"|"empty"}` or
 //!   `{"tenantId"?,"domain"?,"clientId"?,"clientSecret"?,"mailboxes":[{"userPrincipalName","displayName"?,
 //!   "inPolicyScope"?,"contacts"?,"contactFolders"?:[{"displayName","contacts"}],"events"?}]}`;
-//!   `GET /_sim/seed` (tenant id, client id + secret, mailboxes).
+//!   `GET /_sim/seed` (tenant id, client id + secret, roles, mailboxes). The seed also takes `"roles"`.
+//! - `POST /_sim/roles` `{"roles":[…]}`: the application permissions tokens issued from now on carry in
+//!   their `roles` claim (default: Calendars.ReadWrite, Contacts.ReadWrite, Tasks.ReadWrite.All, User.Read.All).
 //! - `POST /_sim/lifecycle` `{"subscriptionId","event":"subscriptionRemoved|missed|reauthorizationRequired"}`.
 //! - `POST /_sim/delta/evict` (every delta token → 410), `POST /_sim/clock` `{"advanceMinutes"}` (runs the
 //!   expiry sweep at once), `POST /_sim/policy` `{"mailbox","inScope"}` (application access policy).

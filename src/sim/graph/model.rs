@@ -341,6 +341,8 @@ pub(crate) struct SeedSpec {
     pub domain: Option<String>,
     pub client_id: Option<String>,
     pub client_secret: Option<String>,
+    /// The application permissions the token's `roles` claim lists (default: all four hqsync needs).
+    pub roles: Option<Vec<String>>,
     pub mailboxes: Vec<SeedMailbox>,
 }
 
@@ -416,6 +418,9 @@ impl World {
             spec.client_id.as_deref().unwrap_or(DEMO_CLIENT_ID),
             spec.client_secret.as_deref().unwrap_or(DEMO_CLIENT_SECRET),
         );
+        if let Some(roles) = spec.roles {
+            w.app.roles = roles;
+        }
         w.apply_seed(spec.mailboxes)?;
         Ok(w)
     }

@@ -27,6 +27,7 @@ pub(crate) fn app(shared: Arc<Shared>) -> Router {
         .route("/_sim/delta/evict", post(control::evict_delta))
         .route("/_sim/clock", post(control::clock))
         .route("/_sim/policy", post(control::policy))
+        .route("/_sim/roles", post(control::roles))
         .route("/_sim/todo/move", post(control::move_task))
         .route("/_sim/move", post(control::move_contact))
         .route("/v1.0/{*rest}", any(graph_entry))
