@@ -251,8 +251,15 @@ async fn print_test(app: &App, t: &Tenant) -> bool {
     if let Ok(serde_json::Value::Object(sections)) = serde_json::to_value(&report.capabilities) {
         for (section, fields) in sections.iter().filter(|(k, _)| *k != "tested_at") {
             for (name, value) in fields.as_object().into_iter().flatten() {
-                let shown = value.as_str().map(str::to_string).unwrap_or_else(|| value.to_string());
-                println!("capability {:<34} {}", printable(&format!("{section}.{name}")), printable(&shown));
+                // A map (helloHQ's spelling per list) is one line per entry.
+                let entries: Vec<(String, &serde_json::Value)> = match value.as_object() {
+                    Some(m) => m.iter().map(|(k, v)| (format!("{section}.{name}.{k}"), v)).collect(),
+                    None => vec![(format!("{section}.{name}"), value)],
+                };
+                for (label, value) in entries {
+                    let shown = value.as_str().map(str::to_string).unwrap_or_else(|| value.to_string());
+                    println!("capability {:<34} {}", printable(&label), printable(&shown));
+                }
             }
         }
     }

@@ -11,6 +11,8 @@
 //! unknown fields are ignored and missing ones take their defaults, so a
 //! newer or older hqsync reads it either way.
 
+use std::collections::BTreeMap;
+
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -28,10 +30,45 @@ pub struct Capabilities {
 }
 
 /// helloHQ's answers to the connection test's probes (see
-/// `docs/hellohq-api.md` for each assumption and its provenance).
+/// `docs/hellohq-api.md`, "Connection-test probes", for each assumption,
+/// its provenance, and what hqsync does under each answer).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(default)]
-pub struct HellohqCapabilities {}
+pub struct HellohqCapabilities {
+    /// Per v2 list path hqsync reads (`/v2/Projects/Tasks`…), the spelling of
+    /// the list options (`top` or `$top`…) the probe found honoured. A path
+    /// not listed was not decided (fewer than two rows to compare on, or the
+    /// probe failed): hqsync then sends the guide's bare spelling and checks
+    /// every page it reads (a filter or order that was not applied, a list
+    /// shorter than its `helloHQ-Count`) instead of trusting it.
+    pub spelling: BTreeMap<String, HqSpelling>,
+    /// v2 lists answered a `top=1` read of a longer list with a
+    /// `helloHQ-NextLink`. Informational: hqsync follows a next link when
+    /// there is one and continues with `skip` after a full page without one
+    /// either way.
+    pub next_links: bool,
+    /// `GET /v2/Projects/Tasks` honoured `expand=resourceToTasks` (the
+    /// assignments came inline). Without it (the safe default) each task's
+    /// participants and rooms are read from the published
+    /// `GET /v1/ProjectTasks({Id})/Assignments`.
+    pub expand_assignments: bool,
+    /// The deletions log (`/v1/ConfigSystemEvents/do.GetDeleted()`) honoured
+    /// `$filter=CreatedOn gt …`. Without it (the safe default) hqsync reads
+    /// the whole log and filters it itself, on a longer interval.
+    pub deletions_filter: bool,
+}
+
+/// Which spelling of the list options an endpoint was found to honour.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum HqSpelling {
+    /// `top`, `filter`, `orderby`, `expand` only.
+    Bare,
+    /// `$top`, `$filter`, `$orderby`, `$expand` only.
+    Dollar,
+    /// Either.
+    Both,
+}
 
 /// Microsoft Graph's answers to the connection test's probes (see
 /// `docs/graph-api.md`, "Connection-test probes"). `false` is each one's

@@ -731,6 +731,13 @@ impl HellohqClient {
         Ok(Listing { items, total, pages })
     }
 
+    /// One page of `path` asked with exactly `query` (no paging options
+    /// added, no spelling applied): the connection test's probes compare
+    /// what the server does with each spelling.
+    pub async fn probe_page(&self, path: &str, query: &[(String, String)]) -> Result<Page<Value>, HqError> {
+        self.fetch_page(self.url(path, query), path.starts_with("/v1/")).await
+    }
+
     fn list_url(&self, path: &str, query: &ListQuery) -> (Url, bool) {
         let v1 = path.starts_with("/v1/");
         (self.url(path, &query.pairs(self.spelling_for(path), PAGE_SIZE)), v1)

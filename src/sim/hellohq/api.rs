@@ -92,8 +92,12 @@ fn next_link(base: &str, uri: &Uri, q: &ListQuery, total: usize) -> String {
         !k.trim_start_matches('$').eq_ignore_ascii_case("skip")
             && !k.trim_start_matches('$').eq_ignore_ascii_case("top")
     });
-    pairs.push((top_key.unwrap_or_else(|| "top".into()), q.top.to_string()));
-    pairs.push((skip_key.unwrap_or_else(|| "skip".into()), (q.skip + q.top).to_string()));
+    // The next link speaks the spelling the request used (an endpoint that
+    // honours only `$top` names `$skip` in its own link).
+    let top_key = top_key.unwrap_or_else(|| "top".into());
+    let skip_key = skip_key.unwrap_or_else(|| if top_key.starts_with('$') { "$skip".into() } else { "skip".into() });
+    pairs.push((top_key, q.top.to_string()));
+    pairs.push((skip_key, (q.skip + q.top).to_string()));
     let query = url::form_urlencoded::Serializer::new(String::new()).extend_pairs(pairs).finish();
     format!("{base}{}?{query}", uri.path())
 }
