@@ -243,3 +243,94 @@ async fn the_status_page_signs_in_and_shows_a_seeded_tenant() {
     assert!(size > 10_000, "no screenshot at {} ({size} bytes)", shot.display());
     eprintln!("status page screenshot: {}", shot.display());
 }
+
+/// The capability record of each tenant is on the page (no browser needed:
+/// the served HTML is read): one row per answer of both sections, helloHQ's
+/// spelling one row per list, and a tenant never tested says so.
+#[tokio::test]
+async fn the_status_page_shows_each_tenants_capabilities() {
+    use hqsync::model::capabilities::{Capabilities, GraphCapabilities, HellohqCapabilities, HqSpelling};
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("hqsync.db").display());
+    let store = Store::open(&url, 5, Cipher::from_base64(&Cipher::generate_key_base64()).unwrap()).await.unwrap();
+    let now = Utc::now();
+    for id in ["probed", "untested"] {
+        store
+            .upsert_tenant(&Tenant {
+                id: TenantId::parse(id).unwrap(),
+                name: format!("Tenant {id}"),
+                enabled: true,
+                graph: GraphCredentials {
+                    entra_tenant_id: "t".into(),
+                    client_id: "c".into(),
+                    client_secret: "graph-secret-never-shown".to_string().into(),
+                    graph_base: "http://127.0.0.1:9".into(),
+                    login_base: "http://127.0.0.1:9".into(),
+                },
+                hellohq: HellohqCredentials {
+                    base_url: "http://127.0.0.1:9".into(),
+                    token: "hq-token-never-shown".to_string().into(),
+                    webhook_secrets: vec![],
+                },
+                settings: json!({}),
+                created_at: now,
+                updated_at: now,
+            })
+            .await
+            .unwrap();
+    }
+    let caps = Capabilities {
+        tested_at: Some(now),
+        hellohq: HellohqCapabilities {
+            spelling: [("/v2/Projects/Tasks".to_string(), HqSpelling::Dollar)].into(),
+            next_links: false,
+            expand_assignments: true,
+            deletions_filter: false,
+        },
+        graph: GraphCapabilities { if_match_enforced: true, ..Default::default() },
+    };
+    store.set_capabilities(&TenantId::parse("probed").unwrap(), &caps).await.unwrap();
+
+    let queue = Queue::open(&hqsync::config::Config::default().queue, &store).await.unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let cfg = AdminConfig {
+        jwt_algorithm: "HS256".into(),
+        jwt_secret: Some(SECRET.to_string().into()),
+        jwt_public_key_file: None,
+        ..AdminConfig::default()
+    };
+    let state = AppState::new(store.clone(), queue, std::time::Duration::from_secs(2), 1 << 20)
+        .with_admin(AdminAuth::from_config(&cfg).unwrap(), base.clone());
+    tokio::spawn(hqsync::http::serve(listener, hqsync::http::router(state), Default::default()));
+    let exp = (Utc::now() + chrono::Duration::hours(1)).timestamp();
+    let token = encode(
+        &Header::new(Algorithm::HS256),
+        &json!({"sub": "ops@example", "role": "operator", "exp": exp}),
+        &EncodingKey::from_secret(SECRET.as_bytes()),
+    )
+    .unwrap();
+    let html = signed_in_page(&base, &token).await;
+    let section = |id: &str| -> String {
+        let start = html.find(&format!("id=\"tenant-{id}\"")).unwrap_or_else(|| panic!("tenant {id}: {html}"));
+        let rest = &html[start..];
+        rest[..rest.find("</section>").unwrap()].to_string()
+    };
+    let probed = section("probed");
+    for row in [
+        "<tr data-capability=\"hellohq.spelling./v2/Projects/Tasks\"><td>hellohq.spelling./v2/Projects/Tasks</td><td>dollar</td></tr>",
+        "<tr data-capability=\"hellohq.expand_assignments\"><td>hellohq.expand_assignments</td><td>true</td></tr>",
+        "<tr data-capability=\"hellohq.deletions_filter\"><td>hellohq.deletions_filter</td><td>false</td></tr>",
+        "<tr data-capability=\"hellohq.next_links\"><td>hellohq.next_links</td><td>false</td></tr>",
+        "<tr data-capability=\"graph.if_match_enforced\"><td>graph.if_match_enforced</td><td>true</td></tr>",
+        "<tr data-capability=\"graph.todo_subscription_accepted\"><td>graph.todo_subscription_accepted</td><td>false</td></tr>",
+    ] {
+        assert!(probed.contains(row), "{row} missing: {probed}");
+    }
+    assert!(probed.contains("probed by the connection test at"), "{probed}");
+    let untested = section("untested");
+    assert!(untested.contains("never probed: the safe defaults apply"), "{untested}");
+    assert!(untested.contains("<td>hellohq.spelling</td><td>undecided (safe default)</td>"), "{untested}");
+    assert!(untested.contains("<td>hellohq.expand_assignments</td><td>false</td>"), "{untested}");
+    assert!(!html.contains("never-shown"), "a secret reached the page");
+}

@@ -390,6 +390,7 @@ async fn render(state: &AppState, who: &Principal, csrf: &str) -> Result<String,
             }
         }
         b.push_str("</table>");
+        b.push_str(&capabilities(&store.get_capabilities(&t.id).await.unwrap_or_default()));
         if !held_lists.is_empty() {
             // What `hqsync approve` (or POST …/approve) would approve: exactly these items.
             b.push_str("<h3>Held deletions awaiting approval</h3>");
@@ -417,6 +418,48 @@ async fn render(state: &AppState, who: &Principal, csrf: &str) -> Result<String,
         b.push_str("</section>");
     }
     Ok(html_page("hqsync status", &b))
+}
+
+/// What the connection test found for the tenant (both sections, one row
+/// per answer; a map such as helloHQ's spelling per list one row per entry),
+/// or that it never ran and the safe defaults apply.
+fn capabilities(c: &crate::model::capabilities::Capabilities) -> String {
+    let mut b = String::from("<h3>Capabilities</h3>");
+    let _ = write!(
+        b,
+        "<p class=\"muted\" id=\"capabilities-tested\">{}</p>",
+        match c.tested_at {
+            Some(at) => format!("probed by the connection test at {}", at.format("%Y-%m-%d %H:%M UTC")),
+            None => "never probed: the safe defaults apply (run the connection test)".into(),
+        }
+    );
+    b.push_str("<table class=\"capabilities\"><tr><th>capability</th><th>value</th></tr>");
+    if let Ok(serde_json::Value::Object(sections)) = serde_json::to_value(c) {
+        for (section, fields) in sections.iter().filter(|(k, _)| *k != "tested_at") {
+            for (name, value) in fields.as_object().into_iter().flatten() {
+                let entries: Vec<(String, &serde_json::Value)> = match value.as_object() {
+                    Some(m) if m.is_empty() => vec![(format!("{section}.{name}"), value)],
+                    Some(m) => m.iter().map(|(k, v)| (format!("{section}.{name}.{k}"), v)).collect(),
+                    None => vec![(format!("{section}.{name}"), value)],
+                };
+                for (label, value) in entries {
+                    let shown = match value {
+                        serde_json::Value::String(s) => s.clone(),
+                        serde_json::Value::Object(m) if m.is_empty() => "undecided (safe default)".into(),
+                        other => other.to_string(),
+                    };
+                    let _ = write!(
+                        b,
+                        "<tr data-capability=\"{l}\"><td>{l}</td><td>{v}</td></tr>",
+                        l = esc(&label),
+                        v = esc(&shown)
+                    );
+                }
+            }
+        }
+    }
+    b.push_str("</table>");
+    b
 }
 
 /// Changes (created/updated/deleted/moved) per minute over the last hour, as inline SVG.
