@@ -138,6 +138,21 @@ async fn sync_reads_are_whole(sim: &HellohqSim, store: &Store, t: &Tenant, label
     ids.dedup();
     assert_eq!(ids.len(), total, "{label}: the whole list, each contact once");
 
+    // The change poll: a first poll reports every contact, a later one the one changed.
+    let poller = ChangePoller::new(&c);
+    let first = poller.poll_updates(store, &t.id, HqEntity::ContactPerson).await.unwrap();
+    let mut polled: Vec<String> = first.hints.iter().filter_map(|h| h.resource_id.clone()).collect();
+    polled.sort_unstable();
+    polled.dedup();
+    assert_eq!(polled.len(), total, "{label}: a first poll reports every contact");
+    first.commit(store).await.unwrap();
+    let id = contacts[7].id;
+    c.update_contact_person(id, |p| p.note = Some("Rückruf".into())).await.unwrap();
+    let batch = poller.poll_updates(store, &t.id, HqEntity::ContactPerson).await.unwrap();
+    let changed: Vec<String> = batch.hints.iter().filter_map(|h| h.resource_id.clone()).collect();
+    assert_eq!(changed, vec![id.to_string()], "{label}: the change, once");
+    batch.commit(store).await.unwrap();
+
     let tasks = c.list_tasks(&ListQuery::default()).await.unwrap();
     assert!(!tasks.is_empty(), "{label}");
     let mut with_participants = 0;
@@ -276,4 +291,27 @@ async fn a_tenant_never_tested_reads_whole_under_every_knob_with_the_safe_defaul
         assert_eq!(store.get_capabilities(&t.id).await.unwrap().hellohq, HellohqCapabilities::default());
         sync_reads_are_whole(&sim, &store, &t, &knobs.to_string()).await;
     }
+}
+
+#[tokio::test]
+async fn a_tenant_never_tested_on_a_dollar_only_hellohq_gets_an_error_naming_the_fix_not_a_wrong_list() {
+    let sim = start_sim().await;
+    let total = seed_many_contacts(&sim).await;
+    control(&sim, "/_sim/faults", json!({"spelling": "dollar"})).await;
+    let (store, t) = store_for(&sim).await;
+    let c = engine_client(&store, &t).await;
+    // The bare `top`/`skip` are ignored: the next page repeats the first.
+    let listed = c.list_v2::<ContactPerson>("/v2/ContactPersons", &ListQuery::default()).await;
+    assert!(listed.is_err(), "{total} contacts read as {:?}", listed.map(|l| l.items.len()));
+    // The poll's filter and order are ignored: the poll stops, naming the fix.
+    let poller = ChangePoller::new(&c);
+    let e = poller.poll_updates(&store, &t.id, HqEntity::ContactPerson).await.unwrap_err().to_string();
+    assert!(e.contains("run the connection test"), "{e}");
+    // After the connection test the same reads are whole.
+    let r = probe(&store, &t).await;
+    assert_eq!(r.capabilities.hellohq.spelling.get("/v2/ContactPersons"), Some(&HqSpelling::Dollar));
+    let c = engine_client(&store, &t).await;
+    let all = c.list_v2::<ContactPerson>("/v2/ContactPersons", &ListQuery::default()).await.unwrap().items;
+    assert_eq!(all.len(), total);
+    assert!(ChangePoller::new(&c).poll_updates(&store, &t.id, HqEntity::ContactPerson).await.is_ok());
 }

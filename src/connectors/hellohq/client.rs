@@ -696,6 +696,7 @@ impl HellohqClient {
             let page: Page<Value> = self.fetch_page(url.clone(), v1).await?;
             pages += 1;
             let full = page.items.len() >= PAGE_SIZE;
+            let got = page.items.len();
             let first = page.items.first().cloned();
             if pages > 1 && first.is_some() && first == last_first {
                 return Err(HqError::Decode {
@@ -714,7 +715,14 @@ impl HellohqClient {
             progress(PageProgress { pages, fetched: items.len(), total });
             let next = match page.next {
                 Some(next) => next,
-                None if full && total.is_none_or(|t| (items.len() as u64) < t) => {
+                // A full page, or one shorter than the count says the list
+                // is (a server that ignored `top` in this spelling and cut
+                // at its own page size): continue with `skip`. A server
+                // that ignores that too answers the same page again, which
+                // is an error above, never a silently cut list.
+                None if (full && total.is_none_or(|t| (items.len() as u64) < t))
+                    || (!full && got > 0 && total.is_some_and(|t| (items.len() as u64) < t)) =>
+                {
                     metrics::counter!("hqsync_hellohq_skip_pages_total").increment(1);
                     self.skip_url(&url, items.len())
                 }
