@@ -1118,3 +1118,50 @@ async fn a_replayed_create_answered_with_the_older_event_takes_the_newer_hellohq
     assert_eq!(tagged[0]["id"], ev["id"]);
     h.stop().await;
 }
+
+/// Issue 18 item 6, as far as it holds today: a linked series whose
+/// `recurrencyStorage` hqsync cannot parse is left alone both ways: the
+/// value is never overwritten (an Outlook edit writes nothing to helloHQ),
+/// and nothing from it reaches the Exchange series (no write at all); the
+/// series is journalled `skipped` with the parse error. (Holding it while
+/// its other fields sync is still open.)
+#[tokio::test]
+async fn a_recurrency_storage_hqsync_cannot_parse_is_never_overwritten_either_way() {
+    let h = H::start_with(json!({"appointments": {"window_future_days": 120}})).await;
+    let anna = h.user_id(ANNA).await;
+    let first = next_weekday(in_days(1), Weekday::Wed);
+    let start = berlin(first, 10, 0);
+    let storage = format!(
+        "DTSTART;TZID=Europe/Berlin:{}\r\nRRULE:FREQ=WEEKLY;INTERVAL=1;BYDAY=WE",
+        first.format("%Y%m%dT100000")
+    );
+    let id = h
+        .create_row(json!({"name": "Jour fixe", "isAppointment": true, "type": "RecurrencyTask",
+            "recurrencyStorage": storage, "startOn": start, "endOn": start + Duration::minutes(30),
+            "resourceToTasks": [{"userId": anna}]}))
+        .await;
+    h.hq_changed(id).await;
+    let ev = h.event(ANNA, "Jour fixe").await;
+    let gid = ev["id"].as_str().unwrap().to_string();
+    let pattern = ev["recurrence"].clone();
+    assert!(pattern.is_object(), "{ev}");
+
+    // helloHQ now holds a pattern hqsync cannot read.
+    let odd = "Jeden zweiten Mittwoch außer in den Ferien";
+    h.hq.update_task(id, |t| t.recurrency_storage = Some(odd.to_string())).await.unwrap();
+    let (g0, q0) = h.writes().await;
+    h.hq_changed(id).await;
+    assert_eq!(h.writes().await, (g0, q0), "nothing written for a pattern hqsync cannot read");
+    let skipped = h.journal("skipped").await;
+    assert!(skipped.iter().any(|e| e.hq_id.as_deref() == Some(id.to_string().as_str())), "journalled: {skipped:?}");
+    let ev = h.event(ANNA, "Jour fixe").await;
+    assert_eq!(ev["recurrence"], pattern, "the Exchange series keeps its pattern");
+
+    // An Outlook edit of the series: helloHQ's value survives.
+    h.outlook_patch(ANNA, &gid, json!({"location": {"displayName": "Raum Alster"}})).await;
+    h.exchange_changed(ANNA, &gid).await;
+    let t = h.hq.get_task(id).await.unwrap();
+    assert_eq!(t.recurrency_storage.as_deref(), Some(odd), "never overwritten");
+    assert_eq!(h.writes().await.1, q0, "no helloHQ write from the Outlook edit");
+    h.stop().await;
+}
