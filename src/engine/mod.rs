@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use crate::connectors::graph::{GraphClient, GraphClientConfig};
 use crate::connectors::hellohq::client::{HellohqClient, HellohqClientConfig};
 use crate::connectors::hellohq::poll::{ChangePoller, CURSOR_SCOPE};
-use crate::model::capabilities::{Capabilities, HellohqCapabilities};
+use crate::model::capabilities::Capabilities;
 use crate::model::{Kind, MailboxId, TenantId};
 use crate::queue::{Change, Hint, HqEntity, Origin};
 use crate::store::{self, Mailbox, MailboxState, NewJournalEntry, Store, StoreError, Tenant};
@@ -97,25 +97,11 @@ struct Clients {
 
 /// The helloHQ client settings of tenant `t` in this process: its shared
 /// request budget and cache (issue 18 item 7).
-/// The helloHQ client settings of tenant `t`, following what the connection
-/// test found (`caps`; the safe defaults when it never ran): each v2 list
-/// asked in the spelling it honours (the guide's bare one where undecided
-/// or either works), and participants read inline only where
-/// `expand=resourceToTasks` was found honoured.
-pub fn hellohq_client_config(t: &Tenant, requests_per_minute: u32, caps: &HellohqCapabilities) -> HellohqClientConfig {
-    use crate::connectors::hellohq::client::QuerySpelling;
+pub fn hellohq_client_config(t: &Tenant, requests_per_minute: u32) -> HellohqClientConfig {
     use crate::connectors::hellohq::{budget::RequestBudget, cache::TenantCache};
-    use crate::model::capabilities::HqSpelling;
     let mut cfg = HellohqClientConfig::new(t.hellohq.base_url.clone(), t.hellohq.token.clone());
     cfg.budget = Some(RequestBudget::for_tenant(t.id.as_str(), requests_per_minute));
     cfg.cache = Some(TenantCache::for_tenant(t.id.as_str()));
-    cfg.spelling = QuerySpelling::Bare;
-    for (path, s) in &caps.spelling {
-        if *s == HqSpelling::Dollar {
-            cfg.spelling_overrides.insert(path.clone(), QuerySpelling::Dollar);
-        }
-    }
-    cfg.expand_assignments = caps.expand_assignments;
     cfg
 }
 
@@ -264,7 +250,7 @@ impl Engine {
         let capabilities = self.store.get_capabilities(id).await?;
         let graph = GraphClient::new(&t.graph, self.graph_config.clone())
             .map_err(|e| EngineError::Permanent(format!("tenant {}: Graph client: {e}", t.id)))?;
-        let mut hq_config = hellohq_client_config(&t, self.hellohq_requests_per_minute, &capabilities.hellohq);
+        let mut hq_config = hellohq_client_config(&t, self.hellohq_requests_per_minute);
         hq_config.allow_private_addresses = self.graph_config.allow_private_addresses;
         let hq = HellohqClient::new(hq_config)
             .map_err(|e| EngineError::Permanent(format!("tenant {}: helloHQ client: {e}", t.id)))?;

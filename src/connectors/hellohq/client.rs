@@ -31,6 +31,7 @@ use super::wire::{
     fmt_utc, Absence, AddressV1, Company, CompanyPost, CompanyType, ConfigSystemEvent, ContactPerson, ContactPersonV1,
     LeadV1, Project, ProjectV1, Task, TaskAssignment, TaskAssignmentV1, User, PRIVATE_ADDRESS_DESCRIPTION,
 };
+use crate::model::capabilities::{HellohqCapabilities, HqSpelling};
 
 /// How much of an error body is kept for the journal.
 pub const MAX_ERROR_BODY: usize = 4096;
@@ -123,6 +124,23 @@ pub struct HellohqClientConfig {
 }
 
 impl HellohqClientConfig {
+    /// These settings, following what the connection test found for the
+    /// tenant (`caps`; the safe defaults when it never ran): each v2 list
+    /// asked in the spelling it honours (the guide's bare one where
+    /// undecided or either works), and participants read inline only where
+    /// `expand=resourceToTasks` was found honoured.
+    pub fn following(mut self, caps: &HellohqCapabilities) -> Self {
+        self.spelling = QuerySpelling::Bare;
+        self.spelling_overrides.clear();
+        for (path, s) in &caps.spelling {
+            if *s == HqSpelling::Dollar {
+                self.spelling_overrides.insert(path.clone(), QuerySpelling::Dollar);
+            }
+        }
+        self.expand_assignments = caps.expand_assignments;
+        self
+    }
+
     pub fn new(base_url: impl Into<String>, token: SecretString) -> Self {
         HellohqClientConfig {
             base_url: base_url.into(),
