@@ -10,9 +10,17 @@
 //! on); never both; never when its company is a prospect.
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
 
 use crate::connectors::hellohq::client::{HellohqClient, HqError, ListQuery};
+use crate::connectors::hellohq::poll::{entity_for_database_object, ChangePoller, DEFAULT_OVERLAP};
+use crate::connectors::hellohq::wire::SystemEventType;
 use crate::connectors::hellohq::wire::{Company, LeadV1, ProjectV1, User};
+
+use crate::queue::HqEntity;
 
 use super::settings::ContactSettings;
 
@@ -63,7 +71,24 @@ pub struct Directory {
     pub company_by_name: HashMap<String, i32>,
     /// Contact person id → users for whom it is "mine" through a project or lead.
     pub mine_via: HashMap<i32, BTreeSet<i32>>,
+    /// The projects (v1, with members and contact persons) and leads (with
+    /// contact persons) `mine_via` is computed from, kept so that one
+    /// changed row can be replaced without listing them all again.
+    projects: HashMap<i32, ProjectV1>,
+    leads: HashMap<i32, LeadV1>,
 }
+
+/// One row of the directory re-read after a change: its new state, or gone.
+#[derive(Debug, Clone)]
+pub enum DirectoryRow {
+    User(i32, Option<User>),
+    Company(i32, Option<Company>),
+    Project(i32, Option<ProjectV1>),
+    Lead(i32, Option<LeadV1>),
+}
+
+/// The directory's entities: the rows [`Directory::read_row`] re-reads.
+pub const DIRECTORY_ENTITIES: [HqEntity; 4] = [HqEntity::User, HqEntity::Company, HqEntity::Project, HqEntity::Lead];
 
 /// Normalised company name for lookups.
 pub fn name_key(s: &str) -> String {
@@ -82,27 +107,100 @@ impl Directory {
     }
 
     pub fn build(users: Vec<User>, companies: Vec<Company>, projects: Vec<ProjectV1>, leads: Vec<LeadV1>) -> Directory {
-        let mut d = Directory { users, ..Default::default() };
-        for c in companies {
-            if let Some(n) = c.name.as_deref() {
-                d.company_by_name.entry(name_key(n)).or_insert(c.id);
+        let mut d = Directory {
+            users,
+            companies: companies.into_iter().map(|c| (c.id, c)).collect(),
+            projects: projects.into_iter().map(|p| (p.id, p)).collect(),
+            leads: leads.into_iter().map(|l| (l.id, l)).collect(),
+            ..Default::default()
+        };
+        d.reindex();
+        d
+    }
+
+    /// Recomputes the lookups from the rows.
+    fn reindex(&mut self) {
+        self.company_by_name.clear();
+        // Lowest id first, so "first one wins" does not depend on map order.
+        let mut ids: Vec<i32> = self.companies.keys().copied().collect();
+        ids.sort_unstable();
+        for id in ids {
+            if let Some(n) = self.companies[&id].name.as_deref() {
+                self.company_by_name.entry(name_key(n)).or_insert(id);
             }
-            d.companies.insert(c.id, c);
         }
-        for p in projects {
+        self.mine_via.clear();
+        for p in self.projects.values() {
             let team: Vec<i32> = p.members.iter().filter_map(|m| m.user_id).collect();
             for cp in &p.contact_persons {
-                d.mine_via.entry(cp.id).or_default().extend(team.iter().copied());
+                self.mine_via.entry(cp.id).or_default().extend(team.iter().copied());
             }
         }
-        for l in leads {
+        for l in self.leads.values() {
             if let Some(u) = l.responsible_user_id {
                 for cp in &l.contact_persons {
-                    d.mine_via.entry(cp.id).or_default().insert(u);
+                    self.mine_via.entry(cp.id).or_default().insert(u);
                 }
             }
         }
+    }
+
+    /// Re-reads one row of the directory by id (one request): `None` inside
+    /// when helloHQ says it is gone; `Ok(None)` for an entity that is not
+    /// part of the directory.
+    pub async fn read_row(hq: &HellohqClient, entity: HqEntity, id: i32) -> Result<Option<DirectoryRow>, HqError> {
+        fn gone<T>(r: Result<T, HqError>) -> Result<Option<T>, HqError> {
+            match r {
+                Ok(v) => Ok(Some(v)),
+                Err(HqError::NotFound { .. }) => Ok(None),
+                Err(e) => Err(e),
+            }
+        }
+        Ok(Some(match entity {
+            HqEntity::User => DirectoryRow::User(id, gone(hq.get_user(id).await)?),
+            HqEntity::Company => DirectoryRow::Company(id, gone(hq.get_company(id).await)?),
+            HqEntity::Project => DirectoryRow::Project(id, gone(hq.get_project_v1(id).await)?),
+            HqEntity::Lead => DirectoryRow::Lead(id, gone(hq.get_lead(id).await)?),
+            _ => return Ok(None),
+        }))
+    }
+
+    /// This snapshot with `rows` applied (each replacing or removing its
+    /// row); the lookups are recomputed.
+    pub fn patched(&self, rows: Vec<DirectoryRow>) -> Directory {
+        let mut d = self.clone();
+        for row in rows {
+            match row {
+                DirectoryRow::User(id, u) => {
+                    d.users.retain(|x| x.id != id);
+                    d.users.extend(u);
+                }
+                DirectoryRow::Company(id, c) => {
+                    d.companies.remove(&id);
+                    d.companies.extend(c.map(|c| (id, c)));
+                }
+                DirectoryRow::Project(id, p) => {
+                    d.projects.remove(&id);
+                    d.projects.extend(p.map(|p| (id, p)));
+                }
+                DirectoryRow::Lead(id, l) => {
+                    d.leads.remove(&id);
+                    d.leads.extend(l.map(|l| (id, l)));
+                }
+            }
+        }
+        d.users.sort_by_key(|u| u.id);
+        d.reindex();
         d
+    }
+
+    /// The newest `updatedOn` among the rows (helloHQ's clock): where an
+    /// incremental refresh of a snapshot just loaded starts.
+    pub fn newest_stamp(&self) -> Option<DateTime<Utc>> {
+        let users = self.users.iter().filter_map(|u| u.updated_on);
+        let companies = self.companies.values().filter_map(|c| c.updated_on);
+        let leads = self.leads.values().filter_map(|l| l.updated_on);
+        users.chain(companies).chain(leads).max()
     }
 
     pub fn company(&self, id: Option<i32>) -> Option<&Company> {
@@ -150,6 +248,118 @@ impl Directory {
         } else {
             None
         }
+    }
+}
+
+/// How long a process keeps patching a tenant's snapshot before it lists
+/// the directory whole again (the integrity pass). Whether a change of a
+/// project's team or a lead's contacts moves the project's or lead's own
+/// `updatedOn` is not published, so the patches may miss such a change
+/// until then (a webhook of the project or lead patches it at once).
+pub const FULL_RELOAD: Duration = Duration::from_secs(3600);
+
+/// A tenant's snapshot kept current in one process (issue 18 item 7):
+/// listed whole once (and again after [`FULL_RELOAD`]), otherwise brought up
+/// to date from helloHQ's change poll, re-reading only the rows stamped or
+/// deleted since. Its cost when nothing changed is four filtered listings
+/// and one read of the deletions log, whatever the number of rows.
+#[derive(Debug, Clone)]
+pub struct LiveDirectory {
+    pub dir: Arc<Directory>,
+    /// When it was listed whole.
+    pub loaded: Instant,
+    /// When it was last known current (listed, refreshed or patched from
+    /// the tenant's change poll).
+    pub checked: Instant,
+    /// The newest `updatedOn` applied (helloHQ's clock).
+    since: Option<DateTime<Utc>>,
+    /// The newest deletions-log entry applied.
+    deleted_since: Option<DateTime<Utc>>,
+    /// Rows re-read at a stamp: the overlap lists them again, they are not
+    /// read again.
+    applied: HashMap<(HqEntity, i32), DateTime<Utc>>,
+}
+
+impl LiveDirectory {
+    /// Lists the directory whole.
+    pub async fn load(hq: &HellohqClient) -> Result<LiveDirectory, HqError> {
+        let dir = Directory::load(hq).await?;
+        let since = dir.newest_stamp();
+        let now = Instant::now();
+        Ok(LiveDirectory {
+            dir: Arc::new(dir),
+            loaded: now,
+            checked: now,
+            since,
+            deleted_since: since,
+            applied: HashMap::new(),
+        })
+    }
+
+    /// Brings the snapshot up to date: per directory entity the rows stamped
+    /// after the newest stamp applied (minus the change poll's overlap),
+    /// each re-read by id, and the deletions logged since. A snapshot
+    /// without any stamp (an empty directory) is listed whole instead.
+    pub async fn refresh(&mut self, hq: &HellohqClient) -> Result<(), HqError> {
+        let (Some(since), Some(deleted_since)) = (self.since, self.deleted_since) else {
+            *self = LiveDirectory::load(hq).await?;
+            return Ok(());
+        };
+        let overlap = chrono::Duration::from_std(DEFAULT_OVERLAP).unwrap_or_default();
+        let poller = ChangePoller::new(hq);
+        let mut rows = Vec::new();
+        let mut newest = since;
+        for entity in DIRECTORY_ENTITIES {
+            for (id, stamp) in poller.changed_since(entity, since - overlap).await? {
+                if stamp.is_some() && self.applied.get(&(entity, id)) == stamp.as_ref() {
+                    continue;
+                }
+                rows.extend(Directory::read_row(hq, entity, id).await?);
+                if let Some(t) = stamp {
+                    self.applied.insert((entity, id), t);
+                    newest = newest.max(t);
+                }
+            }
+        }
+        let mut deleted_newest = deleted_since;
+        for ev in hq.list_deleted(Some(deleted_since - overlap)).await? {
+            if ev.kind.as_ref().is_some_and(|k| *k != SystemEventType::EntityDeleted) {
+                continue;
+            }
+            let entity = ev.database_object.as_deref().and_then(entity_for_database_object);
+            let (Some(entity), Some(id)) = (entity, ev.entity_id.and_then(|i| i32::try_from(i).ok())) else { continue };
+            if let Some(row) = DirectoryRow::gone(entity, id) {
+                rows.push(row);
+            }
+            deleted_newest = deleted_newest.max(ev.created_on.unwrap_or(deleted_newest));
+        }
+        self.applied.retain(|_, t| *t > newest - overlap);
+        self.since = Some(newest);
+        self.deleted_since = Some(deleted_newest);
+        self.apply(rows);
+        Ok(())
+    }
+
+    /// Applies rows read elsewhere (the tenant pass's change poll, a
+    /// webhook's re-read); nothing else changes.
+    pub fn apply(&mut self, rows: Vec<DirectoryRow>) {
+        if !rows.is_empty() {
+            self.dir = Arc::new(self.dir.patched(rows));
+        }
+        self.checked = Instant::now();
+    }
+}
+
+impl DirectoryRow {
+    /// The row of a deleted `entity` `id`, if the directory holds such rows.
+    pub fn gone(entity: HqEntity, id: i32) -> Option<DirectoryRow> {
+        Some(match entity {
+            HqEntity::User => DirectoryRow::User(id, None),
+            HqEntity::Company => DirectoryRow::Company(id, None),
+            HqEntity::Project => DirectoryRow::Project(id, None),
+            HqEntity::Lead => DirectoryRow::Lead(id, None),
+            _ => return None,
+        })
     }
 }
 

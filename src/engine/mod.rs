@@ -30,7 +30,7 @@ use crate::store::{self, Mailbox, MailboxState, NewJournalEntry, Store, StoreErr
 
 use appointments::Appointments;
 use contacts::{Contacts, Plan};
-use directory::Directory;
+use directory::{Directory, LiveDirectory};
 use settings::TenantSettings;
 use tasks::Tasks;
 
@@ -82,8 +82,17 @@ impl From<StoreError> for EngineError {
 /// equal records, equal prints.
 pub use crate::model::fingerprint::fingerprint_of as fingerprint;
 
-/// How long a directory snapshot is reused by hints that do not change it.
+/// How long a directory snapshot is used by hints before it is refreshed
+/// from helloHQ's change poll.
 const DIRECTORY_TTL: Duration = Duration::from_secs(15);
+
+fn directory_err(e: crate::connectors::hellohq::client::HqError) -> EngineError {
+    if e.is_transient() {
+        EngineError::Transient(e.to_string())
+    } else {
+        EngineError::Permanent(e.to_string())
+    }
+}
 
 /// One tenant's API clients, rebuilt when the tenant record changes.
 struct Clients {
@@ -108,7 +117,10 @@ pub fn hellohq_client_config(t: &Tenant, requests_per_minute: u32) -> HellohqCli
 #[derive(Default)]
 struct Caches {
     clients: parking_lot::Mutex<HashMap<TenantId, Arc<Clients>>>,
-    directories: parking_lot::Mutex<HashMap<TenantId, (Instant, Arc<Directory>)>>,
+    directories: parking_lot::Mutex<HashMap<TenantId, LiveDirectory>>,
+    /// One refresh of a tenant's directory at a time in this process: hints
+    /// arriving together wait for it instead of each refreshing.
+    directory_locks: parking_lot::Mutex<HashMap<TenantId, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 #[derive(Clone)]
@@ -259,28 +271,66 @@ impl Engine {
         Ok(Some((t, c)))
     }
 
+    /// The tenant's directory snapshot: listed whole when this process has
+    /// none (or after [`directory::FULL_RELOAD`], or when `fresh`), else the
+    /// kept one, refreshed from helloHQ's change poll when older than
+    /// [`DIRECTORY_TTL`] (issue 18 item 7: never re-listed per hint or per
+    /// minute).
     async fn directory(
         &self,
         tenant: &TenantId,
         hq: &HellohqClient,
         fresh: bool,
     ) -> Result<Arc<Directory>, EngineError> {
-        if !fresh {
-            if let Some((at, d)) = self.caches.directories.lock().get(tenant) {
-                if at.elapsed() < DIRECTORY_TTL {
-                    return Ok(d.clone());
+        let lock = self.caches.directory_locks.lock().entry(tenant.clone()).or_default().clone();
+        let _one_at_a_time = lock.lock().await;
+        let kept = self.caches.directories.lock().get(tenant).cloned();
+        let live = match kept {
+            Some(l) if !fresh && l.loaded.elapsed() < directory::FULL_RELOAD => {
+                if l.checked.elapsed() < DIRECTORY_TTL {
+                    return Ok(l.dir);
                 }
+                let mut l = l;
+                l.refresh(hq).await.map_err(directory_err)?;
+                l
             }
-        }
-        let d = Arc::new(Directory::load(hq).await.map_err(|e| {
-            if e.is_transient() {
-                EngineError::Transient(e.to_string())
-            } else {
-                EngineError::Permanent(e.to_string())
+            _ => LiveDirectory::load(hq).await.map_err(directory_err)?,
+        };
+        let dir = live.dir.clone();
+        self.caches.directories.lock().insert(tenant.clone(), live);
+        Ok(dir)
+    }
+
+    /// The tenant's directory with `changed` rows re-read (one request
+    /// each; a row helloHQ no longer has is removed) and `gone` rows removed:
+    /// what a webhook or the tenant's change poll reported.
+    async fn patch_directory(
+        &self,
+        tenant: &TenantId,
+        hq: &HellohqClient,
+        changed: &[(HqEntity, i32)],
+        gone: &[(HqEntity, i32)],
+    ) -> Result<Arc<Directory>, EngineError> {
+        let lock = self.caches.directory_locks.lock().entry(tenant.clone()).or_default().clone();
+        let _one_at_a_time = lock.lock().await;
+        let kept = self.caches.directories.lock().get(tenant).cloned();
+        let live = match kept {
+            Some(mut l) if l.loaded.elapsed() < directory::FULL_RELOAD => {
+                let mut rows = Vec::new();
+                for &(entity, id) in changed {
+                    rows.extend(Directory::read_row(hq, entity, id).await.map_err(directory_err)?);
+                }
+                rows.extend(gone.iter().filter_map(|&(entity, id)| directory::DirectoryRow::gone(entity, id)));
+                l.apply(rows);
+                l
             }
-        })?);
-        self.caches.directories.lock().insert(tenant.clone(), (Instant::now(), d.clone()));
-        Ok(d)
+            // Nothing kept (or due for its integrity pass): the listing has
+            // every change.
+            _ => LiveDirectory::load(hq).await.map_err(directory_err)?,
+        };
+        let dir = live.dir.clone();
+        self.caches.directories.lock().insert(tenant.clone(), live);
+        Ok(dir)
     }
 
     async fn apply(&self, hint: &Hint) -> Result<(), EngineError> {
@@ -388,7 +438,7 @@ impl Engine {
             // Membership or company type changed: every mailbox's contacts
             // are checked against a fresh snapshot.
             (Some(e @ (HqEntity::Company | HqEntity::Project | HqEntity::Lead)), Some(id)) => {
-                let dir = self.directory(cx.tenant, hq, true).await?;
+                let dir = self.patch_directory(cx.tenant, hq, &[(e, id)], &[]).await?;
                 cx.on_membership(&dir, e, id).await
             }
             // A task row: appointments (and absences) are decided by the
@@ -397,7 +447,11 @@ impl Engine {
                 let dir = self.directory(cx.tenant, hq, false).await?;
                 on_task_row(cx, &dir, id).await
             }
-            (Some(HqEntity::User), _) => {
+            (Some(HqEntity::User), Some(id)) => {
+                let dir = self.patch_directory(cx.tenant, hq, &[(HqEntity::User, id)], &[]).await?;
+                self.provision(cx, &dir).await
+            }
+            (Some(HqEntity::User), None) => {
                 let dir = self.directory(cx.tenant, hq, true).await?;
                 self.provision(cx, &dir).await
             }
@@ -492,8 +546,6 @@ impl Engine {
     /// (the safety net under webhooks), each change applied inline; the
     /// watermark moves only after its changes are applied.
     async fn tenant_pass(&self, cx: &Contacts<'_>, hq: &HellohqClient) -> Result<(), EngineError> {
-        let dir = self.directory(cx.tenant, hq, true).await?;
-        self.provision(cx, &dir).await?;
         let poller = ChangePoller::new(hq);
         let poll_err = |e: crate::connectors::hellohq::poll::PollError| {
             if e.is_transient() {
@@ -502,47 +554,61 @@ impl Engine {
                 EngineError::Permanent(e.to_string())
             }
         };
-        let mut membership_changed = false;
-        for entity in [HqEntity::ContactPerson, HqEntity::Task, HqEntity::Company, HqEntity::Project, HqEntity::Lead] {
+        // The directory first (users, companies, projects, leads): the kept
+        // snapshot patched with the rows the poll reports changed, never
+        // listed whole (issue 18 item 7). Its watermarks move only after
+        // the snapshot has the changes.
+        let mut changed = Vec::new();
+        let mut batches = Vec::new();
+        for entity in directory::DIRECTORY_ENTITIES {
+            let first =
+                self.store.get_cursor(cx.tenant, CURSOR_SCOPE, &ChangePoller::cursor_name(entity)).await?.is_none();
+            let batch = poller.poll_updates(&self.store, cx.tenant, entity).await.map_err(poll_err)?;
+            // A first poll lists everything: a kept snapshot has it.
+            if !first {
+                changed.extend(batch.hints.iter().filter_map(|h| Some((entity, h.resource_id.as_deref()?.parse().ok()?))));
+            }
+            batches.push(batch);
+        }
+        let membership_changed = changed.iter().any(|(e, _)| *e != HqEntity::User);
+        let dir = self.patch_directory(cx.tenant, hq, &changed, &[]).await?;
+        for batch in batches {
+            batch.commit(&self.store).await?;
+        }
+        self.provision(cx, &dir).await?;
+        for entity in [HqEntity::ContactPerson, HqEntity::Task] {
             let first =
                 self.store.get_cursor(cx.tenant, CURSOR_SCOPE, &ChangePoller::cursor_name(entity)).await?.is_none();
             let batch = poller.poll_updates(&self.store, cx.tenant, entity).await.map_err(poll_err)?;
             // A first poll lists everything: the mailbox passes cover that.
             if !first {
-                for h in &batch.hints {
+                for id in batch.hints.iter().filter_map(|h| h.resource_id.as_deref()?.parse().ok()) {
                     match entity {
-                        HqEntity::ContactPerson => {
-                            if let Some(id) = h.resource_id.as_deref().and_then(|s| s.parse().ok()) {
-                                cx.on_hq_contact(&dir, id).await?;
-                            }
-                        }
-                        HqEntity::Task => {
-                            if let Some(id) = h.resource_id.as_deref().and_then(|s| s.parse().ok()) {
-                                on_task_row(cx, &dir, id).await?;
-                            }
-                        }
-                        _ => membership_changed = true,
+                        HqEntity::ContactPerson => cx.on_hq_contact(&dir, id).await?,
+                        _ => on_task_row(cx, &dir, id).await?,
                     }
                 }
             }
             batch.commit(&self.store).await?;
         }
         let deletions = poller.poll_deletions(&self.store, cx.tenant).await.map_err(poll_err)?;
-        for h in &deletions.hints {
-            if h.entity == Some(HqEntity::ContactPerson) {
-                if let Some(id) = h.resource_id.as_deref().and_then(|s| s.parse().ok()) {
-                    cx.on_hq_contact(&dir, id).await?;
-                }
-            } else if h.entity == Some(HqEntity::Task) {
-                if let Some(id) = h.resource_id.as_deref().and_then(|s| s.parse().ok()) {
-                    on_task_row(cx, &dir, id).await?;
-                }
-            } else if matches!(h.entity, Some(HqEntity::Company | HqEntity::Project | HqEntity::Lead)) {
-                membership_changed = true;
+        let gone: Vec<(HqEntity, i32)> = deletions
+            .hints
+            .iter()
+            .filter_map(|h| Some((h.entity?, h.resource_id.as_deref()?.parse().ok()?)))
+            .collect();
+        let dir_gone: Vec<(HqEntity, i32)> =
+            gone.iter().copied().filter(|(e, _)| directory::DIRECTORY_ENTITIES.contains(e)).collect();
+        let dir = if dir_gone.is_empty() { dir } else { self.patch_directory(cx.tenant, hq, &[], &dir_gone).await? };
+        for &(entity, id) in &gone {
+            match entity {
+                HqEntity::ContactPerson => cx.on_hq_contact(&dir, id).await?,
+                HqEntity::Task => on_task_row(cx, &dir, id).await?,
+                _ => {}
             }
         }
         deletions.commit(&self.store).await?;
-        if membership_changed {
+        if membership_changed || dir_gone.iter().any(|(e, _)| *e != HqEntity::User) {
             for m in cx.mailboxes().await? {
                 let approved = self.approval(cx.tenant, &m.id, Kind::Contact).await?;
                 cx.pass(&dir, &m, false, &approved).await?;

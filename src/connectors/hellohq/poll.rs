@@ -239,6 +239,19 @@ impl<'a> ChangePoller<'a> {
         })
     }
 
+    /// The ids of `entity`'s rows stamped after `since`, with their stamps,
+    /// read as [`poll_updates`](Self::poll_updates) reads them but with no
+    /// cursor: for caches kept in memory (the engine's directory snapshot,
+    /// issue 18 item 7), which re-read only what changed.
+    pub async fn changed_since(
+        &self,
+        entity: HqEntity,
+        since: DateTime<Utc>,
+    ) -> Result<Vec<(i32, Option<DateTime<Utc>>)>, HqError> {
+        let rows = self.rows_since(&endpoint(entity), Some(since)).await?;
+        Ok(rows.iter().filter_map(|r| Some((i32::try_from(r.id).ok()?, r.updated()))).collect())
+    }
+
     /// Every row stamped after `since` (every row when `None`), in stamp
     /// order, each version once. Read by keyset: each next page starts at
     /// the last stamp read instead of skipping rows, so a row updated while
