@@ -217,7 +217,6 @@ async fn three_worker_processes_never_exceed_four_concurrent_requests_per_mailbo
         .flat_map(|i| mailboxes.iter().map(move |m| (i, m)))
         .map(|(i, m)| exchange_hint(&tenant, m, i))
         .collect();
-    let started = Instant::now();
     queue.publish(&hints).await.expect("publish the burst");
     // Until every hint is handled (a guard against a hang, not a timing).
     let mut left: Vec<uuid::Uuid> = hints.iter().map(|h| h.hint_id).collect();
@@ -242,14 +241,6 @@ async fn three_worker_processes_never_exceed_four_concurrent_requests_per_mailbo
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    // A figure, never asserted (speed is for benches).
-    let took = started.elapsed();
-    eprintln!(
-        "{} hints handled by {WORKERS} worker processes in {:.1} s = {:.0} hints/s",
-        hints.len(),
-        took.as_secs_f64(),
-        hints.len() as f64 / took.as_secs_f64().max(1e-9)
-    );
     let stats = sim_json(&http, reqwest::Method::GET, format!("{}/_sim/stats", graph_sim.base_url()), None).await;
     drop(workers);
     let _ = queue.delete_topology().await;
