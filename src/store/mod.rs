@@ -937,46 +937,6 @@ impl Store {
         Ok(self.pool.execute("DELETE FROM leases WHERE name = $1 AND holder = $2", args![name, holder]).await? > 0)
     }
 
-    // mailbox leases (one worker process at a time per mailbox)
-
-    /// Takes or renews the lease on `tenant`'s `mailbox` for `holder` until
-    /// now + `ttl`. True when `holder` holds it afterwards (it was free,
-    /// expired, or already `holder`'s); one statement, so two processes
-    /// cannot both win.
-    pub async fn try_acquire_mailbox_lease(
-        &self,
-        tenant: &TenantId,
-        mailbox: &str,
-        holder: &str,
-        ttl: Duration,
-    ) -> Result<bool, StoreError> {
-        let now = now_ms();
-        let sql = "INSERT INTO mailbox_leases (tenant_id, mailbox, holder, expires_at) VALUES ($1, $2, $3, $4) \
-                   ON CONFLICT (tenant_id, mailbox) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at \
-                   WHERE mailbox_leases.holder = excluded.holder OR mailbox_leases.expires_at <= $5";
-        let args = args![tenant.as_str(), mailbox, holder, now.saturating_add(duration_ms(ttl)), now];
-        Ok(self.pool.execute(sql, args).await? > 0)
-    }
-
-    /// The process holding `tenant`'s `mailbox` now (an unexpired lease).
-    pub async fn mailbox_lease_holder(&self, tenant: &TenantId, mailbox: &str) -> Result<Option<String>, StoreError> {
-        let sql = "SELECT holder FROM mailbox_leases WHERE tenant_id = $1 AND mailbox = $2 AND expires_at > $3";
-        let row = self.pool.fetch_optional(sql, args![tenant.as_str(), mailbox, now_ms()]).await?;
-        row.map(|r| r.get::<String>("holder")).transpose()
-    }
-
-    /// Gives the mailbox up if `holder` still holds it, so another process
-    /// may take it at once instead of waiting for the expiry.
-    pub async fn release_mailbox_lease(
-        &self,
-        tenant: &TenantId,
-        mailbox: &str,
-        holder: &str,
-    ) -> Result<bool, StoreError> {
-        let sql = "DELETE FROM mailbox_leases WHERE tenant_id = $1 AND mailbox = $2 AND holder = $3";
-        Ok(self.pool.execute(sql, args![tenant.as_str(), mailbox, holder]).await? > 0)
-    }
-
     // local queue
 
     /// Appends ready rows, all or none.

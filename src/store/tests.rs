@@ -86,27 +86,3 @@ async fn postgres_errors_do_not_echo_the_password() {
     assert!(matches!(err, StoreError::Unavailable(_)), "{err}");
     assert!(!err.to_string().contains("hunter2"), "{err}");
 }
-
-#[tokio::test]
-async fn a_mailbox_lease_has_one_holder_until_released_or_expired() {
-    let store = memory_store().await;
-    let t = TenantId::parse("acme").unwrap();
-    let ttl = Duration::from_secs(30);
-    assert!(store.try_acquire_mailbox_lease(&t, "anna@acme.example", "p1", ttl).await.unwrap());
-    assert!(!store.try_acquire_mailbox_lease(&t, "anna@acme.example", "p2", ttl).await.unwrap());
-    // Another mailbox, and the same one of another tenant, are separate.
-    assert!(store.try_acquire_mailbox_lease(&t, "ben@acme.example", "p2", ttl).await.unwrap());
-    let other = TenantId::parse("other").unwrap();
-    assert!(store.try_acquire_mailbox_lease(&other, "anna@acme.example", "p2", ttl).await.unwrap());
-    // The holder renews; only the holder releases.
-    assert!(store.try_acquire_mailbox_lease(&t, "anna@acme.example", "p1", ttl).await.unwrap());
-    assert_eq!(store.mailbox_lease_holder(&t, "anna@acme.example").await.unwrap().as_deref(), Some("p1"));
-    assert!(!store.release_mailbox_lease(&t, "anna@acme.example", "p2").await.unwrap());
-    assert!(store.release_mailbox_lease(&t, "anna@acme.example", "p1").await.unwrap());
-    assert_eq!(store.mailbox_lease_holder(&t, "anna@acme.example").await.unwrap(), None);
-    assert!(store.try_acquire_mailbox_lease(&t, "anna@acme.example", "p2", ttl).await.unwrap());
-    // An expired lease (a crashed holder) is taken over.
-    assert!(store.try_acquire_mailbox_lease(&t, "carl@acme.example", "p1", Duration::ZERO).await.unwrap());
-    assert_eq!(store.mailbox_lease_holder(&t, "carl@acme.example").await.unwrap(), None);
-    assert!(store.try_acquire_mailbox_lease(&t, "carl@acme.example", "p2", ttl).await.unwrap());
-}

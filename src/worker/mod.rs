@@ -4,9 +4,6 @@
 //! counted), or dead-letter it. On shutdown it stops taking new hints and lets in-flight
 //! ones finish (bounded by the drain timeout); anything unfinished stays
 //! unacked and is redelivered to another worker.
-//! Hints of one mailbox are worked on by one process at a time (`lease`).
-
-pub mod lease;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,7 +16,6 @@ use crate::engine::{Engine, EngineError, Outcome};
 use crate::http::metrics::worker_outcome;
 use crate::queue::{Change, Consumer, Delivery, Queue};
 use crate::scheduler::{Scheduler, SchedulerError};
-use lease::MailboxLeases;
 
 #[derive(Clone)]
 pub struct Worker {
@@ -41,10 +37,7 @@ impl Worker {
         let tracker = TaskTracker::new();
         let mut consumer: Option<Box<dyn Consumer>> = None;
         let mut backoff = Duration::from_millis(100);
-        let leases = MailboxLeases::new(self.engine.store().clone());
-        let leases_stop = CancellationToken::new();
-        let upkeep = tokio::spawn(leases.clone().maintain(leases_stop.clone()));
-        tracing::info!(concurrency = self.concurrency, holder = leases.holder(), "worker started");
+        tracing::info!(concurrency = self.concurrency, "worker started");
         while !shutdown.is_cancelled() {
             let c = match consumer.as_mut() {
                 Some(c) => c,
@@ -70,9 +63,9 @@ impl Worker {
             };
             match next {
                 Ok(Some(delivery)) => {
-                    let (this, leases) = (self.clone(), leases.clone());
+                    let this = self.clone();
                     tracker.spawn(async move {
-                        this.process(&leases, delivery).await;
+                        this.process(delivery).await;
                         drop(permit);
                     });
                 }
@@ -98,54 +91,16 @@ impl Worker {
                 "drain timeout passed; unfinished hints stay unacked and will be redelivered"
             );
         }
-        // The mailboxes are free for the other processes at once (a job cut
-        // off by the drain timeout is redelivered anyway).
-        leases_stop.cancel();
-        let _ = upkeep.await;
         tracing::info!("worker stopped");
     }
 
-    async fn process(&self, leases: &Arc<MailboxLeases>, d: Delivery) {
+    async fn process(&self, d: Delivery) {
         let hint = match &d.hint {
             Ok(h) => h.clone(),
             Err(reason) => {
                 let reason = format!("undecodable hint: {reason}");
                 tracing::error!(%reason, "dead-lettering");
                 settle(d.dead_letter(&reason).await, "dead_lettered");
-                return;
-            }
-        };
-        // Held until this hint is settled: its mailbox (or, without one, its
-        // tenant's mailboxes) belongs to this process meanwhile.
-        let _lease = match leases.acquire(&hint.tenant, hint.mailbox.as_ref().map(|m| m.as_str())).await {
-            Ok(Ok(guard)) => guard,
-            Ok(Err(busy)) => {
-                let delay = self.retry_delays.first().copied().unwrap_or(Duration::from_secs(5));
-                tracing::debug!(
-                    hint_id = %hint.hint_id,
-                    mailbox = %busy.mailbox,
-                    holder = busy.holder.as_deref(),
-                    attempt = d.attempt,
-                    retry_in_s = delay.as_secs(),
-                    "mailbox worked on by another worker process; running later"
-                );
-                if waits_uncounted(&hint) {
-                    settle(d.defer(delay).await, "deferred");
-                } else {
-                    tracing::warn!(
-                        hint_id = %hint.hint_id,
-                        mailbox = %busy.mailbox,
-                        "waited for a mailbox lease longer than the uncounted wait; counting the attempt"
-                    );
-                    settle(d.retry(delay).await, "retried");
-                }
-                return;
-            }
-            Err(e) => {
-                let idx = (d.attempt.max(1) as usize - 1).min(self.retry_delays.len().saturating_sub(1));
-                let delay = self.retry_delays.get(idx).copied().unwrap_or(Duration::from_secs(5));
-                tracing::warn!(hint_id = %hint.hint_id, error = %e, attempt = d.attempt, "cannot take the mailbox lease; retrying later");
-                settle(d.retry(delay).await, "retried");
                 return;
             }
         };
