@@ -1980,13 +1980,15 @@ mod tests {
     use crate::model::appointment::{Attendee, When};
 
     fn people() -> People {
-        let dir = Directory {
-            users: vec![
+        let dir = Directory::build(
+            vec![
                 User { id: 1, e_mail_work: Some("anna@agentur.de".into()), ..Default::default() },
                 User { id: 2, e_mail_work: Some("Ben@Agentur.de".into()), ..Default::default() },
             ],
-            ..Default::default()
-        };
+            vec![],
+            vec![],
+            vec![],
+        );
         let rooms = vec![
             wire::Resource { id: 3, name: Some("Raum Elbe".into()), email: None, ..Default::default() },
             wire::Resource {
