@@ -82,10 +82,11 @@ fn checks(r: &ConnectionReport) -> Vec<(String, bool, String)> {
     r.checks.iter().map(|c| (c.name.clone(), c.ok, c.detail.clone())).collect()
 }
 
-/// The client the engine builds for the tenant from what the probe stored.
+/// The client the engine builds for the tenant from what the probe stored
+/// (the same function the engine's client cache calls).
 async fn engine_client(store: &Store, t: &Tenant) -> HellohqClient {
     let caps = store.get_capabilities(&t.id).await.unwrap();
-    let cfg = hqsync::engine::hellohq_client_config(t, 100_000).following(&caps.hellohq).allowing_private_addresses();
+    let cfg = hqsync::engine::hellohq_client_config(t, 100_000, &caps.hellohq).allowing_private_addresses();
     HellohqClient::new(cfg).unwrap()
 }
 

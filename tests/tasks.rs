@@ -660,3 +660,80 @@ async fn ticking_off_reaches_hellohq_through_the_to_do_notification_without_a_po
     assert_eq!(h.writes().await, writes);
     h.stop().await;
 }
+
+/// The engine builds its helloHQ client from what the connection test found
+/// (issue 18 item 4): on a helloHQ that honours only `$top`/`$filter`, the
+/// tenant pass fails loudly with the safe defaults (the bare options are
+/// ignored there, so a list would come back cut and unordered) and reads
+/// and syncs whole once the capability record says `dollar`.
+#[tokio::test]
+async fn the_engine_follows_the_probed_hellohq_spelling() {
+    use hqsync::model::capabilities::{Capabilities, HqSpelling};
+    let h = H::start().await;
+    let id = h.hq_id("Texte abstimmen").await;
+    h.hq.update_task(id, |t| t.name = Some("Texte in Dollar abstimmen".into())).await.unwrap();
+    let r = h.http.post(format!("{}/_sim/faults", h.hq_sim.base_url())).json(&json!({"spelling": "dollar"})).send();
+    assert!(r.await.unwrap().status().is_success());
+    let pass = h.hint(Origin::Schedule, Change::Resync, None, None, None);
+    let err = h.engine.handle(&pass).await.expect_err("a bare-spelling pass on a dollar-only helloHQ must fail");
+    assert!(err.to_string().contains("connection test"), "the error names the fix: {err}");
+    assert!(h.find(ANNA, "Texte in Dollar abstimmen").await.is_none());
+
+    let mut caps = Capabilities { tested_at: Some(Utc::now()), ..Default::default() };
+    for path in ["/v2/Users", "/v2/Companies", "/v2/ContactPersons", "/v2/Projects", "/v2/Projects/Tasks"] {
+        caps.hellohq.spelling.insert(path.to_string(), HqSpelling::Dollar);
+    }
+    h.store.set_capabilities(&h.tenant, &caps).await.unwrap();
+    let pass = h.hint(Origin::Schedule, Change::Resync, None, None, None);
+    h.run(&pass).await;
+    assert!(h.find(ANNA, "Texte in Dollar abstimmen").await.is_some(), "the edit reached To Do");
+    h.stop().await;
+}
+
+/// An idle tenant pass costs helloHQ a fixed handful of requests whatever
+/// the size of the directory (issue 18 item 7): one change poll per
+/// directory list and per synced entity, and the deletions log; never a
+/// full listing of users, companies, projects or leads.
+#[tokio::test]
+async fn an_idle_tenant_pass_never_lists_the_directory_again() {
+    let h = H::start().await;
+    // More companies than three pages of 1,000: a full listing would show.
+    let companies: Vec<Value> = (0..2345).map(|i| json!({"name": format!("Firma {i}")})).collect();
+    let r = h.http.post(format!("{}/_sim/seed", h.hq_sim.base_url())).json(&json!({"companies": companies})).send();
+    assert!(r.await.unwrap().status().is_success());
+    // The change poll re-reads its overlap behind the watermark until the
+    // overlap has passed (2 s here instead of 2 min): then it is settled.
+    let overlap = std::time::Duration::from_secs(2);
+    let engine = Engine::new(h.store.clone()).allowing_private_addresses().with_hellohq_poll_overlap(overlap);
+    let pass = || h.hint(Origin::Schedule, Change::Resync, None, None, None);
+    let run = |hint: Hint| {
+        let engine = engine.clone();
+        async move { engine.handle(&hint).await.unwrap_or_else(|e| panic!("tenant pass failed: {e}")) }
+    };
+    // The first pass after the seed reads the new companies through the
+    // poll; the one after the overlap reads it once more and settles it.
+    run(pass()).await;
+    tokio::time::sleep(overlap + std::time::Duration::from_millis(200)).await;
+    run(pass()).await;
+    let requests = || async {
+        let s: Value =
+            h.http.get(format!("{}/_sim/stats", h.hq_sim.base_url())).send().await.unwrap().json().await.unwrap();
+        serde_json::from_value::<std::collections::BTreeMap<String, u64>>(s["requests"].clone()).unwrap()
+    };
+    for round in 0..3 {
+        let before = requests().await;
+        run(pass()).await;
+        let after = requests().await;
+        let spent: Vec<(String, u64)> = after
+            .iter()
+            .map(|(k, v)| (k.clone(), v - before.get(k).copied().unwrap_or(0)))
+            .filter(|(_, n)| *n > 0)
+            .collect();
+        let total: u64 = spent.iter().map(|(_, n)| n).sum();
+        assert!(spent.iter().all(|(_, n)| *n <= 2), "round {round}: a route read more than twice: {spent:?}");
+        assert!(total <= 10, "round {round}: an idle pass spent {total} requests: {spent:?}");
+        let companies = spent.iter().find(|(k, _)| k.contains("Companies")).map(|(_, n)| *n).unwrap_or(0);
+        assert!(companies <= 1, "round {round}: companies listed again ({companies} requests): {spent:?}");
+    }
+    h.stop().await;
+}

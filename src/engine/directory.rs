@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 
 use crate::connectors::hellohq::client::{HellohqClient, HqError, ListQuery};
-use crate::connectors::hellohq::poll::{entity_for_database_object, ChangePoller, DEFAULT_OVERLAP};
+use crate::connectors::hellohq::poll::{entity_for_database_object, ChangePoller};
 use crate::connectors::hellohq::wire::SystemEventType;
 use crate::connectors::hellohq::wire::{Company, LeadV1, ProjectV1, User};
 
@@ -273,6 +273,12 @@ pub struct LiveDirectory {
     pub checked: Instant,
     /// The newest `updatedOn` applied (helloHQ's clock).
     since: Option<DateTime<Utc>>,
+    /// When `since` last moved (this process's clock), and whether a
+    /// refresh has read the overlap behind it a whole overlap later (then
+    /// nothing stamped at or before it can still appear, and refreshes read
+    /// only after it: see the change poll's settled watermark).
+    since_moved: Instant,
+    settled: bool,
     /// The newest deletions-log entry applied.
     deleted_since: Option<DateTime<Utc>>,
     /// Rows re-read at a stamp: the overlap lists them again, they are not
@@ -291,6 +297,8 @@ impl LiveDirectory {
             loaded: now,
             checked: now,
             since,
+            since_moved: now,
+            settled: false,
             deleted_since: since,
             applied: HashMap::new(),
         })
@@ -300,17 +308,20 @@ impl LiveDirectory {
     /// after the newest stamp applied (minus the change poll's overlap),
     /// each re-read by id, and the deletions logged since. A snapshot
     /// without any stamp (an empty directory) is listed whole instead.
-    pub async fn refresh(&mut self, hq: &HellohqClient) -> Result<(), HqError> {
+    pub async fn refresh(&mut self, hq: &HellohqClient, overlap: std::time::Duration) -> Result<(), HqError> {
         let (Some(since), Some(deleted_since)) = (self.since, self.deleted_since) else {
             *self = LiveDirectory::load(hq).await?;
             return Ok(());
         };
-        let overlap = chrono::Duration::from_std(DEFAULT_OVERLAP).unwrap_or_default();
-        let poller = ChangePoller::new(hq);
+        let started = Instant::now();
+        let window = overlap;
+        let overlap = chrono::Duration::from_std(overlap).unwrap_or_default();
+        let poller = ChangePoller::new(hq).with_overlap(window);
         let mut rows = Vec::new();
         let mut newest = since;
+        let floor = if self.settled { since } else { since - overlap };
         for entity in DIRECTORY_ENTITIES {
-            for (id, stamp) in poller.changed_since(entity, since - overlap).await? {
+            for (id, stamp) in poller.changed_since(entity, floor).await? {
                 if stamp.is_some() && self.applied.get(&(entity, id)) == stamp.as_ref() {
                     continue;
                 }
@@ -334,6 +345,12 @@ impl LiveDirectory {
             deleted_newest = deleted_newest.max(ev.created_on.unwrap_or(deleted_newest));
         }
         self.applied.retain(|_, t| *t > newest - overlap);
+        if newest > since {
+            self.since_moved = started;
+            self.settled = false;
+        } else if started.duration_since(self.since_moved) >= window {
+            self.settled = true;
+        }
         self.since = Some(newest);
         self.deleted_since = Some(deleted_newest);
         self.apply(rows);

@@ -104,11 +104,16 @@ struct Clients {
     capabilities: Capabilities,
 }
 
-/// The helloHQ client settings of tenant `t` in this process: its shared
-/// request budget and cache (issue 18 item 7).
-pub fn hellohq_client_config(t: &Tenant, requests_per_minute: u32) -> HellohqClientConfig {
+/// The helloHQ client settings of tenant `t` in this process: what its last
+/// connection test found (`caps`: spelling per list, inline assignments;
+/// issue 18 item 4), its shared request budget and cache (item 7).
+pub fn hellohq_client_config(
+    t: &Tenant,
+    requests_per_minute: u32,
+    caps: &crate::model::capabilities::HellohqCapabilities,
+) -> HellohqClientConfig {
     use crate::connectors::hellohq::{budget::RequestBudget, cache::TenantCache};
-    let mut cfg = HellohqClientConfig::new(t.hellohq.base_url.clone(), t.hellohq.token.clone());
+    let mut cfg = HellohqClientConfig::new(t.hellohq.base_url.clone(), t.hellohq.token.clone()).following(caps);
     cfg.budget = Some(RequestBudget::for_tenant(t.id.as_str(), requests_per_minute));
     cfg.cache = Some(TenantCache::for_tenant(t.id.as_str()));
     cfg
@@ -129,6 +134,8 @@ pub struct Engine {
     graph_config: GraphClientConfig,
     /// Per tenant, per process (`hellohq.requests_per_minute`).
     hellohq_requests_per_minute: u32,
+    /// How far helloHQ's change poll reaches back behind its watermark.
+    hellohq_poll_overlap: std::time::Duration,
     caches: Arc<Caches>,
 }
 
@@ -138,8 +145,17 @@ impl Engine {
             store,
             graph_config: GraphClientConfig::default(),
             hellohq_requests_per_minute: crate::connectors::hellohq::budget::DEFAULT_REQUESTS_PER_MINUTE,
+            hellohq_poll_overlap: crate::connectors::hellohq::poll::DEFAULT_OVERLAP,
             caches: Arc::default(),
         }
+    }
+
+    /// With this overlap for helloHQ's change poll instead of
+    /// [`DEFAULT_OVERLAP`](crate::connectors::hellohq::poll::DEFAULT_OVERLAP)
+    /// (tests and benches that must see the overlap settle in seconds).
+    pub fn with_hellohq_poll_overlap(mut self, overlap: std::time::Duration) -> Self {
+        self.hellohq_poll_overlap = overlap;
+        self
     }
 
     /// With this per-tenant helloHQ request budget instead of the default.
@@ -262,7 +278,7 @@ impl Engine {
         let capabilities = self.store.get_capabilities(id).await?;
         let graph = GraphClient::new(&t.graph, self.graph_config.clone())
             .map_err(|e| EngineError::Permanent(format!("tenant {}: Graph client: {e}", t.id)))?;
-        let mut hq_config = hellohq_client_config(&t, self.hellohq_requests_per_minute);
+        let mut hq_config = hellohq_client_config(&t, self.hellohq_requests_per_minute, &capabilities.hellohq);
         hq_config.allow_private_addresses = self.graph_config.allow_private_addresses;
         let hq = HellohqClient::new(hq_config)
             .map_err(|e| EngineError::Permanent(format!("tenant {}: helloHQ client: {e}", t.id)))?;
@@ -291,7 +307,7 @@ impl Engine {
                     return Ok(l.dir);
                 }
                 let mut l = l;
-                l.refresh(hq).await.map_err(directory_err)?;
+                l.refresh(hq, self.hellohq_poll_overlap).await.map_err(directory_err)?;
                 l
             }
             _ => LiveDirectory::load(hq).await.map_err(directory_err)?,
@@ -546,7 +562,7 @@ impl Engine {
     /// (the safety net under webhooks), each change applied inline; the
     /// watermark moves only after its changes are applied.
     async fn tenant_pass(&self, cx: &Contacts<'_>, hq: &HellohqClient) -> Result<(), EngineError> {
-        let poller = ChangePoller::new(hq);
+        let poller = ChangePoller::new(hq).with_overlap(self.hellohq_poll_overlap);
         let poll_err = |e: crate::connectors::hellohq::poll::PollError| {
             if e.is_transient() {
                 EngineError::Transient(e.to_string())
@@ -566,7 +582,8 @@ impl Engine {
             let batch = poller.poll_updates(&self.store, cx.tenant, entity).await.map_err(poll_err)?;
             // A first poll lists everything: a kept snapshot has it.
             if !first {
-                changed.extend(batch.hints.iter().filter_map(|h| Some((entity, h.resource_id.as_deref()?.parse().ok()?))));
+                changed
+                    .extend(batch.hints.iter().filter_map(|h| Some((entity, h.resource_id.as_deref()?.parse().ok()?))));
             }
             batches.push(batch);
         }
@@ -592,11 +609,8 @@ impl Engine {
             batch.commit(&self.store).await?;
         }
         let deletions = poller.poll_deletions(&self.store, cx.tenant).await.map_err(poll_err)?;
-        let gone: Vec<(HqEntity, i32)> = deletions
-            .hints
-            .iter()
-            .filter_map(|h| Some((h.entity?, h.resource_id.as_deref()?.parse().ok()?)))
-            .collect();
+        let gone: Vec<(HqEntity, i32)> =
+            deletions.hints.iter().filter_map(|h| Some((h.entity?, h.resource_id.as_deref()?.parse().ok()?))).collect();
         let dir_gone: Vec<(HqEntity, i32)> =
             gone.iter().copied().filter(|(e, _)| directory::DIRECTORY_ENTITIES.contains(e)).collect();
         let dir = if dir_gone.is_empty() { dir } else { self.patch_directory(cx.tenant, hq, &[], &dir_gone).await? };

@@ -118,17 +118,43 @@ impl Stamp {
 
 /// What a cursor row holds: the newest stamp read, and the keys read
 /// within the overlap behind it (so the overlap does not report them again).
+///
+/// The overlap is re-read only while it can still change: once a poll runs
+/// a whole overlap (by this process's clock) after the watermark was first
+/// read, every row stamped at or before it has committed (a row stamped
+/// `at` was visible then, so helloHQ's clock had passed `at`), and the
+/// watermark is *settled*: later polls read only after it, so an idle
+/// tenant's poll costs one request however many rows a bulk import stamped
+/// inside the last overlap.
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct Watermark {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     at: Option<String>,
     #[serde(default)]
     seen: BTreeSet<String>,
+    /// When `at` was first stored (this process's clock).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    read_at: Option<String>,
+    /// Every row stamped at or before this is known: the floor of the next
+    /// read even where `at − overlap` reaches further back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    settled: Option<String>,
 }
 
 impl Watermark {
     fn instant(&self) -> Option<DateTime<Utc>> {
         self.at.as_deref().and_then(parse_utc)
+    }
+
+    fn settled(&self) -> Option<DateTime<Utc>> {
+        self.settled.as_deref().and_then(parse_utc)
+    }
+
+    /// Where the next poll starts reading (exclusive): the overlap behind
+    /// the watermark, never behind what is settled.
+    fn floor(&self, overlap: chrono::Duration) -> Option<DateTime<Utc>> {
+        let at = self.instant()?;
+        Some(self.settled().map_or(at - overlap, |s| s.max(at - overlap)))
     }
 }
 
@@ -204,7 +230,7 @@ impl<'a> ChangePoller<'a> {
     ) -> Result<PollBatch, PollError> {
         let name = Self::cursor_name(entity);
         let old = Self::load(store, tenant, &name).await?;
-        let since = old.instant().map(|t| t - self.overlap);
+        let since = old.floor(self.overlap);
         let rows = self.rows_since(&endpoint(entity), since).await?;
 
         let mut hints = Vec::new();
@@ -227,7 +253,7 @@ impl<'a> ChangePoller<'a> {
                 stamped.push((t, key));
             }
         }
-        let value = next_watermark(&old, newest, stamped, self.overlap);
+        let value = next_watermark(&old, newest, stamped, self.overlap, Utc::now());
         Ok(PollBatch {
             tenant: tenant.clone(),
             entity: Some(entity),
@@ -270,6 +296,7 @@ impl<'a> ChangePoller<'a> {
             let mut q = ListQuery::default().orderby(field);
             q.filter = from.map(|(op, t)| format!("{field} {op} {}", literal(t)));
             let page: Page<Stamp> = self.client.first_page(ep.path, &q).await?;
+            check_applied(ep.path, from, &page.items)?;
             let last = page.items.last().and_then(Stamp::updated);
             keep(page.items, &mut out);
             let Some(next) = page.next else { break };
@@ -289,7 +316,7 @@ impl<'a> ChangePoller<'a> {
     /// Deletions recorded since the deletions watermark (minus the overlap).
     pub async fn poll_deletions(&self, store: &Store, tenant: &TenantId) -> Result<PollBatch, PollError> {
         let old = Self::load(store, tenant, DELETIONS_CURSOR).await?;
-        let since = old.instant().map(|t| t - self.overlap);
+        let since = old.floor(self.overlap);
         // From the watermark (minus the overlap), not the whole log (issue 18 item 5).
         let events = self.client.list_deleted(since).await?;
         let mut hints = Vec::new();
@@ -322,7 +349,7 @@ impl<'a> ChangePoller<'a> {
             let message = format!("{}/{id}/deleted@{when}", entity.wire_name());
             hints.push(hint(tenant, entity, id, Change::Deleted, &message));
         }
-        let value = next_watermark(&old, newest, stamped, self.overlap);
+        let value = next_watermark(&old, newest, stamped, self.overlap, Utc::now());
         Ok(PollBatch {
             tenant: tenant.clone(),
             entity: None,
@@ -335,6 +362,33 @@ impl<'a> ChangePoller<'a> {
     }
 }
 
+/// A page of a poll must be what was asked: every row stamped past the
+/// bound (as sent, at the literal's precision) and in stamp order. Rows that
+/// are not are a list that ignored its filter or order (a query spelling the
+/// endpoint does not honour): an error naming the fix, never a page whose
+/// last stamp would move the keyset past rows not read.
+fn check_applied(path: &str, from: Option<(&str, DateTime<Utc>)>, rows: &[Stamp]) -> Result<(), HqError> {
+    let bound = from.map(|(op, t)| (op, parse_utc(&fmt_utc(t)).unwrap_or(t)));
+    let mut prev: Option<DateTime<Utc>> = None;
+    for r in rows {
+        let Some(u) = r.updated() else { continue };
+        let outside = bound.is_some_and(|(op, t)| if op == "gt" { u <= t } else { u < t });
+        if outside || prev.is_some_and(|p| u < p) {
+            return Err(HqError::Decode {
+                message: format!(
+                    "{path}: the answer ignores its filter or order (row {} stamped {}): the endpoint does not \
+                     honour this query spelling; run the connection test",
+                    r.id,
+                    fmt_utc(u)
+                ),
+                body: super::client::ErrorBody::default(),
+            });
+        }
+        prev = Some(u);
+    }
+    Ok(())
+}
+
 /// The cursor after a poll: the newest stamp, and every key (old or new)
 /// whose stamp lies within the overlap behind it. Returns the JSON and
 /// whether it differs from what is stored.
@@ -343,17 +397,29 @@ fn next_watermark(
     newest: Option<DateTime<Utc>>,
     stamped: Vec<(DateTime<Utc>, String)>,
     overlap: chrono::Duration,
+    now: DateTime<Utc>,
 ) -> (String, bool) {
     let Some(at) = newest else {
         return (serde_json::to_string(old).expect("a watermark serialises"), false);
     };
-    let floor = at - overlap;
+    let moved = old.instant() != Some(at);
+    // Since when this watermark has been known here (a cursor written
+    // before `read_at` existed counts from now).
+    let read_at = if moved { now } else { old.read_at.as_deref().and_then(parse_utc).unwrap_or(now) };
+    let settled = if !moved && now - read_at >= overlap {
+        // This poll read the overlap a whole overlap after the watermark
+        // was first read: nothing stamped at or before it can appear any more.
+        Some(at)
+    } else {
+        old.settled().filter(|s| *s <= at)
+    };
+    let floor = settled.map_or(at - overlap, |s| s.max(at - overlap));
     let mut seen: BTreeSet<String> = stamped.into_iter().filter(|(t, _)| *t > floor).map(|(_, k)| k).collect();
     // Every key carries its stamp after the `@`, so old keys age out with
     // the watermark instead of piling up.
     seen.extend(old.seen.iter().filter(|k| key_time(k).is_none_or(|t| t > floor)).cloned());
-    let new = Watermark { at: Some(fmt_utc(at)), seen };
-    let changed = new.at != old.at || new.seen != old.seen;
+    let new = Watermark { at: Some(fmt_utc(at)), seen, read_at: Some(fmt_utc(read_at)), settled: settled.map(fmt_utc) };
+    let changed = new.at != old.at || new.seen != old.seen || new.read_at != old.read_at || new.settled != old.settled;
     (serde_json::to_string(&new).expect("a watermark serialises"), changed)
 }
 
@@ -391,13 +457,19 @@ mod tests {
         let old = Watermark {
             at: Some("2026-05-04T08:00:00.000Z".into()),
             seen: ["1@2026-05-04T07:50:00.000Z".into()].into(),
+            ..Default::default()
         };
         let stamped = vec![
             (t("2026-05-04T08:04:00Z"), "2@2026-05-04T08:04:00.000Z".to_string()),
             (t("2026-05-04T08:05:00Z"), "3@2026-05-04T08:05:00.000Z".to_string()),
         ];
-        let (json, changed) =
-            next_watermark(&old, Some(t("2026-05-04T08:05:00Z")), stamped, chrono::Duration::minutes(2));
+        let (json, changed) = next_watermark(
+            &old,
+            Some(t("2026-05-04T08:05:00Z")),
+            stamped,
+            chrono::Duration::minutes(2),
+            t("2026-05-04T08:05:01Z"),
+        );
         let w: Watermark = serde_json::from_str(&json).unwrap();
         assert!(changed);
         assert_eq!(w.at.as_deref(), Some("2026-05-04T08:05:00.000Z"));
@@ -408,10 +480,39 @@ mod tests {
     }
 
     #[test]
-    fn an_empty_poll_leaves_the_cursor_alone() {
-        let old = Watermark { at: Some("2026-05-04T08:00:00.000Z".into()), seen: BTreeSet::new() };
-        let (_, changed) = next_watermark(&old, old.instant(), Vec::new(), chrono::Duration::minutes(2));
-        assert!(!changed);
+    fn an_empty_poll_leaves_the_cursor_alone_until_the_overlap_settles() {
+        let two = chrono::Duration::minutes(2);
+        let old = Watermark {
+            at: Some("2026-05-04T08:00:00.000Z".into()),
+            seen: ["7@2026-05-04T07:59:00.000Z".into()].into(),
+            read_at: Some("2026-05-04T08:00:01.000Z".into()),
+            settled: None,
+        };
+        assert_eq!(old.floor(two), Some(t("2026-05-04T07:58:00Z")));
+        let (_, changed) = next_watermark(&old, old.instant(), Vec::new(), two, t("2026-05-04T08:01:00Z"));
+        assert!(!changed, "inside the overlap nothing changes");
+        // A whole overlap after the watermark was first read: settled, the
+        // keys behind it dropped, the next read starts at the watermark.
+        let (json, changed) = next_watermark(&old, old.instant(), Vec::new(), two, t("2026-05-04T08:02:01Z"));
+        let w: Watermark = serde_json::from_str(&json).unwrap();
+        assert!(changed);
+        assert_eq!(w.floor(two), Some(t("2026-05-04T08:00:00Z")));
+        assert!(w.seen.is_empty(), "{:?}", w.seen);
+        let (_, changed) = next_watermark(&w, w.instant(), Vec::new(), two, t("2026-05-04T08:09:00Z"));
+        assert!(!changed, "a settled idle cursor is not written again");
+        // A newer row: the overlap behind it is read again, but never
+        // behind what is settled.
+        let stamped = vec![(t("2026-05-04T08:01:00Z"), "8@2026-05-04T08:01:00.000Z".to_string())];
+        let (json, _) = next_watermark(&w, Some(t("2026-05-04T08:01:00Z")), stamped, two, t("2026-05-04T08:10:00Z"));
+        let w: Watermark = serde_json::from_str(&json).unwrap();
+        assert_eq!(w.floor(two), Some(t("2026-05-04T08:00:00Z")));
+        assert_eq!(w.read_at.as_deref(), Some("2026-05-04T08:10:00.000Z"));
+    }
+
+    #[test]
+    fn a_cursor_from_before_settling_reads_as_unsettled() {
+        let w: Watermark = serde_json::from_str(r#"{"at":"2026-05-04T08:00:00.000Z","seen":[]}"#).unwrap();
+        assert_eq!(w.floor(chrono::Duration::minutes(2)), Some(t("2026-05-04T07:58:00Z")));
     }
 
     #[test]
