@@ -112,6 +112,7 @@ contract!(
     record_hint_from_concurrent_workers_is_true_exactly_once,
     pruning_forgets_only_old_hints_and_journal_entries,
     named_lease_has_one_holder_until_it_expires_or_is_released,
+    live_processes_are_counted_until_they_expire_or_are_forgotten,
     local_queue_push_lease_ack,
     expired_lease_is_released_and_stale_lease_cannot_settle,
     delayed_row_returns_only_after_its_delay,
@@ -770,6 +771,32 @@ async fn named_lease_has_one_holder_until_it_expires_or_is_released(store: Store
 }
 
 const MINUTE: Duration = Duration::from_secs(60);
+
+async fn live_processes_are_counted_until_they_expire_or_are_forgotten(store: Store, _url: String) {
+    assert!(store.live_processes("graph").await.unwrap().is_empty());
+    store.heartbeat_process("graph", "p1", MINUTE).await.unwrap();
+    store.heartbeat_process("graph", "p2", MINUTE).await.unwrap();
+    store.heartbeat_process("graph", "p3", Duration::from_millis(50)).await.unwrap();
+    // Another group, and named leases, are not processes of this group.
+    store.heartbeat_process("other", "q1", MINUTE).await.unwrap();
+    assert!(store.try_acquire_lease("scheduler", "p9", MINUTE).await.unwrap());
+    assert_eq!(store.live_processes("graph").await.unwrap(), vec!["p1", "p2", "p3"]);
+    // Renewing is idempotent: still one row per process.
+    store.heartbeat_process("graph", "p1", MINUTE).await.unwrap();
+    assert_eq!(store.live_processes("graph").await.unwrap().len(), 3);
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert_eq!(store.live_processes("graph").await.unwrap(), vec!["p1", "p2"], "p3 expired (crashed)");
+    // A renewal forgets the expired rows of the group.
+    store.heartbeat_process("graph", "p2", MINUTE).await.unwrap();
+    assert!(!store.forget_process("graph", "p3").await.unwrap(), "p3's expired row was cleaned up");
+    assert!(store.forget_process("graph", "p2").await.unwrap());
+    assert_eq!(store.live_processes("graph").await.unwrap(), vec!["p1"]);
+    assert_eq!(store.live_processes("other").await.unwrap(), vec!["q1"]);
+    assert!(store.lease_held("scheduler").await.unwrap(), "a named lease is left alone");
+    // A group name that would be a LIKE pattern is refused, not widened.
+    assert!(store.live_processes("%").await.is_err());
+    assert!(store.heartbeat_process("gr_ph", "x", MINUTE).await.is_err());
+}
 
 async fn local_queue_push_lease_ack(store: Store, _url: String) {
     store.local_queue_push(&[]).await.unwrap();

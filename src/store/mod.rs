@@ -937,6 +937,36 @@ impl Store {
         Ok(self.pool.execute("DELETE FROM leases WHERE name = $1 AND holder = $2", args![name, holder]).await? > 0)
     }
 
+    // process presence: one row per live process of a group in `leases`,
+    // named "{group}/{id}", renewed by the process, expiring after a crash
+
+    /// Marks process `id` of `group` alive until now + `ttl`, and forgets
+    /// the group's rows that expired (crashed processes).
+    pub async fn heartbeat_process(&self, group: &str, id: &str, ttl: Duration) -> Result<(), StoreError> {
+        let now = now_ms();
+        let name = presence_name(group, id)?;
+        let sql = "INSERT INTO leases (name, holder, expires_at) VALUES ($1, $2, $3) \
+                   ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at";
+        self.pool.execute(sql, args![name, id, now.saturating_add(duration_ms(ttl))]).await?;
+        let sql = "DELETE FROM leases WHERE name LIKE $1 AND expires_at <= $2";
+        self.pool.execute(sql, args![presence_pattern(group)?, now]).await?;
+        Ok(())
+    }
+
+    /// The ids of `group`'s live processes (heartbeat not expired), sorted.
+    pub async fn live_processes(&self, group: &str) -> Result<Vec<String>, StoreError> {
+        let sql = "SELECT holder FROM leases WHERE name LIKE $1 AND expires_at > $2 ORDER BY holder";
+        let rows = self.pool.fetch_all(sql, args![presence_pattern(group)?, now_ms()]).await?;
+        rows.iter().map(|r| r.get::<String>("holder")).collect()
+    }
+
+    /// Forgets process `id` of `group` at once (a clean stop), so the
+    /// others count one less without waiting for the expiry.
+    pub async fn forget_process(&self, group: &str, id: &str) -> Result<bool, StoreError> {
+        let name = presence_name(group, id)?;
+        Ok(self.pool.execute("DELETE FROM leases WHERE name = $1", args![name]).await? > 0)
+    }
+
     // local queue
 
     /// Appends ready rows, all or none.
@@ -1169,6 +1199,23 @@ impl Where {
             self.sql.push_str(&format!(" AND {column} = ${}", self.args.len()));
         }
     }
+}
+
+/// A presence group's name: plain characters only, so that it is its own
+/// `LIKE` prefix (no `%`, `_` or escape to mean anything else).
+fn presence_group(group: &str) -> Result<&str, StoreError> {
+    if group.is_empty() || !group.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.') {
+        return Err(StoreError::Database(format!("presence group {group:?} must be letters, digits, '-' or '.'")));
+    }
+    Ok(group)
+}
+
+fn presence_name(group: &str, id: &str) -> Result<String, StoreError> {
+    Ok(format!("presence/{}/{id}", presence_group(group)?))
+}
+
+fn presence_pattern(group: &str) -> Result<String, StoreError> {
+    Ok(format!("presence/{}/%", presence_group(group)?))
 }
 
 async fn count(pool: &Pool, sql: &str, args: Vec<Arg>) -> Result<u64, StoreError> {
