@@ -386,6 +386,58 @@ async fn a_throttling_storm_completes_honouring_retry_after_and_four_per_mailbox
     h.sim.shutdown().await;
 }
 
+/// Outlook counts per app and mailbox, not per client: two clients of the
+/// same app in one process (the engine's and the scheduler's, or two built
+/// at once by concurrent hints) share the mailbox's 4.
+#[tokio::test]
+async fn two_clients_of_one_app_in_one_process_share_the_mailboxs_four() {
+    let h = Harness::start(json!([with_folder(MAILBOX, "Kunden", 2)])).await;
+    let (a, b) = (h.client(quick_retries()), h.client(quick_retries()));
+    let folder = folder_id(&a, MAILBOX, "Kunden").await;
+    h.control("faults", json!({"latency_ms": 40})).await;
+    let calls = (0..16).map(|i| {
+        let c = if i % 2 == 0 { a.clone() } else { b.clone() };
+        let f = folder.clone();
+        tokio::spawn(async move { c.list_contacts(MAILBOX, &f).await })
+    });
+    for r in futures::future::join_all(calls).await {
+        assert_eq!(r.unwrap().expect("every read completes").len(), 2);
+    }
+    h.control("faults", json!({})).await;
+    let peak = h.proxy_max_in_flight(MAILBOX);
+    assert!((1..=4).contains(&peak), "{peak} in flight from two clients of one app");
+    h.sim.shutdown().await;
+}
+
+/// The live-process count is read at every request: a client built before
+/// it changed keeps to the new share (max(1, floor(4 / N)) at a time).
+#[tokio::test]
+async fn a_built_client_keeps_to_the_process_share_read_at_each_request() {
+    let mailboxes = ["p3@agentur.example", "p2@agentur.example", "p1@agentur.example"];
+    let h = Harness::start(json!(mailboxes.iter().map(|m| with_folder(m, "Kunden", 1)).collect::<Vec<_>>())).await;
+    let share = hqsync::connectors::graph::ProcessShare::default();
+    let client = h.client(GraphClientConfig { processes: share.clone(), ..quick_retries() });
+    let mut folders = Vec::new();
+    for m in mailboxes {
+        folders.push(folder_id(&client, m, "Kunden").await);
+    }
+    h.control("faults", json!({"latency_ms": 40})).await;
+    for ((processes, m), folder) in [3u32, 2, 1].into_iter().zip(mailboxes).zip(folders) {
+        share.set_processes(processes);
+        let calls = (0..12).map(|_| {
+            let (c, f) = (client.clone(), folder.clone());
+            tokio::spawn(async move { c.list_contacts(m, &f).await })
+        });
+        for r in futures::future::join_all(calls).await {
+            r.unwrap().expect("every read completes");
+        }
+        let expected = hqsync::connectors::graph::share::concurrency_share(4, processes);
+        assert_eq!(h.proxy_max_in_flight(m), expected, "{processes} processes: {m}");
+    }
+    h.control("faults", json!({})).await;
+    h.sim.shutdown().await;
+}
+
 /// Arrival times (at the proxy) of the answered requests to `mailbox`, oldest first.
 fn arrivals(log: &[Rec], mailbox: &str) -> Vec<Instant> {
     let mut at: Vec<Instant> =

@@ -3,9 +3,9 @@
 //! (they come back in any order), and only the items that came back `429`
 //! or `503` sent again, in a new envelope after the largest `Retry-After`,
 //! within the same bounds as single requests. While an envelope is in
-//! flight it holds min(items, limit) permits of each mailbox it addresses,
-//! because Outlook counts every inner request against the mailbox's
-//! concurrency. It never uses `dependsOn` (a batch is fully independent).
+//! flight it holds each mailbox's permits as if its items for that mailbox
+//! were that many requests (at most the whole limit), because Outlook
+//! counts every inner request against the mailbox's concurrency. It never uses `dependsOn` (a batch is fully independent).
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;

@@ -4,7 +4,8 @@
 //! 5xx and timeouts back off with jitter; everything bounded), plus a
 //! per-mailbox semaphore (Outlook allows 4 concurrent requests per app and
 //! mailbox) and the per-mailbox request budget of [`super::quota`] (a
-//! request waits for a slot rather than drawing a 429). It owns HTTP to Graph only: it never sends the bearer token to
+//! request waits for a slot rather than drawing a 429), both divided among
+//! the deployment's live processes by [`super::share`]. It owns HTTP to Graph only: it never sends the bearer token to
 //! a host outside the configured Graph base, never logs secrets or tokens,
 //! and never maps wire JSON to the canonical model.
 
@@ -22,6 +23,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::error::{classify, GraphError, Verdict};
 use super::quota::{self, MailboxQuota, Slots};
+use super::share::ProcessShare;
 use super::token::TokenCache;
 use crate::store::GraphCredentials;
 
@@ -53,12 +55,17 @@ impl Default for RetryPolicy {
 #[derive(Debug, Clone)]
 pub struct GraphClientConfig {
     pub retry: RetryPolicy,
-    /// Concurrent requests per mailbox in this process (Outlook's limit is 4).
+    /// Concurrent requests per mailbox for the whole deployment (Outlook's
+    /// limit is 4); this process takes its share of it (see `processes`).
     pub per_mailbox_concurrency: u32,
     /// Requests per mailbox and sliding window this app sends (every `$batch`
     /// item counts); Outlook's limit is 10,000 per 10 minutes. Shared by
-    /// every client of the same app in this process.
+    /// every client of the same app in this process, and divided among the
+    /// processes like the concurrency.
     pub mailbox_quota: MailboxQuota,
+    /// How many live processes share the two limits above, read at every
+    /// request (set by the presence loop; 1 when nothing counts them).
+    pub processes: ProcessShare,
     /// Whole-request timeout (a timeout counts as transient).
     pub request_timeout: Duration,
     pub connect_timeout: Duration,
@@ -88,6 +95,7 @@ impl Default for GraphClientConfig {
             retry: RetryPolicy::default(),
             per_mailbox_concurrency: 4,
             mailbox_quota: MailboxQuota::OUTLOOK,
+            processes: ProcessShare::default(),
             request_timeout: Duration::from_secs(60),
             connect_timeout: Duration::from_secs(10),
             token_margin: Duration::from_secs(300),
@@ -182,7 +190,6 @@ pub(crate) struct Inner {
     pub client_id: String,
     pub cfg: GraphClientConfig,
     pub token: TokenCache,
-    limits: parking_lot::Mutex<HashMap<String, Arc<Semaphore>>>,
     /// Earliest instant the next request to a mailbox may go out (after a 429).
     not_before: parking_lot::Mutex<HashMap<String, Instant>>,
     /// Serialises folder/list bootstrap per mailbox within this process.
@@ -190,7 +197,8 @@ pub(crate) struct Inner {
 }
 
 /// A tenant's Graph client. Cheap to clone; clones share the HTTP client,
-/// the token cache and the per-mailbox limits.
+/// the token cache and the 429 gates; the per-mailbox concurrency and
+/// budget belong to the process (every client of the same app shares them).
 #[derive(Clone)]
 pub struct GraphClient {
     pub(crate) inner: Arc<Inner>,
@@ -205,6 +213,12 @@ impl std::fmt::Debug for GraphClient {
             .finish_non_exhaustive()
     }
 }
+
+/// Every per-mailbox semaphore of this process, by Graph base, app,
+/// mailbox and limit (see [`GraphClient::semaphore`]).
+type LimitKey = (String, String, String, u32);
+static LIMITS: std::sync::LazyLock<parking_lot::Mutex<HashMap<LimitKey, Arc<Semaphore>>>> =
+    std::sync::LazyLock::new(Default::default);
 
 /// What a request holds while in flight: permits per mailbox.
 pub(crate) type Holds = Vec<(String, u32)>;
@@ -236,7 +250,6 @@ impl GraphClient {
                 client_id: creds.client_id.clone(),
                 cfg,
                 token,
-                limits: Default::default(),
                 not_before: Default::default(),
                 bootstrap: Default::default(),
             }),
@@ -331,18 +344,28 @@ impl GraphClient {
         Ok(format!("{base}{sep}{path}"))
     }
 
+    /// The concurrency limit of `mailbox` for this app in this process:
+    /// shared by every client of the app (the worker's and the scheduler's
+    /// of a tenant, and clients built at the same time by concurrent hints
+    /// or rebuilt after the tenant changed), as Outlook counts per app and
+    /// mailbox, not per client.
     fn semaphore(&self, mailbox: &str) -> Arc<Semaphore> {
-        let n = self.inner.cfg.per_mailbox_concurrency.max(1) as usize;
-        self.inner.limits.lock().entry(mailbox.to_string()).or_insert_with(|| Arc::new(Semaphore::new(n))).clone()
+        let n = self.inner.cfg.per_mailbox_concurrency.max(1);
+        let key = (self.inner.graph_base.to_ascii_lowercase(), self.inner.client_id.clone(), mailbox.to_lowercase(), n);
+        LIMITS.lock().entry(key).or_insert_with(|| Arc::new(Semaphore::new(n as usize))).clone()
     }
 
     /// Waits until every mailbox in `holds` may be addressed again, then
     /// takes the concurrency permits and the request-budget slots (sorted by
     /// mailbox so two batches cannot deadlock). Both are held until the
-    /// answer is in.
+    /// answer is in. The semaphore keeps the whole limit's permits and a
+    /// request takes as many as this process's share leaves room for (1 of
+    /// 4 alone, 2 of 4 with two processes, 4 of 4 with three or four), read
+    /// now: a change of the process count applies to the next request.
     async fn acquire(&self, holds: &Holds) -> (Vec<OwnedSemaphorePermit>, Vec<Slots>) {
         let cfg = &self.inner.cfg;
         let max = cfg.per_mailbox_concurrency.max(1);
+        let weight = cfg.processes.weight(max);
         let mut sorted: BTreeMap<&str, u32> = BTreeMap::new();
         for (mb, n) in holds {
             *sorted.entry(mb.as_str()).or_default() += n;
@@ -353,12 +376,14 @@ impl GraphClient {
             self.wait_gate(mb).await;
             let sem = self.semaphore(mb);
             // The semaphore is never closed.
-            if let Ok(p) = sem.acquire_many_owned(n.clamp(1, max)).await {
+            // A batch's items run at the same time: each counts (a batch
+            // beyond the share goes out alone).
+            if let Ok(p) = sem.acquire_many_owned(n.max(1).saturating_mul(weight).min(max)).await {
                 permits.push(p);
             }
             // Every request counts, a batch item as one.
             let window = quota::window(&self.inner.graph_base, &self.inner.client_id, mb);
-            slots.push(window.take(n.max(1), cfg.mailbox_quota).await);
+            slots.push(window.take(n.max(1), || cfg.processes.budget(cfg.mailbox_quota)).await);
             // A 429 may have arrived while waiting for the permit.
             self.wait_gate(mb).await;
         }

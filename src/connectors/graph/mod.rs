@@ -9,6 +9,7 @@ pub mod error;
 pub mod notification;
 pub mod quota;
 pub mod resources;
+pub mod share;
 mod token;
 
 pub use batch::{BatchRequest, BatchResponse, MAX_BATCH};
@@ -17,3 +18,4 @@ pub use client::{GraphClient, GraphClientConfig, GraphResponse, RetryPolicy};
 pub use delta::{CalendarWindow, DeltaItem, DeltaRound, DeltaTarget};
 pub use error::{parse_retry_after, GraphError};
 pub use quota::MailboxQuota;
+pub use share::ProcessShare;

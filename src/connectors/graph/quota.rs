@@ -1,10 +1,11 @@
 //! The client-side request budget per (app, mailbox): Outlook allows an app
 //! a fixed number of requests to one mailbox per sliding window (10,000 per
-//! 10 minutes), and this keeps the process under it, so a request waits for
-//! a slot here instead of drawing a `429` there. It owns only the counting:
-//! it never sends, never sleeps longer than the window, and never learns
-//! the budget from answers (other apps and processes share the real quota,
-//! and their `429`s are the retry policy's to honour).
+//! 10 minutes), and this keeps the process under its share of it (the
+//! budget divided by the live processes, [`super::share`]), so a request
+//! waits for a slot here instead of drawing a `429` there. It owns only the
+//! counting: it never sends, never sleeps longer than the window, and never
+//! learns the budget from answers (other apps share the real quota, and
+//! their `429`s are the retry policy's to honour).
 //!
 //! A slot is taken before a request goes out and counted from the moment
 //! its answer has come back, not from when it was sent: the service stamps
@@ -74,10 +75,12 @@ impl Drop for Slots {
 impl MailboxWindow {
     /// Waits until `n` more requests fit into `quota`, then takes their
     /// slots. More than the whole budget at once (a `$batch` larger than
-    /// the quota) goes out when nothing else is counted.
-    pub(crate) async fn take(self: &Arc<Self>, n: u32, quota: MailboxQuota) -> Slots {
-        let budget = quota.requests.max(1) as usize;
+    /// the quota) goes out when nothing else is counted. `quota` is read
+    /// again at every wake-up (this process's share of it may change).
+    pub(crate) async fn take(self: &Arc<Self>, n: u32, quota: impl Fn() -> MailboxQuota) -> Slots {
         loop {
+            let quota = quota();
+            let budget = quota.requests.max(1) as usize;
             let notified = self.answered.notified();
             tokio::pin!(notified);
             // Registered before the state is read, so an answer in between is not missed.
@@ -144,15 +147,15 @@ mod tests {
     #[tokio::test]
     async fn a_request_beyond_the_budget_waits_until_the_oldest_answer_leaves_the_window() {
         let w = Arc::new(MailboxWindow::default());
-        let held: Vec<Slots> = vec![w.take(1, Q).await, w.take(1, Q).await, w.take(1, Q).await];
+        let held: Vec<Slots> = vec![w.take(1, || Q).await, w.take(1, || Q).await, w.take(1, || Q).await];
         assert_eq!(w.used(Q), 3);
         // All three in flight: the fourth has nothing to time on and waits.
-        assert!(w.take(1, Q).now_or_never().is_none());
+        assert!(w.take(1, || Q).now_or_never().is_none());
         let answered_at = Instant::now();
         drop(held);
         // Answered, but still inside the window: counted.
         assert_eq!(w.used(Q), 3);
-        let fourth = w.take(1, Q).await;
+        let fourth = w.take(1, || Q).await;
         assert!(Instant::now() >= answered_at + Q.window, "went out before the window had passed");
         drop(fourth);
     }
@@ -160,9 +163,9 @@ mod tests {
     #[tokio::test]
     async fn slots_for_a_batch_are_taken_together() {
         let w = Arc::new(MailboxWindow::default());
-        let one = w.take(1, Q).await;
-        assert!(w.take(3, Q).now_or_never().is_none(), "3 more do not fit beside 1");
-        let two = w.take(2, Q).now_or_never().expect("2 more fit beside 1");
+        let one = w.take(1, || Q).await;
+        assert!(w.take(3, || Q).now_or_never().is_none(), "3 more do not fit beside 1");
+        let two = w.take(2, || Q).now_or_never().expect("2 more fit beside 1");
         assert_eq!(w.used(Q), 3);
         drop((one, two));
     }
@@ -170,8 +173,8 @@ mod tests {
     #[tokio::test]
     async fn a_batch_larger_than_the_budget_goes_out_alone() {
         let w = Arc::new(MailboxWindow::default());
-        let big = w.take(5, Q).now_or_never().expect("nothing else is counted");
-        assert!(w.take(1, Q).now_or_never().is_none());
+        let big = w.take(5, || Q).now_or_never().expect("nothing else is counted");
+        assert!(w.take(1, || Q).now_or_never().is_none());
         drop(big);
     }
 
