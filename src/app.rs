@@ -9,11 +9,13 @@ use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, TenantConfig};
+use crate::connectors::graph::{GraphClientConfig, ProcessShare};
 use crate::engine::Engine;
 use crate::http::{self, AppState};
 use crate::queue::Queue;
 use crate::scheduler::{self, Scheduler, SchedulerSettings};
 use crate::store::{Cipher, GraphCredentials, HellohqCredentials, Store, Tenant};
+use crate::worker::presence::{Presence, PresenceTimings};
 use crate::worker::Worker;
 
 /// The shared handles of one process.
@@ -24,6 +26,9 @@ pub struct App {
     pub queue: Queue,
     /// Passes of the scheduler this process runs, for `/readyz`.
     pub scheduler_health: scheduler::SchedulerHealth,
+    /// The live processes doing Graph work, as this process last counted
+    /// them (see [`App::spawn_presence`]); every Graph client of the process reads it.
+    pub graph_share: ProcessShare,
 }
 
 impl App {
@@ -35,7 +40,7 @@ impl App {
             .with_context(|| format!("opening the store at {}", crate::config::redact_url(&config.store.url)))?;
         reconcile_tenants(&store, &config.tenants).await?;
         let queue = Queue::open(&config.queue, &store).await.context("opening the queue")?;
-        Ok(App { config, store, queue, scheduler_health: Default::default() })
+        Ok(App { config, store, queue, scheduler_health: Default::default(), graph_share: ProcessShare::default() })
     }
 
     /// The HTTP edge's state; fails when the admin key is unreadable.
@@ -55,7 +60,7 @@ impl App {
     /// The sync engine with the configured Graph settings.
     pub fn engine(&self) -> Engine {
         Engine::new(self.store.clone())
-            .with_graph_config(self.config.graph_client_config())
+            .with_graph_config(self.graph_client_config())
             .with_hellohq_requests_per_minute(self.config.hellohq.requests_per_minute)
     }
 
@@ -70,7 +75,7 @@ impl App {
             tasks_poll_interval: Duration::from_secs(c.tasks.poll_interval_secs),
             reconcile_interval: Duration::from_secs(c.reconcile.interval_secs),
             hellohq_poll_interval: Duration::from_secs(c.hellohq.poll_interval_secs),
-            graph: c.graph_client_config(),
+            graph: self.graph_client_config(),
             processed_hints_retention: Duration::from_secs(u64::from(c.retention.processed_hints_days) * 86_400),
             journal_retention: Duration::from_secs(u64::from(c.retention.journal_days) * 86_400),
             ..SchedulerSettings::default()
@@ -91,6 +96,23 @@ impl App {
             );
         }
         Some(tokio::spawn(self.scheduler().with_health(self.scheduler_health.clone()).run(shutdown)))
+    }
+
+    /// The Graph client settings of this process: the configured ones,
+    /// taking this process's share of each mailbox's limits.
+    pub fn graph_client_config(&self) -> GraphClientConfig {
+        GraphClientConfig { processes: self.graph_share.clone(), ..self.config.graph_client_config() }
+    }
+
+    /// Keeps this process counted among those doing Graph work (a worker,
+    /// or a scheduler that may hold the lease), and its share of each
+    /// mailbox's limits up to date, until `stop`. Cancel `stop` after the
+    /// worker has drained.
+    pub fn spawn_presence(&self, stop: CancellationToken) -> tokio::task::JoinHandle<()> {
+        let limit = self.config.graph_client_config().per_mailbox_concurrency;
+        let presence = Presence::new(self.store.clone(), self.graph_share.clone(), limit, PresenceTimings::default());
+        tracing::debug!(process = presence.id(), "counting this process among those doing Graph work");
+        tokio::spawn(presence.run(stop))
     }
 
     pub fn worker(&self) -> Worker {

@@ -255,10 +255,17 @@ async fn dispatch_roles(command: Command, config: Config) -> anyhow::Result<()> 
             let app = App::open(config).await?;
             let shutdown = app::shutdown_on_signals();
             let scheduler = app.spawn_scheduler(shutdown.clone());
+            // Counted among the processes doing Graph work only with a scheduler.
+            let presence_stop = tokio_util::sync::CancellationToken::new();
+            let presence = scheduler.as_ref().map(|_| app.spawn_presence(presence_stop.clone()));
             let res = app.serve(listener, shutdown.clone()).await;
             shutdown.cancel();
             if let Some(s) = scheduler {
                 let _ = s.await;
+            }
+            presence_stop.cancel();
+            if let Some(p) = presence {
+                let _ = p.await;
             }
             app.queue.close().await;
             res
@@ -266,7 +273,12 @@ async fn dispatch_roles(command: Command, config: Config) -> anyhow::Result<()> 
         Command::Worker => {
             let app = App::open(config).await?;
             let shutdown = app::shutdown_on_signals();
+            let presence_stop = tokio_util::sync::CancellationToken::new();
+            let presence = app.spawn_presence(presence_stop.clone());
             app.worker().run(shutdown).await;
+            // Forgotten only once the worker's own requests are done.
+            presence_stop.cancel();
+            let _ = presence.await;
             app.queue.close().await;
             Ok(())
         }
@@ -332,6 +344,8 @@ pub async fn run_all(
     listener: tokio::net::TcpListener,
     shutdown: tokio_util::sync::CancellationToken,
 ) -> anyhow::Result<()> {
+    let presence_stop = tokio_util::sync::CancellationToken::new();
+    let presence = app.spawn_presence(presence_stop.clone());
     let worker = tokio::spawn(app.worker().run(shutdown.clone()));
     let scheduler = app.spawn_scheduler(shutdown.clone());
     let res = app.serve(listener, shutdown.clone()).await;
@@ -340,6 +354,8 @@ pub async fn run_all(
     if let Some(s) = scheduler {
         let _ = s.await;
     }
+    presence_stop.cancel();
+    let _ = presence.await;
     app.queue.close().await;
     res
 }

@@ -5,6 +5,8 @@
 //! ones finish (bounded by the drain timeout); anything unfinished stays
 //! unacked and is redelivered to another worker.
 
+pub mod presence;
+
 use std::sync::Arc;
 use std::time::Duration;
 
