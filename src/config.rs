@@ -160,8 +160,10 @@ fn default_hellohq_rpm() -> u32 {
 pub struct GraphConfig {
     /// Requests per mailbox this app sends within `mailbox_window_ms`
     /// (Outlook allows 10,000 per 10 minutes per app and mailbox). A request
-    /// beyond it waits for a slot instead of drawing a 429. Lower it when
-    /// other processes or apps share the quota of the same app registration.
+    /// beyond it waits for a slot instead of drawing a 429. The deployment's
+    /// budget: each process doing Graph work takes max(1, floor(it / N)) of
+    /// it, N the live processes counted in the store. Lower it only when
+    /// other apps share the quota of the same app registration.
     pub mailbox_requests: u32,
     /// The sliding window of `mailbox_requests`, in milliseconds.
     pub mailbox_window_ms: u64,
