@@ -19,10 +19,12 @@ use crate::model::{Kind, MailboxId, TenantId};
 use crate::queue::Queue;
 use crate::store::{Cipher, GraphCredentials, HellohqCredentials, Mailbox, MailboxState, Store, Subscription, Tenant};
 
+pub mod idle;
 pub mod rig;
 pub mod sched;
 pub mod sync;
 
+pub use idle::{idle, IdleArgs, IdleFigures};
 pub use sched::{scheduler, SchedulerArgs, SchedulerReport};
 pub use sync::{
     e2e, fanout, initial_sync, requests, resources, E2eArgs, E2eReport, FanoutArgs, FanoutFigures, InitialSyncArgs,
@@ -51,6 +53,10 @@ pub enum BenchCommand {
     Scheduler(SchedulerArgs),
     /// One helloHQ contact edit → N mailbox writes: time and requests.
     Fanout(FanoutArgs),
+    /// Requests per minute the periodic passes cost helloHQ and Graph for
+    /// a tenant that does not change and under a steady stream of edits, a
+    /// large tenant beside a 100-contact one, against helloHQ's limit.
+    Idle(IdleArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -102,6 +108,7 @@ pub async fn run(cmd: BenchCommand, config: Config) -> anyhow::Result<()> {
         BenchCommand::Resources(args) => resources(args).await.map(drop),
         BenchCommand::Scheduler(args) => scheduler(args).await.map(drop),
         BenchCommand::Fanout(args) => fanout(args).await.map(drop),
+        BenchCommand::Idle(args) => idle(args).await.map(drop),
     }
 }
 

@@ -1604,3 +1604,46 @@ async fn the_connection_test_probes_if_match_immutable_ids_and_to_do_against_eac
         h.stop().await;
     }
 }
+
+/// A contact being created toward helloHQ right now (its claim: a link with
+/// no helloHQ id yet) is no deletion: a pass that holds every deletion it
+/// finds lists nothing for it, and the user's contact stays (fault suite,
+/// seed 9: such a claim was held for approval as "contact (no name)").
+#[tokio::test]
+async fn a_create_in_flight_is_never_listed_as_a_deletion() {
+    let h = H::start_with(json!({"deletes": {"percent": 0.0, "items": 0}})).await;
+    h.initial_sync().await;
+    let global = h.global_folder(CLARA).await;
+    let body = json!({"givenName": "Paula", "surname": "Pending", "jobTitle": "Einkauf"});
+    let created = h.graph.post(&format!("/users/{CLARA}/contactFolders/{global}/contacts"), &body).await.unwrap();
+    let gid = created["id"].as_str().unwrap().to_string();
+    let clara = MailboxId::parse(CLARA).unwrap();
+    // Another worker's live claim on its create (it has not made the helloHQ contact yet).
+    let claim = hqsync::store::Link {
+        tenant: h.tenant.clone(),
+        mailbox: clara.clone(),
+        kind: Kind::Contact,
+        hq_id: None,
+        graph_id: Some(gid.clone()),
+        folder: Some("global".into()),
+        base: json!({"run": "another-worker", "note": {"contact": {}, "since": chrono::Utc::now()}}),
+        hq_fingerprint: None,
+        graph_fingerprint: None,
+        hq_version: None,
+        graph_version: None,
+        state: "pending".into(),
+        updated_at: chrono::Utc::now(),
+    };
+    h.store.upsert_link(&claim).await.unwrap();
+    // The pass waits for that worker (an error retried later), after its
+    // deletion step.
+    let pass = h.hint(Origin::Schedule, Change::Resync, Some(CLARA), None, None);
+    if let Err(e) = h.engine.handle(&pass).await {
+        assert!(e.to_string().contains("another worker"), "{e}");
+    }
+    let held = h.engine.held(&h.tenant, &clara, Some(Kind::Contact)).await.unwrap();
+    assert!(held.iter().all(|x| x.items.is_empty()), "a create in flight was held as a deletion: {held:?}");
+    assert!(h.journal("held").await.is_empty(), "nothing to hold");
+    assert_eq!(h.find(CLARA, "Pending").await.len(), 1, "the user's contact stays");
+    h.stop().await;
+}

@@ -146,7 +146,7 @@ impl Edit {
 
 /// An edit made, when the simulator acknowledged it, and how long that took.
 #[derive(Debug, Clone)]
-struct Done {
+pub(crate) struct Done {
     edit: Edit,
     at: DateTime<Utc>,
     round_trip_ms: f64,
@@ -154,13 +154,13 @@ struct Done {
 
 /// Contacts of the first mailbox, split: even ones edited in Exchange, odd
 /// ones in helloHQ, so two edits never race on one record.
-struct Editor {
+pub(crate) struct Editor {
     exchange: Vec<Edit>,
     hellohq: Vec<Edit>,
 }
 
 impl Editor {
-    async fn prepare(rig: &Rig) -> anyhow::Result<Editor> {
+    pub(crate) async fn prepare(rig: &Rig) -> anyhow::Result<Editor> {
         let mailbox = rig.facts.mailboxes.first().context("the Graph simulator has no mailbox")?.clone();
         let links = rig.store().list_links(&rig.tenant, &MailboxId::parse(mailbox.as_str())?, Kind::Contact).await?;
         let linked: Vec<_> = links.into_iter().filter(|l| l.hq_id.is_some() && l.graph_id.is_some()).collect();
@@ -228,7 +228,7 @@ async fn make_edit(rig: &Rig, edit: &Edit) -> anyhow::Result<Done> {
 
 /// `changes` edits at `rate` per second, each started on its own schedule
 /// (a slow one does not delay the next), with progress.
-async fn steady_load(rig: &Rig, ed: &Editor, rate: f64, changes: usize) -> anyhow::Result<Vec<Done>> {
+pub(crate) async fn steady_load(rig: &Rig, ed: &Editor, rate: f64, changes: usize) -> anyhow::Result<Vec<Done>> {
     let started = tokio::time::Instant::now();
     let period = Duration::from_secs_f64(1.0 / rate);
     let mut out = Vec::with_capacity(changes);
@@ -244,7 +244,7 @@ async fn steady_load(rig: &Rig, ed: &Editor, rate: f64, changes: usize) -> anyho
     Ok(out)
 }
 
-async fn start_settled(opts: RigOptions) -> anyhow::Result<Rig> {
+pub(crate) async fn start_settled(opts: RigOptions) -> anyhow::Result<Rig> {
     let t = Instant::now();
     eprintln!("  starting both simulators and hqsync (serve, worker, scheduler) …");
     let rig = Rig::start(opts).await?;

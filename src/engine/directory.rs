@@ -79,7 +79,10 @@ pub struct Directory {
 }
 
 /// One row of the directory re-read after a change: its new state, or gone.
+/// Short-lived (the rows of one poll or webhook), so the variants' sizes do
+/// not matter.
 #[derive(Debug, Clone)]
+#[allow(clippy::large_enum_variant)]
 pub enum DirectoryRow {
     User(i32, Option<User>),
     Company(i32, Option<Company>),
