@@ -98,6 +98,7 @@ contract!(
     capabilities_are_kept_apart_from_the_tenants_own_updates,
     tenants_list_in_order_and_delete_cascades_but_keeps_journal,
     mailboxes_upsert_and_list_per_tenant,
+    graph_user_is_kept_apart_from_the_mailboxs_own_upserts,
     subscriptions_round_trip_with_client_state_digest,
     links_are_found_by_either_id_and_updated_in_place,
     an_expected_hellohq_write_marks_only_its_link_until_the_next_upsert,
@@ -436,6 +437,39 @@ async fn mailboxes_upsert_and_list_per_tenant(store: Store, _url: String) {
     assert_eq!(listed, ["anna@acme.example", "zoe@acme.example"]);
     assert_eq!(store.list_mailboxes(&tid("beta")).await.unwrap()[0].state, MailboxState::Pilot);
     assert!(store.get_mailbox(&tid("beta"), &mid("zoe@acme.example")).await.unwrap().is_none());
+}
+
+async fn graph_user_is_kept_apart_from_the_mailboxs_own_upserts(store: Store, _url: String) {
+    store.upsert_tenant(&tenant("acme")).await.unwrap();
+    store.upsert_mailbox(&mailbox("acme", "anna@acme.example")).await.unwrap();
+    store.upsert_mailbox(&mailbox("acme", "ben@acme.example")).await.unwrap();
+    let user =
+        |users: &[hqsync::store::GraphUser], m: &str| users.iter().find(|u| u.mailbox.as_str() == m).cloned().unwrap();
+    let fresh = store.graph_users(&tid("acme")).await.unwrap();
+    assert_eq!(fresh.len(), 2);
+    assert_eq!((user(&fresh, "ben@acme.example").id, user(&fresh, "ben@acme.example").attempts), (None, 0));
+    assert!(user(&fresh, "ben@acme.example").checked_at.is_none());
+
+    let (acme, anna, ben) = (tid("acme"), mid("anna@acme.example"), mid("ben@acme.example"));
+    assert!(store.set_graph_user(&acme, &anna, Ok("0a1b-id")).await.unwrap());
+    assert!(store.set_graph_user(&acme, &ben, Err("no Graph user has mail ben@acme.example")).await.unwrap());
+    assert!(store.set_graph_user(&acme, &ben, Err("still none")).await.unwrap());
+    assert!(!store.set_graph_user(&acme, &mid("zoe@acme.example"), Ok("x")).await.unwrap(), "no such mailbox");
+    // The mailbox's own upsert (state, settings, errors) leaves the user alone.
+    let mut m = mailbox("acme", "anna@acme.example");
+    m.state = MailboxState::Active;
+    store.upsert_mailbox(&m).await.unwrap();
+
+    let users = store.graph_users(&acme).await.unwrap();
+    let a = user(&users, "anna@acme.example");
+    assert_eq!((a.id.as_deref(), a.error.as_deref(), a.attempts), (Some("0a1b-id"), None, 0));
+    assert!(a.checked_at.is_some());
+    let b = user(&users, "ben@acme.example");
+    assert_eq!((b.id.as_deref(), b.error.as_deref(), b.attempts), (None, Some("still none"), 2));
+    // Resolved later: the error and the count are cleared.
+    assert!(store.set_graph_user(&acme, &ben, Ok("0c2d-id")).await.unwrap());
+    let b = user(&store.graph_users(&acme).await.unwrap(), "ben@acme.example");
+    assert_eq!((b.id.as_deref(), b.error, b.attempts), (Some("0c2d-id"), None, 0));
 }
 
 async fn subscriptions_round_trip_with_client_state_digest(store: Store, _url: String) {

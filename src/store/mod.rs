@@ -107,6 +107,22 @@ pub struct Mailbox {
     pub updated_at: DateTime<Utc>,
 }
 
+/// The Graph user behind a mailbox (issue #19 item 8): the object id its
+/// helloHQ work email resolved to, or why it did not. Kept in the mailbox
+/// row but written only by [`Store::set_graph_user`]: a mailbox's own
+/// upsert never touches it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GraphUser {
+    pub mailbox: MailboxId,
+    /// The Graph user's object id: the key of every call and subscription.
+    pub id: Option<String>,
+    /// Why the last resolution failed (with the fix), while `id` is `None`.
+    pub error: Option<String>,
+    /// Failed resolutions since the last success.
+    pub attempts: u32,
+    pub checked_at: Option<DateTime<Utc>>,
+}
+
 /// A Graph subscription hqsync created. The `clientState` is kept only as
 /// its SHA-256 digest: enough to check a notification, useless to a thief.
 #[derive(Debug, Clone, PartialEq)]
@@ -485,6 +501,45 @@ impl Store {
     pub async fn list_mailboxes(&self, tenant: &TenantId) -> Result<Vec<Mailbox>, StoreError> {
         let sql = format!("SELECT {MAILBOX_COLS} FROM mailboxes WHERE tenant = $1 ORDER BY id");
         self.pool.fetch_all(&sql, args![tenant.as_str()]).await?.iter().map(mailbox_from_row).collect()
+    }
+
+    /// Records the outcome of resolving `mailbox`'s Graph user: `Ok(id)`
+    /// stores the object id (clearing any error and the attempt count),
+    /// `Err(why)` keeps any earlier id, stores `why` and counts the attempt.
+    /// `false`: no such mailbox.
+    pub async fn set_graph_user(
+        &self,
+        tenant: &TenantId,
+        mailbox: &MailboxId,
+        outcome: Result<&str, &str>,
+    ) -> Result<bool, StoreError> {
+        let n =
+            match outcome {
+                Ok(id) => self
+                    .pool
+                    .execute(
+                        "UPDATE mailboxes SET graph_user_id = $3, graph_user_error = NULL, graph_user_attempts = 0, \
+                         graph_user_checked_at = $4 WHERE tenant = $1 AND id = $2",
+                        args![tenant.as_str(), mailbox.as_str(), id, now_ms()],
+                    )
+                    .await?,
+                Err(why) => self
+                    .pool
+                    .execute(
+                        "UPDATE mailboxes SET graph_user_error = $3, graph_user_attempts = graph_user_attempts + 1, \
+                         graph_user_checked_at = $4 WHERE tenant = $1 AND id = $2",
+                        args![tenant.as_str(), mailbox.as_str(), why, now_ms()],
+                    )
+                    .await?,
+            };
+        Ok(n > 0)
+    }
+
+    /// The Graph user of every mailbox of `tenant` (ordered by mailbox).
+    pub async fn graph_users(&self, tenant: &TenantId) -> Result<Vec<GraphUser>, StoreError> {
+        let sql = "SELECT id, graph_user_id, graph_user_error, graph_user_attempts, graph_user_checked_at \
+                   FROM mailboxes WHERE tenant = $1 ORDER BY id";
+        self.pool.fetch_all(sql, args![tenant.as_str()]).await?.iter().map(graph_user_from_row).collect()
     }
 
     // subscriptions
@@ -1250,6 +1305,19 @@ fn mailbox_from_row(r: &Row) -> Result<Mailbox, StoreError> {
         settings: json(r, "settings")?,
         last_error: r.get("last_error")?,
         updated_at: time(r, "updated_at")?,
+    })
+}
+
+fn graph_user_from_row(r: &Row) -> Result<GraphUser, StoreError> {
+    let attempts: i64 = r.get("graph_user_attempts")?;
+    let checked: Option<i64> = r.get("graph_user_checked_at")?;
+    Ok(GraphUser {
+        mailbox: parse_id(&r.get::<String>("id")?)?,
+        id: r.get("graph_user_id")?,
+        error: r.get("graph_user_error")?,
+        attempts: u32::try_from(attempts)
+            .map_err(|_| StoreError::Corrupt(format!("attempts {attempts} out of range")))?,
+        checked_at: checked.map(|v| DateTime::from_timestamp_millis(v).unwrap_or_default()),
     })
 }
 
