@@ -127,6 +127,10 @@ impl GraphClient {
     }
 
     async fn batch_chunk(&self, mut pending: Vec<BatchRequest>) -> Result<Vec<BatchResponse>, GraphError> {
+        // Resolved mailboxes are addressed by their Graph user's id, as single requests are.
+        for r in &mut pending {
+            r.url = self.keyed(&r.url);
+        }
         let policy = self.config().retry.clone();
         let url = format!("{}/$batch", self.graph_base());
         let mut out = Vec::new();

@@ -194,6 +194,10 @@ pub(crate) struct Inner {
     not_before: parking_lot::Mutex<HashMap<String, Instant>>,
     /// Serialises folder/list bootstrap per mailbox within this process.
     pub(crate) bootstrap: parking_lot::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// The mailboxes' Graph users (issue #19 item 8), by lowercased address:
+    /// `Some(object id)`, the key every request to the mailbox is sent
+    /// under; `None`, the address did not resolve.
+    users: parking_lot::RwLock<HashMap<String, Option<String>>>,
 }
 
 /// A tenant's Graph client. Cheap to clone; clones share the HTTP client,
@@ -252,6 +256,7 @@ impl GraphClient {
                 token,
                 not_before: Default::default(),
                 bootstrap: Default::default(),
+                users: Default::default(),
             }),
         })
     }
@@ -267,6 +272,50 @@ impl GraphClient {
 
     pub fn graph_base(&self) -> &str {
         &self.inner.graph_base
+    }
+
+    /// Records what `address`'s Graph user resolved to: `Some(id)` sends
+    /// every later request to `/users/{address}/…` as `/users/{id}/…`
+    /// ([`Self::user_key`]); `None` marks it unresolved.
+    pub fn set_user(&self, address: &str, id: Option<&str>) {
+        self.inner.users.write().insert(address.to_lowercase(), id.map(str::to_string));
+    }
+
+    /// Replaces every recorded user with `users` (address, resolution),
+    /// e.g. as read from the store; an address left out is unknown again.
+    pub fn set_users<'a>(&self, users: impl IntoIterator<Item = (&'a str, Option<&'a str>)>) {
+        let map = users.into_iter().map(|(a, id)| (a.to_lowercase(), id.map(str::to_string))).collect();
+        *self.inner.users.write() = map;
+    }
+
+    /// True when `address` is known not to resolve to a Graph user.
+    pub fn is_unresolved(&self, address: &str) -> bool {
+        matches!(self.inner.users.read().get(&address.to_lowercase()), Some(None))
+    }
+
+    /// The key a mailbox is addressed by: its Graph user's object id when
+    /// resolved, else the address itself (a mailbox not resolved yet).
+    pub fn user_key(&self, address: &str) -> String {
+        match self.inner.users.read().get(&address.to_lowercase()) {
+            Some(Some(id)) => id.clone(),
+            _ => address.to_string(),
+        }
+    }
+
+    /// `path` with its `/users/{address}` segment replaced by the user's
+    /// object id when the address is resolved; any other path as it is.
+    pub(crate) fn keyed(&self, path: &str) -> String {
+        let lead = usize::from(path.starts_with('/'));
+        let rest = &path[lead..];
+        let Some(after) = rest.get(..6).filter(|h| h.eq_ignore_ascii_case("users/")).map(|_| &rest[6..]) else {
+            return path.to_string();
+        };
+        let end = after.find(['/', '?']).unwrap_or(after.len());
+        let address = percent_decode_str(&after[..end]).decode_utf8_lossy().to_lowercase();
+        match self.inner.users.read().get(&address) {
+            Some(Some(id)) => format!("{}{}{}", &path[..lead + 6], seg(id), &after[end..]),
+            _ => path.to_string(),
+        }
     }
 
     /// Checks the credentials by fetching (or reusing) the app-only token.
@@ -341,7 +390,7 @@ impl GraphClient {
             )));
         }
         let sep = if path.starts_with('/') { "" } else { "/" };
-        Ok(format!("{base}{sep}{path}"))
+        Ok(format!("{base}{sep}{}", self.keyed(path)))
     }
 
     /// The concurrency limit of `mailbox` for this app in this process:
@@ -668,6 +717,30 @@ mod tests {
         let merged = with_immutable_ids(&[("Prefer", "odata.maxpagesize=100, outlook.timezone=\"UTC\"")]);
         assert_eq!(merged.len(), 1);
         assert_eq!(merged[0].1, "odata.maxpagesize=100, outlook.timezone=\"UTC\", IdType=\"ImmutableId\"");
+    }
+
+    #[test]
+    fn a_resolved_mailbox_is_addressed_by_its_users_object_id() {
+        let c = client("https://graph.example/v1.0");
+        c.set_user("Anna.Mueller@Example.com", Some("0a1b-2c3d"));
+        c.set_user("ben@example.com", None);
+        assert_eq!(c.keyed("/users/anna.mueller@example.com/events?$top=1"), "/users/0a1b-2c3d/events?$top=1");
+        assert_eq!(c.keyed("users/anna.mueller%40example.com/contactFolders"), "users/0a1b-2c3d/contactFolders");
+        assert_eq!(c.keyed("/Users/ANNA.MUELLER@example.com"), "/Users/0a1b-2c3d");
+        assert_eq!(c.keyed("/users/ben@example.com/events"), "/users/ben@example.com/events", "unresolved: as it is");
+        assert_eq!(c.keyed("/users/carl@example.com/events"), "/users/carl@example.com/events", "unknown: as it is");
+        assert_eq!(c.keyed("/subscriptions/abc"), "/subscriptions/abc");
+        assert_eq!(c.keyed("/users?$filter=mail eq 'a'"), "/users?$filter=mail eq 'a'");
+        assert_eq!(
+            c.resolve("/users/anna.mueller@example.com/events").unwrap(),
+            "https://graph.example/v1.0/users/0a1b-2c3d/events"
+        );
+        assert!(c.is_unresolved("BEN@example.com") && !c.is_unresolved("anna.mueller@example.com"));
+        assert_eq!(c.user_key("anna.mueller@example.com"), "0a1b-2c3d");
+        assert_eq!(c.user_key("carl@example.com"), "carl@example.com");
+        c.set_users([("carl@example.com", Some("9f"))]);
+        assert_eq!(c.user_key("anna.mueller@example.com"), "anna.mueller@example.com", "replaced");
+        assert_eq!(c.user_key("carl@example.com"), "9f");
     }
 
     #[test]
