@@ -378,15 +378,85 @@ fn folder_id(mb: &Mailbox, folder: Option<&str>) -> GResult<String> {
 fn render_user(mb: &Mailbox) -> Value {
     json!({
         "businessPhones": [], "displayName": mb.display_name, "givenName": mb.given_name, "jobTitle": null,
-        "mail": mb.upn, "mobilePhone": null, "officeLocation": null, "preferredLanguage": "de-DE",
+        "mail": mb.mail, "mobilePhone": null, "officeLocation": null, "preferredLanguage": "de-DE",
         "surname": mb.surname, "userPrincipalName": mb.upn, "id": mb.id,
     })
 }
 
+/// `GET /users`, whole or with one of the two filters hqsync sends:
+/// `mail eq '…'` and `proxyAddresses/any(x:x eq '…')` (values compared
+/// without regard to case). Any other `$filter` is answered as Graph
+/// answers a filter clause it does not support (docs/graph-api.md).
 pub(crate) fn list_users(ctx: &Ctx<'_>) -> GResult {
+    let filter = ctx.query.iter().find(|(k, _)| k.eq_ignore_ascii_case("$filter")).map(|(_, v)| v.as_str());
     let w = lock(&ctx.shared.world);
-    let value: Vec<Value> = w.mailboxes.iter().map(render_user).collect();
+    let matches: Box<dyn Fn(&Mailbox) -> bool> = match filter.map(parse_user_filter) {
+        None => Box::new(|_| true),
+        Some(Ok(UserFilter::Mail(v))) => Box::new(move |m: &Mailbox| m.mail.eq_ignore_ascii_case(&v)),
+        Some(Ok(UserFilter::ProxyAddress(v))) => {
+            Box::new(move |m: &Mailbox| m.proxy_addresses.iter().any(|p| p.eq_ignore_ascii_case(&v)))
+        }
+        Some(Err(property)) => return Err(GraphError::bad_request(
+            "Request_UnsupportedQuery",
+            format!(
+                "Unsupported or invalid query filter clause specified for property '{property}' of resource 'User'."
+            ),
+        )),
+    };
+    let value: Vec<Value> = w.mailboxes.iter().filter(|m| matches(m)).map(render_user).collect();
     Ok(Reply::ok(json!({"@odata.context": format!("{}/$metadata#users", ctx.graph_root()), "value": value})))
+}
+
+/// The `$filter` forms `GET /users` answers.
+#[derive(Debug, PartialEq)]
+pub(crate) enum UserFilter {
+    Mail(String),
+    ProxyAddress(String),
+}
+
+/// An OData string literal `'…'` ('' for a quote) that is all of `s`.
+fn odata_literal(s: &str) -> Option<String> {
+    let inner = s.trim().strip_prefix('\'')?.strip_suffix('\'')?;
+    if inner.replace("''", "").contains('\'') {
+        return None;
+    }
+    Some(inner.replace("''", "'"))
+}
+
+/// Reads `mail eq '…'` or `proxyAddresses/any(x:x eq '…')`; anything else
+/// is `Err(the property named first)`, for Graph's error message.
+pub(crate) fn parse_user_filter(f: &str) -> Result<UserFilter, String> {
+    let f = f.trim();
+    let property = f.split(|c: char| c == ' ' || c == '/' || c == '(').next().unwrap_or_default().to_string();
+    let words = |s: &str| s.split_once(' ').map(|(a, b)| (a.to_string(), b.trim_start().to_string()));
+    if property.eq_ignore_ascii_case("mail") {
+        let (_, rest) = words(f).ok_or_else(|| property.clone())?;
+        let (op, value) = words(&rest).ok_or_else(|| property.clone())?;
+        if op.eq_ignore_ascii_case("eq") {
+            if let Some(v) = odata_literal(&value) {
+                return Ok(UserFilter::Mail(v));
+            }
+        }
+    } else if property.eq_ignore_ascii_case("proxyAddresses") {
+        let any = f.get(property.len()..).unwrap_or_default();
+        if let Some(body) =
+            any.get(..5).filter(|h| h.eq_ignore_ascii_case("/any(")).and_then(|_| any[5..].strip_suffix(')'))
+        {
+            if let Some((var, cond)) = body.split_once(':') {
+                let var = var.trim();
+                if let Some((lhs, rest)) = words(cond.trim()) {
+                    if let Some((op, value)) = words(&rest) {
+                        if lhs == var && op.eq_ignore_ascii_case("eq") {
+                            if let Some(v) = odata_literal(&value) {
+                                return Ok(UserFilter::ProxyAddress(v));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    Err(property)
 }
 
 pub(crate) fn get_user(ctx: &Ctx<'_>) -> GResult {
@@ -870,6 +940,25 @@ pub(crate) fn counts(mb: &Mailbox) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn users_answer_only_the_two_lookup_filters() {
+        assert_eq!(parse_user_filter("mail eq 'anna@x.de'"), Ok(UserFilter::Mail("anna@x.de".into())));
+        assert_eq!(parse_user_filter("mail eq 'o''brien@x.de'"), Ok(UserFilter::Mail("o'brien@x.de".into())));
+        assert_eq!(
+            parse_user_filter("proxyAddresses/any(p:p eq 'smtp:a@x.de')"),
+            Ok(UserFilter::ProxyAddress("smtp:a@x.de".into()))
+        );
+        assert_eq!(
+            parse_user_filter("proxyAddresses/any(x: x eq 'SMTP:a@x.de')"),
+            Ok(UserFilter::ProxyAddress("SMTP:a@x.de".into()))
+        );
+        assert_eq!(parse_user_filter("mail eq 'a' or mail eq 'b'"), Err("mail".into()));
+        assert_eq!(parse_user_filter("endsWith(mail,'@x.de')"), Err("endsWith".into()));
+        assert_eq!(parse_user_filter("userPrincipalName eq 'a@x.de'"), Err("userPrincipalName".into()));
+        assert_eq!(parse_user_filter("proxyAddresses/any(p:q eq 'smtp:a')"), Err("proxyAddresses".into()));
+        assert_eq!(parse_user_filter("mail ne 'a@x.de'"), Err("mail".into()));
+    }
 
     #[test]
     fn fax_property_ids_compare_case_insensitively_and_in_full_tag_form() {

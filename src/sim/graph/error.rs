@@ -60,6 +60,11 @@ impl GraphError {
     pub fn invalid_user(user: &str) -> Self {
         Self::new(StatusCode::NOT_FOUND, "ErrorInvalidUser", format!("The requested user '{user}' is invalid."))
     }
+    /// What Outlook resources answer for a user key Exchange cannot find,
+    /// such as an email address that is not the user's UPN.
+    pub fn resource_not_found() -> Self {
+        Self::new(StatusCode::NOT_FOUND, "ResourceNotFound", "Resource could not be discovered.")
+    }
     pub fn access_denied() -> Self {
         Self::new(StatusCode::FORBIDDEN, "ErrorAccessDenied", "Access to OData is disabled.")
     }

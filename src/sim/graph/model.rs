@@ -93,6 +93,10 @@ pub(crate) struct Tombstone {
 pub(crate) struct Mailbox {
     pub id: String,
     pub upn: String,
+    /// The user's `mail` (primary SMTP address); the UPN when not seeded otherwise.
+    pub mail: String,
+    /// `proxyAddresses`: `SMTP:` the primary address, `smtp:` each alias.
+    pub proxy_addresses: Vec<String>,
     pub display_name: String,
     pub given_name: Option<String>,
     pub surname: Option<String>,
@@ -127,6 +131,8 @@ impl Mailbox {
         Mailbox {
             id: uuid::Uuid::new_v4().to_string(),
             upn: upn.to_string(),
+            mail: upn.to_string(),
+            proxy_addresses: vec![format!("SMTP:{upn}")],
             display_name: display_name.to_string(),
             given_name: given,
             surname,
@@ -354,6 +360,13 @@ pub(crate) struct SeedMailbox {
     pub display_name: Option<String>,
     #[serde(default = "yes")]
     pub in_policy_scope: bool,
+    /// The user's mail address when it is not the UPN (test seeds; the
+    /// demo's users have none: their mail is their UPN).
+    #[serde(default)]
+    pub mail: Option<String>,
+    /// Further SMTP addresses (aliases), without the `smtp:` prefix.
+    #[serde(default)]
+    pub aliases: Vec<String>,
     /// Contacts in the default Contacts folder (Graph contact JSON).
     #[serde(default)]
     pub contacts: Vec<Map<String, Value>>,
@@ -433,6 +446,11 @@ impl World {
             }
             let display = m.display_name.clone().unwrap_or_else(|| m.user_principal_name.clone());
             let mut mb = Mailbox::new(&m.user_principal_name, &display, m.in_policy_scope);
+            if let Some(mail) = m.mail.filter(|s| !s.trim().is_empty()) {
+                mb.proxy_addresses = vec![format!("SMTP:{mail}")];
+                mb.mail = mail;
+            }
+            mb.proxy_addresses.extend(m.aliases.iter().map(|a| format!("smtp:{a}")));
             let default_folder = mb.default_contact_folder_id.clone();
             for c in m.contacts {
                 let contact =
@@ -470,6 +488,18 @@ impl World {
     pub fn mailbox_index(&self, user: &str) -> Option<usize> {
         self.mailboxes.iter().position(|m| m.id == user || m.upn.eq_ignore_ascii_case(user))
     }
+
+    /// True when `user` is one of a mailbox's email addresses (mail or a
+    /// proxy address) but not its UPN: Graph does not take it as a key.
+    pub fn is_address_not_key(&self, user: &str) -> bool {
+        self.mailbox_index(user).is_none()
+            && self.mailboxes.iter().any(|m| {
+                m.mail.eq_ignore_ascii_case(user)
+                    || m.proxy_addresses
+                        .iter()
+                        .any(|p| p.split_once(':').is_some_and(|(_, a)| a.eq_ignore_ascii_case(user)))
+            })
+    }
 }
 
 fn demo_seed() -> Vec<SeedMailbox> {
@@ -494,6 +524,8 @@ fn demo_seed() -> Vec<SeedMailbox> {
             user_principal_name: format!("{local}@{DEMO_DOMAIN}"),
             display_name: Some(name.to_string()),
             in_policy_scope: true,
+            mail: None,
+            aliases: Vec::new(),
             contacts: match i {
                 0 => vec![
                     contact(

@@ -476,13 +476,14 @@ async fn dispatch_inner(shared: &Arc<Shared>, req: &Req) -> GResult {
     if let Some(user) = route.user() {
         let w = lock(&shared.world);
         let Some(i) = w.mailbox_index(user) else {
-            drop(w);
             return Err(match route {
                 Route::User { .. } => GraphError::new(
                     StatusCode::NOT_FOUND,
                     "Request_ResourceNotFound",
                     format!("Resource '{user}' does not exist or one of its queried reference-property objects are not present."),
                 ),
+                // A user's email address that is not their UPN, used as the key.
+                _ if w.is_address_not_key(user) => GraphError::resource_not_found(),
                 _ => GraphError::invalid_user(user),
             });
         };
