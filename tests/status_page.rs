@@ -290,6 +290,28 @@ async fn the_status_page_shows_each_tenants_capabilities() {
         graph: GraphCapabilities { if_match_enforced: true, ..Default::default() },
     };
     store.set_capabilities(&TenantId::parse("probed").unwrap(), &caps).await.unwrap();
+    // Two mailboxes: one whose Graph user resolved, one whose did not
+    // (issue 19 item 8): only the second is listed, with why and the fix.
+    let probed_id = TenantId::parse("probed").unwrap();
+    for (m, outcome) in [
+        ("anna@nordlicht.example", Ok("0a1b-2c3d")),
+        ("ben@nordlicht.example", Err("no Graph user has ben@nordlicht.example as mail or proxy address; fix: enter the user's mailbox address")),
+    ] {
+        let mailbox = MailboxId::parse(m).unwrap();
+        store
+            .upsert_mailbox(&Mailbox {
+                tenant: probed_id.clone(),
+                id: mailbox.clone(),
+                hq_user_id: None,
+                state: MailboxState::Active,
+                settings: json!({}),
+                last_error: None,
+                updated_at: now,
+            })
+            .await
+            .unwrap();
+        store.set_graph_user(&probed_id, &mailbox, outcome).await.unwrap();
+    }
 
     let queue = Queue::open(&hqsync::config::Config::default().queue, &store).await.unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -328,7 +350,15 @@ async fn the_status_page_shows_each_tenants_capabilities() {
         assert!(probed.contains(row), "{row} missing: {probed}");
     }
     assert!(probed.contains("probed by the connection test at"), "{probed}");
+    assert!(probed.contains("Mailboxes without a Graph user (not synced)"), "{probed}");
+    let row = probed.find("data-graph-user=\"ben@nordlicht.example\"").map(|i| &probed[i..]).expect("ben is listed");
+    let row = &row[..row.find("</tr>").unwrap()];
+    assert!(row.contains("no Graph user has ben@nordlicht.example as mail or proxy address; fix: enter"), "{row}");
+    assert!(row.contains("<td>1</td>"), "one lookup so far: {row}");
+    assert!(row.contains("or after the next connection test"), "{row}");
+    assert!(!probed.contains("data-graph-user=\"anna@nordlicht.example\""), "a resolved user is not listed: {probed}");
     let untested = section("untested");
+    assert!(!untested.contains("without a Graph user"), "{untested}");
     assert!(untested.contains("never probed: the safe defaults apply"), "{untested}");
     assert!(untested.contains("<td>hellohq.spelling</td><td>undecided (safe default)</td>"), "{untested}");
     assert!(untested.contains("<td>hellohq.expand_assignments</td><td>false</td>"), "{untested}");

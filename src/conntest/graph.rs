@@ -15,8 +15,9 @@ use super::Check;
 use crate::connectors::graph::client::seg;
 use crate::connectors::graph::resources::TASK_EXTENSION;
 use crate::connectors::graph::{GraphClient, GraphClientConfig, GraphError};
+use crate::engine::users::{self, Resolution};
 use crate::model::capabilities::GraphCapabilities;
-use crate::store::Tenant;
+use crate::store::{GraphUser, Tenant};
 
 /// What the throwaway items are called, so that a user who sees one knows it.
 const PROBE_NAME: &str = "hqsync connection test (safe to delete)";
@@ -35,6 +36,7 @@ pub(super) async fn checks(
     t: &Tenant,
     cfg: &GraphClientConfig,
     mailbox: Option<&str>,
+    users: &[GraphUser],
     public_url: &str,
     caps: &mut GraphCapabilities,
 ) -> Vec<Check> {
@@ -54,6 +56,7 @@ pub(super) async fn checks(
         }
     }
     checks.push(permissions_check(&g).await);
+    checks.push(users_check(&g, mailbox, users).await);
     let Some(m) = mailbox else {
         checks.push(Check::fail(
             "mailbox",
@@ -125,6 +128,52 @@ async fn permissions_check(g: &GraphClient) -> Check {
                 .collect::<Vec<_>>()
                 .join(", ")
         ),
+    )
+}
+
+/// Every mailbox's Graph user (issue #19 item 8): the pilot mailbox and
+/// each mailbox whose user is not resolved (or was never looked up) are
+/// looked up now, by mail then proxy address; each that does not resolve is
+/// named with why and the fix. The pilot's checks below then address it by
+/// its user's object id, as the engine does.
+async fn users_check(g: &GraphClient, pilot: Option<&str>, users: &[GraphUser]) -> Check {
+    let mut targets: Vec<String> = pilot.map(str::to_string).into_iter().collect();
+    for u in users.iter().filter(|u| u.id.is_none()) {
+        if !targets.iter().any(|t| t.eq_ignore_ascii_case(u.mailbox.as_str())) {
+            targets.push(u.mailbox.to_string());
+        }
+    }
+    let resolved_before = users.iter().filter(|u| u.id.is_some()).count();
+    let mut found = Vec::new();
+    let mut missing = Vec::new();
+    for address in &targets {
+        match users::resolve(g, address).await {
+            Ok(Resolution::Found(id)) => {
+                g.set_user(address, Some(&id));
+                found.push(format!("{address} → {id}"));
+            }
+            Ok(Resolution::Unresolved(why)) => missing.push(why),
+            Err(e) => missing.push(format!("looking up {address} failed: {e}; fix: run the test again")),
+        }
+    }
+    if missing.is_empty() {
+        return Check::pass(
+            "graph_users",
+            format!(
+                "every mailbox has its Graph user ({} resolved earlier{}{})",
+                resolved_before,
+                if found.is_empty() { "" } else { "; now: " },
+                found.join(", ")
+            ),
+        );
+    }
+    Check::fail(
+        "graph_users",
+        format!("{} of {} looked up did not resolve: {}", missing.len(), targets.len(), missing.join(" | ")),
+        "for each user named: enter the address of their Exchange mailbox (or their sign-in name) as work email \
+         in helloHQ, or add that address to their mailbox in Exchange; if the lookup was refused, grant \
+         User.Read.All (application) with admin consent; then run the test again (hqsync looks the users up again \
+         after a test)",
     )
 }
 

@@ -70,7 +70,10 @@ pub async fn run(store: &Store, public_url: &str, t: &Tenant, graph: &GraphClien
     // Every probe starts from the safe default: an answer that cannot be
     // had now must not keep an older, possibly wrong, one.
     let mut capabilities = Capabilities::default();
-    let mut checks = graph::checks(t, graph, mailbox.as_deref(), public_url, &mut capabilities.graph).await;
+    // What the store knows of each mailbox's Graph user: the users not
+    // resolved (or never looked up) are looked up again and reported.
+    let users = store.graph_users(&t.id).await.unwrap_or_default();
+    let mut checks = graph::checks(t, graph, mailbox.as_deref(), &users, public_url, &mut capabilities.graph).await;
     checks.extend(hellohq::checks(t, graph.allow_private_addresses, &mut capabilities.hellohq).await);
     checks.push(webhook::check(public_url).await);
     capabilities.tested_at = Some(Utc::now());

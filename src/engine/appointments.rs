@@ -326,7 +326,7 @@ impl<'a> Appointments<'a> {
     }
 
     async fn mailboxes(&self) -> Result<Vec<Mailbox>, EngineError> {
-        super::shared::syncing_mailboxes(self.store, self.tenant).await
+        super::shared::syncing_mailboxes(self.store, self.tenant, self.graph).await
     }
 
     fn window(&self) -> (DateTime<Utc>, DateTime<Utc>) {

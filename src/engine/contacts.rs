@@ -221,7 +221,7 @@ impl<'a> Contacts<'a> {
 
     /// Mailboxes that sync now: active, or the pilot mailbox.
     pub async fn mailboxes(&self) -> Result<Vec<Mailbox>, EngineError> {
-        super::shared::syncing_mailboxes(self.store, self.tenant).await
+        super::shared::syncing_mailboxes(self.store, self.tenant, self.graph).await
     }
 
     fn user_of(&self, dir: &Directory, m: &Mailbox) -> Option<i32> {

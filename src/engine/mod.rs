@@ -15,6 +15,7 @@ pub mod merge;
 pub mod settings;
 pub mod shared;
 pub mod tasks;
+pub mod users;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -26,7 +27,7 @@ use crate::connectors::hellohq::poll::{ChangePoller, CURSOR_SCOPE};
 use crate::model::capabilities::Capabilities;
 use crate::model::{Kind, MailboxId, TenantId};
 use crate::queue::{Change, Hint, HqEntity, Origin};
-use crate::store::{self, Mailbox, MailboxState, NewJournalEntry, Store, StoreError, Tenant};
+use crate::store::{self, GraphUser, Mailbox, MailboxState, NewJournalEntry, Store, StoreError, Tenant};
 
 use appointments::Appointments;
 use contacts::{Contacts, Plan};
@@ -272,7 +273,9 @@ impl Engine {
         if !t.enabled {
             return Ok(None);
         }
-        if let Some(c) = self.caches.clients.lock().get(id).filter(|c| c.updated == t.updated_at).cloned() {
+        let cached = self.caches.clients.lock().get(id).filter(|c| c.updated == t.updated_at).cloned();
+        if let Some(c) = cached {
+            self.load_graph_users(&t.id, &c.graph).await?;
             return Ok(Some((t, c)));
         }
         let capabilities = self.store.get_capabilities(id).await?;
@@ -284,7 +287,20 @@ impl Engine {
             .map_err(|e| EngineError::Permanent(format!("tenant {}: helloHQ client: {e}", t.id)))?;
         let c = Arc::new(Clients { updated: t.updated_at, graph, hq, capabilities });
         self.caches.clients.lock().insert(id.clone(), c.clone());
+        self.load_graph_users(&t.id, &c.graph).await?;
         Ok(Some((t, c)))
+    }
+
+    /// Tells `graph` what the store knows of the tenant's Graph users (read
+    /// per hint: another process may have resolved one meanwhile), so that
+    /// each resolved mailbox is addressed by its user's object id and an
+    /// unresolved one is left alone (issue #19 item 8).
+    async fn load_graph_users(&self, tenant: &TenantId, graph: &GraphClient) -> Result<Vec<GraphUser>, EngineError> {
+        let users = self.store.graph_users(tenant).await?;
+        graph.set_users(
+            users.iter().filter(|u| u.id.is_some() || u.error.is_some()).map(|u| (u.mailbox.as_str(), u.id.as_deref())),
+        );
+        Ok(users)
     }
 
     /// The tenant's directory snapshot: listed whole when this process has
@@ -374,7 +390,7 @@ impl Engine {
         match (hint.origin, hint.change, &hint.mailbox, hint.kind) {
             (Origin::Schedule, Change::Resync, None, _) => self.tenant_pass(&cx, &clients.hq).await,
             (Origin::Schedule | Origin::Exchange, Change::Resync, Some(m), Some(Kind::Contact)) => {
-                let Some(mb) = self.active_mailbox(&tenant.id, m).await? else { return Ok(()) };
+                let Some(mb) = self.active_mailbox(&tenant.id, m, &clients.graph).await? else { return Ok(()) };
                 let dir = self.directory(&tenant.id, &clients.hq, false).await?;
                 let approved = self.approval(&tenant.id, m, Kind::Contact).await?;
                 cx.pass(&dir, &mb, false, &approved).await?;
@@ -382,7 +398,7 @@ impl Engine {
             }
             (Origin::Exchange, change, Some(m), Some(Kind::Contact)) => {
                 let Some(id) = hint.resource_id.as_deref() else { return Ok(()) };
-                let Some(mb) = self.active_mailbox(&tenant.id, m).await? else { return Ok(()) };
+                let Some(mb) = self.active_mailbox(&tenant.id, m, &clients.graph).await? else { return Ok(()) };
                 let dir = self.directory(&tenant.id, &clients.hq, false).await?;
                 // A deletion names the version deleted: never "nothing new".
                 let version = hint.version.as_deref().filter(|_| change != Change::Deleted);
@@ -394,13 +410,13 @@ impl Engine {
             // catches what a lost notification missed.
             (Origin::Exchange, change, Some(m), Some(Kind::Task)) if change != Change::Resync => {
                 let Some(id) = hint.resource_id.as_deref() else { return Ok(()) };
-                let Some(mb) = self.active_mailbox(&tenant.id, m).await? else { return Ok(()) };
+                let Some(mb) = self.active_mailbox(&tenant.id, m, &clients.graph).await? else { return Ok(()) };
                 let dir = self.directory(&tenant.id, &clients.hq, false).await?;
                 let version = hint.version.as_deref().filter(|_| change != Change::Deleted);
                 Tasks::like(&cx).on_task_notification(&dir, &mb, id, version).await
             }
             (Origin::Schedule | Origin::Exchange, Change::Resync, Some(m), Some(Kind::Task)) => {
-                let Some(mb) = self.active_mailbox(&tenant.id, m).await? else { return Ok(()) };
+                let Some(mb) = self.active_mailbox(&tenant.id, m, &clients.graph).await? else { return Ok(()) };
                 let dir = self.directory(&tenant.id, &clients.hq, false).await?;
                 let approved = self.approval(&tenant.id, m, Kind::Task).await?;
                 Tasks::like(&cx).sync(&dir, &mb, &approved).await?;
@@ -408,7 +424,7 @@ impl Engine {
             }
             // ---- appointments (engine/appointments.rs)
             (Origin::Schedule | Origin::Exchange, Change::Resync, Some(m), Some(Kind::Appointment)) => {
-                let Some(mb) = self.active_mailbox(&tenant.id, m).await? else { return Ok(()) };
+                let Some(mb) = self.active_mailbox(&tenant.id, m, &clients.graph).await? else { return Ok(()) };
                 let dir = self.directory(&tenant.id, &clients.hq, false).await?;
                 let approved = self.approval(&tenant.id, m, Kind::Appointment).await?;
                 cx.appointments().pass(&dir, &mb, false, &approved).await?;
@@ -416,7 +432,7 @@ impl Engine {
             }
             (Origin::Exchange, change, Some(m), Some(Kind::Appointment)) => {
                 let Some(id) = hint.resource_id.as_deref() else { return Ok(()) };
-                let Some(mb) = self.active_mailbox(&tenant.id, m).await? else { return Ok(()) };
+                let Some(mb) = self.active_mailbox(&tenant.id, m, &clients.graph).await? else { return Ok(()) };
                 let dir = self.directory(&tenant.id, &clients.hq, false).await?;
                 let version = hint.version.as_deref().filter(|_| change != Change::Deleted);
                 cx.appointments().on_exchange_event(&dir, &mb, id, version).await
@@ -430,12 +446,20 @@ impl Engine {
         }
     }
 
-    async fn active_mailbox(&self, tenant: &TenantId, m: &MailboxId) -> Result<Option<Mailbox>, EngineError> {
+    /// The mailbox of a hint when it syncs now (and its Graph user is not
+    /// known to be missing: such hints are dropped, the mailbox waits for
+    /// its user to resolve, see [`users`]).
+    async fn active_mailbox(
+        &self,
+        tenant: &TenantId,
+        m: &MailboxId,
+        graph: &GraphClient,
+    ) -> Result<Option<Mailbox>, EngineError> {
         Ok(self
             .store
             .get_mailbox(tenant, m)
             .await?
-            .filter(|mb| matches!(mb.state, MailboxState::Active | MailboxState::Pilot)))
+            .filter(|mb| shared::syncs(mb) && !graph.is_unresolved(mb.id.as_str())))
     }
 
     async fn on_hellohq(
@@ -476,8 +500,10 @@ impl Engine {
     }
 
     /// Mailboxes come from helloHQ's users (SPEC §6): each user's work email
-    /// is a mailbox; a new one is synchronised at once. Existing mailboxes
-    /// keep their state (an admin may have disabled one).
+    /// is a mailbox; a new one is synchronised at once, once its Graph user
+    /// is resolved ([`users`]: never before, never assumed). Existing
+    /// mailboxes keep their state (an admin may have disabled one); one
+    /// whose user is not resolved yet is looked up when due.
     async fn provision(&self, cx: &Contacts<'_>, dir: &Directory) -> Result<(), EngineError> {
         let existing: HashMap<String, Mailbox> = self
             .store
@@ -486,10 +512,29 @@ impl Engine {
             .into_iter()
             .map(|m| (m.id.as_str().to_ascii_lowercase(), m))
             .collect();
+        let graph_users: HashMap<String, GraphUser> = self
+            .store
+            .graph_users(cx.tenant)
+            .await?
+            .into_iter()
+            .map(|u| (u.mailbox.as_str().to_ascii_lowercase(), u))
+            .collect();
+        let tenant_updated = self.store.get_tenant(cx.tenant).await?.map_or_else(chrono::Utc::now, |t| t.updated_at);
         for u in &dir.users {
             let Some(email) = u.e_mail_work.as_deref().map(str::trim).filter(|e| e.contains('@')) else { continue };
             if let Some(known) = existing.get(&email.to_ascii_lowercase()) {
-                self.resume_initial_pass(cx, dir, known).await?;
+                let user = graph_users.get(&email.to_ascii_lowercase());
+                let resolved = match user {
+                    Some(GraphUser { id: Some(_), .. }) => true,
+                    _ if users::due(user, tenant_updated, chrono::Utc::now()) => {
+                        self.resolve_graph_user(cx, known).await?
+                    }
+                    // Unresolved and not due: it waits.
+                    _ => false,
+                };
+                if resolved {
+                    self.resume_initial_pass(cx, dir, known).await?;
+                }
                 continue;
             }
             let Ok(id) = MailboxId::parse(email.to_ascii_lowercase()) else { continue };
@@ -517,6 +562,9 @@ impl Engine {
                     ..Default::default()
                 })
                 .await?;
+            if !self.resolve_graph_user(cx, &m).await? {
+                continue;
+            }
             if state == MailboxState::Disabled {
                 tracing::info!(tenant = %cx.tenant, mailbox = %m.id, "mailbox added, held back until rollout = all");
                 continue;
@@ -525,6 +573,39 @@ impl Engine {
             cx.pass(dir, &m, false, &approvals::Approval::none()).await?;
         }
         Ok(())
+    }
+
+    /// Looks up the Graph user of mailbox `m` by its address ([`users::resolve`])
+    /// and records the outcome in the store and in the tenant's Graph client.
+    /// True when resolved. An unresolved user is journalled (`graph_user_unresolved`,
+    /// with the reason and the fix) and logged; the caller leaves the mailbox alone.
+    async fn resolve_graph_user(&self, cx: &Contacts<'_>, m: &Mailbox) -> Result<bool, EngineError> {
+        let address = m.id.as_str();
+        match users::resolve(cx.graph, address).await {
+            Ok(users::Resolution::Found(id)) => {
+                self.store.set_graph_user(cx.tenant, &m.id, Ok(&id)).await?;
+                cx.graph.set_user(address, Some(&id));
+                tracing::info!(tenant = %cx.tenant, mailbox = %m.id, graph_user = %id, "Graph user resolved");
+                Ok(true)
+            }
+            Ok(users::Resolution::Unresolved(why)) => {
+                self.store.set_graph_user(cx.tenant, &m.id, Err(&why)).await?;
+                cx.graph.set_user(address, None);
+                tracing::warn!(tenant = %cx.tenant, mailbox = %m.id, reason = %why, "Graph user not resolved; mailbox not synced");
+                self.store
+                    .append_journal(&NewJournalEntry {
+                        tenant: Some(cx.tenant.clone()),
+                        mailbox: Some(m.id.clone()),
+                        action: "graph_user_unresolved".into(),
+                        hq_id: m.hq_user_id.clone(),
+                        detail: serde_json::json!({"summary": format!("no Graph user for {}", m.id), "reason": why}),
+                        ..Default::default()
+                    })
+                    .await?;
+                Ok(false)
+            }
+            Err(e) => Err(shared::graph_err(e)),
+        }
     }
 
     /// A mailbox provisioned by a run that never finished its initial

@@ -116,10 +116,21 @@ impl Journal<'_> {
     }
 }
 
-/// Mailboxes that sync now: active, or the pilot mailbox.
-pub async fn syncing_mailboxes(store: &Store, tenant: &TenantId) -> Result<Vec<Mailbox>, EngineError> {
+/// Mailboxes that sync now: active, or the pilot mailbox, and not known
+/// to lack a Graph user (`graph` knows which did not resolve: issue #19
+/// item 8; such a mailbox waits for its user, see [`super::users`]).
+pub async fn syncing_mailboxes(
+    store: &Store,
+    tenant: &TenantId,
+    graph: &crate::connectors::graph::GraphClient,
+) -> Result<Vec<Mailbox>, EngineError> {
     let all = store.list_mailboxes(tenant).await?;
-    Ok(all.into_iter().filter(|m| matches!(m.state, MailboxState::Active | MailboxState::Pilot)).collect())
+    Ok(all.into_iter().filter(|m| syncs(m) && !graph.is_unresolved(m.id.as_str())).collect())
+}
+
+/// Active, or the pilot mailbox.
+pub fn syncs(m: &Mailbox) -> bool {
+    matches!(m.state, MailboxState::Active | MailboxState::Pilot)
 }
 
 /// Cursor scope of the helloHQ records hqsync has seen deleted (404). A

@@ -257,7 +257,7 @@ impl<'a> Tasks<'a> {
 
     /// Mailboxes that sync now: active, or the pilot mailbox.
     pub async fn mailboxes(&self) -> Result<Vec<Mailbox>, EngineError> {
-        super::shared::syncing_mailboxes(self.store, self.tenant).await
+        super::shared::syncing_mailboxes(self.store, self.tenant, self.graph).await
     }
 
     fn user_of(dir: &Directory, m: &Mailbox) -> Option<i32> {

@@ -390,6 +390,7 @@ async fn render(state: &AppState, who: &Principal, csrf: &str) -> Result<String,
             }
         }
         b.push_str("</table>");
+        b.push_str(&unresolved_users(&store.graph_users(&t.id).await.unwrap_or_default()));
         b.push_str(&capabilities(&store.get_capabilities(&t.id).await.unwrap_or_default()));
         if !held_lists.is_empty() {
             // What `hqsync approve` (or POST …/approve) would approve: exactly these items.
@@ -423,6 +424,36 @@ async fn render(state: &AppState, who: &Principal, csrf: &str) -> Result<String,
 /// What the connection test found for the tenant (both sections, one row
 /// per answer; a map such as helloHQ's spelling per list one row per entry),
 /// or that it never ran and the safe defaults apply.
+/// The mailboxes whose Graph user did not resolve (issue #19 item 8):
+/// not synced until it does; each with why, the fix, and when hqsync
+/// looks again (or after the tenant's next change, e.g. a connection test).
+fn unresolved_users(users: &[crate::store::GraphUser]) -> String {
+    let missing: Vec<_> = users.iter().filter(|u| u.id.is_none() && u.error.is_some()).collect();
+    if missing.is_empty() {
+        return String::new();
+    }
+    let mut b = String::from(
+        "<h3>Mailboxes without a Graph user (not synced)</h3><table class=\"graph-users\"><tr><th>mailbox</th><th>why, and the fix</th><th>lookups</th><th>last lookup</th><th>next lookup</th></tr>",
+    );
+    for u in missing {
+        let at = |t: Option<chrono::DateTime<chrono::Utc>>| {
+            t.map_or("—".to_string(), |t| t.format("%Y-%m-%d %H:%M UTC").to_string())
+        };
+        let next = u.checked_at.map(|c| c + crate::engine::users::delay_after(u.attempts));
+        let _ = write!(
+            b,
+            "<tr class=\"bad\" data-graph-user=\"{mb}\"><td>{mb}</td><td>{why}</td><td>{n}</td><td>{last}</td><td>{next} (or after the next connection test)</td></tr>",
+            mb = esc(u.mailbox.as_str()),
+            why = esc(u.error.as_deref().unwrap_or_default()),
+            n = u.attempts,
+            last = esc(&at(u.checked_at)),
+            next = esc(&at(next)),
+        );
+    }
+    b.push_str("</table>");
+    b
+}
+
 fn capabilities(c: &crate::model::capabilities::Capabilities) -> String {
     let mut b = String::from("<h3>Capabilities</h3>");
     let _ = write!(

@@ -426,11 +426,18 @@ impl Scheduler {
             return Ok(());
         }
         let client = self.client(tenant)?;
+        // Resolved mailboxes are addressed (and subscribed) by their Graph
+        // user's object id; one whose user did not resolve gets no
+        // subscription and no pass until it does (issue #19 item 8).
+        let users = self.store.graph_users(&tenant.id).await?;
+        client.set_users(
+            users.iter().filter(|u| u.id.is_some() || u.error.is_some()).map(|u| (u.mailbox.as_str(), u.id.as_deref())),
+        );
         // One token request tells a broken tenant apart from a broken mailbox.
         client.check_credentials().await?;
         for m in &mailboxes {
             let existing = by_mailbox.remove(&m.id).unwrap_or_default();
-            let outcome = if enabled(m) {
+            let outcome = if enabled(m) && !client.is_unresolved(m.id.as_str()) {
                 self.upkeep_mailbox(&client, tenant, m, existing, report).await
             } else {
                 self.delete_all(&client, existing, report).await
@@ -516,12 +523,16 @@ impl Scheduler {
     /// Tasks.ReadWrite.All in Microsoft's current permission table).
     async fn wanted(&self, client: &GraphClient, tenant: &Tenant, m: &Mailbox) -> Result<Vec<Wanted>, SchedulerError> {
         let folders = client.ensure_contact_folders(&self.store, &tenant.id, m.id.as_str()).await?;
-        let mb = m.id.as_str();
+        // The Graph user's object id once resolved: a subscription made
+        // under the address is replaced by one under the id.
+        let key = client.user_key(m.id.as_str());
+        let mb = key.as_str();
         let settings = crate::engine::settings::TenantSettings::of(tenant);
         let tasks = if settings.direction(m, Kind::Task) == crate::model::Direction::Off {
             None
         } else {
-            let list = client.ensure_todo_list(&self.store, &tenant.id, mb, &settings.tasks.list_name).await?;
+            let list =
+                client.ensure_todo_list(&self.store, &tenant.id, m.id.as_str(), &settings.tasks.list_name).await?;
             Some(Wanted { kind: Kind::Task, resource: format!("users/{mb}/todo/lists/{list}/tasks") })
         };
         Ok(vec![
