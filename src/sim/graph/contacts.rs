@@ -427,7 +427,7 @@ fn odata_literal(s: &str) -> Option<String> {
 /// is `Err(the property named first)`, for Graph's error message.
 pub(crate) fn parse_user_filter(f: &str) -> Result<UserFilter, String> {
     let f = f.trim();
-    let property = f.split(|c: char| c == ' ' || c == '/' || c == '(').next().unwrap_or_default().to_string();
+    let property = f.split([' ', '/', '(']).next().unwrap_or_default().to_string();
     let words = |s: &str| s.split_once(' ').map(|(a, b)| (a.to_string(), b.trim_start().to_string()));
     if property.eq_ignore_ascii_case("mail") {
         let (_, rest) = words(f).ok_or_else(|| property.clone())?;
