@@ -1119,16 +1119,20 @@ async fn a_replayed_create_answered_with_the_older_event_takes_the_newer_hellohq
     h.stop().await;
 }
 
-/// Issue 18 item 6, as far as it holds today: a linked series whose
-/// `recurrencyStorage` hqsync cannot parse is left alone both ways: the
-/// value is never overwritten (an Outlook edit writes nothing to helloHQ),
-/// and nothing from it reaches the Exchange series (no write at all); the
-/// series is journalled `skipped` with the parse error. (Holding it while
-/// its other fields sync is still open.)
+/// Issue 18 item 6: a linked series whose `recurrencyStorage` hqsync cannot
+/// parse is held. The value is never overwritten and nothing derived from it
+/// reaches the Exchange series (its pattern is never replaced), the series
+/// is journalled `held` with the value (once per value), and its other
+/// fields still sync both ways: subject, location and the time of day from
+/// helloHQ, location and participants from Outlook. A move to another day
+/// would change the pattern: it is held too, journalled. An Outlook change
+/// of the pattern stays in Exchange, journalled, never written over helloHQ's.
 #[tokio::test]
-async fn a_recurrency_storage_hqsync_cannot_parse_is_never_overwritten_either_way() {
+async fn a_recurrency_storage_hqsync_cannot_parse_is_held_while_the_series_other_fields_sync_both_ways() {
     let h = H::start_with(json!({"appointments": {"window_future_days": 120}})).await;
+    h.sync_all().await; // the seed's meetings first: the pass at the end concerns only this series
     let anna = h.user_id(ANNA).await;
+    let ben = h.user_id(BEN).await;
     let first = next_weekday(in_days(1), Weekday::Wed);
     let start = berlin(first, 10, 0);
     let storage = format!(
@@ -1145,23 +1149,127 @@ async fn a_recurrency_storage_hqsync_cannot_parse_is_never_overwritten_either_wa
     let gid = ev["id"].as_str().unwrap().to_string();
     let pattern = ev["recurrence"].clone();
     assert!(pattern.is_object(), "{ev}");
+    let held_of = |field: &'static str| {
+        let h = &h;
+        async move {
+            h.journal("held")
+                .await
+                .into_iter()
+                .filter(|e| e.hq_id.as_deref() == Some(id.to_string().as_str()) && e.detail["field"] == field)
+                .collect::<Vec<_>>()
+        }
+    };
 
-    // helloHQ now holds a pattern hqsync cannot read.
+    // helloHQ now holds a pattern hqsync cannot read: held, nothing written.
     let odd = "Jeden zweiten Mittwoch außer in den Ferien";
     h.hq.update_task(id, |t| t.recurrency_storage = Some(odd.to_string())).await.unwrap();
     let (g0, q0) = h.writes().await;
     h.hq_changed(id).await;
     assert_eq!(h.writes().await, (g0, q0), "nothing written for a pattern hqsync cannot read");
-    let skipped = h.journal("skipped").await;
-    assert!(skipped.iter().any(|e| e.hq_id.as_deref() == Some(id.to_string().as_str())), "journalled: {skipped:?}");
-    let ev = h.event(ANNA, "Jour fixe").await;
-    assert_eq!(ev["recurrence"], pattern, "the Exchange series keeps its pattern");
+    let held = held_of("recurrencyStorage").await;
+    assert_eq!(held.len(), 1, "journalled held: {held:?}");
+    assert_eq!(held[0].detail["value"], odd, "with the value");
+    assert!(held[0].detail["reason"].as_str().unwrap().contains("never overwritten"), "{:?}", held[0].detail);
+    assert!(h.journal("skipped").await.iter().all(|e| e.hq_id.as_deref() != Some(id.to_string().as_str())));
+    assert_eq!(h.event(ANNA, "Jour fixe").await["recurrence"], pattern, "the Exchange series keeps its pattern");
+    h.hq_changed(id).await;
+    assert_eq!(held_of("recurrencyStorage").await.len(), 1, "the same held value is journalled once");
 
-    // An Outlook edit of the series: helloHQ's value survives.
-    h.outlook_patch(ANNA, &gid, json!({"location": {"displayName": "Raum Alster"}})).await;
+    // helloHQ edits subject, location and the time of day: they reach the
+    // series in one write; its pattern stays as Exchange has it.
+    h.hq.update_task(id, |t| {
+        t.name = Some("Jour fixe Team".into());
+        t.place = Some("Raum Elbe".into());
+        t.start_on = Some(berlin(first, 11, 0));
+        t.end_on = Some(berlin(first, 11, 45));
+    })
+    .await
+    .unwrap();
+    h.hq_changed(id).await;
+    let ev = h.event(ANNA, "Jour fixe Team").await;
+    assert_eq!(ev["location"]["displayName"], "Raum Elbe");
+    assert_eq!((utc_of(&ev["start"]), utc_of(&ev["end"])), (berlin(first, 11, 0), berlin(first, 11, 45)));
+    assert_eq!(ev["recurrence"]["pattern"], pattern["pattern"], "{ev}");
+    assert_eq!(ev["recurrence"]["range"], pattern["range"], "{ev}");
+    assert_eq!(h.event_writes().await, g0 + 1, "one Exchange write");
+    let row = h.hq.get_task(id).await.unwrap();
+    assert_eq!(row.recurrency_storage.as_deref(), Some(odd), "never overwritten");
+
+    // A move to another day would change the pattern: held, journalled, not written.
+    let (g1, _) = h.writes().await;
+    let thursday = first + Duration::days(1);
+    h.hq.update_task(id, |t| {
+        t.start_on = Some(berlin(thursday, 11, 0));
+        t.end_on = Some(berlin(thursday, 11, 45));
+    })
+    .await
+    .unwrap();
+    h.hq_changed(id).await;
+    assert_eq!(h.event_writes().await, g1, "the series is not moved to another day");
+    assert_eq!(utc_of(&h.event(ANNA, "Jour fixe Team").await["start"]), berlin(first, 11, 0));
+    assert_eq!(held_of("when").await.len(), 1, "the day move is journalled held");
+    h.hq.update_task(id, |t| {
+        t.start_on = Some(berlin(first, 11, 0));
+        t.end_on = Some(berlin(first, 11, 45));
+    })
+    .await
+    .unwrap();
+    h.hq_changed(id).await;
+    assert_eq!(h.event_writes().await, g1, "back on its day: nothing to write");
+
+    // Outlook: another room, Ben invited, and the pattern changed (Wednesdays
+    // and Fridays). Room and participant reach helloHQ; its pattern survives.
+    let mut outlook_pattern = pattern.clone();
+    outlook_pattern["pattern"]["daysOfWeek"] = json!(["wednesday", "friday"]);
+    h.outlook_patch(
+        ANNA,
+        &gid,
+        json!({"location": {"displayName": "Raum Alster"}, "recurrence": outlook_pattern,
+            "attendees": [{"type": "required", "emailAddress": {"address": BEN, "name": "Ben Müller"}}]}),
+    )
+    .await;
     h.exchange_changed(ANNA, &gid).await;
-    let t = h.hq.get_task(id).await.unwrap();
-    assert_eq!(t.recurrency_storage.as_deref(), Some(odd), "never overwritten");
-    assert_eq!(h.writes().await.1, q0, "no helloHQ write from the Outlook edit");
+    let row = h.row("Jour fixe Team").await;
+    assert_eq!(row.place.as_deref(), Some("Raum Alster"));
+    assert!(users_of(&row).contains(&ben), "{row:?}");
+    assert_eq!(row.recurrency_storage.as_deref(), Some(odd), "an Outlook pattern change never overwrites it");
+    assert_eq!(row.start_on, Some(berlin(first, 11, 0)));
+    assert!(!held_of("recurrence").await.is_empty(), "the Outlook pattern change is journalled held");
+    let ev = h.event(ANNA, "Jour fixe Team").await;
+    assert_eq!(ev["recurrence"]["pattern"]["daysOfWeek"], json!(["wednesday", "friday"]), "not reverted either");
+
+    // A pass over the mailbox leaves both sides as they are.
+    let before = h.writes().await;
+    h.pass(ANNA).await;
+    assert_eq!(h.writes().await, before, "a pass writes nothing for the held series");
+    assert_eq!(h.hq.get_task(id).await.unwrap().recurrency_storage.as_deref(), Some(odd));
+    assert_eq!(held_of("recurrencyStorage").await.len(), 1);
+    h.stop().await;
+}
+
+/// A series whose pattern cannot be read and that is not in Exchange yet is
+/// not created there (a series cannot be written without its pattern): it
+/// is journalled held with its value, and nothing is written.
+#[tokio::test]
+async fn an_unlinked_series_hqsync_cannot_read_is_held_and_not_created() {
+    let h = H::start().await;
+    let anna = h.user_id(ANNA).await;
+    let start = berlin(in_days(2), 9, 0);
+    h.sync_all().await;
+    let id = h
+        .create_row(json!({"name": "Sprechstunde", "isAppointment": true, "type": "RecurrencyTask",
+            "recurrencyStorage": "alle 14 Tage", "startOn": start, "endOn": start + Duration::minutes(30),
+            "resourceToTasks": [{"userId": anna}]}))
+        .await;
+    let (g0, q0) = h.writes().await;
+    h.hq_changed(id).await;
+    h.pass(ANNA).await;
+    assert_eq!(h.writes().await, (g0, q0));
+    assert!(h.events_named(ANNA, "Sprechstunde").await.is_empty());
+    let held: Vec<_> =
+        h.journal("held").await.into_iter().filter(|e| e.hq_id.as_deref() == Some(id.to_string().as_str())).collect();
+    assert_eq!(held.len(), 1, "{held:?}");
+    assert_eq!(held[0].detail["value"], "alle 14 Tage");
+    assert!(held[0].detail["reason"].as_str().unwrap().contains("Not created in Exchange"));
     h.stop().await;
 }

@@ -39,7 +39,8 @@ use crate::connectors::graph::client::seg;
 use crate::connectors::graph::{GraphClient, GraphError};
 use crate::connectors::hellohq::client::{HellohqClient, HqError, ListQuery};
 use crate::connectors::hellohq::wire::{self, ContactPerson, TaskAssignment, TaskClassification};
-use crate::model::appointment::{is_absence, Appointment, AttendeeKind, ConvertError, Participants};
+use crate::model::appointment::{is_absence, Appointment, AttendeeKind, ConvertError, Held, Participants, When};
+use crate::model::fingerprint::fingerprint_of;
 use crate::model::{contact, timezone, Direction, Kind, MailboxId, TenantId};
 use crate::store::{Link, Mailbox, Store};
 
@@ -75,6 +76,14 @@ const LINKED: &str = "linked";
 const PENDING: &str = "pending";
 /// Cursor scope of the iCalUId → helloHQ id index (one meeting, one row).
 const ICAL_SCOPE: &str = "appointment.ical_uid";
+/// Cursor scope of the held `recurrencyStorage` values journalled (key: the
+/// helloHQ id, value: the fingerprint of the value): each held value is
+/// journalled once, not on every pass.
+const HELD_SCOPE: &str = "appointment.held";
+/// Why a held series' pattern is left alone.
+const HELD_PATTERN: &str = "hqsync cannot read this recurrencyStorage, so it is never overwritten and the Exchange series keeps its own pattern; subject, body, location, participants, privacy and the time of day still sync both ways. Change the pattern in helloHQ to one hqsync can read (RFC 5545) to sync it again";
+/// Why a held series is not moved to another day.
+const HELD_DAY: &str = "moving a series to another day changes its pattern, and helloHQ's pattern (recurrencyStorage) cannot be read: only a change of time or length on the same day is synchronised; move it on the other side too, or make the pattern readable";
 /// Cursor (scope = mailbox) of the last completed appointment pass.
 pub const LAST_PASS: &str = "appointment.last_pass";
 
@@ -295,6 +304,23 @@ fn organizer_of<'m>(t: &wire::Task, dir: &Directory, mailboxes: &'m [Mailbox]) -
 pub struct HqAppointment {
     pub task: wire::Task,
     pub appt: Appointment,
+    /// The row's `recurrencyStorage` when hqsync cannot read it (issue 18
+    /// item 6): `appt` then has no recurrence, and the series' pattern is
+    /// left alone on both sides.
+    pub held: Option<Held>,
+}
+
+/// Whether moving a series from `from` to `to` keeps it on the same day
+/// (in the series' zone `tz`) and of the same kind: then its pattern, which
+/// hqsync may not be able to read, still fits.
+fn same_series_day(from: &When, to: &When, tz: chrono_tz::Tz) -> bool {
+    match (from, to) {
+        (When::Timed { start: a, .. }, When::Timed { start: b, .. }) => {
+            a.with_timezone(&tz).date_naive() == b.with_timezone(&tz).date_naive()
+        }
+        (When::AllDay { start: a, .. }, When::AllDay { start: b, .. }) => a == b,
+        _ => false,
+    }
 }
 
 /// One tenant's appointment sync, for the duration of one hint.
@@ -323,6 +349,28 @@ impl<'a> Appointments<'a> {
             hint_id: self.hint_id,
         };
         j.record(mailbox, action, hq_id, graph_id, detail).await
+    }
+
+    /// Journals a held `recurrencyStorage` (issue 18 item 6) with its value
+    /// (cut at [`crate::model::appointment::HELD_VALUE_SHOWN`] characters),
+    /// once per value and row.
+    async fn journal_held(
+        &self,
+        mailbox: Option<&MailboxId>,
+        hq: &HqAppointment,
+        h: &Held,
+        reason: String,
+    ) -> Result<(), EngineError> {
+        let id = hq.task.id.to_string();
+        let seen = fingerprint_of(&h.value);
+        if self.store.get_cursor(self.tenant, HELD_SCOPE, &id).await?.as_deref() == Some(seen.as_str()) {
+            return Ok(());
+        }
+        let detail = json!({"side": "both", "summary": summary(&hq.appt), "field": h.field, "value": h.shown(),
+            "length": h.value.chars().count(), "parse_error": h.reason, "reason": reason});
+        self.journal(mailbox, "held", Some(id.clone()), None, detail).await;
+        self.store.set_cursor(self.tenant, HELD_SCOPE, &id, &seen).await?;
+        Ok(())
     }
 
     async fn mailboxes(&self) -> Result<Vec<Mailbox>, EngineError> {
@@ -537,7 +585,7 @@ impl<'a> Appointments<'a> {
         if is_exception(task) {
             return self.exception_changed(people, mailboxes, task, plan).await;
         }
-        let appt = match Appointment::from_hq(task, people) {
+        let (appt, held) = match Appointment::from_hq_holding(task, people) {
             Ok(a) => a,
             Err(e) => {
                 if plan.is_none() {
@@ -554,8 +602,23 @@ impl<'a> Appointments<'a> {
                 return Ok(());
             }
         };
-        let hq = HqAppointment { task: task.clone(), appt };
+        let hq = HqAppointment { task: task.clone(), appt, held };
         let org_link = links.iter().find(|l| l.folder.as_deref() == Some(ORGANIZER)).cloned();
+        if let Some(h) = &hq.held {
+            // A series is never created from a pattern hqsync cannot read.
+            let in_exchange = links.iter().any(|l| l.state == LINKED && l.graph_id.is_some());
+            if plan.is_none() {
+                let reason = if in_exchange {
+                    HELD_PATTERN.to_string()
+                } else {
+                    format!("{HELD_PATTERN}. Not created in Exchange: a series cannot be written without its pattern")
+                };
+                self.journal_held(None, &hq, h, reason).await?;
+            }
+            if !org_link.as_ref().is_some_and(|l| l.state == LINKED && l.graph_id.is_some()) {
+                return Ok(());
+            }
+        }
         let m = match &org_link {
             Some(l) => mailboxes.iter().find(|m| m.id == l.mailbox),
             // Copies without an organizer here: a new event elsewhere would
@@ -762,10 +825,10 @@ impl<'a> Appointments<'a> {
             let Some(task) = self.read_hq(hq.task.id).await? else {
                 return Ok(()); // deleted in helloHQ meanwhile: its hint follows
             };
-            let Ok(appt) = Appointment::from_hq(&task, people) else {
+            let Ok((appt, held)) = Appointment::from_hq_holding(&task, people) else {
                 return Ok(()); // no longer an appointment hqsync can hold: its hint journals why
             };
-            let hq = HqAppointment { task, appt };
+            let hq = HqAppointment { task, appt, held };
             // Read, not skipped when helloHQ is unchanged: the edit this
             // hint may carry is newer than that link.
             let gid = fresh.graph_id.clone().unwrap_or_default();
@@ -847,7 +910,23 @@ impl<'a> Appointments<'a> {
         } else {
             direction
         };
-        let mut result = merge::merge(base.as_ref(), Some(&hq_fields), Some(&ex_fields), &RULES, direction, newer);
+        // A held pattern (issue 18 item 6) takes no part: neither side's series is changed from it.
+        let rules: Vec<FieldRule> =
+            RULES.iter().filter(|r| hq.held.is_none() || r.name != "recurrence").copied().collect();
+        let mut result = merge::merge(base.as_ref(), Some(&hq_fields), Some(&ex_fields), &rules, direction, newer);
+        let mut held_notes: Vec<(Side, &str, &str)> = Vec::new();
+        if hq.held.is_some() {
+            self.hold_series(&mut result, base.as_ref(), hq, &ex_appt, &mut held_notes);
+            let ex_changed = l.graph_fingerprint.as_deref() != Some(ex_fp.as_str());
+            let ex_pattern = ex_fields.get("recurrence");
+            if ex_changed && base.as_ref().is_some_and(|b| b.get("recurrence") != ex_pattern) {
+                held_notes.push((Side::Exchange, "recurrence", "the series' pattern changed in Outlook; helloHQ holds a pattern hqsync cannot read (recurrencyStorage), so the change is not written over it"));
+            }
+            let hq_changed = l.hq_fingerprint.as_deref() != Some(hq_fp.as_str());
+            held_notes.retain(|(from, field, _)| {
+                *field == "recurrence" || if *from == Side::Hellohq { hq_changed } else { ex_changed }
+            });
+        }
         // SPEC §3: an Outlook edit of subject or body is not taken; helloHQ's
         // value goes back with the next helloHQ-side write (not on its own,
         // which would mail every attendee for nothing).
@@ -869,6 +948,17 @@ impl<'a> Appointments<'a> {
         }
         // Held until the link is saved (dropped on every way out).
         let _pair = super::lock_pair_to_write(self.store, l, &result).await?;
+        for (from, field, reason) in &held_notes {
+            let side = if *from == Side::Hellohq { "exchange" } else { "hellohq" };
+            self.journal(
+                Some(&m.id),
+                "held",
+                Some(hq.task.id.to_string()),
+                Some(gid.clone()),
+                json!({"side": side, "summary": summary(&hq.appt), "field": field, "reason": reason}),
+            )
+            .await;
+        }
         for c in &result.conflicts {
             self.journal(Some(&m.id), "conflict", Some(hq.task.id.to_string()), Some(gid.clone()), json!({"side": "both", "summary": summary(&hq.appt), "field": c.field, "hellohq": c.hellohq, "exchange": c.exchange, "winner": c.winner})).await;
         }
@@ -912,6 +1002,49 @@ impl<'a> Appointments<'a> {
         .await
     }
 
+    /// A held series (issue 18 item 6) in a merge: its pattern keeps the
+    /// last synchronised value in the base (so a readable value later is
+    /// merged against it), and a time change flows only when it keeps the
+    /// series on its day; a move to another day stays where it was made
+    /// (base unchanged), noted in `notes` as (the side it came from, field, why).
+    fn hold_series(
+        &self,
+        result: &mut merge::Merge,
+        base: Option<&Map<String, Value>>,
+        hq: &HqAppointment,
+        ex: &Appointment,
+        notes: &mut Vec<(Side, &'static str, &'static str)>,
+    ) {
+        match base.and_then(|b| b.get("recurrence")) {
+            Some(r) => result.merged.insert("recurrence".into(), r.clone()),
+            None => result.merged.remove("recurrence"),
+        };
+        let tz = timezone::to_tz(&ex.time_zone).unwrap_or(chrono_tz::UTC);
+        let moves = [
+            (
+                Side::Hellohq,
+                result.to_exchange.iter().any(|f| f == "when") && !same_series_day(&ex.when, &hq.appt.when, tz),
+            ),
+            (
+                Side::Exchange,
+                result.to_hellohq.iter().any(|f| f == "when") && !same_series_day(&hq.appt.when, &ex.when, tz),
+            ),
+        ];
+        for (from, blocked) in moves {
+            if !blocked {
+                continue;
+            }
+            result.to_exchange.retain(|f| f != "when");
+            result.to_hellohq.retain(|f| f != "when");
+            result.conflicts.retain(|c| c.field != "when");
+            match base.and_then(|b| b.get("when")) {
+                Some(w) => result.merged.insert("when".into(), w.clone()),
+                None => result.merged.remove("when"),
+            };
+            notes.push((from, "when", HELD_DAY));
+        }
+    }
+
     /// Writes `changed` fields of the helloHQ side into the organizer's
     /// event (one PATCH, `If-Match`), then cancels newly cancelled dates.
     async fn write_exchange(
@@ -938,7 +1071,15 @@ impl<'a> Appointments<'a> {
             })
             .map(|a| json!({"type": a["type"], "emailAddress": a["emailAddress"]}))
             .collect();
-        let full = self.exchange_body(&hq.appt, m, &keep);
+        // A held series is written in its own zone, its pattern as Exchange has it (never patched from helloHQ).
+        let full = if hq.held.is_some() {
+            let mut a = hq.appt.clone();
+            a.recurrence = ex_appt.recurrence.clone();
+            a.time_zone = ex_appt.time_zone.clone();
+            self.exchange_body(&a, m, &keep)
+        } else {
+            self.exchange_body(&hq.appt, m, &keep)
+        };
         let mut patch = Map::new();
         let pattern_changed = hq.appt.recurrence.as_ref().map(|r| (&r.pattern, r.interval, r.start, r.end))
             != ex_appt.recurrence.as_ref().map(|r| (&r.pattern, r.interval, r.start, r.end));
@@ -1048,12 +1189,20 @@ impl<'a> Appointments<'a> {
             return Ok(hq.appt.clone());
         }
         let target = next.clone();
+        // A held recurrencyStorage (and the row's series type) is written back exactly as helloHQ has it.
+        let keep_pattern = hq.held.is_some();
         let written = self
             .hq
-            .update_task_if(hq.task.id, hq.task.updated_on, move |cur| *cur = target.to_hq(Some(cur), people))
+            .update_task_if(hq.task.id, hq.task.updated_on, move |cur| {
+                *cur = if keep_pattern {
+                    target.to_hq_keeping_recurrence(Some(cur), people)
+                } else {
+                    target.to_hq(Some(cur), people)
+                }
+            })
             .await
             .map_err(hq_err)?;
-        Ok(Appointment::from_hq(&written, people).unwrap_or(next))
+        Ok(Appointment::from_hq_holding(&written, people).map(|(a, _)| a).unwrap_or(next))
     }
 
     // ---- modified occurrences (C6) ----------------------------------------------------
@@ -1329,12 +1478,15 @@ impl<'a> Appointments<'a> {
                 return Ok(()); // the organizer's event carries the meeting
             }
             let Some(task) = self.read_hq(hq_id).await? else { return Ok(()) }; // its own hint removes the copy
-            let appt = match Appointment::from_hq(&task, people) {
+            let (appt, held) = match Appointment::from_hq_holding(&task, people) {
                 Ok(a) => a,
                 Err(_) => return Ok(()),
             };
-            let series = appt.recurrence.is_some() && l.folder.as_deref() == Some(ORGANIZER);
-            let hq = HqAppointment { task, appt };
+            let series = (appt.recurrence.is_some() || held.is_some()) && l.folder.as_deref() == Some(ORGANIZER);
+            let hq = HqAppointment { task, appt, held };
+            if let (Some(h), None) = (&hq.held, plan.as_deref()) {
+                self.journal_held(Some(&m.id), &hq, h, HELD_PATTERN.to_string()).await?;
+            }
             self.update_pair(people, m, &hq, &l, Some(ev), direction, plan).await?;
             if series {
                 self.sync_exceptions(people, m, &hq.task, &l, plan).await?;
@@ -1397,8 +1549,8 @@ impl<'a> Appointments<'a> {
                 // First pairing: the merge fills gaps both ways.
                 if let Some(l) = self.store.get_link_by_graph(self.tenant, &m.id, Kind::Appointment, &gid).await? {
                     if let Some(task) = self.read_hq(hq_id).await? {
-                        if let Ok(appt) = Appointment::from_hq(&task, people) {
-                            let hq = HqAppointment { task, appt };
+                        if let Ok((appt, held)) = Appointment::from_hq_holding(&task, people) {
+                            let hq = HqAppointment { task, appt, held };
                             return self.update_pair(people, m, &hq, &l, Some(ev), direction, plan).await;
                         }
                     }
@@ -1691,6 +1843,13 @@ impl<'a> Appointments<'a> {
         Ok(out)
     }
 
+    fn starts_before(a: &Appointment, end: DateTime<Utc>) -> bool {
+        match a.when {
+            When::Timed { start, .. } => start < end,
+            When::AllDay { start, .. } => start.and_hms_opt(0, 0, 0).unwrap_or_default().and_utc() < end,
+        }
+    }
+
     fn in_window(a: &Appointment, start: DateTime<Utc>, end: DateTime<Utc>) -> bool {
         use crate::model::appointment::When;
         let (s, e) = match a.when {
@@ -1754,10 +1913,13 @@ impl<'a> Appointments<'a> {
         let mine: Vec<(&wire::Task, Appointment)> = hq_all
             .iter()
             .filter(|t| not_synced(t).is_none() && !is_exception(t))
-            .filter_map(|t| Appointment::from_hq(t, &people).ok().map(|a| (t, a)))
-            .filter(|(t, a)| {
-                Self::in_window(a, w_start, w_end) && organizer_of(t, dir, &mailboxes).is_some_and(|o| o.id == m.id)
+            .filter_map(|t| Appointment::from_hq_holding(t, &people).ok().map(|(a, held)| (t, a, held.is_some())))
+            .filter(|(t, a, held)| {
+                // A held series' pattern is unknown: it may reach into the window from any start before its end.
+                let inside = if *held { Self::starts_before(a, w_end) } else { Self::in_window(a, w_start, w_end) };
+                inside && organizer_of(t, dir, &mailboxes).is_some_and(|o| o.id == m.id)
             })
+            .map(|(t, a, _)| (t, a))
             .collect();
 
         // 1. Match unlinked events before creating anything.

@@ -115,6 +115,34 @@ impl Default for Appointment {
     }
 }
 
+/// A helloHQ value hqsync cannot read, kept as it is (issue 18 item 6):
+/// never overwritten, nothing derived from it written to Exchange.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Held {
+    /// The helloHQ field (`recurrencyStorage`).
+    pub field: &'static str,
+    /// The value as helloHQ holds it.
+    pub value: String,
+    /// Why it cannot be read.
+    pub reason: String,
+}
+
+/// How much of a held value the journal shows (characters).
+pub const HELD_VALUE_SHOWN: usize = 200;
+
+impl Held {
+    /// The value as journalled: whole up to [`HELD_VALUE_SHOWN`]
+    /// characters, else cut there with `…`.
+    pub fn shown(&self) -> String {
+        if self.value.chars().count() <= HELD_VALUE_SHOWN {
+            return self.value.clone();
+        }
+        let mut s: String = self.value.chars().take(HELD_VALUE_SHOWN).collect();
+        s.push('…');
+        s
+    }
+}
+
 /// What the helloHQ side knows about people and rooms (C5): users by
 /// `eMailWork`, contact persons by email, rooms by email or through the
 /// tenant's room map (room name → room mailbox).
@@ -560,6 +588,40 @@ impl Appointment {
         .normalized())
     }
 
+    /// [`Appointment::from_hq`], except that a `recurrencyStorage` hqsync
+    /// cannot read (issue 18 item 6) is held instead of refused: the
+    /// appointment comes back without a recurrence (every other field read
+    /// as usual), and [`Held`] names the value and why it cannot be read.
+    /// Whoever syncs it must leave the pattern alone on both sides.
+    pub fn from_hq_holding(
+        task: &wire::Task,
+        people: &dyn Participants,
+    ) -> Result<(Appointment, Option<Held>), ConvertError> {
+        match Appointment::from_hq(task, people) {
+            Ok(a) => Ok((a, None)),
+            Err(ConvertError::Unsupported(why)) => {
+                let Some(value) = task.recurrency_storage.clone().filter(|s| !s.trim().is_empty()) else {
+                    return Err(ConvertError::Unsupported(why));
+                };
+                let mut without = task.clone();
+                without.recurrency_storage = None;
+                let a = Appointment::from_hq(&without, people)?;
+                Ok((a, Some(Held { field: "recurrencyStorage", value, reason: why.to_string() })))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// [`Appointment::to_hq`] for a series whose pattern is held: the row's
+    /// own `recurrencyStorage` and its series type (private or not, as the
+    /// appointment says) are kept exactly as `current` has them.
+    pub fn to_hq_keeping_recurrence(&self, current: Option<&wire::Task>, people: &dyn Participants) -> wire::Task {
+        let mut t = self.to_hq(current, people);
+        t.recurrency_storage = current.and_then(|c| c.recurrency_storage.clone());
+        t.kind = Some(hq_kind(current.and_then(|c| c.kind.as_ref()), true, self.is_private));
+        t
+    }
+
     /// The full task row to PUT/POST (C4). Starts from `current` so every
     /// field hqsync does not model survives the full replace (A5); keeps the
     /// current HTML description when its text equals the body; keeps
@@ -993,6 +1055,37 @@ mod tests {
         assert!(t.resource_to_tasks.iter().flatten().all(|x| x.id.is_none() && x.resource.is_none()));
         let unmapped: Vec<&str> = a.unmapped_attendees(&Directory).iter().map(|x| x.email.as_str()).collect();
         assert_eq!(unmapped, ["extern@partner.example"]);
+    }
+
+    #[test]
+    fn a_recurrency_storage_that_cannot_be_read_is_held_and_kept_on_write() {
+        let mut t = hq_series();
+        t.kind = Some(wire::TaskClassification::PrivateRecurrencyTask);
+        let odd = format!("Jeden zweiten Mittwoch außer in den Ferien {}", "x".repeat(300));
+        t.recurrency_storage = Some(odd.clone());
+        assert!(matches!(Appointment::from_hq(&t, &Directory), Err(ConvertError::Unsupported(_))));
+        let (a, held) = Appointment::from_hq_holding(&t, &Directory).unwrap();
+        let held = held.expect("held");
+        assert_eq!((held.field, held.value.as_str()), ("recurrencyStorage", odd.as_str()));
+        assert!(!held.reason.is_empty());
+        assert_eq!(held.shown().chars().count(), HELD_VALUE_SHOWN + 1, "cut, with …");
+        assert!(held.shown().ends_with('…'));
+        assert_eq!(a.recurrence, None);
+        assert_eq!(a.subject, t.name.clone().unwrap());
+        assert!(a.is_private);
+        // Written back: the value and the series type stay as helloHQ has them.
+        let mut edit = a.clone();
+        edit.location = "Raum Alster".into();
+        let w = edit.to_hq_keeping_recurrence(Some(&t), &Directory);
+        assert_eq!(w.recurrency_storage.as_deref(), Some(odd.as_str()));
+        assert_eq!(w.kind, Some(wire::TaskClassification::PrivateRecurrencyTask));
+        assert_eq!(w.place.as_deref(), Some("Raum Alster"));
+        // A value that reads is not held; a row that is no appointment is still refused.
+        let (_, none) = Appointment::from_hq_holding(&hq_series(), &Directory).unwrap();
+        assert_eq!(none, None);
+        let mut plain = t.clone();
+        plain.kind = Some(wire::TaskClassification::from_name("Vacation"));
+        assert!(matches!(Appointment::from_hq_holding(&plain, &Directory), Err(ConvertError::NotSynced { .. })));
     }
 
     #[test]
