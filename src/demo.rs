@@ -816,6 +816,11 @@ fn describe(g: &Group<'_>) -> (Tone, String) {
             );
             (Tone::Notice, body)
         }
+        "held" if d["field"].is_string() => {
+            let shown = if d["value"].is_string() { format!(" {}", value(&d["value"])) } else { String::new() };
+            let body = format!("! held {summary}{in_mailboxes}, {}{shown}: {}", text(&d["field"]), text(&d["reason"]));
+            (Tone::Notice, body)
+        }
         "held" => {
             let body = format!(
                 "! held {summary}{in_mailboxes}: {} deletions above the threshold of {}, waiting for approval",
@@ -1132,6 +1137,26 @@ mod tests {
         );
         assert!(lines[1].starts_with("08:00:02 ! held contacts (ben.mueller@…): 12 deletions"), "{lines:?}");
         assert!(lines[1].contains("threshold of 5"), "{lines:?}");
+    }
+
+    #[test]
+    fn a_held_value_names_its_field_and_why() {
+        let held = entry(
+            1,
+            5,
+            "held",
+            None,
+            json!({"side": "both", "summary": "appointment Jour fixe", "field": "recurrencyStorage",
+                   "value": "alle 14 Tage", "reason": "hqsync cannot read this recurrencyStorage"}),
+        );
+        let lines = render(&[held]);
+        assert!(
+            lines[0].starts_with(
+                "08:00:01 ! held appointment Jour fixe, recurrencyStorage \"alle 14 Tage\": hqsync cannot read"
+            ),
+            "{lines:?}"
+        );
+        assert!(!lines[0].contains("deletions"), "{lines:?}");
     }
 
     #[test]
