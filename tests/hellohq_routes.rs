@@ -2,7 +2,9 @@
 //! item 3): the connector's route list, the simulator's route list and the
 //! table must agree, and the simulator must serve exactly its list.
 
-use std::collections::BTreeSet;
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
 
 use hqsync::connectors::hellohq::routes::{self, normalize};
 use hqsync::sim::hellohq::{HellohqSim, HellohqSimConfig, NO_ROUTE, ROUTES as SIM_ROUTES};
@@ -10,28 +12,7 @@ use serde_json::Value;
 
 /// (method, normalized route, hqsync, sim) of every row of the routes table.
 fn table() -> Vec<(String, String, bool, bool)> {
-    let doc = include_str!("../docs/hellohq-api.md");
-    let section = doc.split("## Routes").nth(1).expect("a Routes section").split("\n## ").next().unwrap();
-    let mut rows = Vec::new();
-    for line in section.lines().filter(|l| l.starts_with("| ")) {
-        let cells: Vec<&str> = line.trim_matches('|').split('|').map(str::trim).collect();
-        if cells.len() < 5 || !cells[1].starts_with('`') {
-            continue; // header and separator
-        }
-        let yes = |c: &str| match c {
-            "yes" => true,
-            "no" => false,
-            other => panic!("hqsync/sim column must be yes or no, not {other:?}: {line}"),
-        };
-        let provenance = cells[2];
-        assert!(
-            ["published v1", "published v2", "observed live", "hqsync contract"].contains(&provenance),
-            "unknown provenance {provenance:?}: {line}"
-        );
-        rows.push((cells[0].to_string(), normalize(cells[1].trim_matches('`')), yes(cells[3]), yes(cells[4])));
-    }
-    assert!(rows.len() > 20, "the routes table was not found: {rows:?}");
-    rows
+    common::hellohq_route_table()
 }
 
 fn set(list: &[(&str, &str)]) -> BTreeSet<(String, String)> {
@@ -94,5 +75,26 @@ async fn the_simulator_serves_every_listed_route_and_nothing_else() {
         let body: Value = r.json().await.unwrap_or(Value::Null);
         assert!(unknown_route(status, &body), "{method} {path} answered {status} {body}");
     }
+    // `/_sim/stats` lists each unserved request under its raw path, and the
+    // check against the table finds exactly those (what tests/demo.rs relies on).
+    let stats: Value = http.get(format!("{}/_sim/stats", sim.base_url())).send().await.unwrap().json().await.unwrap();
+    let requests: BTreeMap<String, u64> = serde_json::from_value(stats["requests"].clone()).unwrap();
+    assert_eq!(requests.get("GET /v2/Resources"), Some(&1), "{requests:?}");
+    assert_eq!(requests.get("PUT /v2/Projects/Tasks/1"), Some(&1), "{requests:?}");
+    let off: BTreeSet<String> = common::hellohq_requests_off_table(&requests, false).into_iter().collect();
+    let expected: BTreeSet<String> = [
+        "GET /v2/Projects/Tasks/1",
+        "PUT /v2/Projects/Tasks/1",
+        "DELETE /v2/Projects/Tasks/1",
+        "POST /v2/Projects/Tasks",
+        "GET /v2/Resources",
+        "PUT /v1/ProjectTasks({id})", // a v1 path is counted under its template even when its method is not served
+        "GET /v1/ProjectTasks",
+        "DELETE /v2/Users/1",
+    ]
+    .into_iter()
+    .map(str::to_string)
+    .collect();
+    assert_eq!(off, expected, "every listed route is on the table, every unlisted request off it");
     sim.shutdown().await;
 }

@@ -320,3 +320,55 @@ pub fn pending_link(
         updated_at: chrono::Utc::now(),
     }
 }
+
+// ---- the helloHQ routes table ------------------------------------------------------
+
+/// (method, normalized route, hqsync, sim) of every row of the routes table
+/// of docs/hellohq-api.md, the one table of truth for helloHQ routes (issue
+/// 18 item 3). tests/hellohq_routes.rs holds the connector's and the
+/// simulator's route lists to it; other tests check requests against it.
+pub fn hellohq_route_table() -> Vec<(String, String, bool, bool)> {
+    use hqsync::connectors::hellohq::routes::normalize;
+    let doc = include_str!("../../docs/hellohq-api.md");
+    let section = doc.split("## Routes").nth(1).expect("a Routes section").split("\n## ").next().unwrap();
+    let mut rows = Vec::new();
+    for line in section.lines().filter(|l| l.starts_with("| ")) {
+        let cells: Vec<&str> = line.trim_matches('|').split('|').map(str::trim).collect();
+        if cells.len() < 5 || !cells[1].starts_with('`') {
+            continue; // header and separator
+        }
+        let yes = |c: &str| match c {
+            "yes" => true,
+            "no" => false,
+            other => panic!("hqsync/sim column must be yes or no, not {other:?}: {line}"),
+        };
+        let provenance = cells[2];
+        assert!(
+            ["published v1", "published v2", "observed live", "hqsync contract"].contains(&provenance),
+            "unknown provenance {provenance:?}: {line}"
+        );
+        rows.push((cells[0].to_string(), normalize(cells[1].trim_matches('`')), yes(cells[3]), yes(cells[4])));
+    }
+    assert!(rows.len() > 20, "the routes table was not found: {rows:?}");
+    rows
+}
+
+/// The entries of a helloHQ simulator's `/_sim/stats` `requests` (`"METHOD
+/// route"`: a route template, or the raw path of a request no route serves)
+/// that are no row of [`hellohq_route_table`]; with `hqsync_only`, no row
+/// marked as used by hqsync.
+pub fn hellohq_requests_off_table(
+    requests: &std::collections::BTreeMap<String, u64>,
+    hqsync_only: bool,
+) -> Vec<String> {
+    use hqsync::connectors::hellohq::routes::normalize;
+    let table = hellohq_route_table();
+    requests
+        .keys()
+        .filter(|k| {
+            let Some((method, route)) = k.split_once(' ') else { return true };
+            !table.iter().any(|(m, r, hqsync, _)| m == method && *r == normalize(route) && (*hqsync || !hqsync_only))
+        })
+        .cloned()
+        .collect()
+}

@@ -211,6 +211,8 @@ impl Shared {
 #[derive(Default)]
 struct Stats {
     requests: BTreeMap<String, u64>,
+    /// How many keys of `requests` are raw paths no route serves.
+    unrouted_keys: usize,
     throttled: u64,
     unauthorized: u64,
     injected_errors: u64,
@@ -405,10 +407,33 @@ fn router(shared: Arc<Shared>) -> Router {
         .route("/_sim/webhooks", get(list_webhooks).post(add_webhook));
     // An unknown route, or a known path with a method it does not have,
     // answers 404 like a route that does not exist.
-    api.merge(control)
-        .fallback(|| async { problem(StatusCode::NOT_FOUND, NO_ROUTE, None) })
-        .method_not_allowed_fallback(|| async { problem(StatusCode::NOT_FOUND, NO_ROUTE, None) })
-        .with_state(shared)
+    api.merge(control).fallback(no_route).method_not_allowed_fallback(no_route).with_state(shared)
+}
+
+/// Distinct unserved requests `/_sim/stats` lists by raw path; beyond, they
+/// are counted under `METHOD (unrouted)`.
+const UNROUTED_KEYS: usize = 1000;
+
+/// A request no route serves: 404 like a route that does not exist, and
+/// counted in `/_sim/stats` `requests` under its method and raw path (not a
+/// template: it has none), so a check that every request used a route of
+/// docs/hellohq-api.md sees it. Control routes (`/_sim/…`) are not counted.
+async fn no_route(State(s): State<Arc<Shared>>, req: Request) -> Response {
+    let path = req.uri().path();
+    if !path.starts_with("/_sim/") {
+        if let Ok(mut st) = s.stats.lock() {
+            let mut key = format!("{} {path}", req.method());
+            if !st.requests.contains_key(&key) {
+                if st.unrouted_keys >= UNROUTED_KEYS {
+                    key = format!("{} (unrouted)", req.method());
+                } else {
+                    st.unrouted_keys += 1;
+                }
+            }
+            *st.requests.entry(key).or_default() += 1;
+        }
+    }
+    problem(StatusCode::NOT_FOUND, NO_ROUTE, None)
 }
 
 /// Latency → auth (401) → rate limit (429) → injected faults → handler;
