@@ -30,6 +30,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/v1/ProjectTasks({id})/Assignments"),
     ("POST", "/v1/ProjectTasks({id})/Assignments"),
     ("DELETE", "/v1/ProjectTasks({id})/Assignments({id})"),
+    ("GET", "/v1/ContactPersons"),
     ("GET", "/v1/ContactPersons({id})"),
     ("PUT", "/v1/ContactPersons({id})"),
     ("GET", "/v1/Projects"),
