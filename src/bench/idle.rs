@@ -94,8 +94,11 @@ pub async fn idle(args: IdleArgs) -> anyhow::Result<Vec<IdleFigures>> {
         let ed = Editor::prepare(&rig).await?;
         all.push(window(&rig, size, "load", args.seconds, Some((&ed, args.rate))).await?);
         rig.stop().await;
+        // Each size's figures as soon as they are measured: a large tenant
+        // that fails to settle still leaves the baseline printed.
+        print_idle(&all, &args, all.len() - 3);
     }
-    print_idle(&all, &args);
+    print_ratio_legend();
     Ok(all)
 }
 
@@ -141,7 +144,9 @@ async fn window(
     })
 }
 
-fn print_idle(all: &[IdleFigures], args: &IdleArgs) {
+/// Prints the rows of `all` from `from` on, each with its ratio against the
+/// baseline tenant's row of the same window.
+fn print_idle(all: &[IdleFigures], args: &IdleArgs, from: usize) {
     let baseline = |w: &str| all.iter().find(|f| f.contacts == 100 && f.window == w);
     println!(
         "{:<8} {:>9} {:>6} {:>16} {:>9} {:>19} {:>9} {:>24}",
@@ -154,7 +159,7 @@ fn print_idle(all: &[IdleFigures], args: &IdleArgs) {
         "ratio",
         "Graph req/mbx/hour @60s"
     );
-    for f in all {
+    for f in &all[from..] {
         let rounds_per_minute = 60.0 / args.periodic_secs as f64;
         let ratio = baseline(f.window).map(|b| f.hq_per_minute() / b.hq_per_minute().max(f64::MIN_POSITIVE));
         // A round per periodic interval: at production cadence (every 60 s)
@@ -174,6 +179,9 @@ fn print_idle(all: &[IdleFigures], args: &IdleArgs) {
         let routes: Vec<String> = f.hq_routes.iter().map(|(r, n)| format!("{n}× {r}")).collect();
         println!("    helloHQ: {}", routes.join(", "));
     }
+}
+
+fn print_ratio_legend() {
     println!(
         "ratio: helloHQ requests per minute against the 100-contact tenant's in the same window of this run. \
          At production cadence (passes every 60 s) a round is a minute: helloHQ req/round is then req/min."
