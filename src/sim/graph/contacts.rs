@@ -396,12 +396,14 @@ pub(crate) fn list_users(ctx: &Ctx<'_>) -> GResult {
         Some(Ok(UserFilter::ProxyAddress(v))) => {
             Box::new(move |m: &Mailbox| m.proxy_addresses.iter().any(|p| p.eq_ignore_ascii_case(&v)))
         }
-        Some(Err(property)) => return Err(GraphError::bad_request(
-            "Request_UnsupportedQuery",
-            format!(
+        Some(Err(property)) => {
+            return Err(GraphError::bad_request(
+                "Request_UnsupportedQuery",
+                format!(
                 "Unsupported or invalid query filter clause specified for property '{property}' of resource 'User'."
             ),
-        )),
+            ))
+        }
     };
     let value: Vec<Value> = w.mailboxes.iter().filter(|m| matches(m)).map(render_user).collect();
     Ok(Reply::ok(json!({"@odata.context": format!("{}/$metadata#users", ctx.graph_root()), "value": value})))
