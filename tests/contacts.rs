@@ -1619,21 +1619,14 @@ async fn a_create_in_flight_is_never_listed_as_a_deletion() {
     let gid = created["id"].as_str().unwrap().to_string();
     let clara = MailboxId::parse(CLARA).unwrap();
     // Another worker's live claim on its create (it has not made the helloHQ contact yet).
-    let claim = hqsync::store::Link {
-        tenant: h.tenant.clone(),
-        mailbox: clara.clone(),
-        kind: Kind::Contact,
-        hq_id: None,
-        graph_id: Some(gid.clone()),
-        folder: Some("global".into()),
-        base: json!({"run": "another-worker", "note": {"contact": {}, "since": chrono::Utc::now()}}),
-        hq_fingerprint: None,
-        graph_fingerprint: None,
-        hq_version: None,
-        graph_version: None,
-        state: "pending".into(),
-        updated_at: chrono::Utc::now(),
-    };
+    let claim = common::pending_link(
+        &h.tenant,
+        CLARA,
+        Kind::Contact,
+        (None, Some(&gid)),
+        "global",
+        json!({"run": "another-worker", "note": {"contact": {}, "since": chrono::Utc::now()}}),
+    );
     h.store.upsert_link(&claim).await.unwrap();
     // The pass waits for that worker (an error retried later), after its
     // deletion step.
