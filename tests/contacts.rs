@@ -1640,3 +1640,74 @@ async fn a_create_in_flight_is_never_listed_as_a_deletion() {
     assert_eq!(h.find(CLARA, "Pending").await.len(), 1, "the user's contact stays");
     h.stop().await;
 }
+
+/// Issue 18 item 7, issue 22: a periodic contact pass brings the tenant's
+/// contact persons up to date from helloHQ's change poll instead of listing
+/// them. Once settled, a pass over a tenant of 2,345 more contact persons
+/// (three pages of each version, were they listed) spends at most one
+/// filtered `GET /v2/ContactPersons` and no `GET /v1/ContactPersons`; and
+/// what changed in helloHQ without any webhook still reaches Exchange at
+/// the next pass: a new contact, an edit, a deletion.
+#[tokio::test]
+async fn an_idle_contact_pass_never_lists_the_contact_persons_again_and_still_sees_every_change() {
+    let h = H::start().await;
+    h.initial_sync().await;
+    // Out of scope (a prospect's people): only the listing's size changes.
+    let companies: Vec<Value> = h.hq.list_v2("/v2/Companies", &Default::default()).await.unwrap().items;
+    let prospect = companies.iter().find(|c| c["name"] == "Zukunftswerk Start-up UG").unwrap()["id"].clone();
+    let people: Vec<Value> = (0..2345)
+        .map(|i| {
+            json!({"companyId": prospect, "firstName": "Paul", "lastName": format!("Person {i}"),
+                   "salutation": "Herr", "salutationForm": "Formal"})
+        })
+        .collect();
+    let r = h.http.post(format!("{}/_sim/seed", h.hq_sim.base_url())).json(&json!({"contactPersons": people}));
+    let r = r.send().await.unwrap();
+    assert!(r.status().is_success(), "seed refused: {}", r.text().await.unwrap());
+    // The overlap behind the watermark settles after 2 s here (2 min in production).
+    let overlap = std::time::Duration::from_secs(2);
+    let engine = Engine::new(h.store.clone()).allowing_private_addresses().with_hellohq_poll_overlap(overlap);
+    let pass = |mailbox: &'static str| {
+        let engine = engine.clone();
+        let hint = h.hint(Origin::Schedule, Change::Resync, Some(mailbox), None, None);
+        async move { engine.handle(&hint).await.unwrap_or_else(|e| panic!("pass failed: {e}")) }
+    };
+    let requests = || async {
+        let s: Value =
+            h.http.get(format!("{}/_sim/stats", h.hq_sim.base_url())).send().await.unwrap().json().await.unwrap();
+        serde_json::from_value::<BTreeMap<String, u64>>(s["requests"].clone()).unwrap()
+    };
+    let spent = |after: &BTreeMap<String, u64>, before: &BTreeMap<String, u64>, route: &str| {
+        after.get(route).copied().unwrap_or(0) - before.get(route).copied().unwrap_or(0)
+    };
+    // The first pass of this process lists whole; the next ones read the
+    // change poll's overlap until it settles.
+    let before = requests().await;
+    pass(ANNA).await;
+    let after = requests().await;
+    assert!(spent(&after, &before, "GET /v1/ContactPersons") >= 3, "the first pass lists every page: {after:?}");
+    tokio::time::sleep(overlap + std::time::Duration::from_millis(200)).await;
+    pass(ANNA).await;
+    for round in 0..3 {
+        for m in [ANNA, BEN] {
+            let before = requests().await;
+            pass(m).await;
+            let after = requests().await;
+            let v2 = spent(&after, &before, "GET /v2/ContactPersons");
+            let v1 = spent(&after, &before, "GET /v1/ContactPersons");
+            assert!(v2 <= 1 && v1 == 0, "round {round}, {m}: contact persons listed again (v2 {v2}, v1 {v1})");
+        }
+    }
+    // Changes without a webhook: the pass still sees each.
+    let rita = h.new_rita(json!({"position": "Einkauf"})).await;
+    pass(ANNA).await;
+    let copy = h.find(ANNA, "Rennen").await;
+    assert_eq!(copy.len(), 1, "the new contact reached Exchange");
+    h.hq.update_contact_person(rita, |c| c.position = Some("Geschäftsführung".into())).await.unwrap();
+    pass(ANNA).await;
+    assert_eq!(h.find(ANNA, "Rennen").await[0].1["jobTitle"], "Geschäftsführung", "the edit reached Exchange");
+    h.hq.delete_contact_person(rita).await.unwrap();
+    pass(ANNA).await;
+    assert!(h.find(ANNA, "Rennen").await.is_empty(), "the deletion reached Exchange");
+    h.stop().await;
+}

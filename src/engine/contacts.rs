@@ -125,6 +125,10 @@ pub struct Contacts<'a> {
     /// only then may a merge PATCH on the version its link holds without
     /// reading the contact first.
     pub if_match_enforced: bool,
+    /// The tenant's contact persons as this process keeps them for passes
+    /// ([`super::people`]), and how far helloHQ's change poll reaches back.
+    pub people: &'a super::people::PeopleSlot,
+    pub poll_overlap: std::time::Duration,
 }
 
 fn summary(c: &Contact) -> String {
@@ -263,25 +267,25 @@ impl<'a> Contacts<'a> {
         }
     }
 
-    /// Every helloHQ contact (v2 for the fields, v1 for the addresses).
-    pub async fn list_hq(&self, dir: &Directory) -> Result<Vec<HqContact>, EngineError> {
-        let v2: Vec<ContactPerson> =
-            self.hq.list_v2("/v2/ContactPersons", &ListQuery::default()).await.map_err(hq_err)?.items;
-        let v1: Vec<ContactPersonV1> = self
-            .hq
-            .list_v1("/v1/ContactPersons", &ListQuery::default().expand("Addresses"))
-            .await
-            .map_err(hq_err)?
-            .items;
-        let by_id: HashMap<i32, &ContactPersonV1> = v1.iter().map(|c| (c.id, c)).collect();
-        Ok(v2
-            .iter()
+    /// Every helloHQ contact (v2 for the fields, v1 for the addresses), as
+    /// of the instant returned: the tenant's snapshot brought up to date
+    /// from helloHQ's change poll ([`super::people`]), listed whole only
+    /// when this process has none, for its hourly integrity pass, or when
+    /// `whole`. Links written after that instant are newer than these reads.
+    pub async fn list_hq(&self, dir: &Directory, whole: bool) -> Result<(Vec<HqContact>, DateTime<Utc>), EngineError> {
+        let people =
+            super::people::LivePeople::current(self.people, self.hq, self.poll_overlap, whole).await.map_err(hq_err)?;
+        let rows = &people.rows;
+        let list = rows
+            .v2
+            .values()
             .map(|c| {
-                let v1 = by_id.get(&c.id).copied();
+                let v1 = rows.v1.get(&c.id);
                 let company = c.company_id.or(v1.and_then(|x| x.company_id));
                 self.hq_contact(dir, c, v1, company)
             })
-            .collect())
+            .collect();
+        Ok((list, people.as_of))
     }
 
     async fn read_graph(&self, mailbox: &str, id: &str) -> Result<Option<Value>, EngineError> {
@@ -1524,9 +1528,9 @@ impl<'a> Contacts<'a> {
         if direction == Direction::Off {
             return Ok(plan);
         }
-        // Links written after this instant are newer than the reads below.
-        let read_at = Utc::now();
-        let hq_all = self.list_hq(dir).await?;
+        // Links written after `read_at` are newer than the reads below (the
+        // helloHQ side is a snapshot as of then, the Exchange side is read now).
+        let (hq_all, read_at) = self.list_hq(dir, dry_run).await?;
         let folders = self.folders(m.id.as_str()).await?;
         let mut ex_items: Vec<(Folder, Value)> = Vec::new();
         for f in [Folder::Global, Folder::Mine] {

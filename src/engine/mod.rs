@@ -12,6 +12,7 @@ pub mod approvals;
 pub mod contacts;
 pub mod directory;
 pub mod merge;
+pub mod people;
 pub mod settings;
 pub mod shared;
 pub mod tasks;
@@ -127,6 +128,8 @@ struct Caches {
     /// One refresh of a tenant's directory at a time in this process: hints
     /// arriving together wait for it instead of each refreshing.
     directory_locks: parking_lot::Mutex<HashMap<TenantId, Arc<tokio::sync::Mutex<()>>>>,
+    /// Per tenant, the contact persons the periodic passes use ([`people`]).
+    people: parking_lot::Mutex<HashMap<TenantId, Arc<people::PeopleSlot>>>,
 }
 
 #[derive(Clone)]
@@ -286,6 +289,8 @@ impl Engine {
         let hq = HellohqClient::new(hq_config)
             .map_err(|e| EngineError::Permanent(format!("tenant {}: helloHQ client: {e}", t.id)))?;
         let c = Arc::new(Clients { updated: t.updated_at, graph, hq, capabilities });
+        // A changed tenant may name another helloHQ: its contact persons are listed afresh.
+        self.caches.people.lock().remove(id);
         self.caches.clients.lock().insert(id.clone(), c.clone());
         self.load_graph_users(&t.id, &c.graph).await?;
         Ok(Some((t, c)))
@@ -301,6 +306,11 @@ impl Engine {
             users.iter().filter(|u| u.id.is_some() || u.error.is_some()).map(|u| (u.mailbox.as_str(), u.id.as_deref())),
         );
         Ok(users)
+    }
+
+    /// The tenant's slot for the contact persons its passes use.
+    fn people_slot(&self, tenant: &TenantId) -> Arc<people::PeopleSlot> {
+        self.caches.people.lock().entry(tenant.clone()).or_default().clone()
     }
 
     /// The tenant's directory snapshot: listed whole when this process has
@@ -378,6 +388,7 @@ impl Engine {
             // The system-wide switch is off: hints are recorded, nothing synced.
             return Ok(());
         }
+        let people = self.people_slot(&tenant.id);
         let cx = Contacts {
             store: &self.store,
             tenant: &tenant.id,
@@ -386,6 +397,8 @@ impl Engine {
             hq: &clients.hq,
             hint_id: Some(hint.hint_id),
             if_match_enforced: clients.capabilities.graph.if_match_enforced,
+            people: &people,
+            poll_overlap: self.hellohq_poll_overlap,
         };
         match (hint.origin, hint.change, &hint.mailbox, hint.kind) {
             (Origin::Schedule, Change::Resync, None, _) => self.tenant_pass(&cx, &clients.hq).await,
@@ -800,6 +813,7 @@ impl Engine {
             return Err(EngineError::Permanent(format!("tenant {tenant} does not exist or is disabled")));
         };
         let settings = TenantSettings::of(&t);
+        let people = self.people_slot(&t.id);
         let cx = Contacts {
             store: &self.store,
             tenant: &t.id,
@@ -808,6 +822,8 @@ impl Engine {
             hq: &clients.hq,
             hint_id: None,
             if_match_enforced: clients.capabilities.graph.if_match_enforced,
+            people: &people,
+            poll_overlap: self.hellohq_poll_overlap,
         };
         let dir = self.directory(&t.id, &clients.hq, true).await?;
         let mut out = Vec::new();
