@@ -1379,6 +1379,8 @@ impl<'a> Tasks<'a> {
             return Ok(plan);
         }
         let user = Self::user_of(dir, m);
+        // Links written after this instant are newer than the reads below.
+        let read_at = Utc::now();
         let hq_all = self.list_hq().await?;
         let list = self.list_id(m).await?;
         // The links as they were before the listing tell which tasks need their extension read;
@@ -1444,6 +1446,13 @@ impl<'a> Tasks<'a> {
             let in_exchange = l.graph_id.as_ref().is_some_and(|g| ex_by_id.contains_key(g));
             let wanted = hq_id.is_some_and(|i| mine_ids.contains(&i));
             if l.state != LINKED || l.graph_id.is_none() {
+                continue;
+            }
+            // Written by another worker after this pass read both sides (a
+            // task it just created or linked): missing from these reads is
+            // no deletion. Counting it held, or below the threshold would
+            // have deleted, a user's new tasks (fault suite, seed 7).
+            if !dry_run && l.updated_at > read_at {
                 continue;
             }
             match (in_exchange, wanted) {
