@@ -102,7 +102,16 @@ pub enum LoadGenerator {
 pub async fn run(cmd: BenchCommand, config: Config) -> anyhow::Result<()> {
     match cmd {
         BenchCommand::Ingress(args) => ingress(args, config).await,
-        BenchCommand::E2e(args) => e2e(args).await.map(drop),
+        BenchCommand::E2e(args) => {
+            let r = e2e(args).await?;
+            anyhow::ensure!(
+                r.missing == 0,
+                "{} of {} edits did not get all their counterpart writes (listed above)",
+                r.missing,
+                r.edits
+            );
+            Ok(())
+        }
         BenchCommand::Requests(args) => requests(args).await.map(drop),
         BenchCommand::InitialSync(args) => initial_sync(args).await.map(drop),
         BenchCommand::Resources(args) => resources(args).await.map(drop),

@@ -8,10 +8,15 @@ use hqsync::bench;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn e2e_measures_both_directions() {
-    let r = bench::e2e(bench::E2eArgs { rate: 20.0, changes: 8 }).await.unwrap();
-    // Half the edits in each direction, every one of them mirrored.
-    assert_eq!((r.to_hellohq.samples, r.to_exchange.samples, r.missing), (4, 4, 0), "{r:?}");
-    assert!(r.baseline.p50_ms.is_finite());
+    let r = bench::e2e(bench::E2eArgs { rate: 20.0, changes: 8, timeout_ms: 20_000 }).await.unwrap();
+    // Every edit matched to all its own counterpart writes (helloHQ and
+    // each mailbox's copy), half the edits in each direction.
+    assert_eq!((r.edits, r.samples(), r.missing), (8, 8, 0), "{r:?}");
+    assert_eq!((r.to_hellohq.samples, r.to_exchange.samples), (4, 4), "{r:?}");
+    assert!(r.counterparts >= 8, "{r:?}");
+    for l in [&r.to_hellohq, &r.to_exchange, &r.baseline] {
+        assert!(l.p50_ms.is_finite() && l.p50_ms > 0.0, "{r:?}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -260,6 +260,31 @@ impl Rig {
         })
     }
 
+    /// Starts (cleared) or stops both simulators' `/_sim/writes` log.
+    pub async fn record_writes(&self, on: bool) -> anyhow::Result<()> {
+        for base in [&self.facts.graph_url, &self.facts.hellohq_url] {
+            post_ok(&self.http, &format!("{base}/_sim/writes"), &json!({"record": on})).await?;
+        }
+        Ok(())
+    }
+
+    /// Every write both simulators' logs hold, as contact writes tagged by their job title / position.
+    pub(crate) async fn write_log(&self) -> anyhow::Result<Vec<super::sync::Landed>> {
+        let mut logs: [Vec<Value>; 2] = Default::default();
+        for (base, out) in [&self.facts.graph_url, &self.facts.hellohq_url].into_iter().zip(logs.iter_mut()) {
+            let mut after = 0;
+            loop {
+                let page = get_json(&self.http, &format!("{base}/_sim/writes?after={after}&limit=5000")).await?;
+                anyhow::ensure!(page["dropped"].as_u64() == Some(0), "{base}/_sim/writes dropped entries");
+                let writes = page["writes"].as_array().cloned().unwrap_or_default();
+                let Some(last) = writes.last().and_then(|w| w["seq"].as_u64()) else { break };
+                after = last;
+                out.extend(writes);
+            }
+        }
+        Ok(super::sync::landed(&logs[0], &logs[1]))
+    }
+
     /// Waits until the queue is empty and neither simulator has seen a
     /// request for `quiet`, or fails after `limit`.
     pub async fn wait_idle(&self, quiet: Duration, limit: Duration) -> anyhow::Result<()> {

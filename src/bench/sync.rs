@@ -32,6 +32,10 @@ pub struct E2eArgs {
     /// Edits in total.
     #[arg(long, default_value_t = 200)]
     pub changes: usize,
+    /// An edit whose counterpart writes have not all landed this long after
+    /// it is reported missing (and fails the run).
+    #[arg(long, default_value_t = 10_000)]
+    pub timeout_ms: u64,
 }
 
 /// Latency figures of one direction.
@@ -44,68 +48,183 @@ pub struct Latency {
 
 #[derive(Debug, Clone, Default)]
 pub struct E2eReport {
-    /// Exchange edit → helloHQ written.
+    /// Edits made.
+    pub edits: usize,
+    /// Exchange edit landed → helloHQ and every other mailbox's copy written.
     pub to_hellohq: Latency,
-    /// helloHQ edit → first mailbox written.
+    /// helloHQ edit landed → every mailbox's copy written.
     pub to_exchange: Latency,
     /// The simulators' own write round trip (the bench's edits).
     pub baseline: Latency,
-    /// Edits whose counterpart write was not found in the journal.
+    /// Counterpart writes expected in total (one per helloHQ record and per mailbox copy).
+    pub counterparts: usize,
+    /// Edits of which at least one counterpart write did not land within the timeout.
     pub missing: usize,
+    /// What each missing edit lacked, for the report.
+    pub missing_detail: Vec<String>,
+}
+
+impl E2eReport {
+    /// Edits whose counterparts all landed (one latency sample each).
+    pub fn samples(&self) -> usize {
+        self.to_hellohq.samples + self.to_exchange.samples
+    }
 }
 
 pub async fn e2e(args: E2eArgs) -> anyhow::Result<E2eReport> {
     anyhow::ensure!(args.rate > 0.0 && args.changes > 0, "--rate and --changes must be above 0");
-    println!("hqsync bench e2e: {} contact edits at {}/s, half in Exchange, half in helloHQ", args.changes, args.rate);
+    println!(
+        "hqsync bench e2e: {} contact edits at {}/s, half in Exchange, half in helloHQ; each edit waits for ALL its counterpart writes (helloHQ and every mailbox holding a copy), timeout {} ms",
+        args.changes, args.rate, args.timeout_ms
+    );
     let rig = start_settled(RigOptions::demo()).await?;
     let edits = Editor::prepare(&rig).await?;
-    let head = rig.journal_head().await?;
+    let copies = edits.copies(&rig).await?;
+    rig.record_writes(true).await?;
     let done = steady_load(&rig, &edits, args.rate, args.changes).await?;
-    rig.wait_idle(SETTLE, SETUP_LIMIT).await?;
-    let journal = rig.journal_after(head).await?;
     let window_ms = RigOptions::demo().graph.notification_batch_window.as_secs_f64() * 1000.0;
-    let report = e2e_figures(&done, &journal, window_ms);
+    let timeout = chrono::Duration::milliseconds(args.timeout_ms as i64);
+    // Until every edit is complete or the last one's timeout has passed.
+    let deadline = done.iter().map(|d| d.at).max().unwrap_or_else(Utc::now) + timeout;
+    let mut last_report = Instant::now();
+    let report = loop {
+        let log = rig.write_log().await?;
+        let report = e2e_figures(&done, &copies, &log, window_ms, timeout);
+        if report.missing == 0 || Utc::now() > deadline {
+            break report;
+        }
+        if last_report.elapsed() >= Duration::from_secs(1) {
+            eprintln!("  edits complete: {}/{}", report.samples(), done.len());
+            last_report = Instant::now();
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
     rig.stop().await;
     println!(
-        "baseline  simulator write round trip (PATCH/PUT):     p50 {:>7.2} ms  p99 {:>7.2} ms  ({} writes)",
+        "baseline  simulator write round trip (PATCH/PUT):  p50 {:>7.2} ms  p99 {:>7.2} ms  ({} writes)",
         report.baseline.p50_ms, report.baseline.p99_ms, report.baseline.samples
     );
     for (label, l) in [
-        ("Exchange edit → helloHQ written", &report.to_hellohq),
-        ("helloHQ edit → Exchange written", &report.to_exchange),
+        ("Exchange edit → all counterparts", &report.to_hellohq),
+        ("helloHQ edit → all mailboxes", &report.to_exchange),
     ] {
         println!(
-            "e2e       {label:<34} p50 {:>7.2} ms  p99 {:>7.2} ms  ({} edits; target p50 < 50, p99 < 250; p50 = {:.1}× a simulator write)",
+            "e2e       {label:<34} p50 {:>7.2} ms  p99 {:>7.2} ms  ({} edits; target p99 < 250; p50 = {:.1}× a simulator write)",
             l.p50_ms,
             l.p99_ms,
             l.samples,
             l.p50_ms / report.baseline.p50_ms
         );
     }
-    println!("e2e       edits without a counterpart write in the journal: {}", report.missing);
+    println!(
+        "e2e       {} edits, {} counterpart writes expected; edits with a counterpart missing after {} ms: {}",
+        report.edits, report.counterparts, args.timeout_ms, report.missing
+    );
+    for m in report.missing_detail.iter().take(20) {
+        println!("  missing  {m}");
+    }
     Ok(report)
 }
 
-/// Matches each edit with the first journal entry that records its
-/// counterpart write after it; the Graph simulator's batching window is
-/// taken off (it is the simulator's own delivery delay).
-fn e2e_figures(done: &[Done], journal: &[JournalEntry], graph_window_ms: f64) -> E2eReport {
-    let mut to_hq = Vec::new();
-    let mut to_ex = Vec::new();
-    let mut missing = 0;
+/// Where a counterpart write lands: helloHQ's record, or one mailbox's copy.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+enum Target {
+    Hellohq(String),
+    Mailbox(String),
+}
+
+/// One item write from a simulator's `/_sim/writes`: where, when, and the
+/// bench's tag it carried (a contact's job title / a contact person's position).
+#[derive(Debug, Clone)]
+pub(crate) struct Landed {
+    target: Target,
+    at: DateTime<Utc>,
+    tag: String,
+}
+
+/// Both simulators' write logs as [`Landed`] contact writes.
+pub(crate) fn landed(graph: &[Value], hellohq: &[Value]) -> Vec<Landed> {
+    let at = |e: &Value| e["at"].as_str().and_then(|s| DateTime::parse_from_rfc3339(s).ok()).map(|t| t.to_utc());
+    let g = graph.iter().filter(|e| e["kind"] == "contact").filter_map(|e| {
+        Some(Landed {
+            target: Target::Mailbox(e["mailbox"].as_str()?.to_lowercase()),
+            at: at(e)?,
+            tag: e["item"]["jobTitle"].as_str()?.to_string(),
+        })
+    });
+    let h = hellohq.iter().filter(|e| e["kind"] == "contactPerson").filter_map(|e| {
+        Some(Landed {
+            target: Target::Hellohq(e["id"].as_str()?.to_string()),
+            at: at(e)?,
+            tag: e["item"]["position"].as_str()?.to_string(),
+        })
+    });
+    g.chain(h).collect()
+}
+
+/// Matches each edit with its own counterpart writes by its tag (a value
+/// no other edit set, so a late write is never credited to another edit):
+/// the edit's own write in its simulator is the start, the last of the
+/// expected counterpart writes the end. `copies` holds, per helloHQ id, the
+/// mailboxes that hold a copy. The Graph simulator's batching window is
+/// taken off Exchange edits (it is the simulator's own delivery delay).
+fn e2e_figures(
+    done: &[Done],
+    copies: &BTreeMap<String, Vec<String>>,
+    log: &[Landed],
+    graph_window_ms: f64,
+    timeout: chrono::Duration,
+) -> E2eReport {
+    let mut first: BTreeMap<(&str, &Target), DateTime<Utc>> = BTreeMap::new();
+    for l in log {
+        first.entry((l.tag.as_str(), &l.target)).and_modify(|t| *t = (*t).min(l.at)).or_insert(l.at);
+    }
+    let (mut to_hq, mut to_ex, mut missing_detail) = (Vec::new(), Vec::new(), Vec::new());
+    let mut counterparts = 0;
     for d in done {
-        let found = journal.iter().find(|e| e.action == "updated" && e.at >= d.at && d.edit.matches(e));
-        match (found, &d.edit) {
-            (Some(e), Edit::Exchange { .. }) => to_hq.push(ms_between(d.at, e.at) - graph_window_ms),
-            (Some(e), Edit::Hellohq { .. }) => to_ex.push(ms_between(d.at, e.at)),
-            (None, _) => missing += 1,
+        let (own, hq_id) = match &d.edit {
+            Edit::Exchange { mailbox, hq_id, .. } => (Target::Mailbox(mailbox.to_lowercase()), hq_id),
+            Edit::Hellohq { hq_id, .. } => (Target::Hellohq(hq_id.clone()), hq_id),
+        };
+        let mut expected: Vec<Target> = copies
+            .get(hq_id)
+            .into_iter()
+            .flatten()
+            .map(|m| Target::Mailbox(m.to_lowercase()))
+            .chain(std::iter::once(Target::Hellohq(hq_id.clone())))
+            .filter(|t| *t != own)
+            .collect();
+        expected.sort();
+        expected.dedup();
+        counterparts += expected.len();
+        // The edit's own landing in its simulator; the acknowledgement if the log lacks it.
+        let start = first.get(&(d.tag.as_str(), &own)).copied().unwrap_or(d.at);
+        let mut last = start;
+        let mut lacking = Vec::new();
+        for t in &expected {
+            match first.get(&(d.tag.as_str(), t)) {
+                Some(&at) if at - start <= timeout => last = last.max(at),
+                _ => lacking.push(t),
+            }
+        }
+        if !lacking.is_empty() {
+            missing_detail.push(format!("{:?} ({}): no write of it to {lacking:?}", d.edit.short(), d.tag));
+            continue;
+        }
+        let ms = ms_between(start, last);
+        match &d.edit {
+            Edit::Exchange { .. } => to_hq.push(ms - graph_window_ms),
+            Edit::Hellohq { .. } => to_ex.push(ms),
         }
     }
     E2eReport {
+        edits: done.len(),
         to_hellohq: latency(to_hq),
         to_exchange: latency(to_ex),
         baseline: latency(done.iter().map(|d| d.round_trip_ms).collect()),
-        missing,
+        counterparts,
+        missing: missing_detail.len(),
+        missing_detail,
     }
 }
 
@@ -125,7 +244,7 @@ fn latency(mut v: Vec<f64>) -> Latency {
 /// One edit the bench can make as a user.
 #[derive(Debug, Clone)]
 enum Edit {
-    Exchange { mailbox: String, graph_id: String },
+    Exchange { mailbox: String, graph_id: String, hq_id: String },
     Hellohq { hq_id: String, body: Value },
 }
 
@@ -134,12 +253,22 @@ impl Edit {
     fn matches(&self, e: &JournalEntry) -> bool {
         let side = e.detail["side"].as_str();
         match self {
-            Edit::Exchange { mailbox, graph_id } => {
+            Edit::Exchange { mailbox, graph_id, .. } => {
                 side == Some("hellohq")
                     && e.graph_id.as_deref() == Some(graph_id)
                     && e.mailbox.as_ref().map(MailboxId::as_str) == Some(mailbox.as_str())
             }
             Edit::Hellohq { hq_id, .. } => side == Some("exchange") && e.hq_id.as_deref() == Some(hq_id),
+        }
+    }
+
+    /// The edit without the helloHQ body, for a report line.
+    fn short(&self) -> String {
+        match self {
+            Edit::Exchange { mailbox, graph_id, hq_id } => {
+                format!("Exchange edit of {graph_id} in {mailbox} (helloHQ {hq_id})")
+            }
+            Edit::Hellohq { hq_id, .. } => format!("helloHQ edit of {hq_id}"),
         }
     }
 }
@@ -148,6 +277,8 @@ impl Edit {
 #[derive(Debug, Clone)]
 pub(crate) struct Done {
     edit: Edit,
+    /// The value the edit set (a contact's job title / position), no other edit's.
+    tag: String,
     at: DateTime<Utc>,
     round_trip_ms: f64,
 }
@@ -169,7 +300,7 @@ impl Editor {
         for (i, l) in linked.into_iter().enumerate() {
             let (Some(hq_id), Some(graph_id)) = (l.hq_id, l.graph_id) else { continue };
             if i % 2 == 0 {
-                ed.exchange.push(Edit::Exchange { mailbox: mailbox.clone(), graph_id });
+                ed.exchange.push(Edit::Exchange { mailbox: mailbox.clone(), graph_id, hq_id });
             } else {
                 let body = put_body(
                     &rig.hq_request(reqwest::Method::GET, &format!("/v2/ContactPersons/{hq_id}"), None).await?,
@@ -178,6 +309,20 @@ impl Editor {
             }
         }
         Ok(ed)
+    }
+
+    /// Per helloHQ id of the records it edits, the mailboxes holding a linked copy.
+    async fn copies(&self, rig: &Rig) -> anyhow::Result<BTreeMap<String, Vec<String>>> {
+        let mut out = BTreeMap::new();
+        for e in self.exchange.iter().chain(&self.hellohq) {
+            let hq_id = match e {
+                Edit::Exchange { hq_id, .. } | Edit::Hellohq { hq_id, .. } => hq_id,
+            };
+            let links = rig.store().links_of_hq(&rig.tenant, Kind::Contact, hq_id).await?;
+            let mailboxes = links.into_iter().filter(|l| l.graph_id.is_some()).map(|l| l.mailbox.as_str().to_string());
+            out.insert(hq_id.clone(), mailboxes.collect());
+        }
+        Ok(out)
     }
 
     fn nth(&self, i: usize) -> &Edit {
@@ -203,12 +348,19 @@ fn put_body(got: &Value) -> Value {
 /// Numbers the edits of a process, so no two set the same value.
 static EDITS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
+/// A value this process's edits start with, so that no edit sets a value
+/// the data already held (or that another run set).
+fn run_tag() -> &'static str {
+    static TAG: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    TAG.get_or_init(|| uuid::Uuid::new_v4().simple().to_string()[..6].to_string())
+}
+
 /// Makes `edit` with a job title / position no earlier edit used.
 async fn make_edit(rig: &Rig, edit: &Edit) -> anyhow::Result<Done> {
-    let title = format!("Bench {}", EDITS.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+    let title = format!("Bench {}-{}", run_tag(), EDITS.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
     let t = Instant::now();
     match edit {
-        Edit::Exchange { mailbox, graph_id } => {
+        Edit::Exchange { mailbox, graph_id, .. } => {
             rig.graph
                 .patch(
                     &format!("/users/{}/contacts/{}", seg(mailbox), seg(graph_id)),
@@ -223,7 +375,7 @@ async fn make_edit(rig: &Rig, edit: &Edit) -> anyhow::Result<Done> {
             rig.hq_request(reqwest::Method::PUT, &format!("/v2/ContactPersons/{hq_id}"), Some(&b)).await?;
         }
     }
-    Ok(Done { edit: edit.clone(), at: Utc::now(), round_trip_ms: t.elapsed().as_secs_f64() * 1000.0 })
+    Ok(Done { edit: edit.clone(), tag: title, at: Utc::now(), round_trip_ms: t.elapsed().as_secs_f64() * 1000.0 })
 }
 
 /// `changes` edits at `rate` per second, each started on its own schedule
@@ -309,7 +461,7 @@ pub async fn requests(args: RequestsArgs) -> anyhow::Result<Vec<RequestFigures>>
         let mut other_copies = 0;
         let edits: Vec<_> = (0..args.changes)
             .map(|i| contacts[i % contacts.len()].clone())
-            .map(|(hq, g)| (hq, Edit::Exchange { mailbox: mailbox.clone(), graph_id: g }))
+            .map(|(hq, g)| (hq.clone(), Edit::Exchange { mailbox: mailbox.clone(), graph_id: g, hq_id: hq }))
             .collect();
         for (hq, _) in &edits {
             other_copies += copies(hq).await?.saturating_sub(1);
@@ -936,6 +1088,46 @@ mod tests {
         let (name, ms) = parse_stat(line).unwrap();
         assert_eq!(name, "hq worker");
         assert_eq!(ms, 2000.0);
+    }
+
+    fn at(ms: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp_millis(1_800_000_000_000 + ms).unwrap()
+    }
+
+    fn landed_at(target: Target, ms: i64, tag: &str) -> Landed {
+        Landed { target, at: at(ms), tag: tag.into() }
+    }
+
+    #[test]
+    fn e2e_waits_for_every_counterpart_and_never_credits_a_late_write_to_the_next_edit() {
+        let hq = |id: &str| Target::Hellohq(id.into());
+        let mb = |m: &str| Target::Mailbox(m.into());
+        let copies = BTreeMap::from([("7".to_string(), vec!["a@x".to_string(), "b@x".to_string(), "c@x".to_string()])]);
+        let edit = Edit::Hellohq { hq_id: "7".into(), body: Value::Null };
+        let done = |tag: &str, ms: i64| Done { edit: edit.clone(), tag: tag.into(), at: at(ms), round_trip_ms: 1.0 };
+        let log = vec![
+            landed_at(hq("7"), 0, "t1"),
+            landed_at(mb("a@x"), 10, "t1"),
+            landed_at(mb("b@x"), 20, "t1"),
+            landed_at(hq("7"), 100, "t2"),
+            landed_at(mb("a@x"), 110, "t2"),
+            landed_at(mb("b@x"), 115, "t2"),
+            // t1's write to c lands after t2 was made: it is t1's last counterpart, not t2's.
+            landed_at(mb("c@x"), 130, "t1"),
+            landed_at(mb("c@x"), 140, "t2"),
+        ];
+        let r = e2e_figures(&[done("t1", 1), done("t2", 101)], &copies, &log, 0.0, chrono::Duration::seconds(10));
+        assert_eq!((r.edits, r.samples(), r.missing, r.counterparts), (2, 2, 0, 6), "{r:?}");
+        assert_eq!(r.to_exchange.p99_ms, 130.0, "t1: from its own write at 0 to its last one at 130; {r:?}");
+        let r = e2e_figures(&[done("t2", 101)], &copies, &log, 0.0, chrono::Duration::seconds(10));
+        assert_eq!(r.to_exchange.p50_ms, 40.0, "t2: 100 → 140; {r:?}");
+        // Without t2's write to c, t2 is missing and t1 still complete.
+        let r = e2e_figures(&[done("t1", 1), done("t2", 101)], &copies, &log[..7], 0.0, chrono::Duration::seconds(10));
+        assert_eq!((r.samples(), r.missing), (1, 1), "{r:?}");
+        assert!(r.missing_detail[0].contains("c@x"), "{r:?}");
+        // A counterpart later than the timeout is missing too.
+        let r = e2e_figures(&[done("t1", 1)], &copies, &log, 0.0, chrono::Duration::milliseconds(100));
+        assert_eq!((r.samples(), r.missing), (0, 1), "{r:?}");
     }
 
     #[test]
