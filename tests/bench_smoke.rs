@@ -20,18 +20,22 @@ async fn e2e_measures_both_directions() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn requests_counts_contacts_both_ways_without_echo_writes() {
+async fn requests_counts_every_kind_both_ways_without_echo_writes() {
     let all = bench::requests(bench::RequestsArgs { changes: 2 }).await.unwrap();
-    let contacts: Vec<_> = all.iter().filter(|f| f.label.starts_with("contacts")).collect();
-    assert_eq!(contacts.len(), 2, "{all:?}");
-    for f in contacts {
-        assert!(f.mirrored_writes >= 2 && f.graph_requests > 0, "{f:?}");
-        assert_eq!(f.echo_writes, 0, "{f:?}");
-    }
-    // Every row measures edits that are mirrored: an edit of a field that
-    // flows only from helloHQ (an event's subject, a task's title) mirrors nothing.
+    // Contacts, appointments and tasks, each from Exchange and from helloHQ.
+    assert_eq!(all.len(), 6, "{all:#?}");
     for f in &all {
-        assert!(f.mirrored_writes > 0, "{f:?}");
+        // Every edit is mirrored (an edit of a field that flows only from
+        // helloHQ, such as an event's subject edited in Outlook, would not be).
+        assert!(f.edits == 2 && f.mirrored_writes >= 2 && f.graph_requests > 0, "{f:?}");
+        if f.from_exchange {
+            assert!(f.hq_writes >= 2, "{f:?}");
+        } else {
+            assert!(f.graph_writes >= 2, "{f:?}");
+        }
+        if f.label.starts_with("contacts") {
+            assert_eq!(f.echo_writes, 0, "{f:?}");
+        }
     }
 }
 
