@@ -85,4 +85,7 @@ async fn fanout_writes_every_mailbox_once_per_edit() {
     let all = bench::fanout(bench::FanoutArgs { mailboxes: vec![3], edits: 2 }).await.unwrap();
     assert_eq!(all.len(), 1);
     assert_eq!(all[0].graph_writes_per_edit, 3.0, "{:?}", all[0]);
+    // The baseline beside it: the same 3 writes straight to the simulator.
+    assert_eq!(all[0].direct_writes, 3, "{:?}", all[0]);
+    assert!(all[0].direct_sequential_ms > 0.0 && all[0].direct_concurrent_ms > 0.0, "{:?}", all[0]);
 }

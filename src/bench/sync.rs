@@ -1113,6 +1113,12 @@ pub struct FanoutFigures {
     pub graph_writes_per_edit: f64,
     pub hq_requests_per_edit: f64,
     pub batch_requests: u64,
+    /// Baseline, measured in the same run: the same writes (one per copy)
+    /// made straight to the Graph simulator, one after the other and all at
+    /// once, averaged per edit.
+    pub direct_writes: usize,
+    pub direct_sequential_ms: f64,
+    pub direct_concurrent_ms: f64,
 }
 
 pub async fn fanout(args: FanoutArgs) -> anyhow::Result<Vec<FanoutFigures>> {
@@ -1176,6 +1182,48 @@ pub async fn fanout(args: FanoutArgs) -> anyhow::Result<Vec<FanoutFigures>> {
             graph_writes_per_edit: d.graph_item_writes() as f64 / k,
             hq_requests_per_edit: d.hq_total().saturating_sub(args.edits as u64) as f64 / k,
             batch_requests: d.graph.iter().filter(|(r, _)| r.contains("$batch")).map(|(_, v)| v).sum(),
+            ..Default::default()
+        };
+        // The baseline: the same N writes made straight to the Graph
+        // simulator, without hqsync, one after the other and all at once.
+        let copies: Vec<(String, String)> = rig
+            .store()
+            .links_of_hq(&rig.tenant, Kind::Contact, &hq_id)
+            .await?
+            .into_iter()
+            .filter_map(|l| Some((l.mailbox.as_str().to_string(), l.graph_id?)))
+            .collect();
+        let (mut seq_ms, mut par_ms) = (0.0, 0.0);
+        for i in 0..args.edits {
+            rig.wait_idle(Duration::from_millis(300), SETUP_LIMIT).await?;
+            let tag = format!("Bench {}-direct-{i}", run_tag());
+            let t = Instant::now();
+            for (m, g) in &copies {
+                rig.graph
+                    .patch(&format!("/users/{}/contacts/{}", seg(m), seg(g)), &json!({"jobTitle": tag}), None)
+                    .await?;
+            }
+            seq_ms += t.elapsed().as_secs_f64() * 1000.0;
+            rig.wait_idle(Duration::from_millis(300), SETUP_LIMIT).await?;
+            let tag = format!("Bench {}-direct-all-{i}", run_tag());
+            let body = json!({"jobTitle": tag});
+            let t = Instant::now();
+            let writes = copies.iter().map(|(m, g)| {
+                let path = format!("/users/{}/contacts/{}", seg(m), seg(g));
+                let (graph, body) = (&rig.graph, &body);
+                async move { graph.patch(&path, body, None).await }
+            });
+            for r in futures::future::join_all(writes).await {
+                r?;
+            }
+            par_ms += t.elapsed().as_secs_f64() * 1000.0;
+            eprintln!("  {n} mailboxes: direct writes {}/{}", i + 1, args.edits);
+        }
+        let f = FanoutFigures {
+            direct_sequential_ms: seq_ms / k,
+            direct_concurrent_ms: par_ms / k,
+            direct_writes: copies.len(),
+            ..f
         };
         rig.stop().await;
         println!(
@@ -1190,6 +1238,15 @@ pub async fn fanout(args: FanoutArgs) -> anyhow::Result<Vec<FanoutFigures>> {
             f.graph_requests_per_edit / n as f64,
             f.hq_requests_per_edit,
             if f.batch_requests > 0 { "yes" } else { "no (one PATCH per mailbox)" }
+        );
+        println!(
+            "N = {:>4}: baseline, the same {} writes straight to the Graph simulator without hqsync: {:>7.1} ms one after the other, {:>7.1} ms all at once; hqsync's last write = {:.1}× the sequential, {:.1}× the concurrent baseline",
+            f.mailboxes,
+            f.direct_writes,
+            f.direct_sequential_ms,
+            f.direct_concurrent_ms,
+            f.last_ms / f.direct_sequential_ms.max(1e-9),
+            f.last_ms / f.direct_concurrent_ms.max(1e-9)
         );
         out.push(f);
     }
