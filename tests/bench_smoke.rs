@@ -8,25 +8,34 @@ use hqsync::bench;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn e2e_measures_both_directions() {
-    let r = bench::e2e(bench::E2eArgs { rate: 20.0, changes: 8 }).await.unwrap();
-    // Half the edits in each direction, every one of them mirrored.
-    assert_eq!((r.to_hellohq.samples, r.to_exchange.samples, r.missing), (4, 4, 0), "{r:?}");
-    assert!(r.baseline.p50_ms.is_finite());
+    let r = bench::e2e(bench::E2eArgs { rate: 20.0, changes: 8, timeout_ms: 20_000 }).await.unwrap();
+    // Every edit matched to all its own counterpart writes (helloHQ and
+    // each mailbox's copy), half the edits in each direction.
+    assert_eq!((r.edits, r.samples(), r.missing), (8, 8, 0), "{r:?}");
+    assert_eq!((r.to_hellohq.samples, r.to_exchange.samples), (4, 4), "{r:?}");
+    assert!(r.counterparts >= 8, "{r:?}");
+    for l in [&r.to_hellohq, &r.to_exchange, &r.baseline] {
+        assert!(l.p50_ms.is_finite() && l.p50_ms > 0.0, "{r:?}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn requests_counts_contacts_both_ways_without_echo_writes() {
+async fn requests_counts_every_kind_both_ways_without_echo_writes() {
     let all = bench::requests(bench::RequestsArgs { changes: 2 }).await.unwrap();
-    let contacts: Vec<_> = all.iter().filter(|f| f.label.starts_with("contacts")).collect();
-    assert_eq!(contacts.len(), 2, "{all:?}");
-    for f in contacts {
-        assert!(f.mirrored_writes >= 2 && f.graph_requests > 0, "{f:?}");
-        assert_eq!(f.echo_writes, 0, "{f:?}");
-    }
-    // Every row measures edits that are mirrored: an edit of a field that
-    // flows only from helloHQ (an event's subject, a task's title) mirrors nothing.
+    // Contacts, appointments and tasks, each from Exchange and from helloHQ.
+    assert_eq!(all.len(), 6, "{all:#?}");
     for f in &all {
-        assert!(f.mirrored_writes > 0, "{f:?}");
+        // Every edit is mirrored (an edit of a field that flows only from
+        // helloHQ, such as an event's subject edited in Outlook, would not be).
+        assert!(f.edits == 2 && f.mirrored_writes >= 2 && f.graph_requests > 0, "{f:?}");
+        if f.from_exchange {
+            assert!(f.hq_writes >= 2, "{f:?}");
+        } else {
+            assert!(f.graph_writes >= 2, "{f:?}");
+        }
+        if f.label.starts_with("contacts") {
+            assert_eq!(f.echo_writes, 0, "{f:?}");
+        }
     }
 }
 
@@ -76,4 +85,7 @@ async fn fanout_writes_every_mailbox_once_per_edit() {
     let all = bench::fanout(bench::FanoutArgs { mailboxes: vec![3], edits: 2 }).await.unwrap();
     assert_eq!(all.len(), 1);
     assert_eq!(all[0].graph_writes_per_edit, 3.0, "{:?}", all[0]);
+    // The baseline beside it: the same 3 writes straight to the simulator.
+    assert_eq!(all[0].direct_writes, 3, "{:?}", all[0]);
+    assert!(all[0].direct_sequential_ms > 0.0 && all[0].direct_concurrent_ms > 0.0, "{:?}", all[0]);
 }

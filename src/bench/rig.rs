@@ -49,6 +49,9 @@ pub struct RigOptions {
     pub scheduler: bool,
     /// Run the worker role.
     pub worker: bool,
+    /// Leave the periodic passes at the product's defaults (helloHQ poll
+    /// 60 s, reconcile and To Do poll 900 s) instead of `periodic_secs`.
+    pub production_periodic: bool,
     /// A PostgreSQL server (`postgres://user@host:port`): the store lives
     /// in a scratch database made there, dropped when the rig stops,
     /// instead of SQLite in the rig's temp folder.
@@ -69,6 +72,7 @@ impl RigOptions {
             mailbox_quota: None,
             scheduler: true,
             worker: true,
+            production_periodic: false,
             postgres: None,
         }
     }
@@ -158,9 +162,11 @@ impl Rig {
             config.graph.mailbox_requests = q.requests;
             config.graph.mailbox_window_ms = q.window.as_millis() as u64;
         }
-        config.hellohq.poll_interval_secs = opts.periodic_secs;
-        config.reconcile.interval_secs = opts.periodic_secs;
-        config.tasks.poll_interval_secs = opts.periodic_secs;
+        if !opts.production_periodic {
+            config.hellohq.poll_interval_secs = opts.periodic_secs;
+            config.reconcile.interval_secs = opts.periodic_secs;
+            config.tasks.poll_interval_secs = opts.periodic_secs;
+        }
         let scratch_db = match &opts.postgres {
             Some(server) => {
                 let (db, url) = ScratchDb::create(server).await?;
@@ -258,6 +264,33 @@ impl Rig {
             hq_writes: counts(&h["writes"]),
             graph_throttled: g["throttled"].as_u64().unwrap_or(0),
         })
+    }
+
+    /// Starts (cleared) or stops both simulators' `/_sim/writes` log.
+    pub async fn record_writes(&self, on: bool) -> anyhow::Result<()> {
+        for base in [&self.facts.graph_url, &self.facts.hellohq_url] {
+            post_ok(&self.http, &format!("{base}/_sim/writes"), &json!({"record": on})).await?;
+        }
+        Ok(())
+    }
+
+    /// The writes both simulators' logs recorded after the `seq`s in `after`
+    /// (Graph's, helloHQ's; moved on to the last read), as contact writes
+    /// tagged by their job title / position.
+    pub(crate) async fn write_log(&self, after: &mut [u64; 2]) -> anyhow::Result<Vec<super::sync::Landed>> {
+        let mut logs: [Vec<Value>; 2] = Default::default();
+        let bases = [&self.facts.graph_url, &self.facts.hellohq_url];
+        for ((base, out), after) in bases.into_iter().zip(logs.iter_mut()).zip(after.iter_mut()) {
+            loop {
+                let page = get_json(&self.http, &format!("{base}/_sim/writes?after={after}&limit=5000")).await?;
+                anyhow::ensure!(page["dropped"].as_u64() == Some(0), "{base}/_sim/writes dropped entries");
+                let writes = page["writes"].as_array().cloned().unwrap_or_default();
+                let Some(last) = writes.last().and_then(|w| w["seq"].as_u64()) else { break };
+                *after = last;
+                out.extend(writes);
+            }
+        }
+        Ok(super::sync::landed(&logs[0], &logs[1]))
     }
 
     /// Waits until the queue is empty and neither simulator has seen a

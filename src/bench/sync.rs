@@ -34,6 +34,10 @@ pub struct E2eArgs {
     /// Edits in total.
     #[arg(long, default_value_t = 200)]
     pub changes: usize,
+    /// An edit whose counterpart writes have not all landed this long after
+    /// it is reported missing (and fails the run).
+    #[arg(long, default_value_t = 10_000)]
+    pub timeout_ms: u64,
 }
 
 /// Latency figures of one direction.
@@ -46,68 +50,233 @@ pub struct Latency {
 
 #[derive(Debug, Clone, Default)]
 pub struct E2eReport {
-    /// Exchange edit → helloHQ written.
+    /// Edits made.
+    pub edits: usize,
+    /// Exchange edit landed → helloHQ and every other mailbox's copy written.
     pub to_hellohq: Latency,
-    /// helloHQ edit → first mailbox written.
+    /// helloHQ edit landed → every mailbox's copy written.
     pub to_exchange: Latency,
     /// The simulators' own write round trip (the bench's edits).
     pub baseline: Latency,
-    /// Edits whose counterpart write was not found in the journal.
+    /// Counterpart writes expected in total (one per helloHQ record and per mailbox copy).
+    pub counterparts: usize,
+    /// Edits of which at least one counterpart write did not land within the timeout.
     pub missing: usize,
+    /// What each missing edit lacked, for the report.
+    pub missing_detail: Vec<String>,
+    /// Time the load waited for a record whose previous edit was still in
+    /// flight (the rate asked for was not held while it waited).
+    pub held_back_s: f64,
+}
+
+impl E2eReport {
+    /// Edits whose counterparts all landed (one latency sample each).
+    pub fn samples(&self) -> usize {
+        self.to_hellohq.samples + self.to_exchange.samples
+    }
 }
 
 pub async fn e2e(args: E2eArgs) -> anyhow::Result<E2eReport> {
     anyhow::ensure!(args.rate > 0.0 && args.changes > 0, "--rate and --changes must be above 0");
-    println!("hqsync bench e2e: {} contact edits at {}/s, half in Exchange, half in helloHQ", args.changes, args.rate);
+    println!(
+        "hqsync bench e2e: {} contact edits at {}/s, half in Exchange, half in helloHQ; each edit waits for ALL its counterpart writes (helloHQ and every mailbox holding a copy), timeout {} ms",
+        args.changes, args.rate, args.timeout_ms
+    );
     let rig = start_settled(RigOptions::demo()).await?;
     let edits = Editor::prepare(&rig).await?;
-    let head = rig.journal_head().await?;
-    let done = steady_load(&rig, &edits, args.rate, args.changes).await?;
-    rig.wait_idle(SETTLE, SETUP_LIMIT).await?;
-    let journal = rig.journal_after(head).await?;
+    let copies = edits.copies(&rig).await?;
     let window_ms = RigOptions::demo().graph.notification_batch_window.as_secs_f64() * 1000.0;
-    let report = e2e_figures(&done, &journal, window_ms);
+    let timeout = chrono::Duration::milliseconds(args.timeout_ms as i64);
+    rig.record_writes(true).await?;
+    let mut log = LogReader::default();
+    let (done, held_back) = gated_load(&rig, &edits, &copies, &mut log, args.rate, args.changes, timeout).await?;
+    // Until every edit is complete or the last one's timeout has passed.
+    let deadline = done.iter().map(|d| d.at).max().unwrap_or_else(Utc::now) + timeout;
+    let mut last_report = Instant::now();
+    let report = loop {
+        log.refresh(&rig).await?;
+        let report = e2e_figures(&done, &copies, &log.first, window_ms, timeout);
+        if report.missing == 0 || Utc::now() > deadline {
+            break report;
+        }
+        if last_report.elapsed() >= Duration::from_secs(1) {
+            eprintln!("  edits complete: {}/{}", report.samples(), done.len());
+            last_report = Instant::now();
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let report = E2eReport { held_back_s: held_back.as_secs_f64(), ..report };
     rig.stop().await;
     println!(
-        "baseline  simulator write round trip (PATCH/PUT):     p50 {:>7.2} ms  p99 {:>7.2} ms  ({} writes)",
+        "baseline  simulator write round trip (PATCH/PUT):  p50 {:>7.2} ms  p99 {:>7.2} ms  ({} writes)",
         report.baseline.p50_ms, report.baseline.p99_ms, report.baseline.samples
     );
     for (label, l) in [
-        ("Exchange edit → helloHQ written", &report.to_hellohq),
-        ("helloHQ edit → Exchange written", &report.to_exchange),
+        ("Exchange edit → all counterparts", &report.to_hellohq),
+        ("helloHQ edit → all mailboxes", &report.to_exchange),
     ] {
         println!(
-            "e2e       {label:<34} p50 {:>7.2} ms  p99 {:>7.2} ms  ({} edits; target p50 < 50, p99 < 250; p50 = {:.1}× a simulator write)",
+            "e2e       {label:<34} p50 {:>7.2} ms  p99 {:>7.2} ms  ({} edits; target p99 < 250; p50 = {:.1}× a simulator write)",
             l.p50_ms,
             l.p99_ms,
             l.samples,
             l.p50_ms / report.baseline.p50_ms
         );
     }
-    println!("e2e       edits without a counterpart write in the journal: {}", report.missing);
+    println!(
+        "e2e       {} edits, {} counterpart writes expected; edits with a counterpart missing after {} ms: {}",
+        report.edits, report.counterparts, args.timeout_ms, report.missing
+    );
+    println!(
+        "load      a record is edited again only once its previous edit is complete (or timed out): the load waited {:.1} s in all for a free record ({} records)",
+        report.held_back_s,
+        copies.len()
+    );
+    for m in report.missing_detail.iter().take(20) {
+        println!("  missing  {m}");
+    }
     Ok(report)
 }
 
-/// Matches each edit with the first journal entry that records its
-/// counterpart write after it; the Graph simulator's batching window is
-/// taken off (it is the simulator's own delivery delay).
-fn e2e_figures(done: &[Done], journal: &[JournalEntry], graph_window_ms: f64) -> E2eReport {
-    let mut to_hq = Vec::new();
-    let mut to_ex = Vec::new();
-    let mut missing = 0;
+/// Where a counterpart write lands: helloHQ's record, or one mailbox's copy.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Target {
+    Hellohq(String),
+    Mailbox(String),
+}
+
+/// One item write from a simulator's `/_sim/writes`: where, when, and the
+/// bench's tag it carried (a contact's job title / a contact person's position).
+#[derive(Debug, Clone)]
+pub(crate) struct Landed {
+    target: Target,
+    at: DateTime<Utc>,
+    tag: String,
+}
+
+/// Both simulators' write logs as [`Landed`] contact writes.
+pub(crate) fn landed(graph: &[Value], hellohq: &[Value]) -> Vec<Landed> {
+    let at = |e: &Value| e["at"].as_str().and_then(|s| DateTime::parse_from_rfc3339(s).ok()).map(|t| t.to_utc());
+    let g = graph.iter().filter(|e| e["kind"] == "contact").filter_map(|e| {
+        Some(Landed {
+            target: Target::Mailbox(e["mailbox"].as_str()?.to_lowercase()),
+            at: at(e)?,
+            tag: e["item"]["jobTitle"].as_str()?.to_string(),
+        })
+    });
+    let h = hellohq.iter().filter(|e| e["kind"] == "contactPerson").filter_map(|e| {
+        Some(Landed {
+            target: Target::Hellohq(e["id"].as_str()?.to_string()),
+            at: at(e)?,
+            tag: e["item"]["position"].as_str()?.to_string(),
+        })
+    });
+    g.chain(h).collect()
+}
+
+/// Matches each edit with its own counterpart writes by its tag (a value
+/// no other edit set, so a late write is never credited to another edit):
+/// the edit's own write in its simulator is the start, the last of the
+/// expected counterpart writes the end. `copies` holds, per helloHQ id, the
+/// mailboxes that hold a copy. The Graph simulator's batching window is
+/// taken off Exchange edits (it is the simulator's own delivery delay).
+/// When each tag first landed where (the first write of a value is the one that counts).
+pub(crate) type FirstLandings = BTreeMap<(String, Target), DateTime<Utc>>;
+
+/// Reads both simulators' write logs as they grow.
+#[derive(Default)]
+pub(crate) struct LogReader {
+    after: [u64; 2],
+    first: FirstLandings,
+}
+
+impl LogReader {
+    async fn refresh(&mut self, rig: &Rig) -> anyhow::Result<()> {
+        add_landings(&mut self.first, rig.write_log(&mut self.after).await?);
+        Ok(())
+    }
+}
+
+fn add_landings(first: &mut FirstLandings, log: Vec<Landed>) {
+    for l in log {
+        first.entry((l.tag, l.target)).and_modify(|t| *t = (*t).min(l.at)).or_insert(l.at);
+    }
+}
+
+/// What became of one edit: its own landing, the last counterpart landed
+/// so far, the counterparts expected and those still lacking (a
+/// counterpart later than `timeout` after the edit counts as lacking).
+struct Outcome {
+    start: DateTime<Utc>,
+    last: DateTime<Utc>,
+    expected: usize,
+    lacking: Vec<Target>,
+}
+
+fn outcome(
+    d: &Done,
+    copies: &BTreeMap<String, Vec<String>>,
+    first: &FirstLandings,
+    timeout: chrono::Duration,
+) -> Outcome {
+    let (own, hq_id) = match &d.edit {
+        Edit::Exchange { mailbox, hq_id, .. } => (Target::Mailbox(mailbox.to_lowercase()), hq_id),
+        Edit::Hellohq { hq_id, .. } => (Target::Hellohq(hq_id.clone()), hq_id),
+    };
+    let mut expected: Vec<Target> = copies
+        .get(hq_id)
+        .into_iter()
+        .flatten()
+        .map(|m| Target::Mailbox(m.to_lowercase()))
+        .chain(std::iter::once(Target::Hellohq(hq_id.clone())))
+        .filter(|t| *t != own)
+        .collect();
+    expected.sort();
+    expected.dedup();
+    // The edit's own landing in its simulator; the acknowledgement if the log lacks it.
+    let start = first.get(&(d.tag.clone(), own)).copied().unwrap_or(d.at);
+    let mut last = start;
+    let mut lacking = Vec::new();
+    for t in &expected {
+        match first.get(&(d.tag.clone(), t.clone())) {
+            Some(&at) if at - start <= timeout => last = last.max(at),
+            _ => lacking.push(t.clone()),
+        }
+    }
+    Outcome { start, last, expected: expected.len(), lacking }
+}
+
+fn e2e_figures(
+    done: &[Done],
+    copies: &BTreeMap<String, Vec<String>>,
+    first: &FirstLandings,
+    graph_window_ms: f64,
+    timeout: chrono::Duration,
+) -> E2eReport {
+    let (mut to_hq, mut to_ex, mut missing_detail) = (Vec::new(), Vec::new(), Vec::new());
+    let mut counterparts = 0;
     for d in done {
-        let found = journal.iter().find(|e| e.action == "updated" && e.at >= d.at && d.edit.matches(e));
-        match (found, &d.edit) {
-            (Some(e), Edit::Exchange { .. }) => to_hq.push(ms_between(d.at, e.at) - graph_window_ms),
-            (Some(e), Edit::Hellohq { .. }) => to_ex.push(ms_between(d.at, e.at)),
-            (None, _) => missing += 1,
+        let Outcome { start, last, expected, lacking } = outcome(d, copies, first, timeout);
+        counterparts += expected;
+        if !lacking.is_empty() {
+            missing_detail.push(format!("{:?} ({}): no write of it to {lacking:?}", d.edit.short(), d.tag));
+            continue;
+        }
+        let ms = ms_between(start, last);
+        match &d.edit {
+            Edit::Exchange { .. } => to_hq.push(ms - graph_window_ms),
+            Edit::Hellohq { .. } => to_ex.push(ms),
         }
     }
     E2eReport {
+        edits: done.len(),
         to_hellohq: latency(to_hq),
         to_exchange: latency(to_ex),
         baseline: latency(done.iter().map(|d| d.round_trip_ms).collect()),
-        missing,
+        counterparts,
+        missing: missing_detail.len(),
+        missing_detail,
+        held_back_s: 0.0,
     }
 }
 
@@ -124,10 +293,63 @@ fn latency(mut v: Vec<f64>) -> Latency {
     Latency { samples: v.len(), p50_ms: pct(0.5), p99_ms: pct(0.99) }
 }
 
+/// `changes` edits at `rate` per second, alternately in Exchange and in
+/// helloHQ, each on a record whose previous edit is complete (all its
+/// counterparts landed) or timed out, so that no edit is superseded by the
+/// next one of its record before its counterparts could land. Returns the
+/// edits and the time spent waiting for a free record.
+async fn gated_load(
+    rig: &Rig,
+    ed: &Editor,
+    copies: &BTreeMap<String, Vec<String>>,
+    log: &mut LogReader,
+    rate: f64,
+    changes: usize,
+    timeout: chrono::Duration,
+) -> anyhow::Result<(Vec<Done>, Duration)> {
+    let started = tokio::time::Instant::now();
+    let period = Duration::from_secs_f64(1.0 / rate);
+    let mut out: Vec<Done> = Vec::with_capacity(changes);
+    // Per helloHQ id, the index in `out` of its latest edit.
+    let mut latest: BTreeMap<String, usize> = BTreeMap::new();
+    let mut next = [0usize; 2];
+    let mut held_back = Duration::ZERO;
+    let mut last_report = Instant::now();
+    for i in 0..changes {
+        tokio::time::sleep_until(started + period * i as u32).await;
+        let side = i % 2;
+        let list = if side == 0 { &ed.exchange } else { &ed.hellohq };
+        let waited = Instant::now();
+        let edit = loop {
+            let free = (0..list.len()).map(|k| (next[side] + k) % list.len()).find(|&k| {
+                latest.get(list[k].hq_id()).is_none_or(|&j| {
+                    let d = &out[j];
+                    Utc::now() - d.at > timeout || outcome(d, copies, &log.first, timeout).lacking.is_empty()
+                })
+            });
+            if let Some(k) = free {
+                next[side] = k + 1;
+                break &list[k];
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            log.refresh(rig).await?;
+        };
+        held_back += waited.elapsed();
+        latest.insert(edit.hq_id().to_string(), out.len());
+        out.push(make_edit(rig, edit).await?);
+        log.refresh(rig).await?;
+        if last_report.elapsed() >= Duration::from_secs(1) {
+            eprintln!("  edits: {}/{changes}", i + 1);
+            last_report = Instant::now();
+        }
+    }
+    Ok((out, held_back))
+}
+
 /// One edit the bench can make as a user.
 #[derive(Debug, Clone)]
 enum Edit {
-    Exchange { mailbox: String, graph_id: String },
+    Exchange { mailbox: String, graph_id: String, hq_id: String },
     Hellohq { hq_id: String, body: Value },
 }
 
@@ -136,12 +358,28 @@ impl Edit {
     fn matches(&self, e: &JournalEntry) -> bool {
         let side = e.detail["side"].as_str();
         match self {
-            Edit::Exchange { mailbox, graph_id } => {
+            Edit::Exchange { mailbox, graph_id, .. } => {
                 side == Some("hellohq")
                     && e.graph_id.as_deref() == Some(graph_id)
                     && e.mailbox.as_ref().map(MailboxId::as_str) == Some(mailbox.as_str())
             }
             Edit::Hellohq { hq_id, .. } => side == Some("exchange") && e.hq_id.as_deref() == Some(hq_id),
+        }
+    }
+
+    fn hq_id(&self) -> &str {
+        match self {
+            Edit::Exchange { hq_id, .. } | Edit::Hellohq { hq_id, .. } => hq_id,
+        }
+    }
+
+    /// The edit without the helloHQ body, for a report line.
+    fn short(&self) -> String {
+        match self {
+            Edit::Exchange { mailbox, graph_id, hq_id } => {
+                format!("Exchange edit of {graph_id} in {mailbox} (helloHQ {hq_id})")
+            }
+            Edit::Hellohq { hq_id, .. } => format!("helloHQ edit of {hq_id}"),
         }
     }
 }
@@ -150,6 +388,8 @@ impl Edit {
 #[derive(Debug, Clone)]
 pub(crate) struct Done {
     edit: Edit,
+    /// The value the edit set (a contact's job title / position), no other edit's.
+    tag: String,
     at: DateTime<Utc>,
     round_trip_ms: f64,
 }
@@ -171,7 +411,7 @@ impl Editor {
         for (i, l) in linked.into_iter().enumerate() {
             let (Some(hq_id), Some(graph_id)) = (l.hq_id, l.graph_id) else { continue };
             if i % 2 == 0 {
-                ed.exchange.push(Edit::Exchange { mailbox: mailbox.clone(), graph_id });
+                ed.exchange.push(Edit::Exchange { mailbox: mailbox.clone(), graph_id, hq_id });
             } else {
                 let body = put_body(
                     &rig.hq_request(reqwest::Method::GET, &format!("/v2/ContactPersons/{hq_id}"), None).await?,
@@ -180,6 +420,20 @@ impl Editor {
             }
         }
         Ok(ed)
+    }
+
+    /// Per helloHQ id of the records it edits, the mailboxes holding a linked copy.
+    async fn copies(&self, rig: &Rig) -> anyhow::Result<BTreeMap<String, Vec<String>>> {
+        let mut out = BTreeMap::new();
+        for e in self.exchange.iter().chain(&self.hellohq) {
+            let hq_id = match e {
+                Edit::Exchange { hq_id, .. } | Edit::Hellohq { hq_id, .. } => hq_id,
+            };
+            let links = rig.store().links_of_hq(&rig.tenant, Kind::Contact, hq_id).await?;
+            let mailboxes = links.into_iter().filter(|l| l.graph_id.is_some()).map(|l| l.mailbox.as_str().to_string());
+            out.insert(hq_id.clone(), mailboxes.collect());
+        }
+        Ok(out)
     }
 
     fn nth(&self, i: usize) -> &Edit {
@@ -205,12 +459,19 @@ fn put_body(got: &Value) -> Value {
 /// Numbers the edits of a process, so no two set the same value.
 static EDITS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
+/// A value this process's edits start with, so that no edit sets a value
+/// the data already held (or that another run set).
+fn run_tag() -> &'static str {
+    static TAG: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    TAG.get_or_init(|| uuid::Uuid::new_v4().simple().to_string()[..6].to_string())
+}
+
 /// Makes `edit` with a job title / position no earlier edit used.
 async fn make_edit(rig: &Rig, edit: &Edit) -> anyhow::Result<Done> {
-    let title = format!("Bench {}", EDITS.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+    let title = format!("Bench {}-{}", run_tag(), EDITS.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
     let t = Instant::now();
     match edit {
-        Edit::Exchange { mailbox, graph_id } => {
+        Edit::Exchange { mailbox, graph_id, .. } => {
             rig.graph
                 .patch(
                     &format!("/users/{}/contacts/{}", seg(mailbox), seg(graph_id)),
@@ -225,7 +486,7 @@ async fn make_edit(rig: &Rig, edit: &Edit) -> anyhow::Result<Done> {
             rig.hq_request(reqwest::Method::PUT, &format!("/v2/ContactPersons/{hq_id}"), Some(&b)).await?;
         }
     }
-    Ok(Done { edit: edit.clone(), at: Utc::now(), round_trip_ms: t.elapsed().as_secs_f64() * 1000.0 })
+    Ok(Done { edit: edit.clone(), tag: title, at: Utc::now(), round_trip_ms: t.elapsed().as_secs_f64() * 1000.0 })
 }
 
 /// `changes` edits at `rate` per second, each started on its own schedule
@@ -264,19 +525,33 @@ pub struct RequestsArgs {
     pub changes: usize,
 }
 
-/// Requests caused by the edits of one direction and kind.
+/// Requests caused by the edits of one kind and direction, each edit
+/// measured alone (hqsync idle before it, settled after it); the bench's
+/// own edit requests are not counted.
 #[derive(Debug, Clone, Default)]
 pub struct RequestFigures {
     pub label: String,
+    /// `true`: edits made in Exchange (Outlook / To Do), mirrored to helloHQ.
+    pub from_exchange: bool,
     pub edits: usize,
-    /// Writes made to the other side (the mirrored changes).
-    pub mirrored_writes: u64,
+    /// hqsync's requests.
     pub graph_requests: u64,
     pub hq_requests: u64,
-    /// Writes back to the side the edit was made on.
+    /// hqsync's item writes to each side (Graph subscription upkeep excluded).
+    pub graph_writes: u64,
+    pub hq_writes: u64,
+    /// Writes that mirror an edit: to the other side, and to the other
+    /// mailboxes' copies of a contact edited in one mailbox.
+    pub mirrored_writes: u64,
+    /// Writes back to the side (and copy) the edit was made on.
     pub echo_writes: u64,
-    /// Graph requests by route, for the explanation.
+    /// Graph writes to the other mailboxes' copies of a contact edited in one mailbox.
+    pub fanout_writes: u64,
+    /// Edits measured again because a periodic pass ran in their window.
+    pub redone: usize,
+    /// Graph and helloHQ requests by route (hqsync's), for the explanation.
     pub graph_routes: Vec<(String, u64)>,
+    pub hq_routes: Vec<(String, u64)>,
     /// Journal entries the edits caused, by `action side`.
     pub journal: Vec<(String, u64)>,
 }
@@ -285,17 +560,204 @@ impl RequestFigures {
     pub fn graph_per_edit(&self) -> f64 {
         self.graph_requests as f64 / self.edits.max(1) as f64
     }
+    pub fn graph_per_graph_write(&self) -> f64 {
+        self.graph_requests as f64 / self.graph_writes.max(1) as f64
+    }
+    pub fn hq_per_edit(&self) -> f64 {
+        self.hq_requests as f64 / self.edits.max(1) as f64
+    }
+    pub fn hq_per_hq_write(&self) -> f64 {
+        self.hq_requests as f64 / self.hq_writes.max(1) as f64
+    }
+}
+
+/// One edit a user makes: a Graph PATCH or a helloHQ PUT whose body gets a
+/// value no earlier edit set.
+#[derive(Clone)]
+enum UserEdit {
+    Graph { path: String, body: fn(&str, usize) -> Value },
+    Hq { path: String, body: Value, field: &'static str },
+}
+
+impl UserEdit {
+    async fn make(&self, rig: &Rig) -> anyhow::Result<()> {
+        let n = EDITS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tag = format!("Bench {}-{n}", run_tag());
+        match self {
+            UserEdit::Graph { path, body } => {
+                rig.graph.patch(path, &body(&tag, n), None).await?;
+            }
+            UserEdit::Hq { path, body, field } => {
+                let mut b = body.clone();
+                b[*field] = json!(tag);
+                rig.hq_request(reqwest::Method::PUT, path, Some(&b)).await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Names of the scheduler's periodic-pass cursors (one per pass; a pass
+/// published moves its cursor).
+fn pass_names(rig: &Rig) -> anyhow::Result<Vec<String>> {
+    let mut names = vec!["pass/hellohq".to_string()];
+    for m in &rig.facts.mailboxes {
+        let m = MailboxId::parse(m.as_str())?;
+        for k in [Kind::Contact, Kind::Appointment, Kind::Task] {
+            names.push(format!("pass/{m}/{}", k.as_str()));
+        }
+    }
+    Ok(names)
+}
+
+/// Tracks the periodic passes the scheduler publishes while the bench runs.
+struct Passes {
+    names: Vec<String>,
+    last: Vec<Option<String>>,
+    published: u64,
+}
+
+impl Passes {
+    async fn new(rig: &Rig) -> anyhow::Result<Passes> {
+        let names = pass_names(rig)?;
+        let mut p = Passes { last: vec![None; names.len()], names, published: 0 };
+        p.last = p.read(rig).await?;
+        Ok(p)
+    }
+
+    async fn read(&self, rig: &Rig) -> anyhow::Result<Vec<Option<String>>> {
+        let mut out = Vec::with_capacity(self.names.len());
+        for n in &self.names {
+            out.push(rig.store().get_cursor(&rig.tenant, crate::scheduler::CURSOR_SCOPE, n).await?);
+        }
+        Ok(out)
+    }
+
+    /// Passes published since the last call.
+    async fn since_last(&mut self, rig: &Rig) -> anyhow::Result<u64> {
+        let now = self.read(rig).await?;
+        let n = now.iter().zip(&self.last).filter(|(a, b)| a != b).count() as u64;
+        self.last = now;
+        self.published += n;
+        Ok(n)
+    }
+}
+
+fn add_counters(into: &mut Counters, d: &Counters) {
+    let add = |a: &mut BTreeMap<String, u64>, b: &BTreeMap<String, u64>| {
+        for (k, v) in b {
+            *a.entry(k.clone()).or_default() += v;
+        }
+    };
+    add(&mut into.graph, &d.graph);
+    add(&mut into.graph_writes, &d.graph_writes);
+    add(&mut into.hq, &d.hq);
+    add(&mut into.hq_writes, &d.hq_writes);
+    into.graph_throttled += d.graph_throttled;
+}
+
+/// Takes `n` off a counter map (the bench's own requests), largest routes first.
+fn take_off(m: &mut BTreeMap<String, u64>, route_part: &str, n: u64) {
+    let mut left = n;
+    for (_, v) in m.iter_mut().filter(|(k, _)| k.contains(route_part)) {
+        let take = left.min(*v);
+        *v -= take;
+        left -= take;
+    }
+}
+
+const QUIET: Duration = Duration::from_millis(300);
+
+/// Makes `edits` one at a time — each after hqsync settled (queue empty,
+/// neither simulator asked for `QUIET`), which also spaces them by more
+/// than the notification delay — and counts the requests between an edit
+/// and hqsync settling again. A window in which a periodic pass was
+/// published is not counted (its requests go to `periodic`) and the edit
+/// is made again, up to three times.
+async fn measure_row(
+    rig: &Rig,
+    label: &str,
+    from_exchange: bool,
+    edits: &[UserEdit],
+    passes: &mut Passes,
+    periodic: &mut Counters,
+) -> anyhow::Result<(RequestFigures, Counters)> {
+    eprintln!("  {label}: {} edits", edits.len());
+    let mut sum = Counters::default();
+    let mut journal = BTreeMap::<String, u64>::new();
+    let mut redone = 0;
+    for (i, e) in edits.iter().enumerate() {
+        let mut tries = 0;
+        loop {
+            rig.wait_idle(QUIET, SETUP_LIMIT).await?;
+            passes.since_last(rig).await?;
+            let before = rig.counters().await?;
+            let head = rig.journal_head().await?;
+            e.make(rig).await?;
+            rig.wait_idle(QUIET, SETUP_LIMIT).await?;
+            let mut d = rig.counters().await?.since(&before);
+            // The bench's own edit.
+            match e {
+                UserEdit::Graph { .. } => {
+                    take_off(&mut d.graph, "PATCH", 1);
+                    take_off(&mut d.graph_writes, "", 1);
+                }
+                UserEdit::Hq { .. } => {
+                    take_off(&mut d.hq, "PUT", 1);
+                    take_off(&mut d.hq_writes, "", 1);
+                }
+            }
+            if passes.since_last(rig).await? > 0 && tries < 3 {
+                add_counters(periodic, &d);
+                redone += 1;
+                tries += 1;
+                eprintln!("  {label}: a periodic pass ran during edit {}; made again", i + 1);
+                continue;
+            }
+            add_counters(&mut sum, &d);
+            for j in rig.journal_after(head).await? {
+                *journal.entry(format!("{} {}", j.action, j.detail["side"].as_str().unwrap_or("-"))).or_default() += 1;
+            }
+            break;
+        }
+    }
+    let mut graph_routes: Vec<(String, u64)> =
+        sum.graph.iter().filter(|r| *r.1 > 0).map(|(k, v)| (k.clone(), *v)).collect();
+    graph_routes.sort_by_key(|r| std::cmp::Reverse(r.1));
+    let mut hq_routes: Vec<(String, u64)> =
+        sum.hq.iter().filter(|r| *r.1 > 0 && !r.0.contains("/_sim/")).map(|(k, v)| (k.clone(), *v)).collect();
+    hq_routes.sort_by_key(|r| std::cmp::Reverse(r.1));
+    let fig = RequestFigures {
+        hq_routes,
+        label: label.to_string(),
+        from_exchange,
+        edits: edits.len(),
+        graph_requests: sum.graph_total(),
+        hq_requests: sum.hq_total(),
+        graph_writes: sum.graph_item_writes(),
+        hq_writes: sum.hq_item_writes(),
+        redone,
+        graph_routes,
+        journal: journal.into_iter().collect(),
+        ..Default::default()
+    };
+    Ok((fig, sum))
 }
 
 pub async fn requests(args: RequestsArgs) -> anyhow::Result<Vec<RequestFigures>> {
     anyhow::ensure!(args.changes > 0, "--changes must be at least 1");
-    println!("hqsync bench requests: {} edits per direction and kind, demo agency", args.changes);
-    let rig = start_settled(RigOptions::demo()).await?;
+    println!(
+        "hqsync bench requests: {} edits per kind and direction, demo agency, periodic passes at production defaults (helloHQ poll 60 s, reconcile and To Do poll 900 s), counted apart",
+        args.changes
+    );
+    let rig = start_settled(RigOptions { production_periodic: true, ..RigOptions::demo() }).await?;
     let mailbox = rig.facts.mailboxes.first().context("no mailbox")?.clone();
     let mb = MailboxId::parse(mailbox.as_str())?;
-    let mut all = Vec::new();
-    // Contacts, Exchange → helloHQ: the edited copy, helloHQ, then helloHQ's webhook fans out.
-    let contacts: Vec<_> = rig
+    let n = args.changes;
+    // Every edit prepared first, so that the bench's own reads fall outside the measurement.
+    // (label, made in Exchange, edits, other mailboxes' copies of the edited contacts)
+    let mut rows: Vec<(String, bool, Vec<UserEdit>, Option<u64>)> = Vec::new();
+    let contacts: Vec<(String, String)> = rig
         .store()
         .list_links(&rig.tenant, &mb, Kind::Contact)
         .await?
@@ -303,228 +765,206 @@ pub async fn requests(args: RequestsArgs) -> anyhow::Result<Vec<RequestFigures>>
         .filter_map(|l| Some((l.hq_id?, l.graph_id?)))
         .collect();
     anyhow::ensure!(!contacts.is_empty(), "{mailbox} has no linked contact");
-    let copies = |hq: &str| {
-        let (store, tenant, hq) = (rig.store().clone(), rig.tenant.clone(), hq.to_string());
-        async move { store.links_of_hq(&tenant, Kind::Contact, &hq).await.map(|l| l.len() as u64) }
-    };
     {
         let mut other_copies = 0;
-        let edits: Vec<_> = (0..args.changes)
-            .map(|i| contacts[i % contacts.len()].clone())
-            .map(|(hq, g)| (hq, Edit::Exchange { mailbox: mailbox.clone(), graph_id: g }))
-            .collect();
-        for (hq, _) in &edits {
-            other_copies += copies(hq).await?.saturating_sub(1);
-        }
-        let f = measure(&rig, "contacts  Exchange → helloHQ", edits.into_iter().map(|(_, e)| e).collect()).await?;
-        // One helloHQ write per edit, one Exchange write per other copy; anything beyond is an echo.
-        // helloHQ's copy and every other mailbox's copy are mirrored writes.
-        let graph_writes = f.1.graph_item_writes();
-        all.push(RequestFigures {
-            mirrored_writes: f.1.hq_item_writes() + graph_writes.min(other_copies),
-            echo_writes: graph_writes.saturating_sub(other_copies),
-            ..f.0
-        });
-    }
-    {
         let mut edits = Vec::new();
-        for i in 0..args.changes {
+        for i in 0..n {
+            let (hq, g) = &contacts[i % contacts.len()];
+            let copies = rig.store().links_of_hq(&rig.tenant, Kind::Contact, hq).await?;
+            other_copies += copies.iter().filter(|l| l.graph_id.is_some()).count().saturating_sub(1) as u64;
+            edits.push(UserEdit::Graph {
+                path: format!("/users/{}/contacts/{}", seg(&mailbox), seg(g)),
+                body: |tag, _| json!({"jobTitle": tag}),
+            });
+        }
+        rows.push(("contacts      Exchange → helloHQ".into(), true, edits, Some(other_copies)));
+        let mut edits = Vec::new();
+        for i in 0..n {
             let (hq, _) = &contacts[i % contacts.len()];
             let body =
                 put_body(&rig.hq_request(reqwest::Method::GET, &format!("/v2/ContactPersons/{hq}"), None).await?);
-            edits.push(Edit::Hellohq { hq_id: hq.clone(), body });
+            edits.push(UserEdit::Hq { path: format!("/v2/ContactPersons/{hq}"), body, field: "position" });
         }
-        let f = measure(&rig, "contacts  helloHQ → Exchange", edits).await?;
-        all.push(RequestFigures {
-            mirrored_writes: f.1.graph_item_writes(),
-            echo_writes: f.1.hq_item_writes().saturating_sub(args.changes as u64),
-            ..f.0
+        rows.push(("contacts      helloHQ → Exchange".into(), false, edits, None));
+    }
+    // Appointments and tasks: Exchange-side fields that flow to helloHQ
+    // (an event's location, a task's due date), and helloHQ's name (which
+    // flows only from helloHQ, SPEC §3).
+    let hq = crate::connectors::hellohq::client::HellohqClient::new(
+        crate::connectors::hellohq::client::HellohqClientConfig::new(
+            rig.facts.hellohq_url.clone(),
+            rig.facts.sync_token.clone(),
+        )
+        .allowing_private_addresses(),
+    )?;
+    let events = organized_events(&rig, &mailbox).await?;
+    let tasks = linked_todo_tasks(&rig, &mailbox).await?;
+    for (kind, items, graph_body) in [
+        (
+            "appointments",
+            &events,
+            (|tag: &str, _| json!({"location": {"displayName": tag}})) as fn(&str, usize) -> Value,
+        ),
+        ("tasks", &tasks, |_: &str, n| due_date(n)),
+    ] {
+        if items.is_empty() {
+            eprintln!("  {kind}: {mailbox} has no suitable linked item; not measured");
+            continue;
+        }
+        let edits: Vec<UserEdit> =
+            (0..n).map(|i| UserEdit::Graph { path: items[i % items.len()].0.clone(), body: graph_body }).collect();
+        rows.push((format!("{kind:<13} Exchange → helloHQ"), true, edits, None));
+        let mut edits = Vec::new();
+        for i in 0..n {
+            let id: i32 = items[i % items.len()].1.parse().context("a helloHQ task id")?;
+            let t = hq.get_task(id).await?;
+            let project = t.project_id.context("a helloHQ task without a project")?;
+            edits.push(UserEdit::Hq {
+                path: format!("/v2/Projects/{project}/Tasks/{id}"),
+                body: task_put_body(&t)?,
+                field: "name",
+            });
+        }
+        rows.push((format!("{kind:<13} helloHQ → Exchange"), false, edits, None));
+    }
+    rig.wait_idle(QUIET, SETUP_LIMIT).await?;
+    let mut passes = Passes::new(&rig).await?;
+    let mut periodic = Counters::default();
+    let t0 = Instant::now();
+    let all_before = rig.counters().await?;
+    let mut all = Vec::new();
+    for (label, from_exchange, edits, other_copies) in &rows {
+        let (f, _) = measure_row(&rig, label, *from_exchange, edits, &mut passes, &mut periodic).await?;
+        all.push(match (from_exchange, other_copies) {
+            // helloHQ's record and every other mailbox's copy are mirrored writes; beyond that, echoes.
+            (true, Some(other)) => RequestFigures {
+                mirrored_writes: f.hq_writes + f.graph_writes.min(*other),
+                echo_writes: f.graph_writes.saturating_sub(*other),
+                fanout_writes: f.graph_writes.min(*other),
+                ..f
+            },
+            (true, None) => RequestFigures { mirrored_writes: f.hq_writes, echo_writes: f.graph_writes, ..f },
+            (false, _) => RequestFigures { mirrored_writes: f.graph_writes, echo_writes: f.hq_writes, ..f },
         });
     }
-    match appointment_edits(&rig, &mailbox, args.changes).await {
-        Ok(edits) if !edits.is_empty() => {
-            let f = measure_raw(&rig, "appointments Exchange → helloHQ", edits, None).await?;
-            all.push(RequestFigures {
-                mirrored_writes: f.1.hq_item_writes(),
-                echo_writes: f.1.graph_item_writes(),
-                ..f.0
-            });
-        }
-        Ok(_) => eprintln!("  appointments: {mailbox} organizes no linked event; not measured"),
-        Err(e) => eprintln!("  appointments: not measured: {e:#}"),
-    }
-    match task_edits(&rig, &mailbox, args.changes).await {
-        Ok(edits) if !edits.is_empty() => {
-            let f = measure_raw(
-                &rig,
-                "tasks     Exchange → helloHQ (+1 poll)",
-                edits,
-                Some((mailbox.as_str(), Kind::Task)),
-            )
-            .await?;
-            all.push(RequestFigures {
-                mirrored_writes: f.1.hq_item_writes(),
-                echo_writes: f.1.graph_item_writes(),
-                ..f.0
-            });
-        }
-        Ok(_) => eprintln!("  tasks: {mailbox} has no linked To Do task; not measured"),
-        Err(e) => eprintln!("  tasks: not measured: {e:#}"),
-    }
+    passes.since_last(&rig).await?;
+    let elapsed = t0.elapsed().as_secs_f64();
+    // Everything outside the counted windows: the periodic passes (and the
+    // windows they spoiled), minus the bench's own edits.
+    let whole = rig.counters().await?.since(&all_before);
+    let counted_graph: u64 = all.iter().map(|f| f.graph_requests).sum();
+    let counted_hq: u64 = all.iter().map(|f| f.hq_requests).sum();
+    let own_graph: u64 = all.iter().filter(|f| f.from_exchange).map(|f| (f.edits + f.redone) as u64).sum();
+    let own_hq: u64 = all.iter().filter(|f| !f.from_exchange).map(|f| (f.edits + f.redone) as u64).sum();
     rig.stop().await;
     print_requests(&all);
+    println!(
+        "periodic  {} passes published by the scheduler during the {:.0} s run (production cadence); outside the counted edit windows hqsync made {} Graph and {} helloHQ requests ({} Graph / {} helloHQ of them in windows an edit shared with a pass)",
+        passes.published,
+        elapsed,
+        whole.graph_total().saturating_sub(counted_graph + own_graph),
+        whole.hq_total().saturating_sub(counted_hq + own_hq),
+        periodic.graph_total(),
+        periodic.hq_total()
+    );
     Ok(all)
 }
 
+/// The v2 PUT body of a helloHQ task as hqsync writes it: no server
+/// fields, no assignments (written through v1), no `originalStartOn`.
+fn task_put_body(t: &crate::connectors::hellohq::wire::Task) -> anyhow::Result<Value> {
+    let mut v = serde_json::to_value(t)?;
+    if let Some(o) = v.as_object_mut() {
+        for k in [
+            "id",
+            "createdOn",
+            "createdBy",
+            "updatedOn",
+            "updatedBy",
+            "@odata.context",
+            "originalStartOn",
+            "resourceToTasks",
+        ] {
+            o.remove(k);
+        }
+    }
+    Ok(v)
+}
+
 fn print_requests(all: &[RequestFigures]) {
-    let (mut g, mut w) = (0u64, 0u64);
+    println!(
+        "{:<34} {:>5} {:>9} {:>9} {:>9} {:>9} {:>6} {:>6}  per edit / per write (target)",
+        "kind and direction", "edits", "Graph req", "Graph wr", "hHQ req", "hHQ wr", "echo", "redone"
+    );
     for f in all {
-        g += f.graph_requests;
-        w += f.mirrored_writes;
+        let key = if f.from_exchange {
+            format!(
+                "Graph {:.2} per Outlook edit (≤ 1.1){}, helloHQ {:.2} per helloHQ write (≤ 2)",
+                f.graph_per_edit(),
+                if f.fanout_writes > 0 {
+                    format!(
+                        " = {:.2} besides {:.2} writes to the other mailboxes' copies",
+                        (f.graph_requests - f.fanout_writes) as f64 / f.edits.max(1) as f64,
+                        f.fanout_writes as f64 / f.edits.max(1) as f64
+                    )
+                } else {
+                    String::new()
+                },
+                f.hq_per_hq_write()
+            )
+        } else {
+            format!(
+                "Graph {:.2} per Graph write (≤ 1.1), helloHQ {:.2} per edit",
+                f.graph_per_graph_write(),
+                f.hq_per_edit()
+            )
+        };
         println!(
-            "{:<40} {:>3} edits → {:>4} mirrored writes; Graph {:>5.2}/edit {:>5.2}/write; helloHQ {:>5.2}/edit; echo writes {}",
-            f.label,
-            f.edits,
-            f.mirrored_writes,
-            f.graph_per_edit(),
-            f.graph_requests as f64 / f.mirrored_writes.max(1) as f64,
-            f.hq_requests as f64 / f.edits.max(1) as f64,
-            f.echo_writes
+            "{:<34} {:>5} {:>9} {:>9} {:>9} {:>9} {:>6} {:>6}  {key}",
+            f.label, f.edits, f.graph_requests, f.graph_writes, f.hq_requests, f.hq_writes, f.echo_writes, f.redone
         );
         let routes: Vec<String> = f.graph_routes.iter().map(|(r, n)| format!("{n}× {r}")).collect();
-        println!("    Graph (the bench's own edits included): {}", routes.join(", "));
+        println!("    Graph: {}", routes.join(", "));
+        let routes: Vec<String> = f.hq_routes.iter().map(|(r, n)| format!("{n}× {r}")).collect();
+        println!("    helloHQ: {}", routes.join(", "));
         let journal: Vec<String> = f.journal.iter().map(|(a, n)| format!("{n}× {a}")).collect();
         println!("    journal: {}", journal.join(", "));
     }
-    println!(
-        "average   Graph requests per mirrored write: {:.2} (target ≤ 1.1; ratio {:.0}% of the target)",
-        g as f64 / w.max(1) as f64,
-        100.0 * (g as f64 / w.max(1) as f64) / 1.1
-    );
 }
 
-/// Makes `edits` one after the other, waits for hqsync to settle and
-/// returns the requests and writes caused (the bench's own requests off).
-async fn measure(rig: &Rig, label: &str, edits: Vec<Edit>) -> anyhow::Result<(RequestFigures, Counters)> {
-    measure_raw(rig, label, edits.into_iter().map(UserEdit::Sync).collect(), None).await
-}
-
-/// An edit through the sync edit path, or a raw Graph PATCH whose body is
-/// made from a number no earlier edit used (so every edit changes something).
-enum UserEdit {
-    Sync(Edit),
-    GraphPatch { path: String, body: fn(usize) -> Value },
-}
-
-async fn measure_raw(
-    rig: &Rig,
-    label: &str,
-    edits: Vec<UserEdit>,
-    then_pass: Option<(&str, Kind)>,
-) -> anyhow::Result<(RequestFigures, Counters)> {
-    eprintln!("  {label}: {} edits", edits.len());
-    rig.wait_idle(SETTLE, SETUP_LIMIT).await?;
-    let before = rig.counters().await?;
-    let head = rig.journal_head().await?;
-    let (mut own_graph, mut own_hq) = (0u64, 0u64);
-    for e in &edits {
-        match e {
-            UserEdit::Sync(ed) => {
-                make_edit(rig, ed).await?;
-                match ed {
-                    Edit::Exchange { .. } => own_graph += 1,
-                    Edit::Hellohq { .. } => own_hq += 1,
-                }
-            }
-            UserEdit::GraphPatch { path, body } => {
-                let b = body(EDITS.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
-                rig.graph.patch(path, &b, None).await?;
-                own_graph += 1;
-            }
-        }
-        // One change at a time, so each is measured alone.
-        rig.wait_idle(Duration::from_millis(300), SETUP_LIMIT).await?;
-    }
-    if let Some((mailbox, kind)) = then_pass {
-        rig.publish_pass(mailbox, kind).await?;
-    }
-    rig.wait_idle(SETTLE, SETUP_LIMIT).await?;
-    let d = rig.counters().await?.since(&before);
-    let mut graph_routes: Vec<(String, u64)> = d.graph.iter().map(|(k, v)| (k.clone(), *v)).collect();
-    graph_routes.sort_by_key(|r| std::cmp::Reverse(r.1));
-    // The bench's own edits are not hqsync's requests or writes.
-    let mut d2 = d.clone();
-    let minus_one = |m: &mut std::collections::BTreeMap<String, u64>, n: u64| {
-        let mut left = n;
-        for v in m.values_mut() {
-            let take = left.min(*v);
-            *v -= take;
-            left -= take;
-        }
-    };
-    minus_one(&mut d2.graph_writes, own_graph);
-    minus_one(&mut d2.hq_writes, own_hq);
-    let mut journal = std::collections::BTreeMap::<String, u64>::new();
-    for e in rig.journal_after(head).await? {
-        *journal.entry(format!("{} {}", e.action, e.detail["side"].as_str().unwrap_or("-"))).or_default() += 1;
-    }
-    let fig = RequestFigures {
-        journal: journal.into_iter().collect(),
-        label: label.to_string(),
-        edits: edits.len(),
-        graph_requests: d.graph_total().saturating_sub(own_graph),
-        hq_requests: d.hq_total().saturating_sub(own_hq),
-        graph_routes,
-        ..Default::default()
-    };
-    Ok((fig, d2))
-}
-
-/// PATCHes of the locations of events `mailbox` organizes and hqsync linked
-/// (the subject flows only from helloHQ, SPEC §3: editing it mirrors nothing).
-async fn appointment_edits(rig: &Rig, mailbox: &str, n: usize) -> anyhow::Result<Vec<UserEdit>> {
+/// Events `mailbox` organizes that hqsync linked (single instances): their
+/// Graph path and helloHQ id.
+async fn organized_events(rig: &Rig, mailbox: &str) -> anyhow::Result<Vec<(String, String)>> {
     let links = rig.store().list_links(&rig.tenant, &MailboxId::parse(mailbox)?, Kind::Appointment).await?;
-    let mut ids = Vec::new();
-    for l in links.into_iter().filter(|l| l.hq_id.is_some()) {
-        let Some(g) = l.graph_id else { continue };
-        let ev = rig.graph.get(&format!("/users/{}/events/{}", seg(mailbox), seg(&g))).await?;
+    let mut out = Vec::new();
+    for l in links {
+        let (Some(hq), Some(g)) = (l.hq_id, l.graph_id) else { continue };
+        let path = format!("/users/{}/events/{}", seg(mailbox), seg(&g));
+        let ev = rig.graph.get(&path).await?;
         if ev["isOrganizer"].as_bool().unwrap_or(false) && ev["type"].as_str() == Some("singleInstance") {
-            ids.push(g);
+            out.push((path, hq));
         }
     }
-    Ok(if ids.is_empty() {
-        Vec::new()
-    } else {
-        (0..n)
-            .map(|i| UserEdit::GraphPatch {
-                path: format!("/users/{}/events/{}", seg(mailbox), seg(&ids[i % ids.len()])),
-                body: |n| json!({"location": {"displayName": format!("Bench {n}")}}),
-            })
-            .collect()
-    })
+    Ok(out)
 }
 
-/// PATCHes of the due dates of To Do tasks hqsync linked (found through the
-/// lists; the title flows only from helloHQ, SPEC §3: editing it mirrors nothing).
-async fn task_edits(rig: &Rig, mailbox: &str, n: usize) -> anyhow::Result<Vec<UserEdit>> {
+/// To Do tasks of `mailbox` hqsync linked (found through the lists): their
+/// Graph path and helloHQ id.
+async fn linked_todo_tasks(rig: &Rig, mailbox: &str) -> anyhow::Result<Vec<(String, String)>> {
     let links = rig.store().list_links(&rig.tenant, &MailboxId::parse(mailbox)?, Kind::Task).await?;
-    let linked: std::collections::HashSet<String> = links.into_iter().filter_map(|l| l.graph_id).collect();
+    let linked: BTreeMap<String, String> = links.into_iter().filter_map(|l| Some((l.graph_id?, l.hq_id?))).collect();
     let lists = rig.graph.list_all(&format!("/users/{}/todo/lists", seg(mailbox))).await?;
-    let mut paths = Vec::new();
+    let mut out = Vec::new();
     for l in &lists {
         let Some(list) = l["id"].as_str() else { continue };
         let base = format!("/users/{}/todo/lists/{}/tasks", seg(mailbox), seg(list));
         for t in rig.graph.list_all(&base).await? {
-            if let Some(id) = t["id"].as_str().filter(|id| linked.contains(*id)) {
-                paths.push(format!("{base}/{}", seg(id)));
+            if let Some((id, hq)) = t["id"].as_str().and_then(|id| linked.get(id).map(|hq| (id, hq))) {
+                out.push((format!("{base}/{}", seg(id)), hq.clone()));
             }
         }
     }
-    Ok(if paths.is_empty() {
-        Vec::new()
-    } else {
-        (0..n).map(|i| UserEdit::GraphPatch { path: paths[i % paths.len()].clone(), body: due_date }).collect()
-    })
+    Ok(out)
 }
 
 /// A To Do due date `n` days after 2030-01-01 (after any start the demo holds).
@@ -675,6 +1115,12 @@ pub struct FanoutFigures {
     pub graph_writes_per_edit: f64,
     pub hq_requests_per_edit: f64,
     pub batch_requests: u64,
+    /// Baseline, measured in the same run: the same writes (one per copy)
+    /// made straight to the Graph simulator, one after the other and all at
+    /// once, averaged per edit.
+    pub direct_writes: usize,
+    pub direct_sequential_ms: f64,
+    pub direct_concurrent_ms: f64,
 }
 
 pub async fn fanout(args: FanoutArgs) -> anyhow::Result<Vec<FanoutFigures>> {
@@ -738,6 +1184,48 @@ pub async fn fanout(args: FanoutArgs) -> anyhow::Result<Vec<FanoutFigures>> {
             graph_writes_per_edit: d.graph_item_writes() as f64 / k,
             hq_requests_per_edit: d.hq_total().saturating_sub(args.edits as u64) as f64 / k,
             batch_requests: d.graph.iter().filter(|(r, _)| r.contains("$batch")).map(|(_, v)| v).sum(),
+            ..Default::default()
+        };
+        // The baseline: the same N writes made straight to the Graph
+        // simulator, without hqsync, one after the other and all at once.
+        let copies: Vec<(String, String)> = rig
+            .store()
+            .links_of_hq(&rig.tenant, Kind::Contact, &hq_id)
+            .await?
+            .into_iter()
+            .filter_map(|l| Some((l.mailbox.as_str().to_string(), l.graph_id?)))
+            .collect();
+        let (mut seq_ms, mut par_ms) = (0.0, 0.0);
+        for i in 0..args.edits {
+            rig.wait_idle(Duration::from_millis(300), SETUP_LIMIT).await?;
+            let tag = format!("Bench {}-direct-{i}", run_tag());
+            let t = Instant::now();
+            for (m, g) in &copies {
+                rig.graph
+                    .patch(&format!("/users/{}/contacts/{}", seg(m), seg(g)), &json!({"jobTitle": tag}), None)
+                    .await?;
+            }
+            seq_ms += t.elapsed().as_secs_f64() * 1000.0;
+            rig.wait_idle(Duration::from_millis(300), SETUP_LIMIT).await?;
+            let tag = format!("Bench {}-direct-all-{i}", run_tag());
+            let body = json!({"jobTitle": tag});
+            let t = Instant::now();
+            let writes = copies.iter().map(|(m, g)| {
+                let path = format!("/users/{}/contacts/{}", seg(m), seg(g));
+                let (graph, body) = (&rig.graph, &body);
+                async move { graph.patch(&path, body, None).await }
+            });
+            for r in futures::future::join_all(writes).await {
+                r?;
+            }
+            par_ms += t.elapsed().as_secs_f64() * 1000.0;
+            eprintln!("  {n} mailboxes: direct writes {}/{}", i + 1, args.edits);
+        }
+        let f = FanoutFigures {
+            direct_sequential_ms: seq_ms / k,
+            direct_concurrent_ms: par_ms / k,
+            direct_writes: copies.len(),
+            ..f
         };
         rig.stop().await;
         println!(
@@ -752,6 +1240,15 @@ pub async fn fanout(args: FanoutArgs) -> anyhow::Result<Vec<FanoutFigures>> {
             f.graph_requests_per_edit / n as f64,
             f.hq_requests_per_edit,
             if f.batch_requests > 0 { "yes" } else { "no (one PATCH per mailbox)" }
+        );
+        println!(
+            "N = {:>4}: baseline, the same {} writes straight to the Graph simulator without hqsync: {:>7.1} ms one after the other, {:>7.1} ms all at once; hqsync's last write = {:.1}× the sequential, {:.1}× the concurrent baseline",
+            f.mailboxes,
+            f.direct_writes,
+            f.direct_sequential_ms,
+            f.direct_concurrent_ms,
+            f.last_ms / f.direct_sequential_ms.max(1e-9),
+            f.last_ms / f.direct_concurrent_ms.max(1e-9)
         );
         out.push(f);
     }
@@ -938,6 +1435,52 @@ mod tests {
         let (name, ms) = parse_stat(line).unwrap();
         assert_eq!(name, "hq worker");
         assert_eq!(ms, 2000.0);
+    }
+
+    fn at(ms: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp_millis(1_800_000_000_000 + ms).unwrap()
+    }
+
+    fn landed_at(target: Target, ms: i64, tag: &str) -> Landed {
+        Landed { target, at: at(ms), tag: tag.into() }
+    }
+
+    #[test]
+    fn e2e_waits_for_every_counterpart_and_never_credits_a_late_write_to_the_next_edit() {
+        let hq = |id: &str| Target::Hellohq(id.into());
+        let mb = |m: &str| Target::Mailbox(m.into());
+        let copies = BTreeMap::from([("7".to_string(), vec!["a@x".to_string(), "b@x".to_string(), "c@x".to_string()])]);
+        let edit = Edit::Hellohq { hq_id: "7".into(), body: Value::Null };
+        let done = |tag: &str, ms: i64| Done { edit: edit.clone(), tag: tag.into(), at: at(ms), round_trip_ms: 1.0 };
+        let log = vec![
+            landed_at(hq("7"), 0, "t1"),
+            landed_at(mb("a@x"), 10, "t1"),
+            landed_at(mb("b@x"), 20, "t1"),
+            landed_at(hq("7"), 100, "t2"),
+            landed_at(mb("a@x"), 110, "t2"),
+            landed_at(mb("b@x"), 115, "t2"),
+            // t1's write to c lands after t2 was made: it is t1's last counterpart, not t2's.
+            landed_at(mb("c@x"), 130, "t1"),
+            landed_at(mb("c@x"), 140, "t2"),
+        ];
+        let first = |log: &[Landed]| {
+            let mut f = FirstLandings::new();
+            add_landings(&mut f, log.to_vec());
+            f
+        };
+        let (all, partial) = (first(&log), first(&log[..7]));
+        let r = e2e_figures(&[done("t1", 1), done("t2", 101)], &copies, &all, 0.0, chrono::Duration::seconds(10));
+        assert_eq!((r.edits, r.samples(), r.missing, r.counterparts), (2, 2, 0, 6), "{r:?}");
+        assert_eq!(r.to_exchange.p99_ms, 130.0, "t1: from its own write at 0 to its last one at 130; {r:?}");
+        let r = e2e_figures(&[done("t2", 101)], &copies, &all, 0.0, chrono::Duration::seconds(10));
+        assert_eq!(r.to_exchange.p50_ms, 40.0, "t2: 100 → 140; {r:?}");
+        // Without t2's write to c, t2 is missing and t1 still complete.
+        let r = e2e_figures(&[done("t1", 1), done("t2", 101)], &copies, &partial, 0.0, chrono::Duration::seconds(10));
+        assert_eq!((r.samples(), r.missing), (1, 1), "{r:?}");
+        assert!(r.missing_detail[0].contains("c@x"), "{r:?}");
+        // A counterpart later than the timeout is missing too.
+        let r = e2e_figures(&[done("t1", 1)], &copies, &all, 0.0, chrono::Duration::milliseconds(100));
+        assert_eq!((r.samples(), r.missing), (0, 1), "{r:?}");
     }
 
     #[test]

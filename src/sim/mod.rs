@@ -4,3 +4,5 @@
 
 pub mod graph;
 pub mod hellohq;
+
+pub mod writelog;

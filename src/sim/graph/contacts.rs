@@ -703,6 +703,7 @@ pub(crate) fn create_contact(ctx: &Ctx<'_>, folder: Option<&str>) -> GResult {
         },
     );
     let (mb_id, cid, etag) = (mb.id.clone(), contact.id.clone(), wire::etag(&contact.change_key));
+    lock(&ctx.shared.write_log).record("contact", Some(&mb.upn), &cid, &v);
     mb.contacts.insert(contact.id.clone(), contact);
     notify_contact(ctx.shared, &w, &mb_id, (&cid, &cid), &fid, &etag, "created");
     drop(w);
@@ -754,6 +755,7 @@ pub(crate) fn update_contact(ctx: &Ctx<'_>, folder: Option<&str>, id: &str) -> G
     };
     let v = render_contact(c, &opts);
     let (mb_id, fid, etag, rest) = (mb.id.clone(), c.folder_id.clone(), wire::etag(&c.change_key), c.rest_id.clone());
+    lock(&ctx.shared.write_log).record("contact", Some(&mb.upn), &key, &v);
     notify_contact(ctx.shared, &w, &mb_id, (&key, &rest), &fid, &etag, "updated");
     drop(w);
     lock(&ctx.shared.stats).count_write("contact");

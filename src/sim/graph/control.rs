@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use axum::extract::State;
+use axum::extract::{Query, State};
 use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -89,6 +89,25 @@ pub(crate) fn injected_fault(shared: &Shared) -> Result<(), GraphError> {
 
 fn control_error(status: StatusCode, message: &str) -> Response {
     (status, Json(json!({"error": {"code": "BadRequest", "message": message}}))).into_response()
+}
+
+/// `GET /_sim/writes?after=N&limit=L`: recorded item writes (see [`crate::sim::writelog`]).
+pub(crate) async fn writes(
+    State(shared): State<Arc<Shared>>,
+    Query(q): Query<crate::sim::writelog::PageQuery>,
+) -> Json<Value> {
+    Json(lock(&shared.write_log).page(q.after, q.limit()))
+}
+
+/// `POST /_sim/writes {"record": true|false}`: starts (cleared) or stops the write log.
+pub(crate) async fn record_writes(State(shared): State<Arc<Shared>>, body: axum::body::Bytes) -> Response {
+    match serde_json::from_slice::<crate::sim::writelog::Control>(&body) {
+        Ok(c) => {
+            lock(&shared.write_log).set(&c);
+            StatusCode::NO_CONTENT.into_response()
+        }
+        Err(e) => control_error(StatusCode::BAD_REQUEST, &format!("expected {{\"record\": true|false}}: {e}")),
+    }
 }
 
 pub(crate) async fn stats(State(shared): State<Arc<Shared>>) -> Json<Value> {

@@ -233,6 +233,8 @@ pub(crate) struct Shared {
     pub jwt_key: Vec<u8>,
     pub http: reqwest::Client,
     pub notify_tx: mpsc::UnboundedSender<notifier::Outgoing>,
+    /// `/_sim/writes` (off until a bench turns it on).
+    pub write_log: Mutex<crate::sim::writelog::WriteLog>,
 }
 
 impl Shared {
@@ -280,6 +282,7 @@ impl GraphSim {
             jwt_key,
             http,
             notify_tx,
+            write_log: Mutex::new(crate::sim::writelog::WriteLog::default()),
         });
         let cancel = CancellationToken::new();
         let tracker = TaskTracker::new();

@@ -30,6 +30,7 @@ pub(crate) fn app(shared: Arc<Shared>) -> Router {
         .route("/_sim/roles", post(control::roles))
         .route("/_sim/todo/move", post(control::move_task))
         .route("/_sim/move", post(control::move_contact))
+        .route("/_sim/writes", get(control::writes).post(control::record_writes))
         .route("/v1.0/{*rest}", any(graph_entry))
         .with_state(shared)
 }

@@ -404,7 +404,8 @@ fn router(shared: Arc<Shared>) -> Router {
         .route("/_sim/faults", post(set_faults))
         .route("/_sim/reset", post(reset))
         .route("/_sim/seed", get(seed_info).post(seed_more))
-        .route("/_sim/webhooks", get(list_webhooks).post(add_webhook));
+        .route("/_sim/webhooks", get(list_webhooks).post(add_webhook))
+        .route("/_sim/writes", get(writes).post(record_writes));
     // An unknown route, or a known path with a method it does not have,
     // answers 404 like a route that does not exist.
     api.merge(control).fallback(no_route).method_not_allowed_fallback(no_route).with_state(shared)
@@ -503,6 +504,25 @@ async fn guarded(s: &Shared, faults: &Faults, req: &mut Request) -> Result<(), R
 }
 
 // ---- control routes --------------------------------------------------------
+
+/// `GET /_sim/writes?after=N&limit=L`: recorded item writes (see [`crate::sim::writelog`]).
+async fn writes(
+    State(s): State<Arc<Shared>>,
+    axum::extract::Query(q): axum::extract::Query<crate::sim::writelog::PageQuery>,
+) -> Json<Value> {
+    Json(s.with_db(|db| db.write_log.page(q.after, q.limit())))
+}
+
+/// `POST /_sim/writes {"record": true|false}`: starts (cleared) or stops the write log.
+async fn record_writes(State(s): State<Arc<Shared>>, body: axum::body::Bytes) -> Response {
+    match serde_json::from_slice::<crate::sim::writelog::Control>(&body) {
+        Ok(c) => {
+            s.with_db(|db| db.write_log.set(&c));
+            StatusCode::NO_CONTENT.into_response()
+        }
+        Err(e) => problem(StatusCode::BAD_REQUEST, &format!("expected {{\"record\": true|false}}: {e}"), None),
+    }
+}
 
 async fn stats(State(s): State<Arc<Shared>>) -> Json<Value> {
     let (writes, counts) = s.with_db(|db| (json!(db.writes), json!(db.counts())));

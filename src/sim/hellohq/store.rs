@@ -430,6 +430,8 @@ pub struct Db {
     last_stamp: DateTime<Utc>,
     /// Writes per entity since the last reset (for `/_sim/stats`).
     pub writes: BTreeMap<&'static str, u64>,
+    /// `/_sim/writes` (off until a bench turns it on; a reset turns it off).
+    pub write_log: crate::sim::writelog::WriteLog,
     notify: Option<UnboundedSender<ChangeEvent>>,
 }
 
@@ -449,6 +451,7 @@ impl Db {
             seqs: HashMap::new(),
             last_stamp: DateTime::<Utc>::MIN_UTC,
             writes: BTreeMap::new(),
+            write_log: crate::sim::writelog::WriteLog::default(),
             notify,
         }
     }
@@ -513,6 +516,15 @@ impl Db {
 
     fn changed(&mut self, entity: Entity, id: i32, kind: ChangeKind, at: DateTime<Utc>, actor: Actor) {
         *self.writes.entry(entity.wire_name()).or_default() += 1;
+        if self.write_log.recording() {
+            let row = match entity {
+                Entity::ContactPerson => self.contacts.get(&id),
+                Entity::Task => self.tasks.get(&id),
+                _ => None,
+            };
+            let row = row.cloned().unwrap_or(Value::Null);
+            self.write_log.record(entity.wire_name(), None, &id.to_string(), &row);
+        }
         if kind == ChangeKind::Deleted {
             let eid = self.next_id("event");
             self.events.push(json!({
