@@ -1382,6 +1382,10 @@ const WRITE_ACTIONS: [&str; 4] = ["created", "updated", "deleted", "moved"];
 #[derive(Debug, Default)]
 struct Repairs {
     by: BTreeMap<(By, bool), (usize, std::collections::BTreeSet<String>)>,
+    /// The writes made after phase 1 had converged (by a pass of the
+    /// product's or by the forced resync), described: over a state that
+    /// matched the model, each is worth a look.
+    late: Vec<String>,
 }
 
 impl Repairs {
@@ -1427,7 +1431,17 @@ fn attribute(
         };
         let kind = e.kind.map(|k| k.as_str()).unwrap_or("-");
         let id = e.hq_id.clone().map(|i| format!("hq {i}")).or_else(|| e.graph_id.clone()).unwrap_or_default();
-        let slot = r.by.entry((by, e.at > phase1_end)).or_default();
+        let after = e.at > phase1_end;
+        if after && matches!(by, By::OwnPass | By::Forced) {
+            r.late.push(format!(
+                "{} {by:?} {} {kind} {} {id}: {}",
+                e.at.format("%H:%M:%S%.3f"),
+                e.mailbox.as_ref().map(|m| m.as_str()).unwrap_or("-"),
+                e.action,
+                e.detail
+            ));
+        }
+        let slot = r.by.entry((by, after)).or_default();
         slot.0 += 1;
         slot.1.insert(format!("{kind} {id}"));
     }
@@ -1766,6 +1780,9 @@ async fn scenario(size: Size) -> Option<(String, bool)> {
         ),
     );
     line(&mut r, format!("    a hint never recorded as processed      {}", rep(By::Unrecorded, None)));
+    for w in repairs.late.iter().take(10) {
+        line(&mut r, format!("    written after verdict 1: {w}"));
+    }
     line(
         &mut r,
         format!(
