@@ -624,6 +624,49 @@ async fn an_event_whose_create_was_cut_off(h: &H, subject: &str) -> (String, Tas
     (gid, row)
 }
 
+/// A worker killed between creating the helloHQ row of Clara's Outlook
+/// event and writing its assignments, its claim gone too (fault suite, seed
+/// 9): a pass finds the row by its iCalUId and links it, and writes the
+/// organizer's assignment the create had not written, or the appointment
+/// would be nobody's in helloHQ for good.
+#[tokio::test]
+async fn a_row_adopted_from_a_create_cut_off_before_its_assignments_gets_its_organizer() {
+    let h = H::start().await;
+    h.sync_all().await;
+    let d = in_days(9);
+    let ev = h
+        .outlook_create(
+            CLARA,
+            json!({"subject": "Abnahme Druckerei",
+                "start": {"dateTime": format!("{d}T09:00:00"), "timeZone": "W. Europe Standard Time"},
+                "end": {"dateTime": format!("{d}T10:00:00"), "timeZone": "W. Europe Standard Time"}}),
+        )
+        .await;
+    let gid = ev["id"].as_str().unwrap().to_string();
+    h.exchange_changed(CLARA, &gid).await;
+    let row = h.row("Abnahme Druckerei").await;
+    let clara = h.user_id(CLARA).await;
+    assert!(row.resource_to_tasks.iter().flatten().any(|a| a.user_id == Some(clara)), "the create assigns Clara");
+    // Undo what the create did after the row: its assignments, its link,
+    // and the iCalUId it remembered.
+    h.hq.update_task(row.id, |t| t.resource_to_tasks = Some(vec![])).await.unwrap();
+    let mb = MailboxId::parse(CLARA).unwrap();
+    h.store.delete_link(&h.tenant, &mb, Kind::Appointment, Some(&row.id.to_string()), Some(&gid)).await.unwrap();
+    h.store.set_cursor(&h.tenant, "appointment.ical_uid", ev["iCalUId"].as_str().unwrap(), "").await.unwrap();
+    assert!(h.row("Abnahme Druckerei").await.resource_to_tasks.iter().flatten().all(|a| a.user_id != Some(clara)));
+    h.pass(CLARA).await;
+    let links = h.links_of(row.id).await;
+    assert_eq!(links.iter().map(|l| l.graph_id.as_deref()).collect::<Vec<_>>(), [Some(gid.as_str())], "adopted");
+    let row = h.row("Abnahme Druckerei").await;
+    assert!(
+        row.resource_to_tasks.iter().flatten().any(|a| a.user_id == Some(clara)),
+        "the adopted row has no organizer: {:?}",
+        row.resource_to_tasks
+    );
+    assert_eq!(h.rows_named("Abnahme Druckerei").await.len(), 1);
+    h.stop().await;
+}
+
 /// The user then deleted the event: the deletion met only the dead
 /// worker's claim and dropped it, so the row and its copy stayed for good.
 /// The row carries the event's id (`syncId`): both go.

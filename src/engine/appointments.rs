@@ -1737,6 +1737,45 @@ impl<'a> Appointments<'a> {
         Ok(())
     }
 
+    /// A row hqsync made from event `gid` of `m` (tagged with it in
+    /// `syncId`) by a create cut off between the row and its assignments,
+    /// adopted by a pass through its iCalUId: the organizer's assignment
+    /// that create would have written next is written now. Without it the
+    /// appointment is nobody's in helloHQ, and no merge adds it (fault
+    /// suite, seed 9: a worker killed right after the row).
+    async fn complete_cut_off_create(
+        &self,
+        people: &People,
+        m: &Mailbox,
+        gid: &str,
+        row: Option<&wire::Task>,
+    ) -> Result<(), EngineError> {
+        let Some(row) = row.filter(|t| t.extra.get("syncId").and_then(Value::as_str) == Some(gid)) else {
+            return Ok(());
+        };
+        let Some(u) = people.user_by_email(m.id.as_str()) else { return Ok(()) };
+        if row.resource_to_tasks.iter().flatten().any(|a| a.user_id == Some(u)) {
+            return Ok(());
+        }
+        self.hq
+            .update_task(row.id, |t| {
+                let mut list = t.resource_to_tasks.take().unwrap_or_default();
+                list.insert(0, TaskAssignment { user_id: Some(u), ..Default::default() });
+                t.resource_to_tasks = Some(list);
+            })
+            .await
+            .map_err(hq_err)?;
+        self.journal(
+            Some(&m.id),
+            "updated",
+            Some(row.id.to_string()),
+            Some(gid.to_string()),
+            json!({"side": "hellohq", "summary": format!("appointment {}", row.name.clone().unwrap_or_default()), "reason": "the organizer's assignment a cut-off create had not written yet"}),
+        )
+        .await;
+        Ok(())
+    }
+
     /// Deleted in Exchange while its helloHQ appointment was being created
     /// by a run that failed or was killed (its claim `l` is left, no longer
     /// live): that run may have made the row (tagged with the event's id in
@@ -1989,6 +2028,9 @@ impl<'a> Appointments<'a> {
                 }
                 self.store.upsert_link(&link).await?;
                 self.index_ical(str_of(v, "iCalUId"), hq_id).await?;
+                if role == ORGANIZER {
+                    self.complete_cut_off_create(&people, m, gid, hq_by_id.get(&hq_id).copied()).await?;
+                }
                 self.journal(
                     Some(&m.id),
                     "linked",
